@@ -1,0 +1,554 @@
+"""The tape: runs a stepper under a checkpoint schedule and returns exact gradients.
+
+The reverse sweep is the adjoint-state (costate) recursion
+``λ[t] = (∂f/∂x[t])ᵀ λ[t+1] + (∂g/∂x[t])ᵀ ∂L/∂y[t]``, ``∂L/∂θ = Σ_t (∂f/∂θ)ᵀ λ[t+1]``.
+The tape records ``‖λ[t]‖`` for every ``t`` (the costate trace) so that vanishing or
+exploding gradients are visible.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import taichi as ti
+from taichi._lib.core.taichi_python import SNodeGradType
+from taichi.lang.enums import AutodiffMode
+
+from diffsim._fields import FieldTree, field_nbytes
+from diffsim._runtime import ensure_init, np_real
+from diffsim.checkpoint import (
+    Advance,
+    Budget,
+    Free,
+    Restore,
+    Reverse,
+    Save,
+    Schedule,
+    simulate,
+)
+from diffsim.kernels.common import copy_slot, sumsq_slot, sumsq_slot_vec, zero_slot
+
+__all__ = ["DEFAULT_BUDGET", "Launch", "Stepper", "Tape", "TapeReport", "TaichiStepper"]
+
+#: Checkpoint memory a tape may use when no schedule is given.
+DEFAULT_BUDGET = "1GiB"
+
+#: One kernel launch of a step: ``(kernel, args)``; the tape may also call ``kernel.grad(*args)``.
+Launch = tuple[Callable[..., object], tuple[object, ...]]
+
+
+class Stepper(abc.ABC):
+    """What a :class:`Tape` drives: a rollout ``x[t+1] = f(x[t], θ, s[t])`` and its adjoint.
+
+    Live state: ``x[t]`` after :meth:`reset` (``t = 0``) or :meth:`advance` (``t = step+1``);
+    :meth:`advance` keeps its input ``x[step]`` readable until the next action, so that
+    :meth:`reverse` of the last step needs no checkpoint. Most users subclass
+    :class:`TaichiStepper`, which implements all of this from field declarations.
+    """
+
+    #: number of steps the stepper's forcing and output buffers are sized for.
+    steps: int
+
+    @property
+    @abc.abstractmethod
+    def state_nbytes(self) -> int:
+        """Bytes of one complete state (what one checkpoint costs)."""
+
+    @abc.abstractmethod
+    def allocate_checkpoints(self, slots: int) -> None:
+        """Make room for ``slots`` stored states."""
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Make ``x[0]`` live and record the outputs at time 0."""
+
+    @abc.abstractmethod
+    def advance(self, step: int) -> None:
+        """Run forward step ``step`` (``x[step] -> x[step+1]``) and record its outputs."""
+
+    @abc.abstractmethod
+    def save(self, step: int, slot: int) -> None:
+        """Store the live ``x[step]`` in checkpoint ``slot``."""
+
+    @abc.abstractmethod
+    def restore(self, step: int, slot: int) -> None:
+        """Make ``x[step]``, held in checkpoint ``slot``, live."""
+
+    @abc.abstractmethod
+    def live_is_finite(self, step: int) -> bool:
+        """Whether every value of the live state ``x[step]`` is finite."""
+
+    @abc.abstractmethod
+    def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
+        """Zero every adjoint and seed the output cotangents ``∂L/∂y``."""
+
+    @abc.abstractmethod
+    def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
+        """Reverse step ``step``: ``λ[step+1] -> λ[step]``, accumulating ``∂L/∂θ``.
+
+        Args:
+            step: the step to reverse.
+            slot: checkpoint holding ``x[step]``, or ``None`` for the live buffers.
+            measure: whether to return ``‖λ[step+1]‖`` (else NaN).
+
+        Returns:
+            The norm of the complete ``λ[step+1]`` when ``measure``.
+        """
+
+    @abc.abstractmethod
+    def finish_reverse(self, *, measure: bool) -> float:
+        """Add the time-0 output cotangents; return ``‖λ[0]‖`` when ``measure``."""
+
+    @abc.abstractmethod
+    def outputs(self) -> dict[str, np.ndarray]:
+        """The recorded outputs, each ``[steps+1, ...]``."""
+
+    @abc.abstractmethod
+    def gradients(self) -> dict[str, np.ndarray]:
+        """``∂L/∂θ`` for every parameter, shaped like the parameter."""
+
+
+class TaichiStepper(Stepper):
+    """A stepper whose state, parameters and outputs are Taichi fields.
+
+    A subclass declares its fields in ``__init__`` with :meth:`_state`, :meth:`_param`,
+    :meth:`_output` and :meth:`_scratch`, calls :meth:`_finalize`, and implements:
+
+    * :meth:`substeps` ``(src, dst, step)``: the kernel launches of one forward step,
+      reading state slot ``src`` and writing state slot ``dst``. Intermediates live in
+      scratch fields; they are recomputed inside each reverse step, so a scratch field
+      may be reused by every step.
+    * :meth:`record` ``(slot, t)``: launches that write the outputs at time ``t`` from
+      state slot ``slot`` into time-indexed output fields (optional).
+    * :meth:`load_initial` ``(slot)``: write ``x[0]`` into state slot ``slot``.
+
+    The reverse step defaults to Taichi autodiff: the executor zeroes ``λ[t]``, reruns
+    the step's launches but the last, then calls ``kernel.grad`` in reverse order. A
+    subclass may override :meth:`reverse_step` with a hand-written adjoint that reads
+    ``λ[t+1]`` from the ``.grad`` of state slot ``dst`` and writes ``λ[t]`` into slot
+    ``src``; it must pass the same gradient tests.
+
+    State fields have two work slots: ``x[t]`` lives in slot ``t % 2``.
+    """
+
+    def __init__(self, *, steps: int) -> None:
+        ensure_init()
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps={steps!r} must be an int >= 1")
+        self.steps = steps
+        self._tree = FieldTree()
+        self._states: dict[str, object] = {}
+        self._params: dict[str, object] = {}
+        self._outputs: dict[str, object] = {}
+        self._scratches: dict[str, object] = {}
+        self._pool: dict[str, object] = {}
+        self._pool_tree: FieldTree | None = None
+        self._pool_slots = 0
+        self._validate = False
+        self._validated: set[int] = set()
+
+    # -- declarations ---------------------------------------------------------------
+    def _state(self, name: str, shape: tuple[int, ...], *, vector: int | None = None) -> object:
+        f = self._tree.field((2, *shape), vector=vector, needs_grad=True)
+        self._states[name] = f
+        return f
+
+    def _param(self, name: str, shape: tuple[int, ...], *, vector: int | None = None) -> object:
+        f = self._tree.field(shape, vector=vector, needs_grad=True)
+        self._params[name] = f
+        return f
+
+    def _output(self, name: str, shape: tuple[int, ...], *, vector: int | None = None) -> object:
+        f = self._tree.field((self.steps + 1, *shape), vector=vector, needs_grad=True)
+        self._outputs[name] = f
+        return f
+
+    def _scratch(self, name: str, shape: tuple[int, ...], *, vector: int | None = None) -> object:
+        f = self._tree.field(shape, vector=vector, needs_grad=True)
+        self._scratches[name] = f
+        return f
+
+    def _finalize(self) -> None:
+        self._tree.finalize()
+
+    # -- what a subclass provides -----------------------------------------------------
+    @abc.abstractmethod
+    def substeps(self, src: int, dst: int, step: int) -> Sequence[Launch]:
+        """The launches of forward step ``step`` from state slot ``src`` into ``dst``."""
+
+    def record(self, slot: int, t: int) -> Sequence[Launch]:  # noqa: ARG002
+        """The launches that record the outputs at time ``t`` from state slot ``slot``."""
+        return ()
+
+    @abc.abstractmethod
+    def load_initial(self, slot: int) -> None:
+        """Write the initial state ``x[0]`` into state slot ``slot``."""
+
+    def reverse_step(self, step: int, src: int, dst: int) -> None:
+        """Adjoint of step ``step``: ``λ[step+1]`` in ``.grad[dst]`` to ``λ[step]`` in ``.grad[src]``.
+
+        The default differentiates :meth:`substeps` with Taichi autodiff.
+        """
+        for f in self._states.values():
+            zero_slot(f.grad, src)
+        launches = self.substeps(src, dst, step)
+        self._run(launches[:-1])
+        for kernel, args in reversed(launches):
+            kernel.grad(*args)
+
+    # -- Stepper protocol -------------------------------------------------------------
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes of one complete state: every state field's slot."""
+        return sum(field_nbytes(f) // 2 for f in self._states.values())
+
+    def enable_validation(self) -> None:
+        """Run every forward step under Taichi's global-data-access checks (debug mode)."""
+        if not ensure_init().debug:
+            raise RuntimeError(
+                "validation needs Taichi debug mode: call diffsim.init(..., debug=True) "
+                "before creating the stepper"
+            )
+        self._validate = True
+
+    def _run(self, launches: Sequence[Launch]) -> None:
+        if self._validate:
+            ti.ad.clear_all_gradients(gradient_type=SNodeGradType.ADJOINT_CHECKBIT)
+            for kernel, _ in launches:
+                if id(kernel) not in self._validated:
+                    kernel._primal.autodiff_mode = AutodiffMode.VALIDATION
+                    self._validated.add(id(kernel))
+        for kernel, args in launches:
+            kernel(*args)
+
+    def allocate_checkpoints(self, slots: int) -> None:
+        """Allocate (or reuse) a pool of ``slots`` stored states."""
+        if slots <= self._pool_slots:
+            return
+        if self._pool_tree is not None:
+            self._pool_tree.destroy()
+        tree = FieldTree()
+        self._pool = {
+            name: tree.field((slots, *f.shape[1:]), vector=getattr(f, "n", None))
+            for name, f in self._states.items()
+        }
+        tree.finalize()
+        self._pool_tree = tree
+        self._pool_slots = slots
+
+    def reset(self) -> None:
+        """Make ``x[0]`` live and record the outputs at time 0."""
+        self.load_initial(0)
+        self._run(self.record(0, 0))
+
+    def advance(self, step: int) -> None:
+        """Run forward step ``step`` and record the outputs at ``step + 1``."""
+        src = step % 2
+        dst = 1 - src
+        self._run(self.substeps(src, dst, step))
+        self._run(self.record(dst, step + 1))
+
+    def save(self, step: int, slot: int) -> None:
+        """Store the live ``x[step]`` in checkpoint ``slot``."""
+        for name, f in self._states.items():
+            copy_slot(f, step % 2, self._pool[name], slot)
+
+    def restore(self, step: int, slot: int) -> None:
+        """Make ``x[step]`` from checkpoint ``slot`` live."""
+        for name, f in self._states.items():
+            copy_slot(self._pool[name], slot, f, step % 2)
+
+    def _sumsq(self, f: object, slot: int) -> float:
+        return (sumsq_slot_vec if hasattr(f, "n") else sumsq_slot)(f, slot)
+
+    def live_is_finite(self, step: int) -> bool:
+        """Whether the live state ``x[step]`` holds only finite values."""
+        return all(math.isfinite(self._sumsq(f, step % 2)) for f in self._states.values())
+
+    def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
+        """Zero every adjoint, then set the outputs' adjoints to ``cotangents``."""
+        unknown = set(cotangents) - set(self._outputs)
+        if unknown:
+            raise ValueError(
+                f"cotangents for unknown outputs {sorted(unknown)}; this stepper's outputs are "
+                f"{sorted(self._outputs)}"
+            )
+        for group in (self._states, self._params, self._outputs, self._scratches):
+            for f in group.values():
+                f.grad.fill(0)
+        for name, value in cotangents.items():
+            f = self._outputs[name]
+            arr = np.asarray(value)
+            expected = tuple(f.shape) + ((f.n,) if hasattr(f, "n") else ())
+            if arr.shape != expected:
+                raise ValueError(
+                    f"cotangent for output {name!r} has shape {arr.shape}; expected {expected} "
+                    "(the shape of the recorded output)"
+                )
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"cotangent for output {name!r} contains NaN or Inf")
+            f.grad.from_numpy(np.ascontiguousarray(arr, dtype=np_real()))
+
+    def _norm_grad(self, slot: int) -> float:
+        return math.sqrt(sum(self._sumsq(f.grad, slot) for f in self._states.values()))
+
+    def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
+        """See :meth:`Stepper.reverse`."""
+        src = step % 2
+        dst = 1 - src
+        if slot is not None:
+            for name, f in self._states.items():
+                copy_slot(self._pool[name], slot, f, src)
+        for kernel, args in reversed(self.record(dst, step + 1)):
+            kernel.grad(*args)
+        norm = self._norm_grad(dst) if measure else math.nan
+        self.reverse_step(step, src, dst)
+        return norm
+
+    def finish_reverse(self, *, measure: bool) -> float:
+        """Add the time-0 output cotangents into ``λ[0]``."""
+        for kernel, args in reversed(self.record(0, 0)):
+            kernel.grad(*args)
+        return self._norm_grad(0) if measure else math.nan
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        """The recorded outputs, each ``[steps+1, ...]``."""
+        return {name: f.to_numpy() for name, f in self._outputs.items()}
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """``∂L/∂θ`` for every parameter, after :meth:`Tape.backward`."""
+        return {name: f.grad.to_numpy() for name, f in self._params.items()}
+
+    def initial_state_gradient(self) -> dict[str, np.ndarray]:
+        """``∂L/∂x[0]`` for every state field, after :meth:`Tape.backward`."""
+        return {name: f.grad.to_numpy()[0] for name, f in self._states.items()}
+
+    def destroy(self) -> None:
+        """Free every field of this stepper; it cannot be used afterwards."""
+        if self._pool_tree is not None:
+            self._pool_tree.destroy()
+        self._tree.destroy()
+
+
+@dataclass
+class TapeReport:
+    """What one gradient evaluation did.
+
+    Attributes:
+        schedule: the schedule that ran (a :class:`Budget` resolved to a concrete one).
+        steps: rollout length ``n``.
+        forward_steps: forward-step executions (forward sweep plus recomputation).
+        recompute_steps: forward-step executions after the first reverse step.
+        reverse_steps: reverse-step executions.
+        saves: checkpoint stores; restores: checkpoint loads (reverse steps reading a
+            checkpoint included).
+        peak_checkpoints: most stored states held at once.
+        state_nbytes: bytes of one stored state.
+        peak_checkpoint_bytes: ``peak_checkpoints * state_nbytes``.
+        forward_seconds, recompute_seconds, reverse_seconds, checkpoint_seconds: wall
+            time of the forward sweep, of recomputation, of reverse steps, and of
+            checkpoint copies.
+        costate: ``‖λ[t]‖`` for ``t = 0 … n`` (float64 ``[n+1]``); NaN where not measured.
+    """
+
+    schedule: Schedule
+    steps: int
+    forward_steps: int = 0
+    recompute_steps: int = 0
+    reverse_steps: int = 0
+    saves: int = 0
+    restores: int = 0
+    peak_checkpoints: int = 0
+    state_nbytes: int = 0
+    peak_checkpoint_bytes: int = 0
+    forward_seconds: float = 0.0
+    recompute_seconds: float = 0.0
+    reverse_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
+    costate: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        mib = self.peak_checkpoint_bytes / 2**20
+        return (
+            f"schedule {self.schedule!r}: {self.steps} steps, {self.forward_steps} forward "
+            f"({self.forward_steps / self.steps:.2f}x), {self.reverse_steps} reverse; "
+            f"peak {self.peak_checkpoints} checkpoints = {mib:.2f} MiB\n"
+            f"time: forward {self.forward_seconds:.3f} s, recompute {self.recompute_seconds:.3f} s, "
+            f"reverse {self.reverse_seconds:.3f} s, checkpoint copies {self.checkpoint_seconds:.3f} s"
+        )
+
+
+class Tape:
+    """Run a stepper forward under a checkpoint schedule, then its reverse sweep.
+
+    Example::
+
+        tape = Tape(stepper, checkpoint=Binomial(slots=16))
+        outputs = tape.forward()                     # {"positions": [steps+1, r]}
+        grads = tape.backward({"positions": outputs["positions"] - observed})
+
+    Args:
+        stepper: the simulation (a :class:`Stepper`).
+        steps: number of steps, at most ``stepper.steps`` (default: all of them).
+        checkpoint: a schedule from :mod:`diffsim.checkpoint`; ``None`` means
+            ``Budget(bytes=DEFAULT_BUDGET)``.
+        validate: run each forward step under Taichi's global-data-access checks so a
+            kernel that overwrites what it read fails loudly (needs ``init(debug=True)``).
+        costate: record ``‖λ[t]‖`` at every step (one reduction per step).
+        check_finite_every: check the live state for NaN/Inf every this many forward
+            steps (``None`` to skip).
+    """
+
+    def __init__(
+        self,
+        stepper: Stepper,
+        *,
+        steps: int | None = None,
+        checkpoint: Schedule | None = None,
+        validate: bool = False,
+        costate: bool = True,
+        check_finite_every: int | None = 100,
+    ) -> None:
+        if not isinstance(stepper, Stepper):
+            raise TypeError(f"stepper must be a diffsim Stepper, got {type(stepper).__name__}")
+        steps = stepper.steps if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= stepper.steps:
+            raise ValueError(
+                f"steps={steps!r} must be an int in [1, {stepper.steps}] (the stepper's length)"
+            )
+        if checkpoint is None:
+            checkpoint = Budget(bytes=DEFAULT_BUDGET)
+        if not isinstance(checkpoint, Schedule):
+            raise TypeError(
+                f"checkpoint must be a schedule such as StoreAll(), Uniform(every=10), "
+                f"Binomial(slots=16) or Budget(bytes='1GiB'); got {checkpoint!r}"
+            )
+        if check_finite_every is not None and (not isinstance(check_finite_every, int)
+                                               or check_finite_every < 1):
+            raise ValueError(f"check_finite_every={check_finite_every!r} must be >= 1 or None")
+        self.stepper = stepper
+        self.steps = steps
+        self.schedule = checkpoint.resolve(steps, state_nbytes=stepper.state_nbytes)
+        self._actions = self.schedule.actions(steps, state_nbytes=stepper.state_nbytes)
+        self.predicted = simulate(self._actions, steps)
+        self._split = next(i for i, a in enumerate(self._actions) if type(a) is Reverse)
+        self._costate = costate
+        self._check_every = check_finite_every
+        if validate and hasattr(stepper, "enable_validation"):
+            stepper.enable_validation()
+        elif validate:
+            raise ValueError(f"{type(stepper).__name__} does not support validate=True")
+        stepper.allocate_checkpoints(self.predicted.slots)
+        self._state = "new"
+        self.report = TapeReport(schedule=self.schedule, steps=steps,
+                                 state_nbytes=stepper.state_nbytes)
+
+    def forward(self) -> dict[str, np.ndarray]:
+        """Run the forward sweep (storing checkpoints) and return the outputs.
+
+        Returns:
+            The stepper's outputs, each ``[steps+1, ...]`` (time on the leading axis).
+
+        Raises:
+            FloatingPointError: when the state becomes NaN or Inf, naming the steps.
+        """
+        self.report = TapeReport(schedule=self.schedule, steps=self.steps,
+                                 state_nbytes=self.stepper.state_nbytes,
+                                 costate=np.full(self.steps + 1, np.nan))
+        self._held: set[int] = set()
+        self.stepper.reset()
+        self._last_finite = 0
+        self._execute(self._actions[: self._split], recompute=False)
+        self._state = "forward"
+        return self.stepper.outputs()
+
+    def backward(self, cotangents: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the reverse sweep and return ``∂L/∂θ``.
+
+        Args:
+            cotangents: ``∂L/∂y`` per output name, each shaped like that output.
+
+        Returns:
+            ``∂L/∂θ`` per parameter name, NumPy arrays shaped like the parameters.
+        """
+        if self._state != "forward":
+            raise RuntimeError(
+                "backward() needs a fresh forward(): call tape.forward() first "
+                "(each forward sweep supports one reverse sweep)"
+            )
+        self.stepper.begin_reverse(cotangents)
+        self._execute(self._actions[self._split:], recompute=True)
+        t0 = time.perf_counter()
+        self.report.costate[0] = self.stepper.finish_reverse(measure=self._costate)
+        self.report.reverse_seconds += time.perf_counter() - t0
+        self.report.peak_checkpoint_bytes = self.report.peak_checkpoints * self.report.state_nbytes
+        self._state = "done"
+        return self.stepper.gradients()
+
+    def value_and_grad(
+        self, loss: Callable[[dict[str, np.ndarray]], tuple[float, Mapping[str, np.ndarray]]]
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """Forward, loss, backward in one call.
+
+        Args:
+            loss: maps the outputs to ``(value, cotangents)``.
+
+        Returns:
+            ``(value, gradients)``.
+        """
+        value, cot = loss(self.forward())
+        return float(value), self.backward(cot)
+
+    def _check_finite(self, step: int) -> None:
+        if not self.stepper.live_is_finite(step):
+            raise FloatingPointError(
+                f"the state became NaN or Inf between step {self._last_finite} (finite) and "
+                f"step {step}; the rollout is unstable: reduce the time step or check the "
+                "parameters"
+            )
+        self._last_finite = step
+
+    def _execute(self, actions: Sequence[object], *, recompute: bool) -> None:
+        stepper, rep = self.stepper, self.report
+        check = None if recompute else self._check_every
+        for act in actions:
+            kind = type(act)
+            t0 = time.perf_counter()
+            if kind is Advance:
+                for step in range(act.start, act.stop):
+                    stepper.advance(step)
+                    if check is not None and (step + 1) % check == 0:
+                        self._check_finite(step + 1)
+                count = act.stop - act.start
+                rep.forward_steps += count
+                if recompute:
+                    rep.recompute_steps += count
+                    rep.recompute_seconds += time.perf_counter() - t0
+                else:
+                    rep.forward_seconds += time.perf_counter() - t0
+                    if check is not None and act.stop == self.steps:
+                        self._check_finite(self.steps)
+            elif kind is Save:
+                stepper.save(act.step, act.slot)
+                self._held.add(act.slot)
+                rep.saves += 1
+                rep.peak_checkpoints = max(rep.peak_checkpoints, len(self._held))
+                rep.checkpoint_seconds += time.perf_counter() - t0
+            elif kind is Restore:
+                stepper.restore(act.step, act.slot)
+                rep.restores += 1
+                rep.checkpoint_seconds += time.perf_counter() - t0
+            elif kind is Reverse:
+                norm = stepper.reverse(act.step, act.slot, measure=self._costate)
+                rep.costate[act.step + 1] = norm
+                rep.reverse_steps += 1
+                rep.restores += act.slot is not None
+                rep.reverse_seconds += time.perf_counter() - t0
+            elif kind is Free:
+                self._held.discard(act.slot)

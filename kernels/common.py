@@ -1,0 +1,40 @@
+"""Slot utilities shared by every stepper: copy, zero and reduce one slot of a field.
+
+A slot-indexed field has the slot on its leading axis: ``f[slot, ...]``.
+"""
+
+import taichi as ti
+
+
+@ti.kernel
+def copy_slot(src: ti.template(), s: ti.i32, dst: ti.template(), d: ti.i32):
+    """``dst[d, ...] = src[s, ...]`` for fields of equal trailing shape."""
+    for idx in ti.grouped(ti.ndrange(*src.shape[1:])):
+        dst[(d, *idx)] = src[(s, *idx)]
+
+
+@ti.kernel
+def zero_slot(f: ti.template(), s: ti.i32):
+    """``f[s, ...] = 0``."""
+    for idx in ti.grouped(ti.ndrange(*f.shape[1:])):
+        f[(s, *idx)] = ti.zero(f[(s, *idx)])
+
+
+@ti.kernel
+def sumsq_slot(f: ti.template(), s: ti.i32) -> ti.f64:
+    """Sum of squares of ``f[s, ...]`` (scalar fields), accumulated in f64."""
+    acc = ti.cast(0.0, ti.f64)
+    for idx in ti.grouped(ti.ndrange(*f.shape[1:])):
+        v = ti.cast(f[(s, *idx)], ti.f64)
+        acc += v * v
+    return acc
+
+
+@ti.kernel
+def sumsq_slot_vec(f: ti.template(), s: ti.i32) -> ti.f64:
+    """Sum of squares of ``f[s, ...]`` (vector fields), accumulated in f64."""
+    acc = ti.cast(0.0, ti.f64)
+    for idx in ti.grouped(ti.ndrange(*f.shape[1:])):
+        v = ti.cast(f[(s, *idx)], ti.f64)
+        acc += v.dot(v)
+    return acc
