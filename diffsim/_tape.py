@@ -316,6 +316,38 @@ class TaichiStepper(Stepper):
             kernel.grad(*args)
         return self._norm_grad(0) if measure else math.nan
 
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Current parameter values, each a NumPy copy shaped like the parameter."""
+        return {name: f.to_numpy() for name, f in self._params.items()}
+
+    def set_param(self, name: str, value: object) -> None:
+        """Replace a parameter's values in place (no recompilation, unlike a new stepper).
+
+        Args:
+            name: a parameter name, one of :meth:`parameters`.
+            value: array shaped like the parameter (a scalar fills it).
+
+        Raises:
+            ValueError: unknown name, wrong shape, non-finite values, or values the
+                subclass's :meth:`_check_param` rejects.
+        """
+        if name not in self._params:
+            raise ValueError(f"unknown parameter {name!r}; this stepper has {sorted(self._params)}")
+        f = self._params[name]
+        shape = tuple(f.shape) + ((f.n,) if hasattr(f, "n") else ())
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.ndim == 0:
+            arr = np.full(shape, float(arr))
+        if arr.shape != shape:
+            raise ValueError(f"parameter {name!r} has shape {shape}; got an array of shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"parameter {name!r} contains NaN or Inf; every value must be finite")
+        self._check_param(name, arr)
+        f.from_numpy(np.ascontiguousarray(arr, dtype=np_real()))
+
+    def _check_param(self, name: str, value: np.ndarray) -> None:
+        """Subclass hook: raise ValueError for values outside the parameter's range."""
+
     def outputs(self) -> dict[str, np.ndarray]:
         """The recorded outputs, each ``[steps+1, ...]``."""
         return {name: f.to_numpy() for name, f in self._outputs.items()}

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+import taichi as ti
 
 from diffsim._runtime import np_real
 from diffsim._tape import Launch, TaichiStepper
@@ -78,17 +79,8 @@ class OscillatorChain(TaichiStepper):
         k = _array("stiffness", stiffness, (n + 1,), positive=True)
         m = _array("mass", mass, (n,), positive=True)
         b = _array("beta", beta, (n + 1,), positive=False)
-        q0a = _array("q0", q0, (n,), positive=False)
-        v0a = _array("v0", v0, (n,), positive=False)
         if not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
             raise ValueError(f"dt={dt!r} must be a positive number of seconds")
-        omega_max = float(np.sqrt(4.0 * k.max() / m.min()))
-        if dt * omega_max >= 2.0:
-            raise ValueError(
-                f"dt={dt!r} s is unstable for the linear part of this chain: semi-implicit "
-                f"Euler needs dt < 2 / omega_max = {2.0 / omega_max:.6g} s "
-                f"(omega_max = sqrt(4 max(k) / min(m)) = {omega_max:.6g} rad/s); reduce dt"
-            )
         obs = np.asarray(observed, dtype=np.int64).reshape(-1)
         if obs.size == 0 or obs.min() < 0 or obs.max() >= n:
             raise ValueError(f"observed indices {obs.tolist()} must lie in [0, {n - 1}]")
@@ -98,8 +90,6 @@ class OscillatorChain(TaichiStepper):
         self.n = n
         self.dt = float(dt)
         self.adjoint = adjoint
-        import taichi as ti
-
         self.q = self._state("q", (n,))
         self.v = self._state("v", (n,))
         self.k = self._param("stiffness", (n + 1,))
@@ -110,14 +100,39 @@ class OscillatorChain(TaichiStepper):
         self.f = self._scratch("force", (n,))
         self.obs = self._tree.field((obs.size,), dtype=ti.i32)
         self._finalize()
-        dtype = np_real()
-        self.k.from_numpy(k.astype(dtype))
-        self.beta.from_numpy(b.astype(dtype))
-        self.mass.from_numpy(m.astype(dtype))
-        self.forcing.from_numpy(forcing.astype(dtype))
+        self._k_max, self._m_min = float(k.max()), float(m.min())
+        self._check_stability(self._k_max, self._m_min)
+        self.set_param("stiffness", k)
+        self.set_param("mass", m)
+        self.set_param("beta", b)
+        self.set_param("forcing", forcing)
         self.obs.from_numpy(obs.astype(np.int32))
-        self._q0 = q0a.astype(dtype)
-        self._v0 = v0a.astype(dtype)
+        self.set_initial(q0=q0, v0=v0)
+
+    def _check_stability(self, k_max: float, m_min: float) -> None:
+        omega_max = float(np.sqrt(4.0 * k_max / m_min))
+        if self.dt * omega_max >= 2.0:
+            raise ValueError(
+                f"dt={self.dt!r} s is unstable for the linear part of this chain: semi-implicit "
+                f"Euler needs dt < 2 / omega_max = {2.0 / omega_max:.6g} s "
+                f"(omega_max = sqrt(4 max(k) / min(m)) = {omega_max:.6g} rad/s); reduce dt"
+            )
+
+    def _check_param(self, name: str, value: np.ndarray) -> None:
+        if name in ("stiffness", "mass"):
+            if np.any(value <= 0):
+                raise ValueError(f"{name} must be > 0 everywhere; smallest value is {value.min()!r}")
+            k_max = float(value.max()) if name == "stiffness" else self._k_max
+            m_min = float(value.min()) if name == "mass" else self._m_min
+            self._check_stability(k_max, m_min)
+            self._k_max, self._m_min = k_max, m_min
+
+    def set_initial(self, *, q0: object = None, v0: object = None) -> None:
+        """Set the initial displacement ``q0`` (m) and/or velocity ``v0`` (m/s), ``[N]`` or scalars."""
+        if q0 is not None:
+            self._q0 = _array("q0", q0, (self.n,), positive=False).astype(np_real())
+        if v0 is not None:
+            self._v0 = _array("v0", v0, (self.n,), positive=False).astype(np_real())
 
     def load_initial(self, slot: int) -> None:
         """Write ``q0, v0`` into state slot ``slot``."""
