@@ -18,6 +18,7 @@ import numpy as np
 import taichi as ti
 from taichi._lib.core.taichi_python import SNodeGradType
 from taichi.lang.enums import AutodiffMode
+from taichi.lang.exception import TaichiAssertionError
 
 from diffsim._fields import FieldTree, field_nbytes
 from diffsim._runtime import ensure_init, np_real
@@ -33,13 +34,33 @@ from diffsim.checkpoint import (
 )
 from diffsim.kernels.common import copy_slot, sumsq_slot, sumsq_slot_vec, zero_slot
 
-__all__ = ["DEFAULT_BUDGET", "Launch", "Stepper", "Tape", "TapeReport", "TaichiStepper"]
+__all__ = [
+    "DEFAULT_BUDGET",
+    "DataAccessError",
+    "Launch",
+    "Stepper",
+    "TaichiStepper",
+    "Tape",
+    "TapeReport",
+    "rollout",
+]
 
 #: Checkpoint memory a tape may use when no schedule is given.
 DEFAULT_BUDGET = "1GiB"
 
 #: One kernel launch of a step: ``(kernel, args)``; the tape may also call ``kernel.grad(*args)``.
 Launch = tuple[Callable[..., object], tuple[object, ...]]
+
+
+class DataAccessError(RuntimeError):
+    """A step overwrote a value its reverse step needs (found by ``Tape(validate=True)``)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    for line in str(exc).splitlines():
+        if "global data access rule" in line:
+            return line.strip()
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 class Stepper(abc.ABC):
@@ -223,6 +244,19 @@ class TaichiStepper(Stepper):
                 if id(kernel) not in self._validated:
                     kernel._primal.autodiff_mode = AutodiffMode.VALIDATION
                     self._validated.add(id(kernel))
+            for kernel, args in launches:
+                try:
+                    kernel(*args)
+                except TaichiAssertionError as exc:
+                    name = getattr(kernel, "__name__", repr(kernel))
+                    raise DataAccessError(
+                        f"kernel {name!r} of {type(self).__name__} overwrote a value that it, or "
+                        "an earlier kernel of the same step, had read (Taichi's global data access "
+                        "rule); its reverse step would read the overwritten value and give a wrong "
+                        "gradient. Write the step's result into the dst state slot or into a "
+                        f"scratch field instead. Taichi said: {_first_line(exc)}"
+                    ) from exc
+            return
         for kernel, args in launches:
             kernel(*args)
 
@@ -367,6 +401,49 @@ class TaichiStepper(Stepper):
         self._tree.destroy()
 
 
+def rollout(stepper: Stepper, *, steps: int | None = None,
+            check_finite_every: int | None = 100) -> dict[str, np.ndarray]:
+    """Run a stepper forward without recording anything for a reverse sweep.
+
+    Args:
+        stepper: the simulation.
+        steps: number of steps, at most ``stepper.steps`` (default: all).
+        check_finite_every: check the state for NaN/Inf every this many steps.
+
+    Returns:
+        The stepper's outputs, each ``[steps+1, ...]``.
+
+    Raises:
+        FloatingPointError: when the state becomes NaN or Inf, naming the steps.
+    """
+    steps = stepper.steps if steps is None else steps
+    _check_tape_steps(steps, stepper)
+    stepper.reset()
+    last = 0
+    for step in range(steps):
+        stepper.advance(step)
+        done = step + 1
+        if check_finite_every and (done % check_finite_every == 0 or done == steps):
+            if not stepper.live_is_finite(done):
+                raise FloatingPointError(_blow_up_message(last, done))
+            last = done
+    return stepper.outputs()
+
+
+def _check_tape_steps(steps: object, stepper: Stepper) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= stepper.steps:
+        raise ValueError(
+            f"steps={steps!r} must be an int in [1, {stepper.steps}] (the stepper's length)"
+        )
+
+
+def _blow_up_message(last: int, step: int) -> str:
+    return (
+        f"the state became NaN or Inf between step {last} (finite) and step {step}; the "
+        "rollout is unstable: reduce the time step or check the parameters"
+    )
+
+
 @dataclass
 class TapeReport:
     """What one gradient evaluation did.
@@ -450,10 +527,7 @@ class Tape:
         if not isinstance(stepper, Stepper):
             raise TypeError(f"stepper must be a diffsim Stepper, got {type(stepper).__name__}")
         steps = stepper.steps if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= stepper.steps:
-            raise ValueError(
-                f"steps={steps!r} must be an int in [1, {stepper.steps}] (the stepper's length)"
-            )
+        _check_tape_steps(steps, stepper)
         if checkpoint is None:
             checkpoint = Budget(bytes=DEFAULT_BUDGET)
         if not isinstance(checkpoint, Schedule):
@@ -539,11 +613,7 @@ class Tape:
 
     def _check_finite(self, step: int) -> None:
         if not self.stepper.live_is_finite(step):
-            raise FloatingPointError(
-                f"the state became NaN or Inf between step {self._last_finite} (finite) and "
-                f"step {step}; the rollout is unstable: reduce the time step or check the "
-                "parameters"
-            )
+            raise FloatingPointError(_blow_up_message(self._last_finite, step))
         self._last_finite = step
 
     def _execute(self, actions: Sequence[object], *, recompute: bool) -> None:

@@ -21,7 +21,7 @@ from diffsim._runtime import np_real
 from diffsim._tape import Launch, TaichiStepper
 from diffsim.kernels.chain import chain_adjoint, chain_forces, chain_integrate, chain_record
 
-__all__ = ["OscillatorChain", "period"]
+__all__ = ["OscillatorChain", "energy", "period"]
 
 
 def _array(name: str, value: object, shape: tuple[int, ...], *, positive: bool) -> np.ndarray:
@@ -50,7 +50,7 @@ class OscillatorChain(TaichiStepper):
         q0, v0: initial displacement (m) and velocity (m/s), ``[N]``; zero by default.
         adjoint: ``"autodiff"`` (Taichi ``kernel.grad``) or ``"hand"`` (gather kernel).
 
-    Outputs: ``"positions"``, ``[steps + 1, R]`` in m. Parameters (gradients):
+    Outputs: ``"positions"`` (m) and ``"velocities"`` (m/s), each ``[steps + 1, R]``. Parameters (gradients):
     ``"stiffness"`` ``[N+1]``, ``"beta"`` ``[N+1]``, ``"mass"`` ``[N]``,
     ``"forcing"`` ``[steps, N]``.
     """
@@ -97,6 +97,7 @@ class OscillatorChain(TaichiStepper):
         self.mass = self._param("mass", (n,))
         self.forcing = self._param("forcing", (steps, n))
         self.y = self._output("positions", (obs.size,))
+        self.yv = self._output("velocities", (obs.size,))
         self.f = self._scratch("force", (n,))
         self.obs = self._tree.field((obs.size,), dtype=ti.i32)
         self._finalize()
@@ -152,8 +153,11 @@ class OscillatorChain(TaichiStepper):
         )
 
     def record(self, slot: int, t: int) -> Sequence[Launch]:
-        """Record the observed displacements at time ``t``."""
-        return ((chain_record, (self.q, self.obs, self.y, slot, t)),)
+        """Record the observed displacements and velocities at time ``t``."""
+        return (
+            (chain_record, (self.q, self.obs, self.y, slot, t)),
+            (chain_record, (self.v, self.obs, self.yv, slot, t)),
+        )
 
     def reverse_step(self, step: int, src: int, dst: int) -> None:
         """Autodiff (the default) or the hand-written gather adjoint."""
@@ -162,6 +166,27 @@ class OscillatorChain(TaichiStepper):
         else:
             chain_adjoint(self.q, self.v, self.k, self.beta, self.mass, self.forcing, src, dst,
                           step, self.dt)
+
+
+def energy(positions: np.ndarray, velocities: np.ndarray, stiffness: np.ndarray,
+           mass: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Total energy ``sum m v^2/2 + sum k (d^2/2 + beta d^4/4)`` in J, per time step.
+
+    Args:
+        positions: every mass, ``[T, N]`` in m.
+        velocities: every mass, ``[T, N]`` in m/s.
+        stiffness: ``[N + 1]`` in N/m.
+        mass: ``[N]`` in kg.
+        beta: ``[N + 1]`` in 1/m^2.
+
+    Returns:
+        ``[T]`` energies.
+    """
+    t = positions.shape[0]
+    padded = np.concatenate([np.zeros((t, 1)), positions, np.zeros((t, 1))], axis=1)
+    d = np.diff(padded, axis=1)
+    potential = np.sum(stiffness * (0.5 * d**2 + 0.25 * beta * d**4), axis=1)
+    return potential + np.sum(0.5 * mass * velocities**2, axis=1)
 
 
 def period(stiffness: float, mass: float) -> float:
