@@ -7,6 +7,10 @@ initialise with the defaults.
 Units are SI everywhere: m, s, m/s, kg, N/m, Hz (see :mod:`diffsim.units`).
 """
 
+import os as _os
+
+_os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "0")  # before anything imports taichi
+
 __version__ = "0.1.0"
 
 from diffsim import checkpoint as checkpoint  # noqa: E402

@@ -55,6 +55,7 @@ __all__ = [
     "StoreAll",
     "Uniform",
     "binomial_forward_steps",
+    "parse_schedule",
     "simulate",
 ]
 
@@ -612,3 +613,31 @@ def brute_force_forward_steps(n: int, s: int) -> int:
 def describe(actions: Sequence[Action]) -> str:
     """A compact one-line-per-action listing of a stream, for debugging and docs."""
     return "\n".join(f"{type(a).__name__}{tuple(a)}" for a in actions)
+
+
+def parse_schedule(spec: str) -> Schedule:
+    """A schedule from a short text form, as the CLI takes it.
+
+    Forms: ``all`` (:class:`StoreAll`), ``uniform:K``, ``binomial:S``, ``budget:SIZE``
+    (e.g. ``budget:2GiB``).
+
+    Raises:
+        ValueError: an unknown form, naming the allowed ones.
+    """
+    text = spec.strip().lower()
+    kind, _, arg = text.partition(":")
+    try:
+        if kind == "all" and not arg:
+            return StoreAll()
+        if kind == "uniform" and arg:
+            return Uniform(every=int(arg))
+        if kind == "binomial" and arg:
+            return Binomial(slots=int(arg))
+        if kind == "budget" and arg:
+            return Budget(bytes=spec.strip().partition(":")[2])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"checkpoint {spec!r}: {exc}") from exc
+    raise ValueError(
+        f"checkpoint {spec!r} is not a schedule; use all, uniform:K, binomial:S or budget:SIZE "
+        "(for example binomial:16 or budget:2GiB)"
+    )
