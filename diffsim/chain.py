@@ -154,10 +154,7 @@ class OscillatorChain(TaichiStepper):
 
     def record(self, slot: int, t: int) -> Sequence[Launch]:
         """Record the observed displacements and velocities at time ``t``."""
-        return (
-            (chain_record, (self.q, self.obs, self.y, slot, t)),
-            (chain_record, (self.v, self.obs, self.yv, slot, t)),
-        )
+        return ((chain_record, (self.q, self.v, self.obs, self.y, self.yv, slot, t)),)
 
     def reverse_step(self, step: int, src: int, dst: int) -> None:
         """Autodiff (the default) or the hand-written gather adjoint."""

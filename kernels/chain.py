@@ -45,11 +45,12 @@ def chain_integrate(q: ti.template(), v: ti.template(), f: ti.template(), mass: 
 
 
 @ti.kernel
-def chain_record(q: ti.template(), observed: ti.template(), y: ti.template(), slot: ti.i32,
-                 t: ti.i32):
-    """``y[t, r] = q[slot, observed[r]]``."""
+def chain_record(q: ti.template(), v: ti.template(), observed: ti.template(), yq: ti.template(),
+                 yv: ti.template(), slot: ti.i32, t: ti.i32):
+    """``yq[t, r] = q[slot, observed[r]]``, ``yv[t, r] = v[slot, observed[r]]``."""
     for r in range(observed.shape[0]):
-        y[t, r] = q[slot, observed[r]]
+        yq[t, r] = q[slot, observed[r]]
+        yv[t, r] = v[slot, observed[r]]
 
 
 @ti.kernel
