@@ -30,10 +30,9 @@ def build(masses: int, steps: int, adjoint: str) -> OscillatorChain:
 def bare_loop(chain: OscillatorChain, steps: int) -> None:
     chain.reset()
     for step in range(steps):
-        src = step % 2
-        for kernel, args in chain.substeps(src, 1 - src, step):
+        for kernel, args in chain.substeps(step):
             kernel(*args)
-        for kernel, args in chain.record(1 - src, step + 1):
+        for kernel, args in chain.record(step + 1):
             kernel(*args)
 
 

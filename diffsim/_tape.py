@@ -32,7 +32,13 @@ from diffsim.checkpoint import (
     Schedule,
     simulate,
 )
-from diffsim.kernels.common import copy_slot, sumsq_slot, sumsq_slot_vec, zero_slot
+from diffsim.kernels.common import (
+    load_level,
+    store_level,
+    sumsq_slot,
+    sumsq_slot_vec,
+    zero_slot,
+)
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -140,21 +146,20 @@ class TaichiStepper(Stepper):
     A subclass declares its fields in ``__init__`` with :meth:`_state`, :meth:`_param`,
     :meth:`_output` and :meth:`_scratch`, calls :meth:`_finalize`, and implements:
 
-    * :meth:`substeps` ``(src, dst, step)``: the kernel launches of one forward step,
-      reading state slot ``src`` and writing state slot ``dst``. Intermediates live in
-      scratch fields; they are recomputed inside each reverse step, so a scratch field
-      may be reused by every step.
-    * :meth:`record` ``(slot, t)``: launches that write the outputs at time ``t`` from
-      state slot ``slot`` into time-indexed output fields (optional).
-    * :meth:`load_initial` ``(slot)``: write ``x[0]`` into state slot ``slot``.
+    * :meth:`substeps` ``(step)``: the kernel launches of forward step ``step``. A state
+      field with ``history=h`` is a ring of ``h + 1`` time levels; ``x[t]`` holds its
+      levels ``t-h+1 … t`` and the step writes level ``t+1``; :meth:`level` maps a
+      time to its ring index. Intermediates live in scratch fields; they are recomputed
+      inside each reverse step, so one scratch field may serve every step.
+    * :meth:`record` ``(t)``: launches that write the outputs at time ``t`` into
+      time-indexed output fields (optional).
+    * :meth:`load_initial`: write ``x[0]`` (default: zeros).
 
-    The reverse step defaults to Taichi autodiff: the executor zeroes ``λ[t]``, reruns
-    the step's launches but the last, then calls ``kernel.grad`` in reverse order. A
-    subclass may override :meth:`reverse_step` with a hand-written adjoint that reads
-    ``λ[t+1]`` from the ``.grad`` of state slot ``dst`` and writes ``λ[t]`` into slot
-    ``src``; it must pass the same gradient tests.
-
-    State fields have two work slots: ``x[t]`` lives in slot ``t % 2``.
+    The reverse step defaults to Taichi autodiff: the executor zeroes the new level of
+    ``λ[t]``, reruns the step's launches but the last, then calls ``kernel.grad`` in
+    reverse order. A subclass may override :meth:`reverse_step` with a hand-written
+    adjoint that reads ``λ[t+1]`` from the ``.grad`` levels of ``x[t+1]`` and writes
+    ``λ[t]`` into the ``.grad`` levels of ``x[t]``; it must pass the same gradient tests.
     """
 
     def __init__(self, *, steps: int) -> None:
@@ -164,6 +169,7 @@ class TaichiStepper(Stepper):
         self.steps = steps
         self._tree = FieldTree()
         self._states: dict[str, object] = {}
+        self._history: dict[str, int] = {}
         self._params: dict[str, object] = {}
         self._outputs: dict[str, object] = {}
         self._scratches: dict[str, object] = {}
@@ -174,10 +180,25 @@ class TaichiStepper(Stepper):
         self._validated: set[int] = set()
 
     # -- declarations ---------------------------------------------------------------
-    def _state(self, name: str, shape: tuple[int, ...], *, vector: int | None = None) -> object:
-        f = self._tree.field((2, *shape), vector=vector, needs_grad=True)
+    def _state(self, name: str, shape: tuple[int, ...], *, vector: int | None = None,
+               history: int = 1) -> object:
+        """Declare a state field that keeps ``history`` time levels (a ring of ``history + 1``)."""
+        if history not in (1, 2):
+            raise ValueError(f"history={history!r}: a state keeps 1 or 2 time levels")
+        f = self._tree.field((history + 1, *shape), vector=vector, needs_grad=True)
         self._states[name] = f
+        self._history[name] = history
         return f
+
+    @staticmethod
+    def level(t: int, history: int = 1) -> int:
+        """Ring index of time level ``t`` in a state field keeping ``history`` levels."""
+        return t % (history + 1)
+
+    def _levels(self, name: str, t: int) -> list[int]:
+        """Ring indices of the levels of ``x[t]`` in field ``name``, oldest first."""
+        h = self._history[name]
+        return [(t - h + 1 + j) % (h + 1) for j in range(h)]
 
     def _param(self, name: str, shape: tuple[int, ...], *, vector: int | None = None) -> object:
         f = self._tree.field(shape, vector=vector, needs_grad=True)
@@ -199,25 +220,26 @@ class TaichiStepper(Stepper):
 
     # -- what a subclass provides -----------------------------------------------------
     @abc.abstractmethod
-    def substeps(self, src: int, dst: int, step: int) -> Sequence[Launch]:
-        """The launches of forward step ``step`` from state slot ``src`` into ``dst``."""
+    def substeps(self, step: int) -> Sequence[Launch]:
+        """The launches of forward step ``step`` (``x[step] -> x[step+1]``)."""
 
-    def record(self, slot: int, t: int) -> Sequence[Launch]:  # noqa: ARG002
-        """The launches that record the outputs at time ``t`` from state slot ``slot``."""
+    def record(self, t: int) -> Sequence[Launch]:  # noqa: ARG002
+        """The launches that record the outputs at time ``t`` from the levels of ``x[t]``."""
         return ()
 
-    @abc.abstractmethod
-    def load_initial(self, slot: int) -> None:
-        """Write the initial state ``x[0]`` into state slot ``slot``."""
+    def load_initial(self) -> None:
+        """Write the initial state ``x[0]`` (default: every state field zero)."""
+        for f in self._states.values():
+            f.fill(0)
 
-    def reverse_step(self, step: int, src: int, dst: int) -> None:
-        """Adjoint of step ``step``: ``λ[step+1]`` in ``.grad[dst]`` to ``λ[step]`` in ``.grad[src]``.
+    def reverse_step(self, step: int) -> None:
+        """Adjoint of step ``step``: ``λ[step+1]`` to ``λ[step]`` in the state fields' ``.grad``.
 
         The default differentiates :meth:`substeps` with Taichi autodiff.
         """
-        for f in self._states.values():
-            zero_slot(f.grad, src)
-        launches = self.substeps(src, dst, step)
+        for name, f in self._states.items():
+            zero_slot(f.grad, self._levels(name, step)[0])
+        launches = self.substeps(step)
         self._run(launches[:-1])
         for kernel, args in reversed(launches):
             kernel.grad(*args)
@@ -225,8 +247,9 @@ class TaichiStepper(Stepper):
     # -- Stepper protocol -------------------------------------------------------------
     @property
     def state_nbytes(self) -> int:
-        """Bytes of one complete state: every state field's slot."""
-        return sum(field_nbytes(f) // 2 for f in self._states.values())
+        """Bytes of one complete state: the levels of ``x[t]`` of every state field."""
+        return sum(field_nbytes(f) // f.shape[0] * self._history[name]
+                   for name, f in self._states.items())
 
     def enable_validation(self) -> None:
         """Run every forward step under Taichi's global-data-access checks (debug mode)."""
@@ -268,7 +291,8 @@ class TaichiStepper(Stepper):
             self._pool_tree.destroy()
         tree = FieldTree()
         self._pool = {
-            name: tree.field((slots, *f.shape[1:]), vector=getattr(f, "n", None))
+            name: tree.field((slots, self._history[name], *f.shape[1:]),
+                             vector=getattr(f, "n", None))
             for name, f in self._states.items()
         }
         tree.finalize()
@@ -277,32 +301,33 @@ class TaichiStepper(Stepper):
 
     def reset(self) -> None:
         """Make ``x[0]`` live and record the outputs at time 0."""
-        self.load_initial(0)
-        self._run(self.record(0, 0))
+        self.load_initial()
+        self._run(self.record(0))
 
     def advance(self, step: int) -> None:
         """Run forward step ``step`` and record the outputs at ``step + 1``."""
-        src = step % 2
-        dst = 1 - src
-        self._run(self.substeps(src, dst, step))
-        self._run(self.record(dst, step + 1))
+        self._run(self.substeps(step))
+        self._run(self.record(step + 1))
 
     def save(self, step: int, slot: int) -> None:
         """Store the live ``x[step]`` in checkpoint ``slot``."""
         for name, f in self._states.items():
-            copy_slot(f, step % 2, self._pool[name], slot)
+            for j, lvl in enumerate(self._levels(name, step)):
+                store_level(f, lvl, self._pool[name], slot, j)
 
     def restore(self, step: int, slot: int) -> None:
         """Make ``x[step]`` from checkpoint ``slot`` live."""
         for name, f in self._states.items():
-            copy_slot(self._pool[name], slot, f, step % 2)
+            for j, lvl in enumerate(self._levels(name, step)):
+                load_level(self._pool[name], slot, j, f, lvl)
 
     def _sumsq(self, f: object, slot: int) -> float:
         return (sumsq_slot_vec if hasattr(f, "n") else sumsq_slot)(f, slot)
 
     def live_is_finite(self, step: int) -> bool:
         """Whether the live state ``x[step]`` holds only finite values."""
-        return all(math.isfinite(self._sumsq(f, step % 2)) for f in self._states.values())
+        return all(math.isfinite(self._sumsq(f, lvl)) for name, f in self._states.items()
+                   for lvl in self._levels(name, step))
 
     def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
         """Zero every adjoint, then set the outputs' adjoints to ``cotangents``."""
@@ -328,25 +353,24 @@ class TaichiStepper(Stepper):
                 raise ValueError(f"cotangent for output {name!r} contains NaN or Inf")
             f.grad.from_numpy(np.ascontiguousarray(arr, dtype=np_real()))
 
-    def _norm_grad(self, slot: int) -> float:
-        return math.sqrt(sum(self._sumsq(f.grad, slot) for f in self._states.values()))
+    def _norm_grad(self, t: int) -> float:
+        """``‖λ[t]‖`` over the levels of ``x[t]`` of every state field."""
+        return math.sqrt(sum(self._sumsq(f.grad, lvl) for name, f in self._states.items()
+                             for lvl in self._levels(name, t)))
 
     def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
         """See :meth:`Stepper.reverse`."""
-        src = step % 2
-        dst = 1 - src
         if slot is not None:
-            for name, f in self._states.items():
-                copy_slot(self._pool[name], slot, f, src)
-        for kernel, args in reversed(self.record(dst, step + 1)):
+            self.restore(step, slot)
+        for kernel, args in reversed(self.record(step + 1)):
             kernel.grad(*args)
-        norm = self._norm_grad(dst) if measure else math.nan
-        self.reverse_step(step, src, dst)
+        norm = self._norm_grad(step + 1) if measure else math.nan
+        self.reverse_step(step)
         return norm
 
     def finish_reverse(self, *, measure: bool) -> float:
         """Add the time-0 output cotangents into ``λ[0]``."""
-        for kernel, args in reversed(self.record(0, 0)):
+        for kernel, args in reversed(self.record(0)):
             kernel.grad(*args)
         return self._norm_grad(0) if measure else math.nan
 
@@ -391,7 +415,7 @@ class TaichiStepper(Stepper):
         return {name: f.grad.to_numpy() for name, f in self._params.items()}
 
     def initial_state_gradient(self) -> dict[str, np.ndarray]:
-        """``∂L/∂x[0]`` for every state field, after :meth:`Tape.backward`."""
+        """``∂L/∂x[0]`` for every state field (its newest level), after :meth:`Tape.backward`."""
         return {name: f.grad.to_numpy()[0] for name, f in self._states.items()}
 
     def destroy(self) -> None:

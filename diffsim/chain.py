@@ -135,34 +135,35 @@ class OscillatorChain(TaichiStepper):
         if v0 is not None:
             self._v0 = _array("v0", v0, (self.n,), positive=False).astype(np_real())
 
-    def load_initial(self, slot: int) -> None:
-        """Write ``q0, v0`` into state slot ``slot``."""
-        q = self.q.to_numpy()
-        v = self.v.to_numpy()
-        q[slot] = self._q0
-        v[slot] = self._v0
+    def load_initial(self) -> None:
+        """Write ``q0, v0`` into the level of time 0."""
+        q = np.zeros(self.q.shape, dtype=np_real())
+        v = np.zeros(self.v.shape, dtype=np_real())
+        q[self.level(0)] = self._q0
+        v[self.level(0)] = self._v0
         self.q.from_numpy(q)
         self.v.from_numpy(v)
 
-    def substeps(self, src: int, dst: int, step: int) -> Sequence[Launch]:
+    def substeps(self, step: int) -> Sequence[Launch]:
         """Spring forces into the scratch buffer, then the integrator."""
+        src, dst = self.level(step), self.level(step + 1)
         return (
             (chain_forces, (self.q, self.k, self.beta, self.f, src)),
             (chain_integrate, (self.q, self.v, self.f, self.mass, self.forcing, src, dst, step,
                                self.dt)),
         )
 
-    def record(self, slot: int, t: int) -> Sequence[Launch]:
+    def record(self, t: int) -> Sequence[Launch]:
         """Record the observed displacements and velocities at time ``t``."""
-        return ((chain_record, (self.q, self.v, self.obs, self.y, self.yv, slot, t)),)
+        return ((chain_record, (self.q, self.v, self.obs, self.y, self.yv, self.level(t), t)),)
 
-    def reverse_step(self, step: int, src: int, dst: int) -> None:
+    def reverse_step(self, step: int) -> None:
         """Autodiff (the default) or the hand-written gather adjoint."""
         if self.adjoint == "autodiff":
-            super().reverse_step(step, src, dst)
+            super().reverse_step(step)
         else:
-            chain_adjoint(self.q, self.v, self.k, self.beta, self.mass, self.forcing, src, dst,
-                          step, self.dt)
+            chain_adjoint(self.q, self.v, self.k, self.beta, self.mass, self.forcing,
+                          self.level(step), self.level(step + 1), step, self.dt)
 
 
 def energy(positions: np.ndarray, velocities: np.ndarray, stiffness: np.ndarray,

@@ -38,3 +38,19 @@ def sumsq_slot_vec(f: ti.template(), s: ti.i32) -> ti.f64:
         v = ti.cast(f[(s, *idx)], ti.f64)
         acc += v.dot(v)
     return acc
+
+
+@ti.kernel
+def store_level(ring: ti.template(), level: ti.i32, pool: ti.template(), slot: ti.i32,
+                j: ti.i32):
+    """``pool[slot, j, ...] = ring[level, ...]`` (save one time level of a state field)."""
+    for idx in ti.grouped(ti.ndrange(*ring.shape[1:])):
+        pool[(slot, j, *idx)] = ring[(level, *idx)]
+
+
+@ti.kernel
+def load_level(pool: ti.template(), slot: ti.i32, j: ti.i32, ring: ti.template(),
+               level: ti.i32):
+    """``ring[level, ...] = pool[slot, j, ...]`` (restore one time level of a state field)."""
+    for idx in ti.grouped(ti.ndrange(*ring.shape[1:])):
+        ring[(level, *idx)] = pool[(slot, j, *idx)]

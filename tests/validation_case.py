@@ -46,16 +46,15 @@ class InPlace(TaichiStepper):
         self._finalize()
         self.set_param("w", w)
 
-    def load_initial(self, slot: int) -> None:
-        x = self.x.to_numpy()
-        x[slot] = 0.5
-        self.x.from_numpy(x)
+    def load_initial(self) -> None:
+        self.x.fill(0.5)
 
-    def substeps(self, src, dst, step):
+    def substeps(self, step):
+        src, dst = self.level(step), self.level(step + 1)
         return ((scale_in_place, (self.x, self.w, src)), (sine_next, (self.x, src, dst)))
 
-    def record(self, slot, t):
-        return ((record, (self.x, self.y, slot, t)),)
+    def record(self, t):
+        return ((record, (self.x, self.y, self.level(t), t)),)
 
 
 def loss(out):
