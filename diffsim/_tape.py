@@ -239,10 +239,17 @@ class TaichiStepper(Stepper):
         """
         for name, f in self._states.items():
             zero_slot(f.grad, self._levels(name, step)[0])
-        launches = self.substeps(step)
-        self._run(launches[:-1])
-        for kernel, args in reversed(launches):
+        self._run(self.recompute(step))
+        for kernel, args in reversed(self.substeps(step)):
             kernel.grad(*args)
+
+    def recompute(self, step: int) -> Sequence[Launch]:
+        """Launches rerun before the autodiff reverse of ``step`` to rebuild intermediates.
+
+        Default: every launch of the step but the last. Override with fewer when the
+        later kernels' gradients read nothing an earlier kernel of the step wrote.
+        """
+        return self.substeps(step)[:-1]
 
     # -- Stepper protocol -------------------------------------------------------------
     @property

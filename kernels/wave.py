@@ -1,0 +1,132 @@
+"""Kernels of the constant-density acoustic wave equation, 2D and 3D, any even order.
+
+Equation: ``u_tt = c^2 lap(u) + s(t) delta(x - x_s)``, leapfrog in time. Fields are
+indexed ``u[level, shot, z, x]`` (2D) or ``u[level, shot, z, y, x]`` (3D); ``J`` below
+is the index without the level, ``(shot, *space)``. Stencil coefficients arrive as
+compile-time tuples (``ti.template()``), so one kernel serves every order and dimension.
+
+Absorbing boundary: convolutional PML (Pasalic and McGarry 2010 form). Per axis ``d``
+with profiles ``a_d, b_d`` (zero/one outside the layer)::
+
+    psi_d^n  = b_d psi_d^{n-1} + a_d  D1_d u^n
+    q_d      = D2_d u^n + D1_d psi_d^n
+    zeta_d^n = b_d zeta_d^{n-1} + a_d q_d
+    u^{n+1}  = 2 u^n - u^{n-1} + dt^2 c^2 sum_d (q_d + zeta_d^n) + dt^2 s^n w / cell
+
+Cells within the stencil radius of the outer edge stay zero (a rigid frame behind the
+PML, or the free surface when that face has no PML).
+"""
+
+import taichi as ti
+
+
+@ti.func
+def _spatial(J: ti.template()):
+    """The spatial part of ``J = (shot, *space)``."""
+    return ti.Vector([J[k + 1] for k in ti.static(range(J.n - 1))])
+
+
+@ti.func
+def _inside(u: ti.template(), J: ti.template(), r: ti.template()):
+    """Whether every spatial index of ``J`` is at least ``r`` cells from the edge."""
+    ok = True
+    for d in ti.static(range(J.n - 1)):
+        if J[d + 1] < r or J[d + 1] >= u.shape[d + 2] - r:
+            ok = False
+    return ok
+
+
+@ti.func
+def _d1(f: ti.template(), lvl: ti.i32, J: ti.template(), d: ti.template(), c1: ti.template()):
+    """Central first difference along spatial axis ``d`` (no 1/h)."""
+    e = ti.Vector.unit(J.n, d + 1, ti.i32)
+    acc = ti.cast(0.0, f.dtype)
+    for k in ti.static(range(len(c1))):
+        acc += c1[k] * (f[(lvl, *(J + (k + 1) * e))] - f[(lvl, *(J - (k + 1) * e))])
+    return acc
+
+
+@ti.func
+def _d2(f: ti.template(), lvl: ti.i32, J: ti.template(), d: ti.template(), c2: ti.template()):
+    """Central second difference along spatial axis ``d`` (no 1/h^2)."""
+    e = ti.Vector.unit(J.n, d + 1, ti.i32)
+    acc = c2[0] * f[(lvl, *J)]
+    for k in ti.static(range(1, len(c2))):
+        acc += c2[k] * (f[(lvl, *(J + k * e))] + f[(lvl, *(J - k * e))])
+    return acc
+
+
+@ti.kernel
+def pml_psi(u: ti.template(), psi: ti.template(), pa: ti.template(), pb: ti.template(),
+            cur: ti.i32, src: ti.i32, dst: ti.i32, inv_h: ti.template(), c1: ti.template(),
+            r: ti.template()):
+    """``psi_d[dst] = b_d psi_d[src] + a_d D1_d u[cur] / h_d`` for every axis ``d``."""
+    for J in ti.grouped(ti.ndrange(*u.shape[1:])):
+        if _inside(u, J, r):
+            for d in ti.static(range(len(psi))):
+                i = J[d + 1]
+                value = ti.cast(0.0, u.dtype)
+                if pa[d, i] != 0.0:
+                    value = pb[d, i] * psi[d][(src, *J)] + pa[d, i] * inv_h[d] * _d1(
+                        u, cur, J, d, c1)
+                psi[d][(dst, *J)] = value
+
+
+@ti.kernel
+def wave_update(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: ti.template(),
+                pa: ti.template(), pb: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32,
+                src: ti.i32, dst: ti.i32, dt: ti.f64, inv_h: ti.template(), c1: ti.template(),
+                c2: ti.template(), r: ti.template()):
+    """Leapfrog update of ``u[nxt]`` with the PML terms; writes ``zeta[dst]``."""
+    for J in ti.grouped(ti.ndrange(*u.shape[1:])):
+        if _inside(u, J, r):
+            lap = ti.cast(0.0, u.dtype)
+            for d in ti.static(range(len(zeta))):
+                i = J[d + 1]
+                q = _d2(u, cur, J, d, c2) * (inv_h[d] * inv_h[d])
+                z = ti.cast(0.0, u.dtype)
+                if pa[d, i] != 0.0:
+                    q += _d1(psi[d], dst, J, d, c1) * inv_h[d]
+                    z = pb[d, i] * zeta[d][(src, *J)] + pa[d, i] * q
+                zeta[d][(dst, *J)] = z
+                lap += q + z
+            v = c[_spatial(J)]
+            h = ti.cast(dt, u.dtype)
+            u[(nxt, *J)] = 2.0 * u[(cur, *J)] - u[(prv, *J)] + h * h * v * v * lap
+
+
+@ti.kernel
+def inject(u: ti.template(), amp: ti.template(), pos: ti.template(), weight: ti.template(),
+           nxt: ti.i32, step: ti.i32, scale: ti.f64):
+    """``u[nxt] += scale * amp[shot, source, step] * w`` over each source's stencil.
+
+    ``pos[shot, source]`` is the stencil's first cell (a vector of ints), ``weight[shot,
+    source, axis, k]`` its separable weights; ``scale = dt^2 / cell volume``.
+    """
+    for J in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
+        w = ti.cast(scale, u.dtype) * amp[J[0], J[1], step]
+        base = pos[J[0], J[1]]
+        cell = ti.Vector([J[0]] + [base[d] + J[d + 2] for d in ti.static(range(pos.n))])
+        for d in ti.static(range(pos.n)):
+            w *= weight[J[0], J[1], d, J[d + 2]]
+        u[(nxt, *cell)] += w
+
+
+@ti.kernel
+def clear_traces(traces: ti.template(), t: ti.i32):
+    """``traces[t, ...] = 0`` (before :func:`sample` accumulates into it)."""
+    for s, rcv in ti.ndrange(traces.shape[1], traces.shape[2]):
+        traces[t, s, rcv] = 0.0
+
+
+@ti.kernel
+def sample(u: ti.template(), lvl: ti.i32, traces: ti.template(), t: ti.i32, pos: ti.template(),
+           weight: ti.template()):
+    """``traces[t, shot, receiver] += sum_k w_k u[lvl, shot, pos + k]`` (cleared first)."""
+    for J in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
+        w = ti.cast(1.0, u.dtype)
+        base = pos[J[0], J[1]]
+        cell = ti.Vector([J[0]] + [base[d] + J[d + 2] for d in ti.static(range(pos.n))])
+        for d in ti.static(range(pos.n)):
+            w *= weight[J[0], J[1], d, J[d + 2]]
+        traces[t, J[0], J[1]] += w * u[(lvl, *cell)]
