@@ -33,7 +33,7 @@ def _array(name: str, value: object, shape: tuple[int, ...], *, positive: bool) 
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or Inf; every value must be finite")
     if positive and np.any(arr <= 0):
-        raise ValueError(f"{name} must be > 0 everywhere; smallest value is {arr.min()!r}")
+        raise ValueError(f"{name} must be > 0 everywhere; smallest value is {float(arr.min())!r}")
     return arr
 
 
@@ -122,7 +122,7 @@ class OscillatorChain(TaichiStepper):
     def _check_param(self, name: str, value: np.ndarray) -> None:
         if name in ("stiffness", "mass"):
             if np.any(value <= 0):
-                raise ValueError(f"{name} must be > 0 everywhere; smallest value is {value.min()!r}")
+                raise ValueError(f"{name} must be > 0 everywhere; smallest value is {float(value.min())!r}")
             k_max = float(value.max()) if name == "stiffness" else self._k_max
             m_min = float(value.min()) if name == "mass" else self._m_min
             self._check_stability(k_max, m_min)

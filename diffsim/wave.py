@@ -29,6 +29,7 @@ from diffsim.kernels.wave import clear_traces, inject, pml_psi, sample, wave_upd
 __all__ = [
     "AcousticStepper",
     "MisfitGradient",
+    "dominant_frequency",
     "max_stable_dt",
     "misfit_gradient",
     "ricker",
@@ -87,6 +88,18 @@ def max_stable_dt(max_velocity: float, spacing: Sequence[float], order: int) -> 
     """
     lam = _stencil_eigen(order)
     return 2.0 / (max_velocity * math.sqrt(sum(lam / h**2 for h in spacing)))
+
+
+def dominant_frequency(wavelet: np.ndarray, dt: float) -> float:
+    """Frequency (Hz) of the peak of the summed amplitude spectrum of ``[..., nt]`` wavelets.
+
+    The spectrum is zero-padded to at least 4096 samples so short wavelets resolve too.
+    """
+    amp = np.asarray(wavelet, dtype=np.float64)
+    amp = amp.reshape(-1, amp.shape[-1])
+    n = max(4096, 4 * amp.shape[-1])
+    spectrum = np.abs(np.fft.rfft(amp, n=n, axis=-1)).sum(axis=0)
+    return float(np.fft.rfftfreq(n, dt)[int(np.argmax(spectrum))])
 
 
 def _hicks_weights(frac: float, half: int) -> tuple[int, np.ndarray]:
@@ -275,9 +288,7 @@ class AcousticStepper(TaichiStepper):
     @staticmethod
     def _check_resolution(vel: np.ndarray, h: tuple[float, ...], amp: np.ndarray, dt: float
                           ) -> None:
-        spectrum = np.abs(np.fft.rfft(amp.reshape(-1, amp.shape[-1]), axis=-1)).sum(axis=0)
-        freqs = np.fft.rfftfreq(amp.shape[-1], dt)
-        f_dom = float(freqs[int(np.argmax(spectrum))])
+        f_dom = dominant_frequency(amp, dt)
         if f_dom > 0:
             ppw = float(vel.min()) / (f_dom * max(h))
             if ppw < 6:
@@ -291,9 +302,7 @@ class AcousticStepper(TaichiStepper):
 
     def _set_pml(self, vel: np.ndarray, amp: np.ndarray, dt: float) -> None:
         g = self.geometry
-        spectrum = np.abs(np.fft.rfft(amp.reshape(-1, amp.shape[-1]), axis=-1)).sum(axis=0)
-        f_dom = float(np.fft.rfftfreq(amp.shape[-1], dt)[int(np.argmax(spectrum))]) or 1.0 / (
-            amp.shape[-1] * dt)
+        f_dom = dominant_frequency(amp, dt) or 1.0 / (amp.shape[-1] * dt)
         c_max = float(vel.max())
         a = np.zeros((g.ndim, max(g.padded)))
         b = np.ones((g.ndim, max(g.padded)))
@@ -416,7 +425,7 @@ def _check_velocity(vel: np.ndarray) -> None:
         raise ValueError(f"velocity is not finite at index {tuple(int(i) for i in bad)}")
     if np.any(vel <= 0):
         bad = np.unravel_index(int(np.argmin(vel)), vel.shape)
-        raise ValueError(f"velocity must be > 0 m/s; found {vel[bad]!r} at index "
+        raise ValueError(f"velocity must be > 0 m/s; found {float(vel[bad])!r} at index "
                          f"{tuple(int(i) for i in bad)}")
 
 

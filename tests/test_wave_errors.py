@@ -1,0 +1,63 @@
+"""Bad acoustic inputs give errors that name the value, the allowed range and the fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffsim.wave import misfit_gradient, ricker, simulate
+
+V = np.full((20, 30), 2000.0)
+H, DT, NT = 10.0, 1e-3, 40
+W = ricker(15.0, DT, NT)
+SRC = np.array([[50.0, 100.0]])
+REC = np.array([[20.0, 50.0], [20.0, 150.0]])
+
+
+def run(**changes):
+    args = dict(velocity=V, spacing=H, dt=DT, wavelet=W, sources=SRC, receivers=REC)
+    args.update(changes)
+    return simulate(args.pop("velocity"), args.pop("spacing"), args.pop("dt"), args.pop("wavelet"),
+                    args.pop("sources"), args.pop("receivers"), **args)
+
+
+def test_cfl() -> None:
+    with pytest.raises(ValueError, match=r"dt=0.01 s exceeds the stability \(CFL\) limit .* use dt <="):
+        run(dt=0.01)
+
+
+def test_velocity_values() -> None:
+    bad = V.copy()
+    bad[3, 4] = -1.0
+    with pytest.raises(ValueError, match=r"velocity must be > 0 m/s; found -1.0 at index \(3, 4\)"):
+        run(velocity=bad)
+    bad[3, 4] = np.nan
+    with pytest.raises(ValueError, match=r"velocity is not finite at index \(3, 4\)"):
+        run(velocity=bad)
+    with pytest.raises(ValueError, match="velocity must be \\[z, x\\] or \\[z, y, x\\]"):
+        run(velocity=np.ones(5))
+
+
+def test_positions_outside_grid() -> None:
+    with pytest.raises(ValueError, match="sources lie outside the grid on axis 1: .* spans 0 to 290 m"):
+        run(sources=np.array([[50.0, 400.0]]))
+    with pytest.raises(ValueError, match="receivers lie outside the grid on axis 0"):
+        run(receivers=np.array([[-5.0, 10.0]]))
+
+
+def test_shapes_and_options() -> None:
+    with pytest.raises(ValueError, match="wavelet has shape"):
+        run(wavelet=np.ones((3, NT)))
+    with pytest.raises(ValueError, match="order=3 is not supported; choose 2, 4, 6 or 8"):
+        run(order=3)
+    with pytest.raises(ValueError, match="pml_width=.* must be a non-negative int or 4 ints"):
+        run(pml_width=[1, 2])
+    with pytest.raises(ValueError, match="spacing=.* must be a positive number of metres"):
+        run(spacing=-1.0)
+    with pytest.raises(ValueError, match="observed has shape \\(1, 2, 3\\); expected"):
+        misfit_gradient(V, H, DT, W, SRC, REC, np.zeros((1, 2, 3)))
+
+
+def test_under_resolved_warning() -> None:
+    with pytest.warns(UserWarning, match="cells per wavelength at the wavelet's dominant frequency"):
+        run(wavelet=ricker(60.0, DT, NT))
