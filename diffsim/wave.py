@@ -24,7 +24,16 @@ import taichi as ti
 from diffsim._runtime import np_real
 from diffsim._tape import Launch, TaichiStepper, Tape, TapeReport, rollout
 from diffsim.checkpoint import Schedule
-from diffsim.kernels.wave import clear_traces, inject, pml_psi, sample, wave_update
+from diffsim.kernels.wave import (
+    adjoint_pass1,
+    adjoint_pass2,
+    adjoint_pass3,
+    clear_traces,
+    inject,
+    pml_psi,
+    sample,
+    wave_update,
+)
 
 __all__ = [
     "AcousticStepper",
@@ -200,6 +209,7 @@ class AcousticStepper(TaichiStepper):
         pml_width: object = 20,
         free_surface: bool = False,
         interpolation: str = "hicks",
+        adjoint: str = "hand",
     ) -> None:
         vel = np.asarray(velocity, dtype=np.float64)
         if vel.ndim not in (2, 3):
@@ -207,6 +217,8 @@ class AcousticStepper(TaichiStepper):
         ndim = vel.ndim
         if order not in FD_COEFFICIENTS:
             raise ValueError(f"order={order!r} is not supported; choose 2, 4, 6 or 8")
+        if adjoint not in ("hand", "autodiff"):
+            raise ValueError(f"adjoint={adjoint!r}; choose 'hand' (gather kernels) or 'autodiff'")
         if interpolation not in ("hicks", "nearest"):
             raise ValueError(f"interpolation={interpolation!r}; choose 'hicks' or 'nearest'")
         _check_velocity(vel)
@@ -259,6 +271,7 @@ class AcousticStepper(TaichiStepper):
         self.order = order
         self.shots = shots
         self.interpolation = interpolation
+        self.adjoint = adjoint
         self._c1, self._c2 = FD_COEFFICIENTS[order]
         self._inv_h = tuple(1.0 / x for x in h)
         self.u = self._state("u", (shots, *padded), history=2)
@@ -274,6 +287,10 @@ class AcousticStepper(TaichiStepper):
         self.src_w = self._tree.field((*src.shape[:2], ndim, k))
         self.rec_pos = self._tree.field(rec.shape[:2], vector=ndim, dtype=ti.i32)
         self.rec_w = self._tree.field((*rec.shape[:2], ndim, k))
+        # Scratch of the hand-written adjoint: qb_d, P_d and B Z_d per axis.
+        self._qb = tuple(self._tree.field((1, shots, *padded)) for _ in range(ndim))
+        self._pbar = tuple(self._tree.field((1, shots, *padded)) for _ in range(ndim))
+        self._zb = tuple(self._tree.field((1, shots, *padded)) for _ in range(ndim))
         self._finalize()
         self._set_pml(vel, amp, dt)
         for pts, pos_f, w_f in ((src, self.src_pos, self.src_w), (rec, self.rec_pos, self.rec_w)):
@@ -406,6 +423,24 @@ class AcousticStepper(TaichiStepper):
     def recompute(self, step: int) -> Sequence[Launch]:
         """Only the PML memory update: the other reverse kernels need nothing recomputed."""
         return self.substeps(step)[:1]
+
+    def reverse_step(self, step: int) -> None:
+        """Hand-written gather adjoint (default) or Taichi autodiff of :meth:`substeps`."""
+        if self.adjoint == "autodiff":
+            super().reverse_step(step)
+            return
+        prv, cur, nxt, src, dst = self._levels_of(step)
+        r = self.geometry.halo
+        launches = self.substeps(step)
+        self._run(self.recompute(step))  # psi' of this step, read by the velocity gradient
+        kernel, args = launches[2]
+        kernel.grad(*args)  # source injection: d loss / d wavelet
+        adjoint_pass1(self.u, self.zeta, self.c, self.pa, self.pb, self._qb, self._zb, nxt, src,
+                      dst, self.dt, r)
+        adjoint_pass2(self.u, self.psi, self.pa, self.pb, self._qb, self._pbar, src, dst,
+                      self._inv_h, self._c1, r)
+        adjoint_pass3(self.u, self.psi, self.zeta, self.c, self.pa, self.pb, self._qb, self._pbar,
+                      prv, cur, nxt, src, dst, self.dt, self._inv_h, self._c1, self._c2, r)
 
     def record(self, t: int) -> Sequence[Launch]:
         """Sample the wavefield at the receivers at time ``t``."""

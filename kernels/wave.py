@@ -130,3 +130,115 @@ def sample(u: ti.template(), lvl: ti.i32, traces: ti.template(), t: ti.i32, pos:
         for d in ti.static(range(pos.n)):
             w *= weight[J[0], J[1], d, J[d + 2]]
         traces[t, J[0], J[1]] += w * u[(lvl, *cell)]
+
+
+# ---------------------------------------------------------------------------------------
+# Hand-written adjoint of pml_psi + wave_update, in gather form (three passes).
+#
+# Forward, per axis d (M = PML mask of axis d, B = M b, K = dt^2 c^2):
+#   psi'_d = B psi_d + a D1_d u;  q_d = D2_d u + M D1_d psi'_d;  zeta'_d = B zeta_d + a q_d
+#   u+ = 2u - u- + K sum_d (q_d + zeta'_d)
+# Adjoint, with lu, lup, lpsi'_d, lzeta'_d the adjoints of (u, u+, psi'_d, zeta'_d):
+#   Z_d = lzeta'_d + K lup;  qb_d = K lup + a Z_d;  lzeta_d = B Z_d                 (pass 1)
+#   P_d = lpsi'_d - D1_d (M qb_d);  lpsi_d = B P_d                                  (pass 2)
+#   lu <- lu + 2 lup + sum_d (D2_d qb_d - D1_d (a P_d));  lu- = -lup               (pass 3)
+#   dL/dc += 2 c dt^2 sum_shots lup * sum_d (q_d + zeta'_d)
+# (D2 is symmetric and D1 antisymmetric; frame cells hold zeros, so plain gathers are exact.)
+# ---------------------------------------------------------------------------------------
+
+
+@ti.kernel
+def adjoint_pass1(u: ti.template(), zeta: ti.template(), c: ti.template(), pa: ti.template(),
+                  pb: ti.template(), qb: ti.template(), zb: ti.template(), nxt: ti.i32,
+                  src: ti.i32, dst: ti.i32, dt: ti.f64, r: ti.template()):
+    """``qb_d``, ``Z_d`` from ``lup = u.grad[nxt]`` and ``lzeta' = zeta.grad[dst]``.
+
+    Writes ``zeta.grad[src] = B Z``.
+    """
+    for J in ti.grouped(ti.ndrange(*u.shape[1:])):
+        if _inside(u, J, r):
+            v = c[_spatial(J)]
+            h = ti.cast(dt, u.dtype)
+            k_lup = h * h * v * v * u.grad[(nxt, *J)]
+            for d in ti.static(range(len(zeta))):
+                i = J[d + 1]
+                qbar = k_lup
+                zbar = ti.cast(0.0, u.dtype)
+                if pa[d, i] != 0.0:
+                    z_total = zeta[d].grad[(dst, *J)] + k_lup
+                    qbar += pa[d, i] * z_total
+                    zbar = pb[d, i] * z_total
+                qb[d][(0, *J)] = qbar
+                zb[d][(0, *J)] = zbar
+                zeta[d].grad[(src, *J)] = zbar
+
+
+@ti.kernel
+def adjoint_pass2(u: ti.template(), psi: ti.template(), pa: ti.template(), pb: ti.template(),
+                  qb: ti.template(), pbar: ti.template(), src: ti.i32, dst: ti.i32,
+                  inv_h: ti.template(), c1: ti.template(), r: ti.template()):
+    """``P_d = lpsi'_d - D1_d (M qb_d)`` (stored in ``pbar``); ``psi.grad[src] = B P``."""
+    for J in ti.grouped(ti.ndrange(*u.shape[1:])):
+        if _inside(u, J, r):
+            for d in ti.static(range(len(psi))):
+                i = J[d + 1]
+                p = ti.cast(0.0, u.dtype)
+                if pa[d, i] != 0.0:
+                    e = ti.Vector.unit(J.n, d + 1, ti.i32)
+                    acc = ti.cast(0.0, u.dtype)
+                    for k in ti.static(range(len(c1))):
+                        jp = J + (k + 1) * e
+                        jm = J - (k + 1) * e
+                        mp = ti.cast(pa[d, jp[d + 1]] != 0.0, u.dtype)
+                        mm = ti.cast(pa[d, jm[d + 1]] != 0.0, u.dtype)
+                        acc += c1[k] * (mp * qb[d][(0, *jp)] - mm * qb[d][(0, *jm)])
+                    p = psi[d].grad[(dst, *J)] - acc * inv_h[d]
+                pbar[d][(0, *J)] = p
+                psi[d].grad[(src, *J)] = pb[d, i] * p
+
+
+@ti.kernel
+def adjoint_pass3(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: ti.template(),
+                  pa: ti.template(), pb: ti.template(), qb: ti.template(), pbar: ti.template(),
+                  prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32, dt: ti.f64,
+                  inv_h: ti.template(), c1: ti.template(), c2: ti.template(), r: ti.template()):
+    """``lu += 2 lup + sum_d (D2 qb_d - D1 (a P_d))``, ``lu- = -lup``, and ``dL/dc``.
+
+    Loops over space with the shots inside, so the velocity gradient needs no atomics.
+    ``psi[dst]`` must hold the forward ``psi'`` (rerun ``pml_psi`` first).
+    """
+    for cell in ti.grouped(ti.ndrange(*c.shape)):
+        inside = True
+        for d in ti.static(range(cell.n)):
+            if cell[d] < r or cell[d] >= c.shape[d] - r:
+                inside = False
+        if inside:
+            v = c[cell]
+            h = ti.cast(dt, u.dtype)
+            gc = ti.cast(0.0, u.dtype)
+            for s in range(u.shape[1]):
+                J = ti.Vector([s] + [cell[d] for d in ti.static(range(cell.n))])
+                lup = u.grad[(nxt, *J)]
+                acc = 2.0 * lup
+                lap = ti.cast(0.0, u.dtype)
+                for d in ti.static(range(cell.n)):
+                    e = ti.Vector.unit(J.n, d + 1, ti.i32)
+                    acc += _d2(qb[d], 0, J, d, c2) * (inv_h[d] * inv_h[d])
+                    # - D1 (a P): gather a P at the neighbours (zero outside the PML).
+                    g1 = ti.cast(0.0, u.dtype)
+                    for k in ti.static(range(len(c1))):
+                        jp = J + (k + 1) * e
+                        jm = J - (k + 1) * e
+                        g1 += c1[k] * (pa[d, jp[d + 1]] * pbar[d][(0, *jp)]
+                                       - pa[d, jm[d + 1]] * pbar[d][(0, *jm)])
+                    acc -= g1 * inv_h[d]
+                    # Forward q_d + zeta'_d for the velocity gradient.
+                    q = _d2(u, cur, J, d, c2) * (inv_h[d] * inv_h[d])
+                    if pa[d, cell[d]] != 0.0:
+                        q += _d1(psi[d], dst, J, d, c1) * inv_h[d]
+                        lap += pb[d, cell[d]] * zeta[d][(src, *J)] + pa[d, cell[d]] * q
+                    lap += q
+                u.grad[(cur, *J)] += acc
+                u.grad[(prv, *J)] = -lup
+                gc += lup * lap
+            c.grad[cell] += 2.0 * v * h * h * gc
