@@ -274,6 +274,9 @@ class AcousticStepper(TaichiStepper):
         self.adjoint = adjoint
         self._c1, self._c2 = FD_COEFFICIENTS[order]
         self._inv_h = tuple(1.0 / x for x in h)
+        # Cells the stencil updates: all shots, every axis but the frame of halo cells.
+        self._space = tuple((halo, n - halo) for n in padded)
+        self._bounds = ((0, shots), *self._space)
         self.u = self._state("u", (shots, *padded), history=2)
         self.psi = tuple(self._state(f"psi{d}", (shots, *padded)) for d in range(ndim))
         self.zeta = tuple(self._state(f"zeta{d}", (shots, *padded)) for d in range(ndim))
@@ -410,12 +413,12 @@ class AcousticStepper(TaichiStepper):
     def substeps(self, step: int) -> Sequence[Launch]:
         """PML memory update, leapfrog update, source injection."""
         prv, cur, nxt, src, dst = self._levels_of(step)
-        r = self.geometry.halo
+        bounds = self._bounds
         return (
             (pml_psi, (self.u, self.psi, self.pa, self.pb, cur, src, dst, self._inv_h, self._c1,
-                       r)),
+                       bounds)),
             (wave_update, (self.u, self.psi, self.zeta, self.c, self.pa, self.pb, prv, cur, nxt,
-                           src, dst, self.dt, self._inv_h, self._c1, self._c2, r)),
+                           src, dst, self.dt, self._inv_h, self._c1, self._c2, bounds)),
             (inject, (self.u, self.amp, self.src_pos, self.src_w, nxt, step,
                       self.dt**2 / self._cell)),
         )
@@ -430,17 +433,18 @@ class AcousticStepper(TaichiStepper):
             super().reverse_step(step)
             return
         prv, cur, nxt, src, dst = self._levels_of(step)
-        r = self.geometry.halo
+        bounds = self._bounds
         launches = self.substeps(step)
         self._run(self.recompute(step))  # psi' of this step, read by the velocity gradient
         kernel, args = launches[2]
         kernel.grad(*args)  # source injection: d loss / d wavelet
         adjoint_pass1(self.u, self.zeta, self.c, self.pa, self.pb, self._qb, self._zb, nxt, src,
-                      dst, self.dt, r)
+                      dst, self.dt, bounds)
         adjoint_pass2(self.u, self.psi, self.pa, self.pb, self._qb, self._pbar, src, dst,
-                      self._inv_h, self._c1, r)
+                      self._inv_h, self._c1, bounds)
         adjoint_pass3(self.u, self.psi, self.zeta, self.c, self.pa, self.pb, self._qb, self._pbar,
-                      prv, cur, nxt, src, dst, self.dt, self._inv_h, self._c1, self._c2, r)
+                      prv, cur, nxt, src, dst, self.dt, self._inv_h, self._c1, self._c2,
+                      self._space)
 
     def record(self, t: int) -> Sequence[Launch]:
         """Sample the wavefield at the receivers at time ``t``."""

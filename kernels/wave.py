@@ -27,16 +27,6 @@ def _spatial(J: ti.template()):
 
 
 @ti.func
-def _inside(u: ti.template(), J: ti.template(), r: ti.template()):
-    """Whether every spatial index of ``J`` is at least ``r`` cells from the edge."""
-    ok = True
-    for d in ti.static(range(J.n - 1)):
-        if J[d + 1] < r or J[d + 1] >= u.shape[d + 2] - r:
-            ok = False
-    return ok
-
-
-@ti.func
 def _d1(f: ti.template(), lvl: ti.i32, J: ti.template(), d: ti.template(), c1: ti.template()):
     """Central first difference along spatial axis ``d`` (no 1/h)."""
     e = ti.Vector.unit(J.n, d + 1, ti.i32)
@@ -59,40 +49,39 @@ def _d2(f: ti.template(), lvl: ti.i32, J: ti.template(), d: ti.template(), c2: t
 @ti.kernel
 def pml_psi(u: ti.template(), psi: ti.template(), pa: ti.template(), pb: ti.template(),
             cur: ti.i32, src: ti.i32, dst: ti.i32, inv_h: ti.template(), c1: ti.template(),
-            r: ti.template()):
-    """``psi_d[dst] = b_d psi_d[src] + a_d D1_d u[cur] / h_d`` for every axis ``d``."""
-    for J in ti.grouped(ti.ndrange(*u.shape[1:])):
-        if _inside(u, J, r):
-            for d in ti.static(range(len(psi))):
-                i = J[d + 1]
-                value = ti.cast(0.0, u.dtype)
-                if pa[d, i] != 0.0:
-                    value = pb[d, i] * psi[d][(src, *J)] + pa[d, i] * inv_h[d] * _d1(
-                        u, cur, J, d, c1)
-                psi[d][(dst, *J)] = value
+            bounds: ti.template()):
+    """``psi_d[dst] = b_d psi_d[src] + a_d D1_d u[cur] / h_d`` inside the PML of axis ``d``.
+
+    Outside the PML ``psi_d`` is never written and stays zero.
+    """
+    for J in ti.grouped(ti.ndrange(*bounds)):
+        for d in ti.static(range(len(psi))):
+            i = J[d + 1]
+            if pa[d, i] != 0.0:
+                psi[d][(dst, *J)] = pb[d, i] * psi[d][(src, *J)] + pa[d, i] * inv_h[d] * _d1(
+                    u, cur, J, d, c1)
 
 
 @ti.kernel
 def wave_update(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: ti.template(),
                 pa: ti.template(), pb: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32,
                 src: ti.i32, dst: ti.i32, dt: ti.f64, inv_h: ti.template(), c1: ti.template(),
-                c2: ti.template(), r: ti.template()):
-    """Leapfrog update of ``u[nxt]`` with the PML terms; writes ``zeta[dst]``."""
-    for J in ti.grouped(ti.ndrange(*u.shape[1:])):
-        if _inside(u, J, r):
-            lap = ti.cast(0.0, u.dtype)
-            for d in ti.static(range(len(zeta))):
-                i = J[d + 1]
-                q = _d2(u, cur, J, d, c2) * (inv_h[d] * inv_h[d])
-                z = ti.cast(0.0, u.dtype)
-                if pa[d, i] != 0.0:
-                    q += _d1(psi[d], dst, J, d, c1) * inv_h[d]
-                    z = pb[d, i] * zeta[d][(src, *J)] + pa[d, i] * q
+                c2: ti.template(), bounds: ti.template()):
+    """Leapfrog update of ``u[nxt]`` with the PML terms; writes ``zeta[dst]`` in the PML."""
+    for J in ti.grouped(ti.ndrange(*bounds)):
+        lap = ti.cast(0.0, u.dtype)
+        for d in ti.static(range(len(zeta))):
+            i = J[d + 1]
+            q = _d2(u, cur, J, d, c2) * (inv_h[d] * inv_h[d])
+            if pa[d, i] != 0.0:
+                q += _d1(psi[d], dst, J, d, c1) * inv_h[d]
+                z = pb[d, i] * zeta[d][(src, *J)] + pa[d, i] * q
                 zeta[d][(dst, *J)] = z
-                lap += q + z
-            v = c[_spatial(J)]
-            h = ti.cast(dt, u.dtype)
-            u[(nxt, *J)] = 2.0 * u[(cur, *J)] - u[(prv, *J)] + h * h * v * v * lap
+                q += z
+            lap += q
+        v = c[_spatial(J)]
+        h = ti.cast(dt, u.dtype)
+        u[(nxt, *J)] = 2.0 * u[(cur, *J)] - u[(prv, *J)] + h * h * v * v * lap
 
 
 @ti.kernel
@@ -150,95 +139,89 @@ def sample(u: ti.template(), lvl: ti.i32, traces: ti.template(), t: ti.i32, pos:
 @ti.kernel
 def adjoint_pass1(u: ti.template(), zeta: ti.template(), c: ti.template(), pa: ti.template(),
                   pb: ti.template(), qb: ti.template(), zb: ti.template(), nxt: ti.i32,
-                  src: ti.i32, dst: ti.i32, dt: ti.f64, r: ti.template()):
+                  src: ti.i32, dst: ti.i32, dt: ti.f64, bounds: ti.template()):
     """``qb_d``, ``Z_d`` from ``lup = u.grad[nxt]`` and ``lzeta' = zeta.grad[dst]``.
 
     Writes ``zeta.grad[src] = B Z``.
     """
-    for J in ti.grouped(ti.ndrange(*u.shape[1:])):
-        if _inside(u, J, r):
-            v = c[_spatial(J)]
-            h = ti.cast(dt, u.dtype)
-            k_lup = h * h * v * v * u.grad[(nxt, *J)]
-            for d in ti.static(range(len(zeta))):
-                i = J[d + 1]
-                qbar = k_lup
-                zbar = ti.cast(0.0, u.dtype)
-                if pa[d, i] != 0.0:
-                    z_total = zeta[d].grad[(dst, *J)] + k_lup
-                    qbar += pa[d, i] * z_total
-                    zbar = pb[d, i] * z_total
-                qb[d][(0, *J)] = qbar
-                zb[d][(0, *J)] = zbar
-                zeta[d].grad[(src, *J)] = zbar
+    for J in ti.grouped(ti.ndrange(*bounds)):
+        v = c[_spatial(J)]
+        h = ti.cast(dt, u.dtype)
+        k_lup = h * h * v * v * u.grad[(nxt, *J)]
+        for d in ti.static(range(len(zeta))):
+            i = J[d + 1]
+            qbar = k_lup
+            zbar = ti.cast(0.0, u.dtype)
+            if pa[d, i] != 0.0:
+                z_total = zeta[d].grad[(dst, *J)] + k_lup
+                qbar += pa[d, i] * z_total
+                zbar = pb[d, i] * z_total
+            qb[d][(0, *J)] = qbar
+            zb[d][(0, *J)] = zbar
+            zeta[d].grad[(src, *J)] = zbar
 
 
 @ti.kernel
 def adjoint_pass2(u: ti.template(), psi: ti.template(), pa: ti.template(), pb: ti.template(),
                   qb: ti.template(), pbar: ti.template(), src: ti.i32, dst: ti.i32,
-                  inv_h: ti.template(), c1: ti.template(), r: ti.template()):
+                  inv_h: ti.template(), c1: ti.template(), bounds: ti.template()):
     """``P_d = lpsi'_d - D1_d (M qb_d)`` (stored in ``pbar``); ``psi.grad[src] = B P``."""
-    for J in ti.grouped(ti.ndrange(*u.shape[1:])):
-        if _inside(u, J, r):
-            for d in ti.static(range(len(psi))):
-                i = J[d + 1]
-                p = ti.cast(0.0, u.dtype)
-                if pa[d, i] != 0.0:
-                    e = ti.Vector.unit(J.n, d + 1, ti.i32)
-                    acc = ti.cast(0.0, u.dtype)
-                    for k in ti.static(range(len(c1))):
-                        jp = J + (k + 1) * e
-                        jm = J - (k + 1) * e
-                        mp = ti.cast(pa[d, jp[d + 1]] != 0.0, u.dtype)
-                        mm = ti.cast(pa[d, jm[d + 1]] != 0.0, u.dtype)
-                        acc += c1[k] * (mp * qb[d][(0, *jp)] - mm * qb[d][(0, *jm)])
-                    p = psi[d].grad[(dst, *J)] - acc * inv_h[d]
-                pbar[d][(0, *J)] = p
-                psi[d].grad[(src, *J)] = pb[d, i] * p
+    for J in ti.grouped(ti.ndrange(*bounds)):
+        for d in ti.static(range(len(psi))):
+            i = J[d + 1]
+            p = ti.cast(0.0, u.dtype)
+            if pa[d, i] != 0.0:
+                e = ti.Vector.unit(J.n, d + 1, ti.i32)
+                acc = ti.cast(0.0, u.dtype)
+                for k in ti.static(range(len(c1))):
+                    jp = J + (k + 1) * e
+                    jm = J - (k + 1) * e
+                    mp = ti.cast(pa[d, jp[d + 1]] != 0.0, u.dtype)
+                    mm = ti.cast(pa[d, jm[d + 1]] != 0.0, u.dtype)
+                    acc += c1[k] * (mp * qb[d][(0, *jp)] - mm * qb[d][(0, *jm)])
+                p = psi[d].grad[(dst, *J)] - acc * inv_h[d]
+            pbar[d][(0, *J)] = p
+            psi[d].grad[(src, *J)] = pb[d, i] * p
 
 
 @ti.kernel
 def adjoint_pass3(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: ti.template(),
                   pa: ti.template(), pb: ti.template(), qb: ti.template(), pbar: ti.template(),
                   prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32, dt: ti.f64,
-                  inv_h: ti.template(), c1: ti.template(), c2: ti.template(), r: ti.template()):
+                  inv_h: ti.template(), c1: ti.template(), c2: ti.template(),
+                  space: ti.template()):
     """``lu += 2 lup + sum_d (D2 qb_d - D1 (a P_d))``, ``lu- = -lup``, and ``dL/dc``.
 
     Loops over space with the shots inside, so the velocity gradient needs no atomics.
     ``psi[dst]`` must hold the forward ``psi'`` (rerun ``pml_psi`` first).
     """
-    for cell in ti.grouped(ti.ndrange(*c.shape)):
-        inside = True
-        for d in ti.static(range(cell.n)):
-            if cell[d] < r or cell[d] >= c.shape[d] - r:
-                inside = False
-        if inside:
-            v = c[cell]
-            h = ti.cast(dt, u.dtype)
-            gc = ti.cast(0.0, u.dtype)
-            for s in range(u.shape[1]):
-                J = ti.Vector([s] + [cell[d] for d in ti.static(range(cell.n))])
-                lup = u.grad[(nxt, *J)]
-                acc = 2.0 * lup
-                lap = ti.cast(0.0, u.dtype)
-                for d in ti.static(range(cell.n)):
-                    e = ti.Vector.unit(J.n, d + 1, ti.i32)
-                    acc += _d2(qb[d], 0, J, d, c2) * (inv_h[d] * inv_h[d])
-                    # - D1 (a P): gather a P at the neighbours (zero outside the PML).
-                    g1 = ti.cast(0.0, u.dtype)
-                    for k in ti.static(range(len(c1))):
-                        jp = J + (k + 1) * e
-                        jm = J - (k + 1) * e
-                        g1 += c1[k] * (pa[d, jp[d + 1]] * pbar[d][(0, *jp)]
-                                       - pa[d, jm[d + 1]] * pbar[d][(0, *jm)])
-                    acc -= g1 * inv_h[d]
-                    # Forward q_d + zeta'_d for the velocity gradient.
-                    q = _d2(u, cur, J, d, c2) * (inv_h[d] * inv_h[d])
-                    if pa[d, cell[d]] != 0.0:
-                        q += _d1(psi[d], dst, J, d, c1) * inv_h[d]
-                        lap += pb[d, cell[d]] * zeta[d][(src, *J)] + pa[d, cell[d]] * q
-                    lap += q
-                u.grad[(cur, *J)] += acc
-                u.grad[(prv, *J)] = -lup
-                gc += lup * lap
-            c.grad[cell] += 2.0 * v * h * h * gc
+    for cell in ti.grouped(ti.ndrange(*space)):
+        v = c[cell]
+        h = ti.cast(dt, u.dtype)
+        gc = ti.cast(0.0, u.dtype)
+        for s in range(u.shape[1]):
+            J = ti.Vector([s] + [cell[d] for d in ti.static(range(cell.n))])
+            lup = u.grad[(nxt, *J)]
+            acc = 2.0 * lup
+            lap = ti.cast(0.0, u.dtype)
+            for d in ti.static(range(cell.n)):
+                e = ti.Vector.unit(J.n, d + 1, ti.i32)
+                acc += _d2(qb[d], 0, J, d, c2) * (inv_h[d] * inv_h[d])
+                # - D1 (a P): gather a P at the neighbours (zero outside the PML).
+                g1 = ti.cast(0.0, u.dtype)
+                for k in ti.static(range(len(c1))):
+                    jp = J + (k + 1) * e
+                    jm = J - (k + 1) * e
+                    g1 += c1[k] * (pa[d, jp[d + 1]] * pbar[d][(0, *jp)]
+                                   - pa[d, jm[d + 1]] * pbar[d][(0, *jm)])
+                acc -= g1 * inv_h[d]
+                # Forward q_d + zeta'_d for the velocity gradient.
+                q = _d2(u, cur, J, d, c2) * (inv_h[d] * inv_h[d])
+                if pa[d, cell[d]] != 0.0:
+                    q += _d1(psi[d], dst, J, d, c1) * inv_h[d]
+                    lap += pb[d, cell[d]] * zeta[d][(src, *J)] + pa[d, cell[d]] * q
+                lap += q
+            u.grad[(cur, *J)] += acc
+            u.grad[(prv, *J)] = -lup
+            gc += lup * lap
+        c.grad[cell] += 2.0 * v * h * h * gc
