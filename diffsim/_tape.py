@@ -360,10 +360,14 @@ class TaichiStepper(Stepper):
                 raise ValueError(f"cotangent for output {name!r} contains NaN or Inf")
             f.grad.from_numpy(np.ascontiguousarray(arr, dtype=np_real()))
 
+    def costate_fields(self) -> tuple[str, ...]:
+        """State fields whose adjoint enters the costate norm (default: all of them)."""
+        return tuple(self._states)
+
     def _norm_grad(self, t: int) -> float:
-        """``‖λ[t]‖`` over the levels of ``x[t]`` of every state field."""
-        return math.sqrt(sum(self._sumsq(f.grad, lvl) for name, f in self._states.items()
-                             for lvl in self._levels(name, t)))
+        """``‖λ[t]‖`` over the levels of ``x[t]`` of the :meth:`costate_fields`."""
+        return math.sqrt(sum(self._sumsq(self._states[name].grad, lvl)
+                             for name in self.costate_fields() for lvl in self._levels(name, t)))
 
     def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
         """See :meth:`Stepper.reverse`."""

@@ -15,6 +15,13 @@ with profiles ``a_d, b_d`` (zero/one outside the layer)::
 
 Cells within the stencil radius of the outer edge stay zero (a rigid frame behind the
 PML, or the free surface when that face has no PML).
+
+Loop shape: the stencil kernels run in parallel over rows ``rows = (shot, z[, y])`` and
+serially along ``x``, which lets LLVM vectorise and strength-reduce the inner loop
+(about 2.7x faster than one parallel loop over every cell). ``xs = (lo, a, b, hi)``
+splits a row into the low x-PML ``[lo, a)``, the interior ``[a, b)`` and the high
+x-PML ``[b, hi)``; rows inside the PML of another axis take the PML path throughout,
+other rows take a specialised PML-free path on ``[a, b)``.
 """
 
 import taichi as ti
@@ -46,42 +53,94 @@ def _d2(f: ti.template(), lvl: ti.i32, J: ti.template(), d: ti.template(), c2: t
     return acc
 
 
+@ti.func
+def _cell(J: ti.template(), x: ti.i32):
+    """Full index ``(shot, z[, y], x)`` from a row index ``J = (shot, z[, y])``."""
+    return ti.Vector([J[k] for k in ti.static(range(J.n))] + [x])
+
+
+@ti.func
+def _row_in_pml(pa: ti.template(), J: ti.template()):
+    """Whether row ``J`` is where ``pa`` (a profile or mask) is nonzero on a non-x axis."""
+    inside = False
+    for d in ti.static(range(J.n - 1)):
+        if pa[d, J[d + 1]] != 0.0:
+            inside = True
+    return inside
+
+
+@ti.func
+def _psi_cell(u: ti.template(), psi: ti.template(), pa: ti.template(), pb: ti.template(),
+              cur: ti.i32, src: ti.i32, dst: ti.i32, inv_h: ti.template(), c1: ti.template(),
+              K: ti.template()):
+    for d in ti.static(range(len(psi))):
+        i = K[d + 1]
+        if pa[d, i] != 0.0:
+            psi[d][(dst, *K)] = pb[d, i] * psi[d][(src, *K)] + pa[d, i] * inv_h[d] * _d1(
+                u, cur, K, d, c1)
+
+
 @ti.kernel
 def pml_psi(u: ti.template(), psi: ti.template(), pa: ti.template(), pb: ti.template(),
             cur: ti.i32, src: ti.i32, dst: ti.i32, inv_h: ti.template(), c1: ti.template(),
-            bounds: ti.template()):
+            rows: ti.template(), xs: ti.template()):
     """``psi_d[dst] = b_d psi_d[src] + a_d D1_d u[cur] / h_d`` inside the PML of axis ``d``.
 
     Outside the PML ``psi_d`` is never written and stays zero.
     """
-    for J in ti.grouped(ti.ndrange(*bounds)):
-        for d in ti.static(range(len(psi))):
-            i = J[d + 1]
+    for J in ti.grouped(ti.ndrange(*rows)):
+        if _row_in_pml(pa, J):
+            for x in range(xs[0], xs[3]):
+                _psi_cell(u, psi, pa, pb, cur, src, dst, inv_h, c1, _cell(J, x))
+        else:
+            for x in range(xs[0], xs[1]):
+                _psi_cell(u, psi, pa, pb, cur, src, dst, inv_h, c1, _cell(J, x))
+            for x in range(xs[2], xs[3]):
+                _psi_cell(u, psi, pa, pb, cur, src, dst, inv_h, c1, _cell(J, x))
+
+
+@ti.func
+def _update_cell(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: ti.template(),
+                 pa: ti.template(), pb: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32,
+                 src: ti.i32, dst: ti.i32, kdt2: ti.template(), inv_h: ti.template(),
+                 c1: ti.template(), c2: ti.template(), K: ti.template(), pml: ti.template()):
+    lap = ti.cast(0.0, u.dtype)
+    for d in ti.static(range(len(zeta))):
+        q = _d2(u, cur, K, d, c2) * (inv_h[d] * inv_h[d])
+        if ti.static(pml):
+            i = K[d + 1]
             if pa[d, i] != 0.0:
-                psi[d][(dst, *J)] = pb[d, i] * psi[d][(src, *J)] + pa[d, i] * inv_h[d] * _d1(
-                    u, cur, J, d, c1)
+                q += _d1(psi[d], dst, K, d, c1) * inv_h[d]
+                z = pb[d, i] * zeta[d][(src, *K)] + pa[d, i] * q
+                zeta[d][(dst, *K)] = z
+                q += z
+        lap += q
+    v = c[_spatial(K)]
+    u[(nxt, *K)] = 2.0 * u[(cur, *K)] - u[(prv, *K)] + kdt2 * v * v * lap
 
 
 @ti.kernel
 def wave_update(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: ti.template(),
                 pa: ti.template(), pb: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32,
                 src: ti.i32, dst: ti.i32, dt: ti.f64, inv_h: ti.template(), c1: ti.template(),
-                c2: ti.template(), bounds: ti.template()):
+                c2: ti.template(), rows: ti.template(), xs: ti.template()):
     """Leapfrog update of ``u[nxt]`` with the PML terms; writes ``zeta[dst]`` in the PML."""
-    for J in ti.grouped(ti.ndrange(*bounds)):
-        lap = ti.cast(0.0, u.dtype)
-        for d in ti.static(range(len(zeta))):
-            i = J[d + 1]
-            q = _d2(u, cur, J, d, c2) * (inv_h[d] * inv_h[d])
-            if pa[d, i] != 0.0:
-                q += _d1(psi[d], dst, J, d, c1) * inv_h[d]
-                z = pb[d, i] * zeta[d][(src, *J)] + pa[d, i] * q
-                zeta[d][(dst, *J)] = z
-                q += z
-            lap += q
-        v = c[_spatial(J)]
-        h = ti.cast(dt, u.dtype)
-        u[(nxt, *J)] = 2.0 * u[(cur, *J)] - u[(prv, *J)] + h * h * v * v * lap
+    for J in ti.grouped(ti.ndrange(*rows)):
+        h2 = ti.cast(dt * dt, u.dtype)
+        if _row_in_pml(pa, J):
+            for x in range(xs[0], xs[3]):
+                _update_cell(u, psi, zeta, c, pa, pb, prv, cur, nxt, src, dst, h2, inv_h, c1, c2,
+                             _cell(J, x), True)
+        else:
+            for x in range(xs[0], xs[1]):
+                _update_cell(u, psi, zeta, c, pa, pb, prv, cur, nxt, src, dst, h2, inv_h, c1, c2,
+                             _cell(J, x), True)
+            for x in range(xs[1], xs[2]):
+                _update_cell(u, psi, zeta, c, pa, pb, prv, cur, nxt, src, dst, h2, inv_h, c1, c2,
+                             _cell(J, x), False)
+            for x in range(xs[2], xs[3]):
+                _update_cell(u, psi, zeta, c, pa, pb, prv, cur, nxt, src, dst, h2, inv_h, c1, c2,
+                             _cell(J, x), True)
 
 
 @ti.kernel
@@ -132,56 +191,117 @@ def sample(u: ti.template(), lvl: ti.i32, traces: ti.template(), t: ti.i32, pos:
 #   P_d = lpsi'_d - D1_d (M qb_d);  lpsi_d = B P_d                                  (pass 2)
 #   lu <- lu + 2 lup + sum_d (D2_d qb_d - D1_d (a P_d));  lu- = -lup               (pass 3)
 #   dL/dc += 2 c dt^2 sum_shots lup * sum_d (q_d + zeta'_d)
-# (D2 is symmetric and D1 antisymmetric; frame cells hold zeros, so plain gathers are exact.)
+# D2 is symmetric and D1 antisymmetric; frame cells hold zeros, so plain gathers are
+# exact. Outside the PML: lzeta, lpsi and P stay zero (never written), qb_d = K lup.
 # ---------------------------------------------------------------------------------------
+
+
+@ti.func
+def _pass1_cell(u: ti.template(), zeta: ti.template(), c: ti.template(), pa: ti.template(),
+                pb: ti.template(), qb: ti.template(), nxt: ti.i32, src: ti.i32, dst: ti.i32,
+                kdt2: ti.template(), K: ti.template(), pml: ti.template()):
+    v = c[_spatial(K)]
+    k_lup = kdt2 * v * v * u.grad[(nxt, *K)]
+    for d in ti.static(range(len(zeta))):
+        qbar = k_lup
+        if ti.static(pml):
+            i = K[d + 1]
+            if pa[d, i] != 0.0:
+                z_total = zeta[d].grad[(dst, *K)] + k_lup
+                qbar += pa[d, i] * z_total
+                zeta[d].grad[(src, *K)] = pb[d, i] * z_total
+        qb[d][(0, *K)] = qbar
 
 
 @ti.kernel
 def adjoint_pass1(u: ti.template(), zeta: ti.template(), c: ti.template(), pa: ti.template(),
-                  pb: ti.template(), qb: ti.template(), zb: ti.template(), nxt: ti.i32,
-                  src: ti.i32, dst: ti.i32, dt: ti.f64, bounds: ti.template()):
+                  pb: ti.template(), qb: ti.template(), nxt: ti.i32, src: ti.i32, dst: ti.i32,
+                  dt: ti.f64, rows: ti.template(), xs: ti.template()):
     """``qb_d``, ``Z_d`` from ``lup = u.grad[nxt]`` and ``lzeta' = zeta.grad[dst]``.
 
-    Writes ``zeta.grad[src] = B Z``.
+    Writes ``zeta.grad[src] = B Z`` in the PML.
     """
-    for J in ti.grouped(ti.ndrange(*bounds)):
-        v = c[_spatial(J)]
-        h = ti.cast(dt, u.dtype)
-        k_lup = h * h * v * v * u.grad[(nxt, *J)]
-        for d in ti.static(range(len(zeta))):
-            i = J[d + 1]
-            qbar = k_lup
-            zbar = ti.cast(0.0, u.dtype)
-            if pa[d, i] != 0.0:
-                z_total = zeta[d].grad[(dst, *J)] + k_lup
-                qbar += pa[d, i] * z_total
-                zbar = pb[d, i] * z_total
-            qb[d][(0, *J)] = qbar
-            zb[d][(0, *J)] = zbar
-            zeta[d].grad[(src, *J)] = zbar
+    for J in ti.grouped(ti.ndrange(*rows)):
+        h2 = ti.cast(dt * dt, u.dtype)
+        if _row_in_pml(pa, J):
+            for x in range(xs[0], xs[3]):
+                _pass1_cell(u, zeta, c, pa, pb, qb, nxt, src, dst, h2, _cell(J, x), True)
+        else:
+            for x in range(xs[0], xs[1]):
+                _pass1_cell(u, zeta, c, pa, pb, qb, nxt, src, dst, h2, _cell(J, x), True)
+            for x in range(xs[1], xs[2]):
+                _pass1_cell(u, zeta, c, pa, pb, qb, nxt, src, dst, h2, _cell(J, x), False)
+            for x in range(xs[2], xs[3]):
+                _pass1_cell(u, zeta, c, pa, pb, qb, nxt, src, dst, h2, _cell(J, x), True)
+
+
+@ti.func
+def _pass2_cell(psi: ti.template(), pa: ti.template(), pb: ti.template(), qb: ti.template(),
+                pbar: ti.template(), src: ti.i32, dst: ti.i32, inv_h: ti.template(),
+                c1: ti.template(), K: ti.template()):
+    for d in ti.static(range(len(psi))):
+        i = K[d + 1]
+        if pa[d, i] != 0.0:
+            e = ti.Vector.unit(K.n, d + 1, ti.i32)
+            acc = ti.cast(0.0, qb[d].dtype)
+            for k in ti.static(range(len(c1))):
+                jp = K + (k + 1) * e
+                jm = K - (k + 1) * e
+                mp = ti.cast(pa[d, jp[d + 1]] != 0.0, qb[d].dtype)
+                mm = ti.cast(pa[d, jm[d + 1]] != 0.0, qb[d].dtype)
+                acc += c1[k] * (mp * qb[d][(0, *jp)] - mm * qb[d][(0, *jm)])
+            p = psi[d].grad[(dst, *K)] - acc * inv_h[d]
+            pbar[d][(0, *K)] = p
+            psi[d].grad[(src, *K)] = pb[d, i] * p
 
 
 @ti.kernel
-def adjoint_pass2(u: ti.template(), psi: ti.template(), pa: ti.template(), pb: ti.template(),
-                  qb: ti.template(), pbar: ti.template(), src: ti.i32, dst: ti.i32,
-                  inv_h: ti.template(), c1: ti.template(), bounds: ti.template()):
-    """``P_d = lpsi'_d - D1_d (M qb_d)`` (stored in ``pbar``); ``psi.grad[src] = B P``."""
-    for J in ti.grouped(ti.ndrange(*bounds)):
-        for d in ti.static(range(len(psi))):
-            i = J[d + 1]
-            p = ti.cast(0.0, u.dtype)
+def adjoint_pass2(psi: ti.template(), pa: ti.template(), pb: ti.template(), qb: ti.template(),
+                  pbar: ti.template(), src: ti.i32, dst: ti.i32, inv_h: ti.template(),
+                  c1: ti.template(), rows: ti.template(), xs: ti.template()):
+    """``P_d = lpsi'_d - D1_d (M qb_d)`` in the PML (into ``pbar``); ``psi.grad[src] = B P``."""
+    for J in ti.grouped(ti.ndrange(*rows)):
+        if _row_in_pml(pa, J):
+            for x in range(xs[0], xs[3]):
+                _pass2_cell(psi, pa, pb, qb, pbar, src, dst, inv_h, c1, _cell(J, x))
+        else:
+            for x in range(xs[0], xs[1]):
+                _pass2_cell(psi, pa, pb, qb, pbar, src, dst, inv_h, c1, _cell(J, x))
+            for x in range(xs[2], xs[3]):
+                _pass2_cell(psi, pa, pb, qb, pbar, src, dst, inv_h, c1, _cell(J, x))
+
+
+@ti.func
+def _pass3_cell(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: ti.template(),
+                pa: ti.template(), pb: ti.template(), qb: ti.template(), pbar: ti.template(),
+                prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32,
+                kdt2: ti.template(), inv_h: ti.template(), c1: ti.template(), c2: ti.template(),
+                K: ti.template(), pml: ti.template()):
+    lup = u.grad[(nxt, *K)]
+    acc = 2.0 * lup
+    lap = ti.cast(0.0, u.dtype)
+    for d in ti.static(range(len(psi))):
+        acc += _d2(qb[d], 0, K, d, c2) * (inv_h[d] * inv_h[d])
+        q = _d2(u, cur, K, d, c2) * (inv_h[d] * inv_h[d])
+        if ti.static(pml):
+            # - D1 (a P): gather a P at the neighbours (zero outside the PML).
+            e = ti.Vector.unit(K.n, d + 1, ti.i32)
+            g1 = ti.cast(0.0, u.dtype)
+            for k in ti.static(range(len(c1))):
+                jp = K + (k + 1) * e
+                jm = K - (k + 1) * e
+                g1 += c1[k] * (pa[d, jp[d + 1]] * pbar[d][(0, *jp)]
+                               - pa[d, jm[d + 1]] * pbar[d][(0, *jm)])
+            acc -= g1 * inv_h[d]
+            i = K[d + 1]
             if pa[d, i] != 0.0:
-                e = ti.Vector.unit(J.n, d + 1, ti.i32)
-                acc = ti.cast(0.0, u.dtype)
-                for k in ti.static(range(len(c1))):
-                    jp = J + (k + 1) * e
-                    jm = J - (k + 1) * e
-                    mp = ti.cast(pa[d, jp[d + 1]] != 0.0, u.dtype)
-                    mm = ti.cast(pa[d, jm[d + 1]] != 0.0, u.dtype)
-                    acc += c1[k] * (mp * qb[d][(0, *jp)] - mm * qb[d][(0, *jm)])
-                p = psi[d].grad[(dst, *J)] - acc * inv_h[d]
-            pbar[d][(0, *J)] = p
-            psi[d].grad[(src, *J)] = pb[d, i] * p
+                q += _d1(psi[d], dst, K, d, c1) * inv_h[d]
+                lap += pb[d, i] * zeta[d][(src, *K)] + pa[d, i] * q
+        lap += q
+    u.grad[(cur, *K)] += acc
+    u.grad[(prv, *K)] = -lup
+    v = c[_spatial(K)]
+    c.grad[_spatial(K)] += 2.0 * v * kdt2 * lup * lap
 
 
 @ti.kernel
@@ -189,39 +309,30 @@ def adjoint_pass3(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: 
                   pa: ti.template(), pb: ti.template(), qb: ti.template(), pbar: ti.template(),
                   prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32, dt: ti.f64,
                   inv_h: ti.template(), c1: ti.template(), c2: ti.template(),
-                  space: ti.template()):
+                  near: ti.template(), space_rows: ti.template(), xs: ti.template()):
     """``lu += 2 lup + sum_d (D2 qb_d - D1 (a P_d))``, ``lu- = -lup``, and ``dL/dc``.
 
-    Loops over space with the shots inside, so the velocity gradient needs no atomics.
-    ``psi[dst]`` must hold the forward ``psi'`` (rerun ``pml_psi`` first).
+    Parallel over spatial rows ``(z[, y])`` with the shots inside, so each velocity
+    gradient cell is written by one thread. ``psi[dst]`` must hold the forward ``psi'``
+    (rerun ``pml_psi`` first). Cells within the stencil radius of a PML gather from it,
+    so ``near`` (the PML mask widened by that radius) and ``xs`` (narrowed the same
+    way) choose the PML path.
     """
-    for cell in ti.grouped(ti.ndrange(*space)):
-        v = c[cell]
-        h = ti.cast(dt, u.dtype)
-        gc = ti.cast(0.0, u.dtype)
+    for R in ti.grouped(ti.ndrange(*space_rows)):
+        h2 = ti.cast(dt * dt, u.dtype)
         for s in range(u.shape[1]):
-            J = ti.Vector([s] + [cell[d] for d in ti.static(range(cell.n))])
-            lup = u.grad[(nxt, *J)]
-            acc = 2.0 * lup
-            lap = ti.cast(0.0, u.dtype)
-            for d in ti.static(range(cell.n)):
-                e = ti.Vector.unit(J.n, d + 1, ti.i32)
-                acc += _d2(qb[d], 0, J, d, c2) * (inv_h[d] * inv_h[d])
-                # - D1 (a P): gather a P at the neighbours (zero outside the PML).
-                g1 = ti.cast(0.0, u.dtype)
-                for k in ti.static(range(len(c1))):
-                    jp = J + (k + 1) * e
-                    jm = J - (k + 1) * e
-                    g1 += c1[k] * (pa[d, jp[d + 1]] * pbar[d][(0, *jp)]
-                                   - pa[d, jm[d + 1]] * pbar[d][(0, *jm)])
-                acc -= g1 * inv_h[d]
-                # Forward q_d + zeta'_d for the velocity gradient.
-                q = _d2(u, cur, J, d, c2) * (inv_h[d] * inv_h[d])
-                if pa[d, cell[d]] != 0.0:
-                    q += _d1(psi[d], dst, J, d, c1) * inv_h[d]
-                    lap += pb[d, cell[d]] * zeta[d][(src, *J)] + pa[d, cell[d]] * q
-                lap += q
-            u.grad[(cur, *J)] += acc
-            u.grad[(prv, *J)] = -lup
-            gc += lup * lap
-        c.grad[cell] += 2.0 * v * h * h * gc
+            J = ti.Vector([s] + [R[k] for k in ti.static(range(R.n))])
+            if _row_in_pml(near, J):
+                for x in range(xs[0], xs[3]):
+                    _pass3_cell(u, psi, zeta, c, pa, pb, qb, pbar, prv, cur, nxt, src, dst, h2,
+                                inv_h, c1, c2, _cell(J, x), True)
+            else:
+                for x in range(xs[0], xs[1]):
+                    _pass3_cell(u, psi, zeta, c, pa, pb, qb, pbar, prv, cur, nxt, src, dst, h2,
+                                inv_h, c1, c2, _cell(J, x), True)
+                for x in range(xs[1], xs[2]):
+                    _pass3_cell(u, psi, zeta, c, pa, pb, qb, pbar, prv, cur, nxt, src, dst, h2,
+                                inv_h, c1, c2, _cell(J, x), False)
+                for x in range(xs[2], xs[3]):
+                    _pass3_cell(u, psi, zeta, c, pa, pb, qb, pbar, prv, cur, nxt, src, dst, h2,
+                                inv_h, c1, c2, _cell(J, x), True)
