@@ -298,10 +298,11 @@ def _pass3_cell(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: ti
                 q += _d1(psi[d], dst, K, d, c1) * inv_h[d]
                 lap += pb[d, i] * zeta[d][(src, *K)] + pa[d, i] * q
         lap += q
-    u.grad[(cur, *K)] += acc
+    # Plain read-modify-writes, not atomics: each cell belongs to one thread.
+    u.grad[(cur, *K)] = u.grad[(cur, *K)] + acc
     u.grad[(prv, *K)] = -lup
     v = c[_spatial(K)]
-    c.grad[_spatial(K)] += 2.0 * v * kdt2 * lup * lap
+    c.grad[_spatial(K)] = c.grad[_spatial(K)] + 2.0 * v * kdt2 * lup * lap
 
 
 @ti.kernel
