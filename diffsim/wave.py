@@ -298,8 +298,10 @@ class AcousticStepper(TaichiStepper):
         self.src_w = self._tree.field((*src.shape[:2], ndim, k))
         self.rec_pos = self._tree.field(rec.shape[:2], vector=ndim, dtype=ti.i32)
         self.rec_w = self._tree.field((*rec.shape[:2], ndim, k))
-        # Scratch of the hand-written adjoint: qb_d and P_d per axis.
-        self._qb = tuple(self._tree.field((1, shots, *padded)) for _ in range(ndim))
+        # Scratch of the hand-written adjoint: dt^2 c^2 lup, and qz_d and P_d per axis
+        # (nonzero in the PML only).
+        self._kl = self._tree.field((1, shots, *padded))
+        self._qz = tuple(self._tree.field((1, shots, *padded)) for _ in range(ndim))
         self._pbar = tuple(self._tree.field((1, shots, *padded)) for _ in range(ndim))
         self._finalize()
         self._set_pml(vel, amp, dt)
@@ -461,11 +463,12 @@ class AcousticStepper(TaichiStepper):
         self._run(self.recompute(step))  # psi' of this step, read by the velocity gradient
         kernel, args = launches[2]
         kernel.grad(*args)  # source injection: d loss / d wavelet
-        adjoint_pass1(self.u, self.zeta, self.c, self.pa, self.pb, self._qb, nxt, src, dst,
-                      self.dt, rows, xs)
-        adjoint_pass2(self.psi, self.pa, self.pb, self._qb, self._pbar, src, dst, self._inv_h,
-                      self._c1, rows, xs)
-        adjoint_pass3(self.u, self.psi, self.zeta, self.c, self.pa, self.pb, self._qb, self._pbar,
+        adjoint_pass1(self.u, self.zeta, self.c, self.pa, self.pb, self._kl, self._qz, nxt, src,
+                      dst, self.dt, rows, xs)
+        adjoint_pass2(self.psi, self.pa, self.pb, self._kl, self._qz, self._pbar, src, dst,
+                      self._inv_h, self._c1, rows, xs)
+        adjoint_pass3(self.u, self.psi, self.zeta, self.c, self.pa, self.pb, self._kl, self._qz,
+                      self._pbar,
                       prv, cur, nxt, src, dst, self.dt, self._inv_h, self._c1, self._c2,
                       self.near, self._space_rows, self._xs_near)
 

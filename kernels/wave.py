@@ -186,104 +186,108 @@ def sample(u: ti.template(), lvl: ti.i32, traces: ti.template(), t: ti.i32, pos:
 # Forward, per axis d (M = PML mask of axis d, B = M b, K = dt^2 c^2):
 #   psi'_d = B psi_d + a D1_d u;  q_d = D2_d u + M D1_d psi'_d;  zeta'_d = B zeta_d + a q_d
 #   u+ = 2u - u- + K sum_d (q_d + zeta'_d)
-# Adjoint, with lu, lup, lpsi'_d, lzeta'_d the adjoints of (u, u+, psi'_d, zeta'_d):
-#   Z_d = lzeta'_d + K lup;  qb_d = K lup + a Z_d;  lzeta_d = B Z_d                 (pass 1)
-#   P_d = lpsi'_d - D1_d (M qb_d);  lpsi_d = B P_d                                  (pass 2)
+# Adjoint, with lu, lup, lpsi'_d, lzeta'_d the adjoints of (u, u+, psi'_d, zeta'_d) and
+# qb_d = K lup + qz_d the adjoint of q_d:
+#   Z_d = lzeta'_d + K lup;  qz_d = a Z_d;  lzeta_d = B Z_d        (pass 1, PML cells only)
+#   P_d = lpsi'_d - D1_d (M qb_d);  lpsi_d = B P_d                 (pass 2, PML cells only)
 #   lu <- lu + 2 lup + sum_d (D2_d qb_d - D1_d (a P_d));  lu- = -lup               (pass 3)
 #   dL/dc += 2 c dt^2 sum_shots lup * sum_d (q_d + zeta'_d)
 # D2 is symmetric and D1 antisymmetric; frame cells hold zeros, so plain gathers are
-# exact. Outside the PML: lzeta, lpsi and P stay zero (never written), qb_d = K lup.
+# exact. Outside the PML, qz, P, lzeta and lpsi stay zero (never written), and the
+# interior of pass 3 is a wave step applied to K lup plus the imaging condition.
 # ---------------------------------------------------------------------------------------
 
 
 @ti.func
 def _pass1_cell(u: ti.template(), zeta: ti.template(), c: ti.template(), pa: ti.template(),
-                pb: ti.template(), qb: ti.template(), nxt: ti.i32, src: ti.i32, dst: ti.i32,
-                kdt2: ti.template(), K: ti.template(), pml: ti.template()):
+                pb: ti.template(), kl: ti.template(), qz: ti.template(), nxt: ti.i32,
+                src: ti.i32, dst: ti.i32, kdt2: ti.template(), K: ti.template(),
+                pml: ti.template()):
     v = c[_spatial(K)]
     k_lup = kdt2 * v * v * u.grad[(nxt, *K)]
-    for d in ti.static(range(len(zeta))):
-        qbar = k_lup
-        if ti.static(pml):
+    kl[(0, *K)] = k_lup
+    if ti.static(pml):
+        for d in ti.static(range(len(zeta))):
             i = K[d + 1]
             if pa[d, i] != 0.0:
                 z_total = zeta[d].grad[(dst, *K)] + k_lup
-                qbar += pa[d, i] * z_total
+                qz[d][(0, *K)] = pa[d, i] * z_total
                 zeta[d].grad[(src, *K)] = pb[d, i] * z_total
-        qb[d][(0, *K)] = qbar
 
 
 @ti.kernel
 def adjoint_pass1(u: ti.template(), zeta: ti.template(), c: ti.template(), pa: ti.template(),
-                  pb: ti.template(), qb: ti.template(), nxt: ti.i32, src: ti.i32, dst: ti.i32,
-                  dt: ti.f64, rows: ti.template(), xs: ti.template()):
-    """``qb_d``, ``Z_d`` from ``lup = u.grad[nxt]`` and ``lzeta' = zeta.grad[dst]``.
-
-    Writes ``zeta.grad[src] = B Z`` in the PML.
-    """
+                  pb: ti.template(), kl: ti.template(), qz: ti.template(), nxt: ti.i32,
+                  src: ti.i32, dst: ti.i32, dt: ti.f64, rows: ti.template(), xs: ti.template()):
+    """``kl = dt^2 c^2 lup`` everywhere; ``qz_d = a Z_d``, ``zeta.grad[src] = B Z_d`` in the PML."""
     for J in ti.grouped(ti.ndrange(*rows)):
         h2 = ti.cast(dt * dt, u.dtype)
         if _row_in_pml(pa, J):
             for x in range(xs[0], xs[3]):
-                _pass1_cell(u, zeta, c, pa, pb, qb, nxt, src, dst, h2, _cell(J, x), True)
+                _pass1_cell(u, zeta, c, pa, pb, kl, qz, nxt, src, dst, h2, _cell(J, x), True)
         else:
             for x in range(xs[0], xs[1]):
-                _pass1_cell(u, zeta, c, pa, pb, qb, nxt, src, dst, h2, _cell(J, x), True)
+                _pass1_cell(u, zeta, c, pa, pb, kl, qz, nxt, src, dst, h2, _cell(J, x), True)
             for x in range(xs[1], xs[2]):
-                _pass1_cell(u, zeta, c, pa, pb, qb, nxt, src, dst, h2, _cell(J, x), False)
+                _pass1_cell(u, zeta, c, pa, pb, kl, qz, nxt, src, dst, h2, _cell(J, x), False)
             for x in range(xs[2], xs[3]):
-                _pass1_cell(u, zeta, c, pa, pb, qb, nxt, src, dst, h2, _cell(J, x), True)
+                _pass1_cell(u, zeta, c, pa, pb, kl, qz, nxt, src, dst, h2, _cell(J, x), True)
 
 
 @ti.func
-def _pass2_cell(psi: ti.template(), pa: ti.template(), pb: ti.template(), qb: ti.template(),
-                pbar: ti.template(), src: ti.i32, dst: ti.i32, inv_h: ti.template(),
-                c1: ti.template(), K: ti.template()):
+def _pass2_cell(psi: ti.template(), pa: ti.template(), pb: ti.template(), kl: ti.template(),
+                qz: ti.template(), pbar: ti.template(), src: ti.i32, dst: ti.i32,
+                inv_h: ti.template(), c1: ti.template(), K: ti.template()):
     for d in ti.static(range(len(psi))):
         i = K[d + 1]
         if pa[d, i] != 0.0:
             e = ti.Vector.unit(K.n, d + 1, ti.i32)
-            acc = ti.cast(0.0, qb[d].dtype)
+            acc = ti.cast(0.0, kl.dtype)
             for k in ti.static(range(len(c1))):
                 jp = K + (k + 1) * e
                 jm = K - (k + 1) * e
-                mp = ti.cast(pa[d, jp[d + 1]] != 0.0, qb[d].dtype)
-                mm = ti.cast(pa[d, jm[d + 1]] != 0.0, qb[d].dtype)
-                acc += c1[k] * (mp * qb[d][(0, *jp)] - mm * qb[d][(0, *jm)])
+                mp = ti.cast(pa[d, jp[d + 1]] != 0.0, kl.dtype)
+                mm = ti.cast(pa[d, jm[d + 1]] != 0.0, kl.dtype)
+                qp = kl[(0, *jp)] + qz[d][(0, *jp)]
+                qm = kl[(0, *jm)] + qz[d][(0, *jm)]
+                acc += c1[k] * (mp * qp - mm * qm)
             p = psi[d].grad[(dst, *K)] - acc * inv_h[d]
             pbar[d][(0, *K)] = p
             psi[d].grad[(src, *K)] = pb[d, i] * p
 
 
 @ti.kernel
-def adjoint_pass2(psi: ti.template(), pa: ti.template(), pb: ti.template(), qb: ti.template(),
-                  pbar: ti.template(), src: ti.i32, dst: ti.i32, inv_h: ti.template(),
-                  c1: ti.template(), rows: ti.template(), xs: ti.template()):
+def adjoint_pass2(psi: ti.template(), pa: ti.template(), pb: ti.template(), kl: ti.template(),
+                  qz: ti.template(), pbar: ti.template(), src: ti.i32, dst: ti.i32,
+                  inv_h: ti.template(), c1: ti.template(), rows: ti.template(),
+                  xs: ti.template()):
     """``P_d = lpsi'_d - D1_d (M qb_d)`` in the PML (into ``pbar``); ``psi.grad[src] = B P``."""
     for J in ti.grouped(ti.ndrange(*rows)):
         if _row_in_pml(pa, J):
             for x in range(xs[0], xs[3]):
-                _pass2_cell(psi, pa, pb, qb, pbar, src, dst, inv_h, c1, _cell(J, x))
+                _pass2_cell(psi, pa, pb, kl, qz, pbar, src, dst, inv_h, c1, _cell(J, x))
         else:
             for x in range(xs[0], xs[1]):
-                _pass2_cell(psi, pa, pb, qb, pbar, src, dst, inv_h, c1, _cell(J, x))
+                _pass2_cell(psi, pa, pb, kl, qz, pbar, src, dst, inv_h, c1, _cell(J, x))
             for x in range(xs[2], xs[3]):
-                _pass2_cell(psi, pa, pb, qb, pbar, src, dst, inv_h, c1, _cell(J, x))
+                _pass2_cell(psi, pa, pb, kl, qz, pbar, src, dst, inv_h, c1, _cell(J, x))
 
 
 @ti.func
 def _pass3_cell(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: ti.template(),
-                pa: ti.template(), pb: ti.template(), qb: ti.template(), pbar: ti.template(),
-                prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32,
-                kdt2: ti.template(), inv_h: ti.template(), c1: ti.template(), c2: ti.template(),
-                K: ti.template(), pml: ti.template()):
+                pa: ti.template(), pb: ti.template(), kl: ti.template(), qz: ti.template(),
+                pbar: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
+                dst: ti.i32, kdt2: ti.template(), inv_h: ti.template(), c1: ti.template(),
+                c2: ti.template(), K: ti.template(), pml: ti.template()):
     lup = u.grad[(nxt, *K)]
     acc = 2.0 * lup
     lap = ti.cast(0.0, u.dtype)
     for d in ti.static(range(len(psi))):
-        acc += _d2(qb[d], 0, K, d, c2) * (inv_h[d] * inv_h[d])
-        q = _d2(u, cur, K, d, c2) * (inv_h[d] * inv_h[d])
+        inv_h2 = inv_h[d] * inv_h[d]
+        acc += _d2(kl, 0, K, d, c2) * inv_h2
+        q = _d2(u, cur, K, d, c2) * inv_h2
         if ti.static(pml):
+            acc += _d2(qz[d], 0, K, d, c2) * inv_h2
             # - D1 (a P): gather a P at the neighbours (zero outside the PML).
             e = ti.Vector.unit(K.n, d + 1, ti.i32)
             g1 = ti.cast(0.0, u.dtype)
@@ -307,10 +311,11 @@ def _pass3_cell(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: ti
 
 @ti.kernel
 def adjoint_pass3(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: ti.template(),
-                  pa: ti.template(), pb: ti.template(), qb: ti.template(), pbar: ti.template(),
-                  prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32, dt: ti.f64,
-                  inv_h: ti.template(), c1: ti.template(), c2: ti.template(),
-                  near: ti.template(), space_rows: ti.template(), xs: ti.template()):
+                  pa: ti.template(), pb: ti.template(), kl: ti.template(), qz: ti.template(),
+                  pbar: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
+                  dst: ti.i32, dt: ti.f64, inv_h: ti.template(), c1: ti.template(),
+                  c2: ti.template(), near: ti.template(), space_rows: ti.template(),
+                  xs: ti.template()):
     """``lu += 2 lup + sum_d (D2 qb_d - D1 (a P_d))``, ``lu- = -lup``, and ``dL/dc``.
 
     Parallel over spatial rows ``(z[, y])`` with the shots inside, so each velocity
@@ -325,15 +330,15 @@ def adjoint_pass3(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: 
             J = ti.Vector([s] + [R[k] for k in ti.static(range(R.n))])
             if _row_in_pml(near, J):
                 for x in range(xs[0], xs[3]):
-                    _pass3_cell(u, psi, zeta, c, pa, pb, qb, pbar, prv, cur, nxt, src, dst, h2,
+                    _pass3_cell(u, psi, zeta, c, pa, pb, kl, qz, pbar, prv, cur, nxt, src, dst, h2,
                                 inv_h, c1, c2, _cell(J, x), True)
             else:
                 for x in range(xs[0], xs[1]):
-                    _pass3_cell(u, psi, zeta, c, pa, pb, qb, pbar, prv, cur, nxt, src, dst, h2,
+                    _pass3_cell(u, psi, zeta, c, pa, pb, kl, qz, pbar, prv, cur, nxt, src, dst, h2,
                                 inv_h, c1, c2, _cell(J, x), True)
                 for x in range(xs[1], xs[2]):
-                    _pass3_cell(u, psi, zeta, c, pa, pb, qb, pbar, prv, cur, nxt, src, dst, h2,
+                    _pass3_cell(u, psi, zeta, c, pa, pb, kl, qz, pbar, prv, cur, nxt, src, dst, h2,
                                 inv_h, c1, c2, _cell(J, x), False)
                 for x in range(xs[2], xs[3]):
-                    _pass3_cell(u, psi, zeta, c, pa, pb, qb, pbar, prv, cur, nxt, src, dst, h2,
+                    _pass3_cell(u, psi, zeta, c, pa, pb, kl, qz, pbar, prv, cur, nxt, src, dst, h2,
                                 inv_h, c1, c2, _cell(J, x), True)
