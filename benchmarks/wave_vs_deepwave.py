@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import resource
-import time
 
 import numpy as np
-from _harness import report, table
+from _harness import median_time, report, table
 
 import diffsim
 from diffsim import Budget, Uniform, rollout
@@ -34,29 +33,16 @@ def case(n: int, nt: int) -> dict:
                 rec=rec_cells)
 
 
-def median(values: list[float]) -> float:
-    return float(np.median(values))
-
-
 def run_diffsim(c: dict, repeats: int) -> dict:
     stepper = AcousticStepper(c["vel"], c["h"], c["dt"], c["wavelet"], c["src"][None] * c["h"],
                               c["rec"] * c["h"], order=4, pml_width=20, interpolation="nearest")
-    rollout(stepper, steps=5)  # compile
-    fwd = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        rollout(stepper)
-        fwd.append(time.perf_counter() - t0)
+    out = {"forward": median_time(lambda: rollout(stepper), repeats=repeats)}
     observed = np.zeros_like(stepper.traces_array())
-    out = {"forward": median(fwd)}
     for name, sched in (("grad", Budget(bytes="1GiB")), ("grad_ckpt", Uniform(every=32))):
-        stepper_misfit_gradient(stepper, observed, checkpoint=sched)  # compile + warm
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            res = stepper_misfit_gradient(stepper, observed, checkpoint=sched)
-            times.append(time.perf_counter() - t0)
-        out[name] = median(times)
+        out[name] = median_time(
+            lambda s=sched: stepper_misfit_gradient(stepper, observed, checkpoint=s),
+            repeats=repeats)
+        res = stepper_misfit_gradient(stepper, observed, checkpoint=sched)
         out[name + "_schedule"] = repr(res.report.schedule)
         out[name + "_mib"] = res.report.peak_checkpoint_bytes / 2**20
     stepper.destroy()
@@ -86,16 +72,8 @@ def run_deepwave(c: dict, repeats: int, threads: int) -> dict | None:
         out = deepwave.scalar(model, c["h"], c["dt"], **kwargs)
         (out.receivers["u"] ** 2).sum().backward()
 
-    out = {}
-    for name, fn in (("forward", forward), ("grad", gradient)):
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        out[name] = median(times)
-    return out
+    return {"forward": median_time(forward, repeats=repeats),
+            "grad": median_time(gradient, repeats=repeats)}
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from taichi.lang.exception import TaichiAssertionError
 
 from diffsim._fields import FieldTree, field_nbytes
 from diffsim._runtime import ensure_init, np_real
+from diffsim._validate import as_array
 from diffsim.checkpoint import (
     Advance,
     Budget,
@@ -404,13 +405,7 @@ class TaichiStepper(Stepper):
             raise ValueError(f"unknown parameter {name!r}; this stepper has {sorted(self._params)}")
         f = self._params[name]
         shape = tuple(f.shape) + ((f.n,) if hasattr(f, "n") else ())
-        arr = np.asarray(value, dtype=np.float64)
-        if arr.ndim == 0:
-            arr = np.full(shape, float(arr))
-        if arr.shape != shape:
-            raise ValueError(f"parameter {name!r} has shape {shape}; got an array of shape {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"parameter {name!r} contains NaN or Inf; every value must be finite")
+        arr = as_array(f"parameter {name!r}", value, shape)
         self._check_param(name, arr)
         f.from_numpy(np.ascontiguousarray(arr, dtype=np_real()))
 

@@ -19,22 +19,10 @@ import taichi as ti
 
 from diffsim._runtime import np_real
 from diffsim._tape import Launch, TaichiStepper
+from diffsim._validate import as_array
 from diffsim.kernels.chain import chain_adjoint, chain_forces, chain_integrate, chain_record
 
 __all__ = ["OscillatorChain", "energy", "period"]
-
-
-def _array(name: str, value: object, shape: tuple[int, ...], *, positive: bool) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim == 0:
-        arr = np.full(shape, float(arr))
-    if arr.shape != shape:
-        raise ValueError(f"{name} has shape {arr.shape}; expected {shape} (or a scalar)")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or Inf; every value must be finite")
-    if positive and np.any(arr <= 0):
-        raise ValueError(f"{name} must be > 0 everywhere; smallest value is {float(arr.min())!r}")
-    return arr
 
 
 class OscillatorChain(TaichiStepper):
@@ -76,9 +64,9 @@ class OscillatorChain(TaichiStepper):
             raise ValueError(f"forcing shape {forcing.shape} needs steps >= 1 and N >= 1")
         if not np.all(np.isfinite(forcing)):
             raise ValueError("forcing contains NaN or Inf")
-        k = _array("stiffness", stiffness, (n + 1,), positive=True)
-        m = _array("mass", mass, (n,), positive=True)
-        b = _array("beta", beta, (n + 1,), positive=False)
+        k = as_array("stiffness", stiffness, (n + 1,), positive=True)
+        m = as_array("mass", mass, (n,), positive=True)
+        b = as_array("beta", beta, (n + 1,), positive=False)
         if not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
             raise ValueError(f"dt={dt!r} must be a positive number of seconds")
         obs = np.asarray(observed, dtype=np.int64).reshape(-1)
@@ -131,9 +119,9 @@ class OscillatorChain(TaichiStepper):
     def set_initial(self, *, q0: object = None, v0: object = None) -> None:
         """Set the initial displacement ``q0`` (m) and/or velocity ``v0`` (m/s), ``[N]`` or scalars."""
         if q0 is not None:
-            self._q0 = _array("q0", q0, (self.n,), positive=False).astype(np_real())
+            self._q0 = as_array("q0", q0, (self.n,), positive=False).astype(np_real())
         if v0 is not None:
-            self._v0 = _array("v0", v0, (self.n,), positive=False).astype(np_real())
+            self._v0 = as_array("v0", v0, (self.n,), positive=False).astype(np_real())
 
     def load_initial(self) -> None:
         """Write ``q0, v0`` into the level of time 0."""

@@ -186,7 +186,7 @@ def test_tape_usage_errors(problem) -> None:
         Tape(chain, checkpoint=Budget(bytes=10))
     with pytest.raises(ValueError, match="unknown parameter 'k'"):
         chain.set_param("k", 1.0)
-    with pytest.raises(ValueError, match="shape \\(7,\\); got an array of shape \\(3,\\)"):
+    with pytest.raises(ValueError, match="'stiffness' has shape \\(3,\\); expected \\(7,\\)"):
         chain.set_param("stiffness", np.ones(3))
     with pytest.raises(ValueError, match="mass must be > 0"):
         chain.set_param("mass", 0.0)
