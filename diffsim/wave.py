@@ -285,8 +285,15 @@ class AcousticStepper(TaichiStepper):
         self._xs_near = (x_lo, min(self._xs[1] + halo, x_hi) if pml[-1][0] else x_lo,
                          max(self._xs[2] - halo, x_lo) if pml[-1][1] else x_hi, x_hi)
         self.u = self._state("u", (shots, *padded), history=2)
-        self.psi = tuple(self._state(f"psi{d}", (shots, *padded)) for d in range(ndim))
-        self.zeta = tuple(self._state(f"zeta{d}", (shots, *padded)) for d in range(ndim))
+        # PML memory lives in strips: along axis d only the PML cells of d are stored.
+        self._pm = tuple((halo, pml[d][0], padded[d] - halo - pml[d][1], pml[d][1])
+                         for d in range(ndim))
+        strips = tuple(
+            (shots, *[max(pml[d][0] + pml[d][1], 1) if k == d else padded[k]
+                      for k in range(ndim)])
+            for d in range(ndim))
+        self.psi = tuple(self._state(f"psi{d}", strips[d]) for d in range(ndim))
+        self.zeta = tuple(self._state(f"zeta{d}", strips[d]) for d in range(ndim))
         self.c = self._param("velocity", padded)
         self.amp = self._param("wavelet", amp.shape)
         self.traces = self._output("receivers", (shots, rec.shape[1]))
@@ -301,8 +308,8 @@ class AcousticStepper(TaichiStepper):
         # Scratch of the hand-written adjoint: dt^2 c^2 lup, and qz_d and P_d per axis
         # (nonzero in the PML only).
         self._kl = self._tree.field((1, shots, *padded))
-        self._qz = tuple(self._tree.field((1, shots, *padded)) for _ in range(ndim))
-        self._pbar = tuple(self._tree.field((1, shots, *padded)) for _ in range(ndim))
+        self._qz = tuple(self._tree.field((1, *strips[d])) for d in range(ndim))
+        self._pbar = tuple(self._tree.field((1, *strips[d])) for d in range(ndim))
         self._finalize()
         self._set_pml(vel, amp, dt)
         for pts, pos_f, w_f in ((src, self.src_pos, self.src_w), (rec, self.rec_pos, self.rec_w)):
@@ -429,9 +436,10 @@ class AcousticStepper(TaichiStepper):
         rows, xs = self._rows, self._xs
         return (
             (pml_psi, (self.u, self.psi, self.pa, self.pb, cur, src, dst, self._inv_h, self._c1,
-                       rows, xs)),
+                       rows, xs, self._pm)),
             (wave_update, (self.u, self.psi, self.zeta, self.c, self.pa, self.pb, prv, cur, nxt,
-                           src, dst, self.dt, self._inv_h, self._c1, self._c2, rows, xs)),
+                           src, dst, self.dt, self._inv_h, self._c1, self._c2, rows, xs,
+                           self._pm)),
             (inject, (self.u, self.amp, self.src_pos, self.src_w, nxt, step,
                       self.dt**2 / self._cell)),
         )
@@ -464,13 +472,13 @@ class AcousticStepper(TaichiStepper):
         kernel, args = launches[2]
         kernel.grad(*args)  # source injection: d loss / d wavelet
         adjoint_pass1(self.u, self.zeta, self.c, self.pa, self.pb, self._kl, self._qz, nxt, src,
-                      dst, self.dt, rows, xs)
+                      dst, self.dt, rows, xs, self._pm)
         adjoint_pass2(self.psi, self.pa, self.pb, self._kl, self._qz, self._pbar, src, dst,
-                      self._inv_h, self._c1, rows, xs)
+                      self._inv_h, self._c1, rows, xs, self._pm)
         adjoint_pass3(self.u, self.psi, self.zeta, self.c, self.pa, self.pb, self._kl, self._qz,
                       self._pbar,
                       prv, cur, nxt, src, dst, self.dt, self._inv_h, self._c1, self._c2,
-                      self.near, self._space_rows, self._xs_near)
+                      self.near, self._space_rows, self._xs_near, self._pm)
 
     def record(self, t: int) -> Sequence[Launch]:
         """Sample the wavefield at the receivers at time ``t``."""

@@ -54,6 +54,54 @@ def _d2(f: ti.template(), lvl: ti.i32, J: ti.template(), d: ti.template(), c2: t
 
 
 @ti.func
+def _strip(K: ti.template(), d: ti.template(), pm: ti.template()):
+    """Index of cell ``K`` in the PML-strip storage of axis ``d``.
+
+    A strip field keeps only the PML cells of its axis: along ``d`` its index runs over
+    the low layer ``[pm[d][0], pm[d][0] + pm[d][1])`` then the high layer from
+    ``pm[d][2]`` (``pm[d][3]`` cells). Cells outside the layers are clamped into it; every
+    caller masks them with the PML profile, so their value never counts.
+    """
+    i = K[d + 1]
+    j = i - pm[d][0]
+    if i >= pm[d][2]:
+        j = i - pm[d][2] + pm[d][1]
+    j = ti.max(0, ti.min(j, ti.max(pm[d][1] + pm[d][3] - 1, 0)))
+    return K + (j - i) * ti.Vector.unit(K.n, d + 1, ti.i32)
+
+
+@ti.func
+def _d1_strip(f: ti.template(), lvl: ti.i32, K: ti.template(), d: ti.template(),
+              c1: ti.template(), pa: ti.template(), pm: ti.template()):
+    """Central first difference along ``d`` of a strip field (zero outside the PML)."""
+    e = ti.Vector.unit(K.n, d + 1, ti.i32)
+    acc = ti.cast(0.0, f.dtype)
+    for k in ti.static(range(len(c1))):
+        jp = K + (k + 1) * e
+        jm = K - (k + 1) * e
+        mp = ti.cast(pa[d, jp[d + 1]] != 0.0, f.dtype)
+        mm = ti.cast(pa[d, jm[d + 1]] != 0.0, f.dtype)
+        acc += c1[k] * (mp * f[(lvl, *_strip(jp, d, pm))] - mm * f[(lvl, *_strip(jm, d, pm))])
+    return acc
+
+
+@ti.func
+def _d2_strip(f: ti.template(), lvl: ti.i32, K: ti.template(), d: ti.template(),
+              c2: ti.template(), pa: ti.template(), pm: ti.template()):
+    """Central second difference along ``d`` of a strip field (zero outside the PML)."""
+    e = ti.Vector.unit(K.n, d + 1, ti.i32)
+    m0 = ti.cast(pa[d, K[d + 1]] != 0.0, f.dtype)
+    acc = c2[0] * m0 * f[(lvl, *_strip(K, d, pm))]
+    for k in ti.static(range(1, len(c2))):
+        jp = K + k * e
+        jm = K - k * e
+        mp = ti.cast(pa[d, jp[d + 1]] != 0.0, f.dtype)
+        mm = ti.cast(pa[d, jm[d + 1]] != 0.0, f.dtype)
+        acc += c2[k] * (mp * f[(lvl, *_strip(jp, d, pm))] + mm * f[(lvl, *_strip(jm, d, pm))])
+    return acc
+
+
+@ti.func
 def _cell(J: ti.template(), x: ti.i32):
     """Full index ``(shot, z[, y], x)`` from a row index ``J = (shot, z[, y])``."""
     return ti.Vector([J[k] for k in ti.static(range(J.n))] + [x])
@@ -72,18 +120,21 @@ def _row_in_pml(pa: ti.template(), J: ti.template()):
 @ti.func
 def _psi_cell(u: ti.template(), psi: ti.template(), pa: ti.template(), pb: ti.template(),
               cur: ti.i32, src: ti.i32, dst: ti.i32, inv_h: ti.template(), c1: ti.template(),
-              K: ti.template()):
+              K: ti.template(),
+              pm: ti.template()):
     for d in ti.static(range(len(psi))):
         i = K[d + 1]
         if pa[d, i] != 0.0:
-            psi[d][(dst, *K)] = pb[d, i] * psi[d][(src, *K)] + pa[d, i] * inv_h[d] * _d1(
+            S = _strip(K, d, pm)
+            psi[d][(dst, *S)] = pb[d, i] * psi[d][(src, *S)] + pa[d, i] * inv_h[d] * _d1(
                 u, cur, K, d, c1)
 
 
 @ti.kernel
 def pml_psi(u: ti.template(), psi: ti.template(), pa: ti.template(), pb: ti.template(),
             cur: ti.i32, src: ti.i32, dst: ti.i32, inv_h: ti.template(), c1: ti.template(),
-            rows: ti.template(), xs: ti.template()):
+            rows: ti.template(), xs: ti.template(),
+            pm: ti.template()):
     """``psi_d[dst] = b_d psi_d[src] + a_d D1_d u[cur] / h_d`` inside the PML of axis ``d``.
 
     Outside the PML ``psi_d`` is never written and stays zero.
@@ -91,28 +142,30 @@ def pml_psi(u: ti.template(), psi: ti.template(), pa: ti.template(), pb: ti.temp
     for J in ti.grouped(ti.ndrange(*rows)):
         if _row_in_pml(pa, J):
             for x in range(xs[0], xs[3]):
-                _psi_cell(u, psi, pa, pb, cur, src, dst, inv_h, c1, _cell(J, x))
+                _psi_cell(u, psi, pa, pb, cur, src, dst, inv_h, c1, _cell(J, x), pm)
         else:
             for x in range(xs[0], xs[1]):
-                _psi_cell(u, psi, pa, pb, cur, src, dst, inv_h, c1, _cell(J, x))
+                _psi_cell(u, psi, pa, pb, cur, src, dst, inv_h, c1, _cell(J, x), pm)
             for x in range(xs[2], xs[3]):
-                _psi_cell(u, psi, pa, pb, cur, src, dst, inv_h, c1, _cell(J, x))
+                _psi_cell(u, psi, pa, pb, cur, src, dst, inv_h, c1, _cell(J, x), pm)
 
 
 @ti.func
 def _update_cell(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: ti.template(),
                  pa: ti.template(), pb: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32,
                  src: ti.i32, dst: ti.i32, kdt2: ti.template(), inv_h: ti.template(),
-                 c1: ti.template(), c2: ti.template(), K: ti.template(), pml: ti.template()):
+                 c1: ti.template(), c2: ti.template(), K: ti.template(), pml: ti.template(),
+                 pm: ti.template()):
     lap = ti.cast(0.0, u.dtype)
     for d in ti.static(range(len(zeta))):
         q = _d2(u, cur, K, d, c2) * (inv_h[d] * inv_h[d])
         if ti.static(pml):
             i = K[d + 1]
             if pa[d, i] != 0.0:
-                q += _d1(psi[d], dst, K, d, c1) * inv_h[d]
-                z = pb[d, i] * zeta[d][(src, *K)] + pa[d, i] * q
-                zeta[d][(dst, *K)] = z
+                q += _d1_strip(psi[d], dst, K, d, c1, pa, pm) * inv_h[d]
+                S = _strip(K, d, pm)
+                z = pb[d, i] * zeta[d][(src, *S)] + pa[d, i] * q
+                zeta[d][(dst, *S)] = z
                 q += z
         lap += q
     v = c[_spatial(K)]
@@ -123,24 +176,25 @@ def _update_cell(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: t
 def wave_update(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: ti.template(),
                 pa: ti.template(), pb: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32,
                 src: ti.i32, dst: ti.i32, dt: ti.f64, inv_h: ti.template(), c1: ti.template(),
-                c2: ti.template(), rows: ti.template(), xs: ti.template()):
+                c2: ti.template(), rows: ti.template(), xs: ti.template(),
+                pm: ti.template()):
     """Leapfrog update of ``u[nxt]`` with the PML terms; writes ``zeta[dst]`` in the PML."""
     for J in ti.grouped(ti.ndrange(*rows)):
         h2 = ti.cast(dt * dt, u.dtype)
         if _row_in_pml(pa, J):
             for x in range(xs[0], xs[3]):
                 _update_cell(u, psi, zeta, c, pa, pb, prv, cur, nxt, src, dst, h2, inv_h, c1, c2,
-                             _cell(J, x), True)
+                             _cell(J, x), True, pm)
         else:
             for x in range(xs[0], xs[1]):
                 _update_cell(u, psi, zeta, c, pa, pb, prv, cur, nxt, src, dst, h2, inv_h, c1, c2,
-                             _cell(J, x), True)
+                             _cell(J, x), True, pm)
             for x in range(xs[1], xs[2]):
                 _update_cell(u, psi, zeta, c, pa, pb, prv, cur, nxt, src, dst, h2, inv_h, c1, c2,
-                             _cell(J, x), False)
+                             _cell(J, x), False, pm)
             for x in range(xs[2], xs[3]):
                 _update_cell(u, psi, zeta, c, pa, pb, prv, cur, nxt, src, dst, h2, inv_h, c1, c2,
-                             _cell(J, x), True)
+                             _cell(J, x), True, pm)
 
 
 @ti.kernel
@@ -202,7 +256,8 @@ def sample(u: ti.template(), lvl: ti.i32, traces: ti.template(), t: ti.i32, pos:
 def _pass1_cell(u: ti.template(), zeta: ti.template(), c: ti.template(), pa: ti.template(),
                 pb: ti.template(), kl: ti.template(), qz: ti.template(), nxt: ti.i32,
                 src: ti.i32, dst: ti.i32, kdt2: ti.template(), K: ti.template(),
-                pml: ti.template()):
+                pml: ti.template(),
+                pm: ti.template()):
     v = c[_spatial(K)]
     k_lup = kdt2 * v * v * u.grad[(nxt, *K)]
     kl[(0, *K)] = k_lup
@@ -210,34 +265,37 @@ def _pass1_cell(u: ti.template(), zeta: ti.template(), c: ti.template(), pa: ti.
         for d in ti.static(range(len(zeta))):
             i = K[d + 1]
             if pa[d, i] != 0.0:
-                z_total = zeta[d].grad[(dst, *K)] + k_lup
-                qz[d][(0, *K)] = pa[d, i] * z_total
-                zeta[d].grad[(src, *K)] = pb[d, i] * z_total
+                S = _strip(K, d, pm)
+                z_total = zeta[d].grad[(dst, *S)] + k_lup
+                qz[d][(0, *S)] = pa[d, i] * z_total
+                zeta[d].grad[(src, *S)] = pb[d, i] * z_total
 
 
 @ti.kernel
 def adjoint_pass1(u: ti.template(), zeta: ti.template(), c: ti.template(), pa: ti.template(),
                   pb: ti.template(), kl: ti.template(), qz: ti.template(), nxt: ti.i32,
-                  src: ti.i32, dst: ti.i32, dt: ti.f64, rows: ti.template(), xs: ti.template()):
+                  src: ti.i32, dst: ti.i32, dt: ti.f64, rows: ti.template(), xs: ti.template(),
+                  pm: ti.template()):
     """``kl = dt^2 c^2 lup`` everywhere; ``qz_d = a Z_d``, ``zeta.grad[src] = B Z_d`` in the PML."""
     for J in ti.grouped(ti.ndrange(*rows)):
         h2 = ti.cast(dt * dt, u.dtype)
         if _row_in_pml(pa, J):
             for x in range(xs[0], xs[3]):
-                _pass1_cell(u, zeta, c, pa, pb, kl, qz, nxt, src, dst, h2, _cell(J, x), True)
+                _pass1_cell(u, zeta, c, pa, pb, kl, qz, nxt, src, dst, h2, _cell(J, x), True, pm)
         else:
             for x in range(xs[0], xs[1]):
-                _pass1_cell(u, zeta, c, pa, pb, kl, qz, nxt, src, dst, h2, _cell(J, x), True)
+                _pass1_cell(u, zeta, c, pa, pb, kl, qz, nxt, src, dst, h2, _cell(J, x), True, pm)
             for x in range(xs[1], xs[2]):
-                _pass1_cell(u, zeta, c, pa, pb, kl, qz, nxt, src, dst, h2, _cell(J, x), False)
+                _pass1_cell(u, zeta, c, pa, pb, kl, qz, nxt, src, dst, h2, _cell(J, x), False, pm)
             for x in range(xs[2], xs[3]):
-                _pass1_cell(u, zeta, c, pa, pb, kl, qz, nxt, src, dst, h2, _cell(J, x), True)
+                _pass1_cell(u, zeta, c, pa, pb, kl, qz, nxt, src, dst, h2, _cell(J, x), True, pm)
 
 
 @ti.func
 def _pass2_cell(psi: ti.template(), pa: ti.template(), pb: ti.template(), kl: ti.template(),
                 qz: ti.template(), pbar: ti.template(), src: ti.i32, dst: ti.i32,
-                inv_h: ti.template(), c1: ti.template(), K: ti.template()):
+                inv_h: ti.template(), c1: ti.template(), K: ti.template(),
+                pm: ti.template()):
     for d in ti.static(range(len(psi))):
         i = K[d + 1]
         if pa[d, i] != 0.0:
@@ -248,29 +306,31 @@ def _pass2_cell(psi: ti.template(), pa: ti.template(), pb: ti.template(), kl: ti
                 jm = K - (k + 1) * e
                 mp = ti.cast(pa[d, jp[d + 1]] != 0.0, kl.dtype)
                 mm = ti.cast(pa[d, jm[d + 1]] != 0.0, kl.dtype)
-                qp = kl[(0, *jp)] + qz[d][(0, *jp)]
-                qm = kl[(0, *jm)] + qz[d][(0, *jm)]
+                qp = kl[(0, *jp)] + qz[d][(0, *_strip(jp, d, pm))]
+                qm = kl[(0, *jm)] + qz[d][(0, *_strip(jm, d, pm))]
                 acc += c1[k] * (mp * qp - mm * qm)
-            p = psi[d].grad[(dst, *K)] - acc * inv_h[d]
-            pbar[d][(0, *K)] = p
-            psi[d].grad[(src, *K)] = pb[d, i] * p
+            S = _strip(K, d, pm)
+            p = psi[d].grad[(dst, *S)] - acc * inv_h[d]
+            pbar[d][(0, *S)] = p
+            psi[d].grad[(src, *S)] = pb[d, i] * p
 
 
 @ti.kernel
 def adjoint_pass2(psi: ti.template(), pa: ti.template(), pb: ti.template(), kl: ti.template(),
                   qz: ti.template(), pbar: ti.template(), src: ti.i32, dst: ti.i32,
                   inv_h: ti.template(), c1: ti.template(), rows: ti.template(),
-                  xs: ti.template()):
+                  xs: ti.template(),
+                  pm: ti.template()):
     """``P_d = lpsi'_d - D1_d (M qb_d)`` in the PML (into ``pbar``); ``psi.grad[src] = B P``."""
     for J in ti.grouped(ti.ndrange(*rows)):
         if _row_in_pml(pa, J):
             for x in range(xs[0], xs[3]):
-                _pass2_cell(psi, pa, pb, kl, qz, pbar, src, dst, inv_h, c1, _cell(J, x))
+                _pass2_cell(psi, pa, pb, kl, qz, pbar, src, dst, inv_h, c1, _cell(J, x), pm)
         else:
             for x in range(xs[0], xs[1]):
-                _pass2_cell(psi, pa, pb, kl, qz, pbar, src, dst, inv_h, c1, _cell(J, x))
+                _pass2_cell(psi, pa, pb, kl, qz, pbar, src, dst, inv_h, c1, _cell(J, x), pm)
             for x in range(xs[2], xs[3]):
-                _pass2_cell(psi, pa, pb, kl, qz, pbar, src, dst, inv_h, c1, _cell(J, x))
+                _pass2_cell(psi, pa, pb, kl, qz, pbar, src, dst, inv_h, c1, _cell(J, x), pm)
 
 
 @ti.func
@@ -278,7 +338,8 @@ def _pass3_cell(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: ti
                 pa: ti.template(), pb: ti.template(), kl: ti.template(), qz: ti.template(),
                 pbar: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
                 dst: ti.i32, kdt2: ti.template(), inv_h: ti.template(), c1: ti.template(),
-                c2: ti.template(), K: ti.template(), pml: ti.template()):
+                c2: ti.template(), K: ti.template(), pml: ti.template(),
+                pm: ti.template()):
     lup = u.grad[(nxt, *K)]
     acc = 2.0 * lup
     lap = ti.cast(0.0, u.dtype)
@@ -287,20 +348,20 @@ def _pass3_cell(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: ti
         acc += _d2(kl, 0, K, d, c2) * inv_h2
         q = _d2(u, cur, K, d, c2) * inv_h2
         if ti.static(pml):
-            acc += _d2(qz[d], 0, K, d, c2) * inv_h2
+            acc += _d2_strip(qz[d], 0, K, d, c2, pa, pm) * inv_h2
             # - D1 (a P): gather a P at the neighbours (zero outside the PML).
             e = ti.Vector.unit(K.n, d + 1, ti.i32)
             g1 = ti.cast(0.0, u.dtype)
             for k in ti.static(range(len(c1))):
                 jp = K + (k + 1) * e
                 jm = K - (k + 1) * e
-                g1 += c1[k] * (pa[d, jp[d + 1]] * pbar[d][(0, *jp)]
-                               - pa[d, jm[d + 1]] * pbar[d][(0, *jm)])
+                g1 += c1[k] * (pa[d, jp[d + 1]] * pbar[d][(0, *_strip(jp, d, pm))]
+                               - pa[d, jm[d + 1]] * pbar[d][(0, *_strip(jm, d, pm))])
             acc -= g1 * inv_h[d]
             i = K[d + 1]
             if pa[d, i] != 0.0:
-                q += _d1(psi[d], dst, K, d, c1) * inv_h[d]
-                lap += pb[d, i] * zeta[d][(src, *K)] + pa[d, i] * q
+                q += _d1_strip(psi[d], dst, K, d, c1, pa, pm) * inv_h[d]
+                lap += pb[d, i] * zeta[d][(src, *_strip(K, d, pm))] + pa[d, i] * q
         lap += q
     # Plain read-modify-writes, not atomics: each cell belongs to one thread.
     u.grad[(cur, *K)] = u.grad[(cur, *K)] + acc
@@ -315,7 +376,8 @@ def adjoint_pass3(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: 
                   pbar: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
                   dst: ti.i32, dt: ti.f64, inv_h: ti.template(), c1: ti.template(),
                   c2: ti.template(), near: ti.template(), space_rows: ti.template(),
-                  xs: ti.template()):
+                  xs: ti.template(),
+                  pm: ti.template()):
     """``lu += 2 lup + sum_d (D2 qb_d - D1 (a P_d))``, ``lu- = -lup``, and ``dL/dc``.
 
     Parallel over spatial rows ``(z[, y])`` with the shots inside, so each velocity
@@ -331,14 +393,14 @@ def adjoint_pass3(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: 
             if _row_in_pml(near, J):
                 for x in range(xs[0], xs[3]):
                     _pass3_cell(u, psi, zeta, c, pa, pb, kl, qz, pbar, prv, cur, nxt, src, dst, h2,
-                                inv_h, c1, c2, _cell(J, x), True)
+                                inv_h, c1, c2, _cell(J, x), True, pm)
             else:
                 for x in range(xs[0], xs[1]):
                     _pass3_cell(u, psi, zeta, c, pa, pb, kl, qz, pbar, prv, cur, nxt, src, dst, h2,
-                                inv_h, c1, c2, _cell(J, x), True)
+                                inv_h, c1, c2, _cell(J, x), True, pm)
                 for x in range(xs[1], xs[2]):
                     _pass3_cell(u, psi, zeta, c, pa, pb, kl, qz, pbar, prv, cur, nxt, src, dst, h2,
-                                inv_h, c1, c2, _cell(J, x), False)
+                                inv_h, c1, c2, _cell(J, x), False, pm)
                 for x in range(xs[2], xs[3]):
                     _pass3_cell(u, psi, zeta, c, pa, pb, kl, qz, pbar, prv, cur, nxt, src, dst, h2,
-                                inv_h, c1, c2, _cell(J, x), True)
+                                inv_h, c1, c2, _cell(J, x), True, pm)

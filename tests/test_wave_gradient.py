@@ -128,8 +128,10 @@ def test_3d_velocity_gradient_taylor() -> None:
 @pytest.mark.parametrize(
     ("ndim", "options"),
     [(2, {"order": 2}), (2, {"order": 8, "pml_width": [3, 5, 4, 6]}),
-     (2, {"order": 4, "free_surface": True}), (2, {"order": 6, "interpolation": "nearest"}),
-     (3, {"order": 4})],
+     (2, {"order": 4, "free_surface": True}),
+     # Cold Taichi compiles of autodiff kernels cost about a minute each: slow run only.
+     pytest.param(2, {"order": 6, "interpolation": "nearest"}, marks=pytest.mark.slow),
+     pytest.param(3, {"order": 4}, marks=pytest.mark.slow)],
     ids=["2d-o2", "2d-o8-faces", "2d-free-surface", "2d-o6-nearest", "3d-o4"],
 )
 def test_hand_adjoint_matches_autodiff(ndim, options) -> None:
