@@ -43,6 +43,7 @@ __all__ = [
     "misfit_gradient",
     "ricker",
     "simulate",
+    "stepper_misfit_gradient",
 ]
 
 #: Central-difference coefficients: order -> (first derivative c1[1..], second c2[0..]).
@@ -225,13 +226,7 @@ class AcousticStepper(TaichiStepper):
         h = _as_spacing(spacing, ndim)
         if not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
             raise ValueError(f"dt={dt!r} must be a positive time step in s")
-        dt_max = max_stable_dt(float(vel.max()), h, order)
-        if dt > dt_max:
-            raise ValueError(
-                f"dt={dt!r} s exceeds the stability (CFL) limit {dt_max:.6g} s for max velocity "
-                f"{vel.max():.6g} m/s, spacing {h} m and order {order}; use dt <= {dt_max:.6g} s "
-                "or a coarser grid"
-            )
+        _check_cfl(dt, float(vel.max()), h, order)
         src = _as_points("sources", sources, None, ndim)
         shots = src.shape[0]
         rec = _as_points("receivers", receivers, shots, ndim)
@@ -415,10 +410,7 @@ class AcousticStepper(TaichiStepper):
             raise ValueError(f"velocity has shape {vel.shape}; this stepper's grid is "
                              f"{self.geometry.shape}")
         _check_velocity(vel)
-        dt_max = max_stable_dt(float(vel.max()), self.geometry.spacing, self.order)
-        if self.dt > dt_max:
-            raise ValueError(f"dt={self.dt!r} s exceeds the CFL limit {dt_max:.6g} s for max "
-                             f"velocity {vel.max():.6g} m/s")
+        _check_cfl(self.dt, float(vel.max()), self.geometry.spacing, self.order)
         self.set_param("velocity", self.pad(vel))
 
     def velocity_gradient(self) -> np.ndarray:
@@ -490,6 +482,16 @@ class AcousticStepper(TaichiStepper):
     def traces_array(self) -> np.ndarray:
         """Recorded traces ``[shot, receiver, nt]``."""
         return np.ascontiguousarray(np.moveaxis(self.outputs()["receivers"], 0, -1))
+
+
+def _check_cfl(dt: float, max_velocity: float, spacing: tuple[float, ...], order: int) -> None:
+    dt_max = max_stable_dt(max_velocity, spacing, order)
+    if dt > dt_max:
+        raise ValueError(
+            f"dt={dt!r} s exceeds the stability (CFL) limit {dt_max:.6g} s for max velocity "
+            f"{max_velocity:.6g} m/s, spacing {spacing} m and order {order}; use dt <= "
+            f"{dt_max:.6g} s, a coarser grid or a lower order"
+        )
 
 
 def _check_velocity(vel: np.ndarray) -> None:

@@ -61,3 +61,14 @@ def test_shapes_and_options() -> None:
 def test_under_resolved_warning() -> None:
     with pytest.warns(UserWarning, match="cells per wavelength at the wavelet's dominant frequency"):
         run(wavelet=ricker(60.0, DT, NT))
+
+
+def test_set_velocity_checks_cfl_and_shape() -> None:
+    from diffsim.wave import AcousticStepper
+
+    stepper = AcousticStepper(V, H, DT, W, SRC, REC, order=4)
+    with pytest.raises(ValueError, match="exceeds the stability \\(CFL\\) limit"):
+        stepper.set_velocity(V * 10.0)
+    with pytest.raises(ValueError, match="velocity has shape \\(3, 3\\); this stepper's grid is"):
+        stepper.set_velocity(np.ones((3, 3)))
+    stepper.destroy()
