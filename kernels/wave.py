@@ -71,9 +71,13 @@ def _strip(K: ti.template(), d: ti.template(), pm: ti.template()):
 
 
 @ti.func
-def _d1_strip(f: ti.template(), lvl: ti.i32, K: ti.template(), d: ti.template(),
-              c1: ti.template(), pa: ti.template(), pm: ti.template()):
-    """Central first difference along ``d`` of a strip field (zero outside the PML)."""
+def _d1_masked(f: ti.template(), lvl: ti.i32, K: ti.template(), d: ti.template(),
+               c1: ti.template(), pa: ti.template(), pm: ti.template(), strip: ti.template()):
+    """Central first difference along ``d`` of ``f`` restricted to the PML of axis ``d``.
+
+    ``strip`` says whether ``f`` is stored in PML strips (see :func:`_strip`) or on the
+    full grid.
+    """
     e = ti.Vector.unit(K.n, d + 1, ti.i32)
     acc = ti.cast(0.0, f.dtype)
     for k in ti.static(range(len(c1))):
@@ -81,7 +85,10 @@ def _d1_strip(f: ti.template(), lvl: ti.i32, K: ti.template(), d: ti.template(),
         jm = K - (k + 1) * e
         mp = ti.cast(pa[d, jp[d + 1]] != 0.0, f.dtype)
         mm = ti.cast(pa[d, jm[d + 1]] != 0.0, f.dtype)
-        acc += c1[k] * (mp * f[(lvl, *_strip(jp, d, pm))] - mm * f[(lvl, *_strip(jm, d, pm))])
+        if ti.static(strip):
+            jp = _strip(jp, d, pm)
+            jm = _strip(jm, d, pm)
+        acc += c1[k] * (mp * f[(lvl, *jp)] - mm * f[(lvl, *jm)])
     return acc
 
 
@@ -162,7 +169,7 @@ def _update_cell(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: t
         if ti.static(pml):
             i = K[d + 1]
             if pa[d, i] != 0.0:
-                q += _d1_strip(psi[d], dst, K, d, c1, pa, pm) * inv_h[d]
+                q += _d1_masked(psi[d], dst, K, d, c1, pa, pm, True) * inv_h[d]
                 S = _strip(K, d, pm)
                 z = pb[d, i] * zeta[d][(src, *S)] + pa[d, i] * q
                 zeta[d][(dst, *S)] = z
@@ -299,16 +306,8 @@ def _pass2_cell(psi: ti.template(), pa: ti.template(), pb: ti.template(), kl: ti
     for d in ti.static(range(len(psi))):
         i = K[d + 1]
         if pa[d, i] != 0.0:
-            e = ti.Vector.unit(K.n, d + 1, ti.i32)
-            acc = ti.cast(0.0, kl.dtype)
-            for k in ti.static(range(len(c1))):
-                jp = K + (k + 1) * e
-                jm = K - (k + 1) * e
-                mp = ti.cast(pa[d, jp[d + 1]] != 0.0, kl.dtype)
-                mm = ti.cast(pa[d, jm[d + 1]] != 0.0, kl.dtype)
-                qp = kl[(0, *jp)] + qz[d][(0, *_strip(jp, d, pm))]
-                qm = kl[(0, *jm)] + qz[d][(0, *_strip(jm, d, pm))]
-                acc += c1[k] * (mp * qp - mm * qm)
+            acc = (_d1_masked(kl, 0, K, d, c1, pa, pm, False)
+                   + _d1_masked(qz[d], 0, K, d, c1, pa, pm, True))
             S = _strip(K, d, pm)
             p = psi[d].grad[(dst, *S)] - acc * inv_h[d]
             pbar[d][(0, *S)] = p
@@ -360,7 +359,7 @@ def _pass3_cell(u: ti.template(), psi: ti.template(), zeta: ti.template(), c: ti
             acc -= g1 * inv_h[d]
             i = K[d + 1]
             if pa[d, i] != 0.0:
-                q += _d1_strip(psi[d], dst, K, d, c1, pa, pm) * inv_h[d]
+                q += _d1_masked(psi[d], dst, K, d, c1, pa, pm, True) * inv_h[d]
                 lap += pb[d, i] * zeta[d][(src, *_strip(K, d, pm))] + pa[d, i] * q
         lap += q
     # Plain read-modify-writes, not atomics: each cell belongs to one thread.
