@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import NamedTuple
 
 __all__ = [
@@ -608,11 +608,6 @@ def brute_force_forward_steps(n: int, s: int) -> int:
         return table[key]
 
     return p(n, s) + 1
-
-
-def describe(actions: Sequence[Action]) -> str:
-    """A compact one-line-per-action listing of a stream, for debugging and docs."""
-    return "\n".join(f"{type(a).__name__}{tuple(a)}" for a in actions)
 
 
 def parse_schedule(spec: str) -> Schedule:

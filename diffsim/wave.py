@@ -260,7 +260,8 @@ class AcousticStepper(TaichiStepper):
         pad_lo = tuple(halo + pml[d][0] for d in range(ndim))
         padded = tuple(vel.shape[d] + 2 * halo + pml[d][0] + pml[d][1] for d in range(ndim))
         self.geometry = _Geometry(ndim, vel.shape, padded, pad_lo, pml, h, halo)
-        self._check_resolution(vel, h, amp, dt)
+        f_dom = dominant_frequency(amp, dt)
+        self._check_resolution(vel, h, f_dom)
         super().__init__(steps=nt - 1)
         self.dt = float(dt)
         self.order = order
@@ -306,7 +307,7 @@ class AcousticStepper(TaichiStepper):
         self._qz = tuple(self._tree.field((1, *strips[d])) for d in range(ndim))
         self._pbar = tuple(self._tree.field((1, *strips[d])) for d in range(ndim))
         self._finalize()
-        self._set_pml(vel, amp, dt)
+        self._set_pml(vel, f_dom or 1.0 / (nt * dt), dt)
         for pts, pos_f, w_f in ((src, self.src_pos, self.src_w), (rec, self.rec_pos, self.rec_w)):
             pos, w = self._point_weights(pts, k)
             pos_f.from_numpy(pos)
@@ -317,9 +318,7 @@ class AcousticStepper(TaichiStepper):
 
     # -- set-up helpers -------------------------------------------------------------
     @staticmethod
-    def _check_resolution(vel: np.ndarray, h: tuple[float, ...], amp: np.ndarray, dt: float
-                          ) -> None:
-        f_dom = dominant_frequency(amp, dt)
+    def _check_resolution(vel: np.ndarray, h: tuple[float, ...], f_dom: float) -> None:
         if f_dom > 0:
             ppw = float(vel.min()) / (f_dom * max(h))
             if ppw < 6:
@@ -331,9 +330,9 @@ class AcousticStepper(TaichiStepper):
                     stacklevel=3,
                 )
 
-    def _set_pml(self, vel: np.ndarray, amp: np.ndarray, dt: float) -> None:
+    def _set_pml(self, vel: np.ndarray, f_dom: float, dt: float) -> None:
+        """C-PML profiles ``a, b`` per axis, tuned to the wavelet's dominant frequency."""
         g = self.geometry
-        f_dom = dominant_frequency(amp, dt) or 1.0 / (amp.shape[-1] * dt)
         c_max = float(vel.max())
         a = np.zeros((g.ndim, max(g.padded)))
         b = np.ones((g.ndim, max(g.padded)))

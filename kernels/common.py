@@ -7,13 +7,6 @@ import taichi as ti
 
 
 @ti.kernel
-def copy_slot(src: ti.template(), s: ti.i32, dst: ti.template(), d: ti.i32):
-    """``dst[d, ...] = src[s, ...]`` for fields of equal trailing shape."""
-    for idx in ti.grouped(ti.ndrange(*src.shape[1:])):
-        dst[(d, *idx)] = src[(s, *idx)]
-
-
-@ti.kernel
 def zero_slot(f: ti.template(), s: ti.i32):
     """``f[s, ...] = 0``."""
     for idx in ti.grouped(ti.ndrange(*f.shape[1:])):
