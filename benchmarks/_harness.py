@@ -55,7 +55,7 @@ def report(title: str, body: str, *, write: bool) -> None:
     """Print a result and, with ``write``, append it to BENCHMARKS.md with command and machine."""
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT),
                                                                *sys.argv[1:]])
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = (f"\n## {title}\n\n- command: `{command}`\n- machine: {machine()}\n- date: {stamp}\n\n"
             f"{body}\n")
     print(text)

@@ -9,10 +9,7 @@ shown.
 
 from __future__ import annotations
 
-import json
-import os
 import pathlib
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -22,17 +19,9 @@ from scipy.optimize import minimize
 from diffsim._tape import Tape, rollout
 from diffsim.checkpoint import Schedule
 from diffsim.gradcheck import taylor_test
+from diffsim.io import write_json
 
-__all__ = ["run_chain_demo", "write_json"]
-
-
-def write_json(path: pathlib.Path, data: object) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
+__all__ = ["run_chain_demo"]
 
 
 def run_chain_demo(

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import pathlib
+from dataclasses import dataclass
 
 import numpy as np
 
 from diffsim.chain import OscillatorChain
+from diffsim.io import RunOptions
+from diffsim.scenarios._base import Scenario
 
 __all__ = ["ChainScenario", "synthesize"]
 
 
 @dataclass(frozen=True)
-class ChainScenario:
+class ChainScenario(Scenario):
     """A driven FPU-beta chain whose spring stiffnesses are to be recovered from data.
 
     Attributes:
@@ -41,13 +44,32 @@ class ChainScenario:
     noise: float = 0.0
     seed: int = 0
 
-    def with_(self, **changes: object) -> ChainScenario:
-        """A copy with some fields changed."""
-        return replace(self, **changes)
+    kind = "chain"
 
-    def as_dict(self) -> dict[str, object]:
-        """The fields as a plain dict (JSON/TOML friendly)."""
-        return asdict(self)
+    def check(self) -> None:
+        """Value ranges."""
+        for name in ("masses", "steps"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 2")
+        for name in ("dt", "mass", "stiffness_mean"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        if self.observed_every < 1:
+            raise ValueError(f"observed_every={self.observed_every} must be at least 1")
+
+    def smoke(self) -> ChainScenario:
+        """Five masses, 40 steps."""
+        return self.with_(masses=5, steps=40)
+
+    def run(self, options: RunOptions) -> dict[str, object]:
+        """Stiffness identification with L-BFGS-B (see :func:`diffsim.demo.run_chain_demo`)."""
+        from diffsim.checkpoint import parse_schedule
+        from diffsim.demo import run_chain_demo
+
+        iterations = options.iterations if options.iterations is not None else 30
+        return run_chain_demo(self, checkpoint=parse_schedule(options.checkpoint or "binomial:8"),
+                              iterations=iterations, out=pathlib.Path(options.out),
+                              echo=options.echo)
 
     def true_stiffness(self) -> np.ndarray:
         """The true stiffness, ``[N + 1]`` in N/m."""

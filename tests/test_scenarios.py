@@ -1,0 +1,88 @@
+"""Scenarios: registry, typed changes, TOML round trips, atomic files, `diffsim run`."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from diffsim import scenarios
+from diffsim.io import dump_toml, read_json, write_json, write_npy
+
+
+@pytest.mark.parametrize("name", scenarios.names())
+def test_every_registered_scenario_round_trips_through_toml(name: str, tmp_path: pathlib.Path
+                                                            ) -> None:
+    scenario = scenarios.get(name)
+    path = tmp_path / f"{name}.toml"
+    scenario.save(path)
+    assert scenarios.load(path) == scenario
+    assert scenarios.resolve(str(path)) == scenario
+    smoke = scenario.smoke()
+    assert type(smoke) is type(scenario)
+
+
+def test_settings_are_typed_and_checked() -> None:
+    chain = scenarios.get("chain")
+    assert chain.with_settings(["masses=8", "noise=0.01"]).masses == 8
+    assert chain.with_settings(["dt=1"]).dt == 1.0 and isinstance(chain.with_settings(["dt=1"]).dt, float)
+    with pytest.raises(ValueError, match="has no field 'mases'; fields: masses"):
+        chain.with_settings(["mases=3"])
+    with pytest.raises(ValueError, match="masses=1.5 must be an integer"):
+        chain.with_settings(["masses=1.5"])
+    with pytest.raises(ValueError, match="expected key=value"):
+        chain.with_settings(["masses"])
+    with pytest.raises(ValueError, match="dt=-0.1 must be positive"):
+        chain.with_(dt=-0.1)
+
+
+def test_load_rejects_bad_files(tmp_path: pathlib.Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('class = "ChainScenario"\nmasses = 8\ncolour = "red"\n')
+    with pytest.raises(ValueError, match="unknown key\\(s\\) 'colour'; allowed keys: masses"):
+        scenarios.load(bad)
+    bad.write_text('class = "Nope"\n')
+    with pytest.raises(ValueError, match="key 'class' is 'Nope'; allowed values: ChainScenario"):
+        scenarios.load(bad)
+    bad.write_text("masses = = 3\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        scenarios.load(bad)
+
+
+def test_atomic_writers_leave_no_temporary_files(tmp_path: pathlib.Path) -> None:
+    write_json(tmp_path / "a.json", {"x": np.float32(1.5), "y": np.arange(3)})
+    write_npy(tmp_path / "m.npy", np.eye(3))
+    assert read_json(tmp_path / "a.json") == {"x": 1.5, "y": [0, 1, 2]}
+    np.testing.assert_array_equal(np.load(tmp_path / "m.npy"), np.eye(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "m.npy"]
+    with pytest.raises(TypeError):
+        write_json(tmp_path / "b.json", {"x": object()})
+    assert not (tmp_path / "b.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "m.npy"]
+
+
+def test_dump_toml_tables_and_lists() -> None:
+    import tomllib
+
+    text = dump_toml({"a": 1, "b": [1.5, 2.0], "c": None, "t": {"x": "s", "y": True}})
+    assert tomllib.loads(text) == {"a": 1, "b": [1.5, 2.0], "t": {"x": "s", "y": True}}
+
+
+def test_cli_run_chain_from_a_toml_file(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "mine.toml"
+    scenarios.get("chain").with_(masses=5, steps=40).save(path)
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "diffsim.cli", "run", str(path), "--out", str(out),
+                          "--iterations", "2", "--quiet", "--set", "noise=0.0"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_misfit"] < summary["initial_misfit"]
+    assert res.stdout == ""
+    res = subprocess.run([sys.executable, "-m", "diffsim.cli", "run", "chain", "--set", "masses=x"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "masses='x' must be an integer" in res.stderr
