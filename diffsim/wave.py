@@ -192,6 +192,11 @@ class AcousticStepper(TaichiStepper):
             3 % at order 8 (zero ghost rows rather than an antisymmetric mirror).
         interpolation: ``"hicks"`` (Kaiser-windowed sinc, 8 cells an axis, accurate off
             the grid) or ``"nearest"`` (the nearest cell).
+        pml_velocity: velocity in m/s the PML damping is scaled to (default: the model's
+            maximum). Fix it, with ``pml_frequency``, when one stepper must behave the same
+            whatever model and wavelet it was built with (inversions, resumable runs).
+        pml_frequency: frequency in Hz the PML's complex shift is tuned to (default: the
+            wavelet's dominant frequency).
 
     Parameters (gradients): ``"velocity"`` (padded grid; see :meth:`velocity_gradient`)
     and ``"wavelet"`` ``[shot, source, nt]``. Output: ``"receivers"`` ``[nt, shot, receiver]``.
@@ -211,6 +216,8 @@ class AcousticStepper(TaichiStepper):
         free_surface: bool = False,
         interpolation: str = "hicks",
         adjoint: str = "hand",
+        pml_velocity: float | None = None,
+        pml_frequency: float | None = None,
     ) -> None:
         vel = np.asarray(velocity, dtype=np.float64)
         if vel.ndim not in (2, 3):
@@ -307,7 +314,11 @@ class AcousticStepper(TaichiStepper):
         self._qz = tuple(self._tree.field((1, *strips[d])) for d in range(ndim))
         self._pbar = tuple(self._tree.field((1, *strips[d])) for d in range(ndim))
         self._finalize()
-        self._set_pml(vel, f_dom or 1.0 / (nt * dt), dt)
+        for name, value in (("pml_velocity", pml_velocity), ("pml_frequency", pml_frequency)):
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value!r} must be a positive number or None")
+        self._set_pml(pml_velocity or float(vel.max()),
+                      pml_frequency or f_dom or 1.0 / (nt * dt), dt)
         for pts, pos_f, w_f in ((src, self.src_pos, self.src_w), (rec, self.rec_pos, self.rec_w)):
             pos, w = self._point_weights(pts, k)
             pos_f.from_numpy(pos)
@@ -330,10 +341,9 @@ class AcousticStepper(TaichiStepper):
                     stacklevel=3,
                 )
 
-    def _set_pml(self, vel: np.ndarray, f_dom: float, dt: float) -> None:
-        """C-PML profiles ``a, b`` per axis, tuned to the wavelet's dominant frequency."""
+    def _set_pml(self, c_max: float, f_dom: float, dt: float) -> None:
+        """C-PML profiles ``a, b`` per axis for velocity ``c_max`` and frequency ``f_dom``."""
         g = self.geometry
-        c_max = float(vel.max())
         a = np.zeros((g.ndim, max(g.padded)))
         b = np.ones((g.ndim, max(g.padded)))
         for d in range(g.ndim):
@@ -411,6 +421,16 @@ class AcousticStepper(TaichiStepper):
         _check_velocity(vel)
         _check_cfl(self.dt, float(vel.max()), self.geometry.spacing, self.order)
         self.set_param("velocity", self.pad(vel))
+
+    def wavefield(self, t: int) -> np.ndarray:
+        """The pressure at time level ``t`` on the model grid, ``[shot, *model shape]``.
+
+        Valid while ``x[t]`` is live, e.g. right after ``advance(t - 1)`` in a rollout.
+        """
+        u = self.u.to_numpy()[self._levels("u", t)[-1]]
+        g = self.geometry
+        return u[(slice(None), *(slice(g.pad_lo[d], g.pad_lo[d] + g.shape[d])
+                                 for d in range(g.ndim)))]
 
     def velocity_gradient(self) -> np.ndarray:
         """``d loss / d velocity`` on the model grid (after a backward sweep)."""
@@ -505,7 +525,8 @@ def _check_velocity(vel: np.ndarray) -> None:
 
 def simulate(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
              sources: np.ndarray, receivers: np.ndarray, *, order: int = 8,
-             pml_width: object = 20, free_surface: bool = False) -> np.ndarray:
+             pml_width: object = 20, free_surface: bool = False, **options: object
+             ) -> np.ndarray:
     """Forward-model shot gathers.
 
     Args:
@@ -518,12 +539,14 @@ def simulate(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarr
         order: 2, 4, 6 or 8.
         pml_width: PML cells, one int or one per face.
         free_surface: free surface on the top face.
+        **options: further :class:`AcousticStepper` options (``interpolation``,
+            ``pml_velocity``, ``pml_frequency``).
 
     Returns:
         Traces ``[shot, receiver, nt]``, e.g. ``[4, 100, 1000]``, in the runtime precision.
     """
     stepper = AcousticStepper(velocity, spacing, dt, wavelet, sources, receivers, order=order,
-                              pml_width=pml_width, free_surface=free_surface)
+                              pml_width=pml_width, free_surface=free_surface, **options)
     rollout(stepper)
     traces = stepper.traces_array()
     stepper.destroy()
@@ -552,7 +575,7 @@ class MisfitGradient:
 def misfit_gradient(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
                     sources: np.ndarray, receivers: np.ndarray, observed: np.ndarray, *,
                     order: int = 8, pml_width: object = 20, free_surface: bool = False,
-                    checkpoint: Schedule | None = None) -> MisfitGradient:
+                    checkpoint: Schedule | None = None, **options: object) -> MisfitGradient:
     """L2 waveform misfit and its gradient with respect to velocity (and wavelet).
 
     Args:
@@ -567,12 +590,13 @@ def misfit_gradient(velocity: np.ndarray, spacing: object, dt: float, wavelet: n
         pml_width: PML cells, one int or one per face.
         free_surface: free surface on the top face.
         checkpoint: a schedule; ``None`` picks one from ``diffsim.DEFAULT_BUDGET``.
+        **options: further :class:`AcousticStepper` options.
 
     Returns:
         Loss, gradients, traces and the tape's report; see :class:`MisfitGradient`.
     """
     stepper = AcousticStepper(velocity, spacing, dt, wavelet, sources, receivers, order=order,
-                              pml_width=pml_width, free_surface=free_surface)
+                              pml_width=pml_width, free_surface=free_surface, **options)
     try:
         return stepper_misfit_gradient(stepper, observed, checkpoint=checkpoint)
     finally:

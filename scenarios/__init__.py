@@ -19,8 +19,9 @@ from collections.abc import Callable
 
 from diffsim.scenarios._base import Scenario
 from diffsim.scenarios.chain import ChainScenario
+from diffsim.scenarios.fwi import FwiScenario
 
-__all__ = ["ChainScenario", "Scenario", "get", "load", "names", "register", "resolve"]
+__all__ = ["ChainScenario", "FwiScenario", "Scenario", "get", "load", "names", "register", "resolve"]
 
 _REGISTRY: dict[str, Callable[[], Scenario]] = {}
 _CLASSES: dict[str, type[Scenario]] = {}
@@ -88,3 +89,18 @@ def resolve(name_or_path: str) -> Scenario:
 
 register("chain", ChainScenario)
 register("chain-small", lambda: ChainScenario(masses=6, steps=60), ChainScenario)
+register("layered", FwiScenario)
+register("camembert", lambda: FwiScenario(model="camembert", shape=(60, 120), stages=(5.0, 8.0),
+                                          start_smoothing=0.0), FwiScenario)
+register("marmousi2", lambda: FwiScenario(
+    model="marmousi2", spacing=40.0, shots=20, receivers=100, source_depth=20.0,
+    receiver_depth=20.0, peak_frequency=5.0, duration=4.0, stages=(3.0, 5.0), iterations=15,
+    start_smoothing=400.0, water_depth=440.0, vmin=1000.0, vmax=4800.0, order=4), FwiScenario)
+register("overthrust", lambda: FwiScenario(
+    model="overthrust", spacing=50.0, shots=16, receivers=100, source_depth=25.0,
+    receiver_depth=25.0, peak_frequency=5.0, duration=3.5, stages=(3.0, 5.0), iterations=15,
+    start_smoothing=400.0, water_depth=450.0, vmin=1400.0, vmax=6000.0), FwiScenario)
+register("marmousi", lambda: FwiScenario(
+    model="marmousi", spacing=48.0, shots=16, receivers=96, source_depth=24.0,
+    receiver_depth=24.0, peak_frequency=5.0, duration=3.0, stages=(3.0, 5.0), iterations=15,
+    start_smoothing=400.0, vmin=1400.0, vmax=5600.0), FwiScenario)

@@ -48,7 +48,7 @@ def _coerce(key: str, value: object, hint: object) -> object:
             return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
         if len(args) != len(value):
             raise ValueError(f"{key}={value!r} must have {len(args)} entries")
-        return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(args, value, strict=True)))
+        return tuple(_coerce(f"{key}[{i}]", v, a) for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if origin is typing.Literal:
         allowed = typing.get_args(hint)
         if value not in allowed:

@@ -56,3 +56,15 @@ def l2_loss(observed: np.ndarray):
         return 0.5 * float(np.sum(r * r)), {"positions": r}
 
     return loss
+
+
+SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def data_folder() -> __import__('pathlib').Path:
+    """The shared folder of real velocity models (tests read them there; never copied)."""
+    import os
+    import pathlib
+
+    env = os.environ.get("DIFFSIM_DATA")
+    return pathlib.Path(env) if env else SHARED_DATA

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
+from conftest import data_folder
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
@@ -15,8 +17,12 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs(script: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    data = data_folder()
+    if "marmousi" in script.name and not (data / "marmousi2_vp_20m.npy").is_file():
+        pytest.skip(f"Marmousi2 not found in {data} (set DIFFSIM_DATA)")
     res = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "DIFFSIM_DATA": str(data)})
     assert res.returncode == 0, res.stderr[-3000:]
     assert any(tmp_path.iterdir()), "the example wrote nothing to --out"
 

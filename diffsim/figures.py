@@ -1,0 +1,154 @@
+"""Figures of an inversion: models, shot gathers, gradient, loss curve, wavefield GIF.
+
+Every figure is written atomically (a temporary file in the same folder, then a rename).
+"""
+
+from __future__ import annotations
+
+import io
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from diffsim.io import atomic_write
+
+__all__ = ["gradient_figure", "loss_figure", "model_figure", "shot_figure", "wavefield_gif"]
+
+
+def _plt():  # noqa: ANN202 - matplotlib's pyplot module
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: object, path: pathlib.Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    _plt().close(fig)
+    atomic_write(path, lambda h: h.write(buffer.getvalue()), binary=True)
+
+
+def _extent_km(shape: tuple[int, int], spacing: float) -> list[float]:
+    nz, nx = shape
+    return [0.0, (nx - 1) * spacing / 1e3, (nz - 1) * spacing / 1e3, 0.0]
+
+
+def model_figure(path: pathlib.Path, models: Sequence[tuple[str, np.ndarray]], spacing: float,
+                 *, sources: np.ndarray | None = None, receivers: np.ndarray | None = None) -> None:
+    """Models stacked on one colour scale, axes in km, with the acquisition on the first."""
+    plt = _plt()
+    lo = min(float(m.min()) for _, m in models)
+    hi = max(float(m.max()) for _, m in models)
+    nz, nx = models[0][1].shape
+    aspect = nz / nx
+    fig, axes = plt.subplots(len(models), 1, figsize=(8, 0.6 + len(models) * (8 * aspect + 0.6)),
+                             squeeze=False)
+    for k, (title, m) in enumerate(models):
+        ax = axes[k, 0]
+        im = ax.imshow(m / 1e3, extent=_extent_km(m.shape, spacing), vmin=lo / 1e3, vmax=hi / 1e3,
+                       cmap="viridis", aspect="equal")
+        ax.set_title(title)
+        ax.set_ylabel("depth (km)")
+        if k == 0 and sources is not None:
+            ax.plot(sources[:, 1] / 1e3, sources[:, 0] / 1e3, "r*", ms=6, label="sources")
+        if k == 0 and receivers is not None:
+            ax.plot(receivers[:, 1] / 1e3, receivers[:, 0] / 1e3, "wv", ms=2, label="receivers")
+        fig.colorbar(im, ax=ax, label="km/s", shrink=0.9)
+    axes[-1, 0].set_xlabel("distance (km)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def shot_figure(path: pathlib.Path, observed: np.ndarray, synthetic: np.ndarray, dt: float,
+                receivers: np.ndarray, title: str) -> None:
+    """Observed, synthetic and residual gathers of one shot on one clip."""
+    plt = _plt()
+    clip = float(np.percentile(np.abs(observed), 99)) or 1.0
+    x = receivers[:, 1] / 1e3
+    extent = [float(x[0]), float(x[-1]), (observed.shape[-1] - 1) * dt, 0.0]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 4.5), sharey=True)
+    for ax, (name, d) in zip(axes, (("observed", observed), ("synthetic", synthetic),
+                                    ("residual", synthetic - observed)), strict=True):
+        ax.imshow(d.T, extent=extent, cmap="gray", vmin=-clip, vmax=clip, aspect="auto")
+        ax.set_title(name)
+        ax.set_xlabel("receiver (km)")
+    axes[0].set_ylabel("time (s)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def gradient_figure(path: pathlib.Path, gradient: np.ndarray, spacing: float) -> None:
+    """The misfit gradient with respect to velocity (symmetric colour scale)."""
+    plt = _plt()
+    clip = float(np.percentile(np.abs(gradient), 99.5)) or 1.0
+    nz, nx = gradient.shape
+    fig, ax = plt.subplots(figsize=(8, 0.8 + 8 * nz / nx + 0.4))
+    im = ax.imshow(gradient, extent=_extent_km(gradient.shape, spacing), cmap="seismic",
+                   vmin=-clip, vmax=clip, aspect="equal")
+    ax.set_title("first gradient dL/dv")
+    ax.set_xlabel("distance (km)")
+    ax.set_ylabel("depth (km)")
+    fig.colorbar(im, ax=ax, shrink=0.9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def loss_figure(path: pathlib.Path, history: Sequence[dict[str, object]]) -> None:
+    """Loss (each stage normalised by its first value) and model error per iteration."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    it = [h["iteration"] for h in history]
+    ax.semilogy(it, [h["loss"] for h in history], "k.-", label="loss (stage data)")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    errors = [h.get("model_error") for h in history]
+    if errors and all(e is not None for e in errors):
+        ax2 = ax.twinx()
+        ax2.plot(it, errors, "r.-", label="model error")
+        ax2.set_ylabel("relative model error", color="r")
+    ax.set_title("inversion progress")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def wavefield_gif(path: pathlib.Path, frames: np.ndarray, velocity: np.ndarray, spacing: float,
+                  times: Sequence[float]) -> None:
+    """An animated GIF of a wavefield over the velocity model.
+
+    Args:
+        path: the ``.gif`` to write.
+        frames: ``[frame, z, x]`` wavefield snapshots.
+        velocity: ``[z, x]`` in m/s (drawn underneath).
+        spacing: m.
+        times: time of each frame in s.
+    """
+    from PIL import Image
+
+    plt = _plt()
+    clip = float(np.percentile(np.abs(frames), 99.5)) or 1.0
+    images = []
+    nz, nx = velocity.shape
+    for frame, t in zip(frames, times, strict=True):
+        fig, ax = plt.subplots(figsize=(7, 0.7 + 7 * nz / nx))
+        ax.imshow(velocity / 1e3, extent=_extent_km(velocity.shape, spacing), cmap="gray",
+                  aspect="equal")
+        ax.imshow(frame, extent=_extent_km(velocity.shape, spacing), cmap="seismic",
+                  vmin=-clip, vmax=clip, alpha=0.6, aspect="equal")
+        ax.set_title(f"t = {t:.3f} s")
+        ax.set_xlabel("distance (km)")
+        ax.set_ylabel("depth (km)")
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=70)
+        plt.close(fig)
+        buffer.seek(0)
+        images.append(Image.open(buffer).convert("P", palette=Image.ADAPTIVE))
+    out = io.BytesIO()
+    images[0].save(out, format="GIF", save_all=True, append_images=images[1:], duration=120,
+                   loop=0)
+    atomic_write(path, lambda h: h.write(out.getvalue()), binary=True)

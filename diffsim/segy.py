@@ -1,0 +1,96 @@
+"""Shot gathers to and from SEG-Y (IEEE floats, one trace per source-receiver pair).
+
+Traces are ordered shot by shot; the trace headers carry the shot number
+(``FieldRecord``), the receiver number (``TraceNumber``), source and receiver
+coordinates in centimetres (``SourceGroupScalar = -100``), depths and the offset.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+
+__all__ = ["read_segy", "write_segy"]
+
+
+def write_segy(path: pathlib.Path, traces: np.ndarray, dt: float, sources: np.ndarray,
+               receivers: np.ndarray) -> None:
+    """Write ``traces [shot, receiver, nt]`` atomically.
+
+    Args:
+        path: the ``.sgy`` file.
+        traces: ``[shot, receiver, nt]``.
+        dt: sample interval in s (a whole number of microseconds, below 65.536 ms).
+        sources: ``[shot, 2]`` as ``(z, x)`` in m.
+        receivers: ``[receiver, 2]`` or ``[shot, receiver, 2]`` as ``(z, x)`` in m.
+    """
+    import segyio
+
+    data = np.asarray(traces, dtype=np.float32)
+    if data.ndim != 3:
+        raise ValueError(f"traces must be [shot, receiver, nt]; got shape {data.shape}")
+    shots, nrec, nt = data.shape
+    dt_us = round(dt * 1e6)
+    if abs(dt_us - dt * 1e6) > 1e-6 * max(dt_us, 1) or not 0 < dt_us < 65536:
+        raise ValueError(f"dt={dt} s cannot be stored in SEG-Y: it must be a whole number of "
+                         "microseconds between 1 and 65535")
+    rec = np.broadcast_to(np.asarray(receivers, dtype=np.float64), (shots, nrec, 2))
+    src = np.asarray(sources, dtype=np.float64).reshape(shots, -1)[:, :2]
+    spec = segyio.spec()
+    spec.format = 5
+    spec.samples = list(range(nt))
+    spec.tracecount = shots * nrec
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with segyio.create(tmp, spec) as f:
+            f.bin.update(hdt=dt_us, hns=nt, format=5)
+            for s in range(shots):
+                for r in range(nrec):
+                    f.header[s * nrec + r] = {
+                        segyio.TraceField.FieldRecord: s + 1,
+                        segyio.TraceField.TraceNumber: r + 1,
+                        segyio.TraceField.SourceGroupScalar: -100,
+                        segyio.TraceField.ElevationScalar: -100,
+                        segyio.TraceField.SourceX: round(src[s, 1] * 100),
+                        segyio.TraceField.GroupX: round(rec[s, r, 1] * 100),
+                        segyio.TraceField.SourceDepth: round(src[s, 0] * 100),
+                        segyio.TraceField.ReceiverGroupElevation: -round(rec[s, r, 0] * 100),
+                        segyio.TraceField.offset: round(rec[s, r, 1] - src[s, 1]),
+                        segyio.TraceField.TRACE_SAMPLE_INTERVAL: dt_us,
+                        segyio.TraceField.TRACE_SAMPLE_COUNT: nt,
+                    }
+            f.trace.raw[:] = data.reshape(shots * nrec, nt)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_segy(path: pathlib.Path) -> tuple[np.ndarray, float]:
+    """Read shot gathers written by :func:`write_segy` (or any file sorted by shot).
+
+    Returns:
+        ``traces [shot, receiver, nt]`` (float64) and the sample interval in s.
+
+    Raises:
+        ValueError: shots with different receiver counts.
+    """
+    import segyio
+
+    with segyio.open(str(path), ignore_geometry=True) as f:
+        data = f.trace.raw[:].astype(np.float64)
+        shot_ids = np.asarray(f.attributes(segyio.TraceField.FieldRecord)[:])
+        dt = segyio.tools.dt(f) * 1e-6
+    ids, counts = np.unique(shot_ids, return_counts=True)
+    if np.any(counts != counts[0]):
+        raise ValueError(f"{path}: shots have different receiver counts ({sorted(set(counts))}); "
+                         "expected the same receivers for every shot")
+    order = np.argsort(shot_ids, kind="stable")
+    return data[order].reshape(ids.size, counts[0], -1), float(dt)

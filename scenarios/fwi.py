@@ -1,0 +1,145 @@
+"""Full-waveform inversion scenarios: a model, a surface acquisition, frequency stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from diffsim.io import RunOptions
+from diffsim.scenarios._base import Scenario
+
+__all__ = ["FwiScenario"]
+
+ModelName = Literal["layered", "camembert", "marmousi2", "overthrust", "marmousi"]
+
+
+@dataclass(frozen=True)
+class FwiScenario(Scenario):
+    """Invert a velocity model from surface shot gathers.
+
+    Attributes:
+        model: ``layered`` or ``camembert`` (built in), or ``marmousi2``, ``overthrust``,
+            ``marmousi`` (read from the data folder).
+        shape: ``(nz, nx)`` of a built-in model, cells.
+        spacing: grid spacing of the inversion in m (real models are resampled to it).
+        crop_z: ``(top, bottom)`` depth range of a real model in m; empty for all of it.
+        crop_x: ``(left, right)`` range of a real model in m; empty for all of it.
+        shots: shots along the surface, one source each.
+        receivers: receivers along the surface, shared by every shot.
+        source_depth: m.
+        receiver_depth: m.
+        peak_frequency: Ricker peak frequency in Hz.
+        duration: record length in s.
+        dt: time step in s; 0 picks 80 % of the stability limit at ``vmax`` (rounded to µs).
+        order: spatial order, 2, 4, 6 or 8.
+        pml_width: PML cells on every absorbing face.
+        free_surface: free surface on top (else PML).
+        stages: low-pass corner frequencies in Hz, one inversion stage each, low to high;
+            0 means the full band.
+        iterations: L-BFGS-B iterations per stage.
+        start_smoothing: Gaussian smoothing (sigma, m) of the true model into the start.
+        water_depth: the top this many metres are kept at the true velocity (known water).
+        vmin: lower velocity bound in m/s.
+        vmax: upper velocity bound in m/s.
+        depth_power: the update is weighted by ``depth ** depth_power`` (0 for none).
+        update_smoothing: Gaussian smoothing of the update (sigma, m; 0 for none).
+        noise: Gaussian noise added to the observed data, relative to its RMS.
+        observed_file: read observed traces ``[shot, receiver, nt]`` from this ``.npy`` or
+            SEG-Y file instead of synthesising them.
+        batch: shots per batched stepper in one process (0: all).
+        seed: random seed of the noise.
+    """
+
+    kind = "fwi"
+    precision = "f32"
+
+    model: ModelName = "layered"
+    shape: tuple[int, int] = (60, 160)
+    spacing: float = 20.0
+    crop_z: tuple[float, ...] = ()
+    crop_x: tuple[float, ...] = ()
+    shots: int = 8
+    receivers: int = 80
+    source_depth: float = 40.0
+    receiver_depth: float = 40.0
+    peak_frequency: float = 8.0
+    duration: float = 1.6
+    dt: float = 0.0
+    order: int = 4
+    pml_width: int = 20
+    free_surface: bool = False
+    stages: tuple[float, ...] = (4.0, 8.0)
+    iterations: int = 10
+    start_smoothing: float = 200.0
+    water_depth: float = 0.0
+    vmin: float = 1400.0
+    vmax: float = 4000.0
+    depth_power: float = 1.0
+    update_smoothing: float = 0.0
+    noise: float = 0.0
+    observed_file: str = ""
+    batch: int = 0
+    seed: int = 0
+
+    def check(self) -> None:
+        """Value ranges (each error names the field and what is allowed)."""
+        positive = ("spacing", "peak_frequency", "duration", "vmin", "vmax")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        for name in ("shots", "receivers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.vmin >= self.vmax:
+            raise ValueError(f"vmin={self.vmin} must be below vmax={self.vmax}")
+        if self.order not in (2, 4, 6, 8):
+            raise ValueError(f"order={self.order} is not supported; choose 2, 4, 6 or 8")
+        if self.dt < 0:
+            raise ValueError(f"dt={self.dt} must be 0 (automatic) or a positive time step in s")
+        if not self.stages or any(f < 0 for f in self.stages):
+            raise ValueError(f"stages={list(self.stages)} must list corner frequencies >= 0 Hz "
+                             "(0 for the full band), e.g. stages=[3, 5]")
+        for name in ("crop_z", "crop_x"):
+            if len(getattr(self, name)) not in (0, 2):
+                raise ValueError(f"{name}={list(getattr(self, name))} must be empty or "
+                                 "[start, end] in m")
+        if min(self.shape) < 8:
+            raise ValueError(f"shape={list(self.shape)} must be at least [8, 8] cells")
+        for name in ("iterations", "pml_width", "batch"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be 0 or more")
+        for name in ("start_smoothing", "water_depth", "update_smoothing", "noise",
+                     "depth_power"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be 0 or more")
+
+    def smoke(self) -> FwiScenario:
+        """A tiny, quick version (a few seconds)."""
+        changes: dict[str, object] = dict(shots=2, receivers=16, duration=0.5, iterations=2,
+                                          pml_width=8, peak_frequency=8.0, stages=(5.0,))
+        if self.model in ("layered", "camembert"):
+            changes["shape"] = (24, 48)
+        else:
+            changes.update(spacing=80.0, crop_x=(0.0, 3000.0), crop_z=(0.0, 1500.0))
+        return self.with_(**changes)
+
+    def true_model(self, data: object = None) -> tuple[np.ndarray, float]:
+        """The true velocity ``[z, x]`` in m/s and its spacing in m."""
+        from diffsim.models import builtin_model, load_model
+
+        if self.model in ("layered", "camembert"):
+            m = builtin_model(self.model, self.shape, self.spacing)
+        else:
+            m = load_model(self.model, data)
+            if self.crop_z or self.crop_x:
+                m = m.crop(tuple(self.crop_z) or None, tuple(self.crop_x) or None)
+            m = m.resample(self.spacing)
+        return m.velocity, m.spacing
+
+    def run(self, options: RunOptions) -> dict[str, object]:
+        """Synthesise (or read) the data, invert, write models, history, summary, figures."""
+        from diffsim.fwi import run_scenario
+
+        return run_scenario(self, options)

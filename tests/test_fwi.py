@@ -1,0 +1,248 @@
+"""Full-waveform inversion: data, models, the driver's gradient, resume, Dask, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import data_folder
+
+from diffsim.fwi import Inversion, ShotData, Stage, lowpass, serial_evaluator, surface_acquisition
+from diffsim.gradcheck import taylor_test
+from diffsim.models import builtin_model, load_model, smooth
+from diffsim.wave import ricker, simulate
+
+DATA = data_folder()
+needs_data = pytest.mark.skipif(not (DATA / "marmousi2_vp_20m.npy").is_file(),
+                                reason=f"real models not found in {DATA} (set DIFFSIM_DATA)")
+
+
+def tiny_problem(shots: int = 2) -> tuple[np.ndarray, np.ndarray, ShotData]:
+    truth = builtin_model("layered", (20, 36), 20.0).velocity
+    initial = smooth(truth, 3.0)
+    dt, nt = 2e-3, 120
+    src, rec = surface_acquisition(truth.shape, 20.0, shots, 12, source_depth=40.0,
+                                   receiver_depth=20.0)
+    w = ricker(10.0, dt, nt)
+    kw = dict(order=4, pml_width=6, pml_velocity=4000.0, pml_frequency=10.0)
+    observed = simulate(truth, 20.0, dt, w, src, rec, **kw).astype(np.float64)
+    return truth, initial, ShotData(20.0, dt, w, src, rec, observed, **kw)
+
+
+def test_lowpass_keeps_low_removes_high_frequencies_and_commutes_with_simulation() -> None:
+    dt = 1e-3
+    t = np.arange(4000) * dt
+    low, high = np.sin(2 * np.pi * 3 * t), np.sin(2 * np.pi * 40 * t)
+    out = lowpass(low + high, dt, 10.0)
+    spectrum = np.abs(np.fft.rfft(out[1000:] * np.hanning(3000)))
+    freqs = np.fft.rfftfreq(3000, dt)
+    at = lambda f: spectrum[np.argmin(np.abs(freqs - f))]  # noqa: E731
+    ref = np.abs(np.fft.rfft(low[1000:] * np.hanning(3000)))[np.argmin(np.abs(freqs - 3))]
+    assert at(3.0) == pytest.approx(ref, rel=1e-2)
+    assert at(40.0) < 1e-4 * ref   # (Hann leakage of the 3 Hz line; unfiltered: ~ref)
+    w = ricker(8.0, dt, 1000)
+    np.testing.assert_array_equal(lowpass(w, dt, None), w)
+    with pytest.raises(ValueError, match=r"cutoff=600.0 Hz must lie in \(0, 500\) Hz"):
+        lowpass(w, dt, 600.0)
+    # filtering the data == simulating with the filtered wavelet (what frequency stages rely
+    # on); one stepper, so the PML profile (tuned to the wavelet at construction) is shared
+    from diffsim import rollout
+    from diffsim.wave import AcousticStepper
+
+    _, initial, data = tiny_problem()
+    stepper = AcousticStepper(initial, 20.0, data.dt, data.wavelet, data.sources, data.receivers,
+                              order=4, pml_width=6)
+    rollout(stepper)
+    filtered_data = lowpass(stepper.traces_array(), data.dt, 8.0)
+    stepper.set_param("wavelet", np.broadcast_to(lowpass(data.wavelet, data.dt, 8.0),
+                                                 (data.shots, 1, data.wavelet.size)))
+    rollout(stepper)
+    np.testing.assert_allclose(stepper.traces_array(), filtered_data,
+                               atol=1e-10 * np.abs(filtered_data).max())
+    stepper.destroy()
+
+
+def test_surface_acquisition_and_its_errors() -> None:
+    src, rec = surface_acquisition((50, 101), 10.0, 5, 11, source_depth=10.0, receiver_depth=0.0)
+    assert src.shape == (5, 2) and rec.shape == (11, 2)
+    assert np.all(src[:, 0] == 10.0) and rec[0, 1] == 0.0 and rec[-1, 1] == 1000.0
+    assert np.all(np.diff(src[:, 1]) > 0)
+    with pytest.raises(ValueError, match=r"source_depth=600.0 m must lie in \[0, 490\] m"):
+        surface_acquisition((50, 101), 10.0, 5, 11, source_depth=600.0, receiver_depth=0.0)
+    with pytest.raises(ValueError, match="shots=0 must be a positive integer"):
+        surface_acquisition((50, 101), 10.0, 0, 11, source_depth=10.0, receiver_depth=0.0)
+
+
+@needs_data
+def test_real_models_load_with_checksums_and_resample() -> None:
+    m = load_model("marmousi2", DATA)
+    assert m.velocity.shape == (176, 851) and m.spacing == 20.0
+    assert 1000 < m.velocity.min() < 1100 and m.velocity.max() == pytest.approx(4700.0)
+    coarse = m.resample(40.0)
+    assert coarse.velocity.shape == (88, 426) and coarse.spacing == 40.0
+    assert coarse.extent == pytest.approx((3480.0, 17000.0))
+    crop = m.crop((0.0, 1000.0), (2000.0, 4000.0))
+    assert crop.velocity.shape == (51, 101)
+    np.testing.assert_array_equal(crop.velocity, m.velocity[:51, 100:201])
+    for name in ("overthrust", "marmousi"):
+        assert load_model(name, DATA).velocity.ndim == 2
+
+
+def test_missing_or_corrupt_model_files_say_how_to_get_them(tmp_path: pathlib.Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DIFFSIM_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match="needs a data folder, and none was given. Pass "
+                       "--data DIR"):
+        load_model("marmousi2")
+    with pytest.raises(FileNotFoundError, match="marmousi2_vp_20m.npy does not exist"):
+        load_model("marmousi2", tmp_path)
+    np.save(tmp_path / "marmousi2_vp_20m.npy", np.ones((2, 2), np.float32))
+    (tmp_path / "marmousi2_vp_20m.json").write_text(json.dumps(
+        {"nz": 2, "nx": 2, "dx": 20.0, "dz": 20.0, "sha256_npy": "0" * 64}))
+    with pytest.raises(ValueError, match="does not match the SHA-256"):
+        load_model("marmousi2", tmp_path)
+    with pytest.raises(ValueError, match="crop z=\\(0.0, 99.0\\) m must satisfy"):
+        builtin_model("layered", (10, 10), 10.0).crop((0.0, 99.0))
+
+
+def test_the_optimisers_gradient_is_exact_through_the_preconditioner(tmp_path: pathlib.Path
+                                                                     ) -> None:
+    """F(δ) = misfit(clip(v0 + S W δ)) and its gradient Wᵀ Sᵀ (dL/dv): Taylor slopes 1 and 2."""
+    truth, initial, data = tiny_problem()
+    inv = Inversion(data=data, initial=initial, stages=[Stage(None, 1)], bounds=(1000.0, 4000.0),
+                    evaluator=serial_evaluator(), out=tmp_path, truth=truth, fixed_rows=2,
+                    depth_power=1.0, smoothing=1.5, echo=None)
+    delta0 = np.random.default_rng(0).normal(0.0, 0.1, initial.size)
+
+    def value(delta: np.ndarray) -> float:
+        return inv._evaluate(0, initial, data, delta)[0]
+
+    grad = inv._evaluate(0, initial, data, delta0)[1]
+    direction = np.random.default_rng(1).normal(size=initial.size)
+    result = taylor_test(value, delta0, direction, grad, h0=0.5)
+    assert result.second_order == pytest.approx(2.0, abs=0.15), result
+    # fixed rows never move
+    v = inv._evaluate(0, initial, data, direction)[2]
+    np.testing.assert_array_equal(v[:2], initial[:2])
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_model(tmp_path: pathlib.Path) -> None:
+    truth, initial, data = tiny_problem()
+    stages = [Stage(6.0, 3), Stage(None, 2)]
+
+    def inversion(out: pathlib.Path, evaluator: object) -> Inversion:
+        return Inversion(data=data, initial=initial, stages=stages, bounds=(1000.0, 4000.0),
+                         evaluator=evaluator, out=out, truth=truth, echo=None)
+
+    whole = inversion(tmp_path / "whole", serial_evaluator()).run()
+    inner = serial_evaluator()
+    calls = {"n": 0}
+
+    def crashing(v: np.ndarray, d: ShotData) -> tuple[float, np.ndarray]:
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise Crash("injected")
+        return inner(v, d)
+
+    with pytest.raises(Crash):
+        inversion(tmp_path / "cut", crashing).run()
+    done = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert 1 <= len(done) < len(whole.history)
+    resumed = inversion(tmp_path / "cut", serial_evaluator()).run()
+    np.testing.assert_array_equal(resumed.model, whole.model)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+    assert resumed.evaluations < whole.evaluations   # finished work was read back
+    assert whole.history[-1]["model_error"] < whole.history[0]["model_error"]
+
+
+def test_dask_with_two_workers_equals_serial() -> None:
+    pytest.importorskip("distributed")
+    from diffsim.fwi import dask_evaluator
+
+    _, initial, data = tiny_problem(shots=3)
+    loss, grad = serial_evaluator()(initial, data)
+    evaluate, close = dask_evaluator(workers=2)
+    try:
+        loss2, grad2 = evaluate(initial, data)
+    finally:
+        close()
+    assert loss2 == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(grad2, grad, rtol=1e-10, atol=1e-12 * np.abs(grad).max())
+
+
+def test_segy_round_trip(tmp_path: pathlib.Path) -> None:
+    from diffsim.segy import read_segy, write_segy
+
+    traces = np.random.default_rng(0).normal(size=(3, 5, 40)).astype(np.float32)
+    src = np.array([[10.0, 100.0], [10.0, 200.0], [10.0, 300.0]])
+    rec = np.stack([np.zeros(5), np.linspace(0, 400, 5)], axis=1)
+    write_segy(tmp_path / "d.sgy", traces, 2e-3, src, rec)
+    back, dt = read_segy(tmp_path / "d.sgy")
+    np.testing.assert_array_equal(back, traces)
+    assert dt == pytest.approx(2e-3)
+    with pytest.raises(ValueError, match="whole number of microseconds"):
+        write_segy(tmp_path / "e.sgy", traces, 1.5e-7, src, rec)
+
+
+def cli(*args: str, **kw: object) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DIFFSIM_DATA": str(DATA)}
+    return subprocess.run([sys.executable, "-m", "diffsim.cli", *args], capture_output=True,
+                          text=True, timeout=600, env=env, **kw)
+
+
+def test_cli_fwi_bad_inputs(tmp_path: pathlib.Path) -> None:
+    res = cli("run", "layered", "--set", "model=salt")
+    assert res.returncode == 2
+    assert "model='salt' is not allowed; choose one of 'layered', 'camembert', 'marmousi2'" in res.stderr
+    res = cli("run", "layered", "--set", "vmin=5000")
+    assert res.returncode == 2 and "vmin=5000.0 must be below vmax=4000.0" in res.stderr
+    res = cli("run", "layered", "--set", "stages=[-1]")
+    assert res.returncode == 2 and "stages=[-1.0] must list corner frequencies" in res.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('class = "FwiScenario"\nshots = "many"\n')
+    res = cli("run", str(bad))
+    assert res.returncode == 2 and "shots='many' must be an integer" in res.stderr
+    (tmp_path / "held" / "evaluations").mkdir(parents=True)
+    res = cli("run", "layered", "--smoke", "--out", str(tmp_path / "held"))
+    assert res.returncode == 2 and "already holds a run; pass --resume" in res.stderr
+
+
+def test_cli_kill_minus_9_then_resume_matches_an_uninterrupted_run(tmp_path: pathlib.Path) -> None:
+    args = ["run", "layered", "--smoke", "--quiet", "--iterations", "4"]
+    full = cli(*args, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr[-3000:]
+    env = {**os.environ, "DIFFSIM_DATA": str(DATA)}
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "diffsim.cli", *args, "--out", str(cut)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (cut / "model_0002.npy").is_file():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (cut / "model_0002.npy").is_file(), "the run never reached iteration 2"
+    assert not (cut / "summary.json").exists()
+    res = cli(*args, "--out", str(cut))
+    assert res.returncode == 2 and "--resume" in res.stderr
+    res = cli(*args, "--out", str(cut), "--resume")
+    assert res.returncode == 0, res.stderr[-3000:]
+    np.testing.assert_array_equal(np.load(cut / "model_final.npy"),
+                                  np.load(tmp_path / "full" / "model_final.npy"))
+    summary = json.loads((cut / "summary.json").read_text())
+    assert summary["final_misfit"] < summary["initial_misfit"]
+    for name in ("models.png", "shot_gather.png", "gradient.png", "loss.png", "wavefield.gif",
+                 "history.json", "observed.sgy", "model_0004.npy"):
+        assert (cut / name).stat().st_size > 0, name
+    res = cli(*args, "--out", str(cut), "--resume", "--set", "shots=3")
+    assert res.returncode == 2 and "differs from the one in" in res.stderr and "shots" in res.stderr
