@@ -266,6 +266,7 @@ def dask_evaluator(*, workers: int = 2, scheduler: str | None = None,
         if cluster is not None:
             cluster.close()
 
+    evaluate.client = client  # type: ignore[attr-defined]
     return evaluate, close
 
 
@@ -436,9 +437,11 @@ class Inversion:
                 write_npy(self.out / f"model_{n:04d}.npy", v)
                 write_json(history_path, history)
                 err = "" if entry["model_error"] is None else f"  model error {entry['model_error']:.4f}"
-                self._say(f"[stage {s + 1}/{len(self.stages)}, {stage.cutoff or 'full band'} Hz] "
-                          f"iteration {n:3d}  loss {loss:.5e}  |g| {entry['gradient_norm']:.3e}"
-                          f"{err}  {seconds:.1f} s")
+                total = sum(st.iterations for st in self.stages)
+                bar = "#" * round(20 * n / total) if total else ""
+                self._say(f"[{bar:<20s}] {n:3d}/{total}  stage {s + 1}/{len(self.stages)} "
+                          f"({stage.cutoff or 'full band'} Hz)  loss {loss:.5e}  "
+                          f"|g| {entry['gradient_norm']:.3e}{err}  {seconds:.1f} s")
 
             options = {"maxiter": stage.iterations, "maxls": self.max_line_search, "gtol": 0.0,
                        "maxfun": stage.iterations * (self.max_line_search + 2)}

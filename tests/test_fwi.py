@@ -175,10 +175,23 @@ def test_dask_with_two_workers_equals_serial() -> None:
     evaluate, close = dask_evaluator(workers=2)
     try:
         loss2, grad2 = evaluate(initial, data)
+        assert loss2 == pytest.approx(loss, rel=1e-12)
+        np.testing.assert_allclose(grad2, grad, rtol=1e-10, atol=1e-12 * np.abs(grad).max())
+        # a worker killed mid-evaluation costs a recomputation, not the result
+        import threading
+
+        pids = list(evaluate.client.run(os.getpid).values())
+        killer = threading.Timer(1.0, os.kill, (pids[0], signal.SIGKILL))
+        killer.start()
+        part = data.subset([0, 2])   # new shot groups: the workers compile (seconds)
+        loss3, grad3 = evaluate(initial * 1.01, part)
+        killer.join()
+        assert pids[0] not in evaluate.client.run(os.getpid).values()
+        loss4, grad4 = serial_evaluator()(initial * 1.01, part)
+        assert loss3 == pytest.approx(loss4, rel=1e-12)
+        np.testing.assert_allclose(grad3, grad4, rtol=1e-10, atol=1e-12 * np.abs(grad4).max())
     finally:
         close()
-    assert loss2 == pytest.approx(loss, rel=1e-12)
-    np.testing.assert_allclose(grad2, grad, rtol=1e-10, atol=1e-12 * np.abs(grad).max())
 
 
 def test_segy_round_trip(tmp_path: pathlib.Path) -> None:
