@@ -97,9 +97,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_chain_demo(scenario, checkpoint=parse_schedule(args.checkpoint),
                        iterations=2 if args.smoke else args.iterations, out=args.out)
         return 0
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"diffsim: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        where = f" in {args.out}" if getattr(args, "out", None) else ""
+        print(f"diffsim: interrupted; finished iterations are kept{where}; add --resume to the "
+              "same command to continue", file=sys.stderr)
+        return 130
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -387,11 +387,6 @@ class Inversion:
         return loss, grad, v, grad_v
 
     # -- run ---------------------------------------------------------------------------------
-    def relative_misfit(self, v: np.ndarray) -> float:
-        """``|d(v) - d_obs| / |d_obs|`` on the full-band data (a stored evaluation)."""
-        loss = self._evaluate(-1, v, self.data, np.zeros(v.size))[0]
-        return float(np.sqrt(2.0 * loss) / np.linalg.norm(self.data.observed))
-
     def run(self) -> InversionResult:
         """Run every stage; returns the final model and what happened.
 
@@ -530,7 +525,11 @@ def run_scenario(scenario: object, options: object) -> dict[str, object]:
     say = options.echo
     truth, h = scenario.true_model(options.data)
     fixed = int(np.ceil(scenario.water_depth / h - 1e-9))
-    initial = smooth(truth, scenario.start_smoothing / h, fixed_rows=fixed)
+    if scenario.start_model == "background":
+        initial = np.full(truth.shape, float(truth[0].mean()))
+        initial[:fixed] = truth[:fixed]
+    else:
+        initial = smooth(truth, scenario.start_smoothing / h, fixed_rows=fixed)
     initial = np.clip(initial, scenario.vmin, scenario.vmax)
     dt = scenario.dt or _auto_dt(scenario.vmax, h, scenario.order)
     nt = int(round(scenario.duration / dt)) + 1

@@ -91,7 +91,7 @@ register("chain", ChainScenario)
 register("chain-small", lambda: ChainScenario(masses=6, steps=60), ChainScenario)
 register("layered", FwiScenario)
 register("camembert", lambda: FwiScenario(model="camembert", shape=(60, 120), stages=(5.0, 8.0),
-                                          start_smoothing=0.0), FwiScenario)
+                                          start_model="background"), FwiScenario)
 register("marmousi2", lambda: FwiScenario(
     model="marmousi2", spacing=40.0, shots=20, receivers=100, source_depth=20.0,
     receiver_depth=20.0, peak_frequency=5.0, duration=4.0, stages=(3.0, 5.0), iterations=15,

@@ -40,6 +40,8 @@ class FwiScenario(Scenario):
             0 means the full band.
         iterations: L-BFGS-B iterations per stage.
         start_smoothing: Gaussian smoothing (sigma, m) of the true model into the start.
+        start_model: ``smoothed`` (the true model smoothed by ``start_smoothing``) or
+            ``background`` (constant: the mean velocity of the true model's top row).
         water_depth: the top this many metres are kept at the true velocity (known water).
         vmin: lower velocity bound in m/s.
         vmax: upper velocity bound in m/s.
@@ -73,6 +75,7 @@ class FwiScenario(Scenario):
     stages: tuple[float, ...] = (4.0, 8.0)
     iterations: int = 10
     start_smoothing: float = 200.0
+    start_model: Literal["smoothed", "background"] = "smoothed"
     water_depth: float = 0.0
     vmin: float = 1400.0
     vmax: float = 4000.0

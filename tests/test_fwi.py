@@ -226,6 +226,10 @@ def test_cli_fwi_bad_inputs(tmp_path: pathlib.Path) -> None:
     bad.write_text('class = "FwiScenario"\nshots = "many"\n')
     res = cli("run", str(bad))
     assert res.returncode == 2 and "shots='many' must be an integer" in res.stderr
+    env = {k: v for k, v in os.environ.items() if k != "DIFFSIM_DATA"}
+    res = subprocess.run([sys.executable, "-m", "diffsim.cli", "run", "marmousi2", "--smoke"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 2 and "needs a data folder, and none was given" in res.stderr
     (tmp_path / "held" / "evaluations").mkdir(parents=True)
     res = cli("run", "layered", "--smoke", "--out", str(tmp_path / "held"))
     assert res.returncode == 2 and "already holds a run; pass --resume" in res.stderr
