@@ -26,7 +26,11 @@ from scipy.optimize import minimize
 
 from diffsim.io import atomic_write, read_json, write_json, write_npy
 
-__all__ = ["Inversion", "InversionResult", "ShotData", "Stage", "dask_evaluator", "lowpass",
+#: Added to the normalised illumination before the inverse square root (caps the boost
+#: of dark cells at about 1 / sqrt(floor)).
+ILLUMINATION_FLOOR = 1e-2
+
+__all__ = ["Inversion", "InversionResult", "ShotData", "Stage", "dask_evaluator", "illumination", "lowpass",
            "serial_evaluator", "surface_acquisition"]
 
 
@@ -270,6 +274,27 @@ def dask_evaluator(*, workers: int = 2, scheduler: str | None = None,
     return evaluate, close
 
 
+def illumination(velocity: np.ndarray, data: ShotData, *, samples: int = 100) -> np.ndarray:
+    """Source illumination ``E(x) = Σ_shots Σ_t u(x, t)²``, ``[z, x]``.
+
+    Summed over about ``samples`` evenly spaced time levels of a forward run of every shot.
+    """
+    from diffsim.wave import AcousticStepper
+
+    stepper = AcousticStepper(velocity, data.spacing, data.dt, data.wavelet, data.sources,
+                              data.receivers, **data.stepper_options())
+    every = max(1, stepper.steps // samples)
+    energy = np.zeros(velocity.shape)
+    stepper.reset()
+    for step in range(stepper.steps):
+        stepper.advance(step)
+        if (step + 1) % every == 0:
+            u = stepper.wavefield(step + 1).astype(np.float64)
+            energy += np.sum(u * u, axis=0)
+    stepper.destroy()
+    return energy
+
+
 # -- the driver ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -296,6 +321,9 @@ class Inversion:
         depth_power: the preconditioner weights cells by ``(z / z_max) ** depth_power``
             (0 for none).
         smoothing: Gaussian smoothing of the update in cells (0 for none).
+        illumination: source illumination ``[z, x]`` (see :func:`illumination`); when given,
+            the update is scaled by ``1 / sqrt(E / max E + floor)`` (a diagonal
+            pseudo-Hessian: well-lit cells near the sources move less).
         step: the largest velocity change in m/s of each stage's first iteration (the
             objective is scaled so that L-BFGS-B's first step, minus the gradient, has this
             size; later steps follow the curvature).
@@ -313,6 +341,7 @@ class Inversion:
     fixed_rows: int = 0
     depth_power: float = 1.0
     smoothing: float = 0.0
+    illumination: np.ndarray | None = None
     step: float = 50.0
     max_line_search: int = 8
     echo: Callable[[str], None] | None = print
@@ -345,7 +374,12 @@ class Inversion:
         wz[-1] /= 1 + side
         wx[0] /= 1 + side
         wx[-1] /= 1 + side
-        return wz[:, None] * wx[None, :]
+        w = wz[:, None] * wx[None, :]
+        if self.illumination is not None:
+            e = np.asarray(self.illumination, dtype=np.float64)
+            w = w / np.sqrt(e / max(float(e.max()), 1e-300) + ILLUMINATION_FLOOR)
+            w /= max(float(w.max()), 1e-300)
+        return w
 
     def _apply(self, delta: np.ndarray) -> np.ndarray:
         p = self._weights() * delta.reshape(self.initial.shape)
@@ -579,6 +613,8 @@ def run_scenario(scenario: object, options: object) -> dict[str, object]:
     inversion = Inversion(data=data, initial=initial, stages=stages,
                           bounds=(scenario.vmin, scenario.vmax), evaluator=evaluator, out=out,
                           truth=truth, fixed_rows=fixed, depth_power=scenario.depth_power,
+                          illumination=(illumination(initial, data) if scenario.illumination
+                                        else None),
                           smoothing=scenario.update_smoothing / h,
                           echo=None if options.quiet else say)
     try:

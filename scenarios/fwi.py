@@ -47,6 +47,8 @@ class FwiScenario(Scenario):
         vmax: upper velocity bound in m/s.
         depth_power: the update is weighted by ``depth ** depth_power`` (0 for none).
         update_smoothing: Gaussian smoothing of the update (sigma, m; 0 for none).
+        illumination: also scale the update by the inverse square root of the source
+            illumination at the starting model (a diagonal pseudo-Hessian).
         noise: Gaussian noise added to the observed data, relative to its RMS.
         observed_file: read observed traces ``[shot, receiver, nt]`` from this ``.npy`` or
             SEG-Y file instead of synthesising them.
@@ -81,6 +83,7 @@ class FwiScenario(Scenario):
     vmax: float = 4000.0
     depth_power: float = 1.0
     update_smoothing: float = 0.0
+    illumination: bool = False
     noise: float = 0.0
     observed_file: str = ""
     batch: int = 0

@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 from conftest import data_folder
 
-from diffsim.fwi import Inversion, ShotData, Stage, lowpass, serial_evaluator, surface_acquisition
+from diffsim.fwi import (
+    Inversion,
+    ShotData,
+    Stage,
+    illumination,
+    lowpass,
+    serial_evaluator,
+    surface_acquisition,
+)
 from diffsim.gradcheck import taylor_test
 from diffsim.models import builtin_model, load_model, smooth
 from diffsim.wave import ricker, simulate
@@ -116,9 +124,12 @@ def test_the_optimisers_gradient_is_exact_through_the_preconditioner(tmp_path: p
                                                                      ) -> None:
     """F(δ) = misfit(clip(v0 + S W δ)) and its gradient Wᵀ Sᵀ (dL/dv): Taylor slopes 1 and 2."""
     truth, initial, data = tiny_problem()
+    light = illumination(initial, data)
+    iz, ix = np.unravel_index(np.argmax(light), light.shape)
+    assert iz <= 4 and np.min(np.abs(data.sources[:, 1] / 20.0 - ix)) <= 3   # brightest at a source
     inv = Inversion(data=data, initial=initial, stages=[Stage(None, 1)], bounds=(1000.0, 4000.0),
                     evaluator=serial_evaluator(), out=tmp_path, truth=truth, fixed_rows=2,
-                    depth_power=1.0, smoothing=1.5, echo=None)
+                    depth_power=1.0, smoothing=1.5, illumination=light, echo=None)
     delta0 = np.random.default_rng(0).normal(0.0, 0.1, initial.size)
 
     def value(delta: np.ndarray) -> float:
