@@ -406,7 +406,8 @@ class Inversion:
     def _evaluate(self, stage: int, start: np.ndarray, data: ShotData, delta: np.ndarray
                   ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
         """(loss, dL/dδ, velocity, dL/dv) at ``δ``, from the store when already computed."""
-        key = hashlib.sha1(np.float64(stage).tobytes() + delta.tobytes()).hexdigest()[:20]
+        key = hashlib.sha1(np.float64(stage).tobytes() + np.ascontiguousarray(start).tobytes()
+                           + np.ascontiguousarray(delta).tobytes()).hexdigest()[:24]
         path = self._store() / f"s{stage}-{key}.npz"
         v = np.clip(start + self._apply(delta), *self.bounds)
         if path.is_file():
@@ -480,12 +481,14 @@ class Inversion:
                 safe = np.where(w > 0, w, 1.0)
                 bounds = list(zip(np.where(w > 0, (lo - start.ravel()) / safe, 0.0),
                                   np.where(w > 0, (hi - start.ravel()) / safe, 0.0), strict=True))
+            last = f0
             if stage.iterations > 0:
                 result = minimize(fun, np.zeros(model.size), jac=True, method="L-BFGS-B",
                                   bounds=bounds, callback=callback, options=options)
                 model = np.clip(start + self._apply(result.x), lo, hi)
                 self._say(f"stage {s + 1} ended after {result.nit} iterations: {result.message}")
-            stage_losses.append((f0, self._evaluate(s, model, data, np.zeros(model.size))[0]))
+                last = self._evaluate(s, start, data, result.x)[0]
+            stage_losses.append((f0, last))
         spent = (previous[-1]["seconds"] if previous else 0.0) + time.perf_counter() - clock
         return InversionResult(model=model, history=history, first_gradient=first_gradient,
                                stage_losses=stage_losses, wall_seconds=spent,

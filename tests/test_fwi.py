@@ -175,6 +175,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_model(tmp_path: pathlib.Pa
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
     assert resumed.evaluations < whole.evaluations   # finished work was read back
     assert whole.history[-1]["model_error"] < whole.history[0]["model_error"]
+    assert all(last < first for first, last in whole.stage_losses)
 
 
 def test_dask_with_two_workers_equals_serial() -> None:
