@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -32,7 +33,9 @@ needs_data = pytest.mark.skipif(not (DATA / "marmousi2_vp_20m.npy").is_file(),
                                 reason=f"real models not found in {DATA} (set DIFFSIM_DATA)")
 
 
+@functools.lru_cache
 def tiny_problem(shots: int = 2) -> tuple[np.ndarray, np.ndarray, ShotData]:
+    """A 20 x 36 layered model, its smoothed start and data (computed once; read-only)."""
     truth = builtin_model("layered", (20, 36), 20.0).velocity
     initial = smooth(truth, 3.0)
     dt, nt = 2e-3, 120
@@ -156,8 +159,8 @@ def test_resume_after_a_crash_gives_the_uninterrupted_model(tmp_path: pathlib.Pa
         return Inversion(data=data, initial=initial, stages=stages, bounds=(1000.0, 4000.0),
                          evaluator=evaluator, out=out, truth=truth, echo=None)
 
-    whole = inversion(tmp_path / "whole", serial_evaluator()).run()
-    inner = serial_evaluator()
+    inner = serial_evaluator()   # one compiled stepper for all three runs
+    whole = inversion(tmp_path / "whole", inner).run()
     calls = {"n": 0}
 
     def crashing(v: np.ndarray, d: ShotData) -> tuple[float, np.ndarray]:
@@ -170,7 +173,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_model(tmp_path: pathlib.Pa
         inversion(tmp_path / "cut", crashing).run()
     done = json.loads((tmp_path / "cut" / "history.json").read_text())
     assert 1 <= len(done) < len(whole.history)
-    resumed = inversion(tmp_path / "cut", serial_evaluator()).run()
+    resumed = inversion(tmp_path / "cut", inner).run()
     np.testing.assert_array_equal(resumed.model, whole.model)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
     assert resumed.evaluations < whole.evaluations   # finished work was read back
