@@ -92,8 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from diffsim.demo import run_chain_demo
 
         scenario = scenarios.get(args.scenario)
+        if scenario.kind != "chain":
+            raise ValueError(f"demo runs a chain scenario; {args.scenario!r} is a {scenario.kind} "
+                             f"scenario: use `diffsim run {args.scenario}`")
         if args.smoke:
-            scenario = scenario.with_(masses=5, steps=40)
+            scenario = scenario.smoke()
         run_chain_demo(scenario, checkpoint=parse_schedule(args.checkpoint),
                        iterations=2 if args.smoke else args.iterations, out=args.out)
         return 0
@@ -113,9 +116,10 @@ def _run(args: argparse.Namespace) -> int:
     from diffsim.checkpoint import parse_schedule
     from diffsim.io import RunOptions
 
-    scenario = scenarios.resolve(args.scenario).with_settings(args.set)
+    scenario = scenarios.resolve(args.scenario)
     if args.smoke:
         scenario = scenario.smoke()
+    scenario = scenario.with_settings(args.set)   # --set has the last word
     if args.checkpoint is not None:
         parse_schedule(args.checkpoint)  # fail early on bad text
     if args.iterations is not None and args.iterations < 0:

@@ -30,8 +30,8 @@ from diffsim.io import atomic_write, read_json, write_json, write_npy
 #: of dark cells at about 1 / sqrt(floor)).
 ILLUMINATION_FLOOR = 1e-2
 
-__all__ = ["Inversion", "InversionResult", "ShotData", "Stage", "dask_evaluator", "illumination", "lowpass",
-           "serial_evaluator", "surface_acquisition"]
+__all__ = ["Inversion", "InversionResult", "SerialShots", "ShotData", "Stage", "dask_evaluator",
+           "illumination", "lowpass", "run_scenario", "serial_evaluator", "surface_acquisition"]
 
 
 # -- acquisition and data ------------------------------------------------------------------
@@ -160,42 +160,97 @@ class _ShotGroup:
         self.stepper = AcousticStepper(velocity, data.spacing, data.dt, data.wavelet, data.sources,
                                        data.receivers, **data.stepper_options())
 
-    def __call__(self, velocity: np.ndarray, data: ShotData) -> tuple[float, np.ndarray]:
-        from diffsim.wave import stepper_misfit_gradient
-
+    def prepare(self, velocity: np.ndarray, data: ShotData) -> object:
+        """The stepper, set to ``velocity`` and ``data``'s wavelet."""
         s = self.stepper
         s.set_velocity(velocity)
         s.set_param("wavelet", np.broadcast_to(data.wavelet, (data.shots, 1, data.wavelet.size)))
-        result = stepper_misfit_gradient(s, data.observed, checkpoint=self.checkpoint)
+        return s
+
+    def __call__(self, velocity: np.ndarray, data: ShotData) -> tuple[float, np.ndarray]:
+        from diffsim.wave import stepper_misfit_gradient
+
+        result = stepper_misfit_gradient(self.prepare(velocity, data), data.observed,
+                                         checkpoint=self.checkpoint)
         return result.loss, result.gradient
 
     def close(self) -> None:
         self.stepper.destroy()
 
 
-def serial_evaluator(*, batch: int = 0, checkpoint: str | None = None) -> Evaluator:
+class SerialShots:
     """Shots in this process, ``batch`` at a time in one batched stepper (0: all at once).
+
+    Each group of shots compiles its stepper once, at first use; every later call (new
+    velocity, new stage wavelet, forward modelling, snapshots) reuses it.
 
     Args:
         batch: shots per stepper; smaller bounds memory, larger amortises launches.
         checkpoint: schedule text for every gradient (``None``: the default memory budget).
     """
-    groups: dict[tuple[int, ...], _ShotGroup] = {}
 
-    def evaluate(velocity: np.ndarray, data: ShotData) -> tuple[float, np.ndarray]:
-        size = batch if batch > 0 else data.shots
-        loss, grad = 0.0, np.zeros(velocity.shape)
+    def __init__(self, *, batch: int = 0, checkpoint: str | None = None) -> None:
+        self.batch = batch
+        self.checkpoint = checkpoint
+        self._groups: dict[tuple[int, ...], _ShotGroup] = {}
+
+    def _parts(self, velocity: np.ndarray, data: ShotData
+               ) -> list[tuple[_ShotGroup, ShotData]]:
+        size = self.batch if self.batch > 0 else data.shots
+        parts = []
         for lo in range(0, data.shots, size):
             idx = tuple(range(lo, min(lo + size, data.shots)))
             part = data.subset(idx)
-            if idx not in groups:
-                groups[idx] = _ShotGroup(velocity, part, checkpoint)
-            value, g = groups[idx](velocity, part)
+            if idx not in self._groups:
+                self._groups[idx] = _ShotGroup(velocity, part, self.checkpoint)
+            parts.append((self._groups[idx], part))
+        return parts
+
+    def __call__(self, velocity: np.ndarray, data: ShotData) -> tuple[float, np.ndarray]:
+        """Misfit and its gradient with respect to velocity, summed over every shot."""
+        loss, grad = 0.0, np.zeros(velocity.shape)
+        for group, part in self._parts(velocity, data):
+            value, g = group(velocity, part)
             loss += value
             grad += g
         return loss, grad
 
-    return evaluate
+    def forward(self, velocity: np.ndarray, data: ShotData, *,
+                every: int | None = None,
+                snapshot: Callable[[int, int, np.ndarray], None] | None = None) -> np.ndarray:
+        """Traces ``[shot, receiver, nt]`` at ``velocity``.
+
+        With ``snapshot``, ``snapshot(t, first, u)`` receives every ``every`` steps the
+        wavefield ``u [shot, z, x]`` of each batch, whose first shot is number ``first``.
+        """
+        from diffsim._tape import rollout
+
+        traces = []
+        size = self.batch if self.batch > 0 else data.shots
+        for k, (group, part) in enumerate(self._parts(velocity, data)):
+            part_first = k * size
+            stepper = group.prepare(velocity, part)
+            if snapshot is None:
+                rollout(stepper)
+            else:
+                stepper.reset()
+                for step in range(stepper.steps):
+                    stepper.advance(step)
+                    if (step + 1) % (every or 1) == 0:
+                        snapshot(step + 1, part_first, stepper.wavefield(step + 1))
+            traces.append(stepper.traces_array().astype(np.float64))
+        return np.concatenate(traces, axis=0)
+
+    def close(self) -> None:
+        """Free every compiled stepper."""
+        for group in self._groups.values():
+            group.close()
+        self._groups.clear()
+
+
+def serial_evaluator(*, batch: int = 0, checkpoint: str | None = None) -> SerialShots:
+    """Shots in this process (see :class:`SerialShots`)."""
+    return SerialShots(batch=batch, checkpoint=checkpoint)
 
 
 _WORKER_GROUPS: dict[str, _ShotGroup] = {}
@@ -274,24 +329,22 @@ def dask_evaluator(*, workers: int = 2, scheduler: str | None = None,
     return evaluate, close
 
 
-def illumination(velocity: np.ndarray, data: ShotData, *, samples: int = 100) -> np.ndarray:
+def illumination(velocity: np.ndarray, data: ShotData, *, samples: int = 100,
+                 shots: SerialShots | None = None) -> np.ndarray:
     """Source illumination ``E(x) = Σ_shots Σ_t u(x, t)²``, ``[z, x]``.
 
-    Summed over about ``samples`` evenly spaced time levels of a forward run of every shot.
+    Summed over about ``samples`` evenly spaced time levels of a forward run of every shot
+    (on ``shots``' compiled steppers when given).
     """
-    from diffsim.wave import AcousticStepper
-
-    stepper = AcousticStepper(velocity, data.spacing, data.dt, data.wavelet, data.sources,
-                              data.receivers, **data.stepper_options())
-    every = max(1, stepper.steps // samples)
+    runner = shots or SerialShots()
     energy = np.zeros(velocity.shape)
-    stepper.reset()
-    for step in range(stepper.steps):
-        stepper.advance(step)
-        if (step + 1) % every == 0:
-            u = stepper.wavefield(step + 1).astype(np.float64)
-            energy += np.sum(u * u, axis=0)
-    stepper.destroy()
+
+    def add(_: int, __: int, u: np.ndarray) -> None:
+        energy[...] += np.sum(np.square(u, dtype=np.float64), axis=0)
+
+    runner.forward(velocity, data, every=max(1, (data.wavelet.size - 1) // samples), snapshot=add)
+    if shots is None:
+        runner.close()
     return energy
 
 
@@ -553,7 +606,7 @@ def run_scenario(scenario: object, options: object) -> dict[str, object]:
     """
     from diffsim.models import smooth
     from diffsim.segy import read_segy, write_segy
-    from diffsim.wave import ricker, simulate
+    from diffsim.wave import ricker
 
     out = pathlib.Path(options.out)
     if options.iterations is not None:
@@ -570,34 +623,35 @@ def run_scenario(scenario: object, options: object) -> dict[str, object]:
     initial = np.clip(initial, scenario.vmin, scenario.vmax)
     dt = scenario.dt or _auto_dt(scenario.vmax, h, scenario.order)
     nt = int(round(scenario.duration / dt)) + 1
-    wavelet = ricker(scenario.peak_frequency, dt, nt)
     src, rec = surface_acquisition(truth.shape, h, scenario.shots, scenario.receivers,
                                    source_depth=scenario.source_depth,
                                    receiver_depth=scenario.receiver_depth)
     if float(truth.max()) > scenario.vmax or float(truth.min()) < scenario.vmin:
         say(f"note: the true model spans {truth.min():.0f}-{truth.max():.0f} m/s, outside the "
             f"bounds [{scenario.vmin:g}, {scenario.vmax:g}]")
-    kw = dict(order=scenario.order, pml_width=scenario.pml_width,
-              free_surface=scenario.free_surface, pml_velocity=scenario.vmax,
-              pml_frequency=scenario.peak_frequency)
+    # one experiment description; the PML is fixed so every stepper behaves the same
+    data = ShotData(h, dt, ricker(scenario.peak_frequency, dt, nt), src, rec,
+                    np.zeros((scenario.shots, scenario.receivers, nt)), order=scenario.order,
+                    pml_width=scenario.pml_width, free_surface=scenario.free_surface,
+                    pml_velocity=scenario.vmax, pml_frequency=scenario.peak_frequency)
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     scenario.save(out / "scenario.toml")
+    shots = SerialShots(batch=scenario.batch, checkpoint=options.checkpoint)
     observed_path = out / "observed.npy"
     if observed_path.is_file():
         observed = np.load(observed_path)
     elif scenario.observed_file:
         path = pathlib.Path(scenario.observed_file)
         observed = read_segy(path)[0] if path.suffix.lower() in (".sgy", ".segy") else np.load(path)
-        expected = (scenario.shots, scenario.receivers, nt)
-        if observed.shape != expected:
+        if observed.shape != data.observed.shape:
             raise ValueError(f"observed_file {path} holds traces of shape {observed.shape}; this "
-                             f"scenario expects [shot, receiver, nt] = {list(expected)}")
+                             f"scenario expects [shot, receiver, nt] = {list(data.observed.shape)}")
         write_npy(observed_path, observed)
     else:
         say(f"synthesising {scenario.shots} shots on {truth.shape[0]} x {truth.shape[1]} cells, "
             f"{nt} samples at dt {dt * 1e3:.3f} ms")
-        observed = _simulate_batched(simulate, truth, h, dt, wavelet, src, rec, scenario.batch, kw)
+        observed = shots.forward(truth, data)
         if scenario.noise > 0:
             rng = np.random.default_rng(scenario.seed)
             rms = float(np.sqrt(np.mean(observed ** 2)))
@@ -605,20 +659,18 @@ def run_scenario(scenario: object, options: object) -> dict[str, object]:
         write_npy(observed_path, observed)
     if not (out / "observed.sgy").is_file():
         write_segy(out / "observed.sgy", observed, dt, src, rec)
-    data = ShotData(h, dt, wavelet, src, rec, np.asarray(observed, dtype=np.float64), **kw)
+    data = replace(data, observed=np.asarray(observed, dtype=np.float64))
     close = None
+    evaluator: Evaluator = shots
     if options.workers > 1 or options.scheduler:
         evaluator, close = dask_evaluator(workers=options.workers, scheduler=options.scheduler,
                                           checkpoint=options.checkpoint)
-    else:
-        evaluator = serial_evaluator(batch=scenario.batch, checkpoint=options.checkpoint)
+    light = illumination(initial, data, shots=shots) if scenario.illumination else None
     stages = [Stage(f or None, scenario.iterations) for f in scenario.stages]
     inversion = Inversion(data=data, initial=initial, stages=stages,
                           bounds=(scenario.vmin, scenario.vmax), evaluator=evaluator, out=out,
                           truth=truth, fixed_rows=fixed, depth_power=scenario.depth_power,
-                          illumination=(illumination(initial, data) if scenario.illumination
-                                        else None),
-                          smoothing=scenario.update_smoothing / h,
+                          illumination=light, smoothing=scenario.update_smoothing / h,
                           echo=None if options.quiet else say)
     try:
         result = inversion.run()
@@ -626,8 +678,17 @@ def run_scenario(scenario: object, options: object) -> dict[str, object]:
         if close is not None:
             close()
     final = result.model
-    syn0 = _simulate_batched(simulate, initial, h, dt, wavelet, src, rec, scenario.batch, kw)
-    syn1 = _simulate_batched(simulate, final, h, dt, wavelet, src, rec, scenario.batch, kw)
+    syn0 = shots.forward(initial, data)
+    mid = scenario.shots // 2
+    frames: list[np.ndarray] = []
+    times: list[float] = []
+
+    def grab(t: int, first: int, u: np.ndarray) -> None:
+        if 0 <= mid - first < u.shape[0]:
+            frames.append(u[mid - first])
+            times.append(t * dt)
+
+    syn1 = shots.forward(final, data)
     norm = float(np.linalg.norm(observed))
     summary = {
         "scenario": scenario.as_dict(),
@@ -643,57 +704,21 @@ def run_scenario(scenario: object, options: object) -> dict[str, object]:
         "resumed": bool(options.resume),
     }
     write_npy(out / "model_final.npy", final)
-    _figures(out, truth, initial, final, h, src, rec, observed, syn1, dt, result, wavelet, kw,
-             scenario.shots)
+    from diffsim import figures
+
+    figures.model_figure(out / "models.png", [("true", truth), ("initial", initial),
+                                              ("inverted", final)], h, sources=src, receivers=rec)
+    figures.shot_figure(out / "shot_gather.png", observed[mid], syn1[mid], dt, rec,
+                        f"shot {mid} at the inverted model")
+    figures.gradient_figure(out / "gradient.png", result.first_gradient, h)
+    if result.history:
+        figures.loss_figure(out / "loss.png", result.history)
+    shots.forward(truth, data, every=max(1, (nt - 1) // 24), snapshot=grab)
+    figures.wavefield_gif(out / "wavefield.gif", np.asarray(frames), truth, h, times)
+    shots.close()
     summary["session_seconds"] = time.perf_counter() - start
     write_json(out / "summary.json", summary)
     say(f"misfit {summary['initial_misfit']:.4f} -> {summary['final_misfit']:.4f} (relative L2), "
         f"model error {summary['initial_model_error']:.4f} -> {summary['final_model_error']:.4f}; "
         f"{summary['iterations']} iterations, {summary['wall_seconds']:.1f} s; wrote {out}")
     return summary
-
-
-def _simulate_batched(simulate: Callable, v: np.ndarray, h: float, dt: float, wavelet: np.ndarray,
-                      src: np.ndarray, rec: np.ndarray, batch: int, kw: dict) -> np.ndarray:
-    size = batch if batch > 0 else src.shape[0]
-    parts = [simulate(v, h, dt, wavelet, src[lo:lo + size], rec, **kw)
-             for lo in range(0, src.shape[0], size)]
-    return np.concatenate(parts, axis=0).astype(np.float64)
-
-
-def wavefield_frames(velocity: np.ndarray, data: ShotData, shot: int, frames: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Snapshots of one shot's wavefield: ``[frame, z, x]`` and their times in s."""
-    from diffsim.wave import AcousticStepper
-
-    stepper = AcousticStepper(velocity, data.spacing, data.dt, data.wavelet,
-                              data.sources[shot:shot + 1], data.receivers, **data.stepper_options())
-    every = max(1, stepper.steps // frames)
-    snaps, times = [], []
-    stepper.reset()
-    for step in range(stepper.steps):
-        stepper.advance(step)
-        if (step + 1) % every == 0:
-            snaps.append(stepper.wavefield(step + 1)[0])
-            times.append((step + 1) * data.dt)
-    stepper.destroy()
-    return np.asarray(snaps), np.asarray(times)
-
-
-def _figures(out: pathlib.Path, truth: np.ndarray, initial: np.ndarray, final: np.ndarray,
-             h: float, src: np.ndarray, rec: np.ndarray, observed: np.ndarray,
-             synthetic: np.ndarray, dt: float, result: InversionResult, wavelet: np.ndarray,
-             kw: dict, shots: int) -> None:
-    from diffsim import figures
-
-    figures.model_figure(out / "models.png", [("true", truth), ("initial", initial),
-                                              ("inverted", final)], h, sources=src, receivers=rec)
-    mid = shots // 2
-    figures.shot_figure(out / "shot_gather.png", observed[mid], synthetic[mid], dt, rec,
-                        f"shot {mid} at the inverted model")
-    figures.gradient_figure(out / "gradient.png", result.first_gradient, h)
-    if result.history:
-        figures.loss_figure(out / "loss.png", result.history)
-    data = ShotData(h, dt, wavelet, src, rec, observed, **kw)
-    frames, times = wavefield_frames(truth, data, mid, 24)
-    figures.wavefield_gif(out / "wavefield.gif", frames, truth, h, times)

@@ -63,4 +63,8 @@ def test_cli_bad_options() -> None:
     assert "use all, uniform:K, binomial:S or budget:SIZE" in res.stderr
     res = cli("demo", "--scenario", "nope", "--smoke")
     assert res.returncode == 2
-    assert "unknown scenario 'nope'; known scenarios: chain" in res.stderr
+    assert "unknown scenario 'nope'; known scenarios: camembert, chain" in res.stderr
+    res = cli("demo", "--scenario", "layered", "--smoke")
+    assert res.returncode == 2
+    assert "demo runs a chain scenario; 'layered' is a fwi scenario: use `diffsim run layered`" \
+        in res.stderr
