@@ -132,22 +132,14 @@ def run_chain_demo(
 
 def _write_outputs(out: pathlib.Path, summary: dict, history: list, costate: np.ndarray,
                    truth: np.ndarray, fitted: np.ndarray, initial: np.ndarray) -> None:
-    import matplotlib
+    from diffsim import figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = figures._plt()
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "summary.json", summary)
     write_json(out / "history.json", history)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.semilogy(np.arange(costate.size), costate)
-    ax.set_xlabel("time step t")
-    ax.set_ylabel("|λ[t]| (costate norm)")
-    ax.set_title("Adjoint state during the reverse sweep")
-    fig.tight_layout()
-    fig.savefig(out / "costate.png", dpi=110)
-    plt.close(fig)
+    figures.costate_figure(out / "costate.png", costate)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     springs = np.arange(truth.size)
     ax.plot(springs, truth, "k-o", label="true")

@@ -13,7 +13,7 @@ import numpy as np
 
 from diffsim.io import atomic_write
 
-__all__ = ["gradient_figure", "loss_figure", "model_figure", "shot_figure", "wavefield_gif"]
+__all__ = ["costate_figure", "gradient_figure", "loss_figure", "model_figure", "shot_figure", "wavefield_gif"]
 
 
 def _plt():  # noqa: ANN202 - matplotlib's pyplot module
@@ -152,3 +152,24 @@ def wavefield_gif(path: pathlib.Path, frames: np.ndarray, velocity: np.ndarray, 
     images[0].save(out, format="GIF", save_all=True, append_images=images[1:], duration=120,
                    loop=0)
     atomic_write(path, lambda h: h.write(out.getvalue()), binary=True)
+
+
+def costate_figure(path: pathlib.Path, costate: np.ndarray, *, title: str | None = None,
+                   dt: float | None = None) -> None:
+    """``‖λ[t]‖`` through the reverse sweep: where gradients vanish or explode.
+
+    Args:
+        path: the ``.png`` to write.
+        costate: ``[n+1]`` norms (NaN where not measured).
+        title: figure title.
+        dt: the time step in s, to label the axis in seconds (steps otherwise).
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    t = np.arange(costate.size) * (dt or 1.0)
+    ax.semilogy(t, costate)
+    ax.set_xlabel("time (s)" if dt else "time step t")
+    ax.set_ylabel("|λ[t]| (costate norm)")
+    ax.set_title(title or "Adjoint state during the reverse sweep")
+    fig.tight_layout()
+    _save(fig, path)

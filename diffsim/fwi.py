@@ -172,6 +172,7 @@ class _ShotGroup:
 
         result = stepper_misfit_gradient(self.prepare(velocity, data), data.observed,
                                          checkpoint=self.checkpoint)
+        self.report = result.report
         return result.loss, result.gradient
 
     def close(self) -> None:
@@ -711,6 +712,10 @@ def run_scenario(scenario: object, options: object) -> dict[str, object]:
     figures.shot_figure(out / "shot_gather.png", observed[mid], syn1[mid], dt, rec,
                         f"shot {mid} at the inverted model")
     figures.gradient_figure(out / "gradient.png", result.first_gradient, h)
+    group, part = shots._parts(initial, data)[0]   # one more gradient, for its costate trace
+    group(initial, part)
+    figures.costate_figure(out / "costate.png", group.report.costate, dt=dt,
+                           title=f"Adjoint state, shots 0-{part.shots - 1}, starting model")
     if result.history:
         figures.loss_figure(out / "loss.png", result.history)
     shots.forward(truth, data, every=max(1, (nt - 1) // 24), snapshot=grab)

@@ -274,6 +274,7 @@ def test_cli_kill_minus_9_then_resume_matches_an_uninterrupted_run(tmp_path: pat
     summary = json.loads((cut / "summary.json").read_text())
     assert summary["final_misfit"] < summary["initial_misfit"]
     for name in ("models.png", "shot_gather.png", "gradient.png", "loss.png", "wavefield.gif",
+                 "costate.png",
                  "history.json", "observed.sgy", "model_0004.npy"):
         assert (cut / name).stat().st_size > 0, name
     res = cli(*args, "--out", str(cut), "--resume", "--set", "shots=3")
