@@ -192,6 +192,12 @@ def test_dask_with_two_workers_equals_serial() -> None:
         loss2, grad2 = evaluate(initial, data)
         assert loss2 == pytest.approx(loss, rel=1e-12)
         np.testing.assert_allclose(grad2, grad, rtol=1e-10, atol=1e-12 * np.abs(grad).max())
+        # an existing cluster, by address (--scheduler)
+        other, close_other = dask_evaluator(scheduler=evaluate.client.scheduler.address)
+        try:
+            assert other(initial, data)[0] == pytest.approx(loss, rel=1e-12)
+        finally:
+            close_other()
         # a worker killed mid-evaluation costs a recomputation, not the result
         import threading
 
