@@ -138,6 +138,12 @@ class ShotData:
         idx = np.asarray(shots, dtype=int)
         return replace(self, sources=self.sources[idx], observed=self.observed[idx])
 
+    def geometry_key(self, shape: tuple[int, ...]) -> str:
+        """A digest of everything a compiled stepper for these shots depends on."""
+        return hashlib.sha1(repr((tuple(shape), self.spacing, self.dt, self.wavelet.size,
+                                  self.stepper_options(), self.sources.tobytes(),
+                                  self.receivers.tobytes())).encode()).hexdigest()
+
     def stepper_options(self) -> dict[str, object]:
         """Keyword arguments of :class:`diffsim.wave.AcousticStepper` for this experiment."""
         return dict(order=self.order, pml_width=self.pml_width, free_surface=self.free_surface,
@@ -193,18 +199,18 @@ class SerialShots:
     def __init__(self, *, batch: int = 0, checkpoint: str | None = None) -> None:
         self.batch = batch
         self.checkpoint = checkpoint
-        self._groups: dict[tuple[int, ...], _ShotGroup] = {}
+        self._groups: dict[str, _ShotGroup] = {}
 
     def _parts(self, velocity: np.ndarray, data: ShotData
                ) -> list[tuple[_ShotGroup, ShotData]]:
         size = self.batch if self.batch > 0 else data.shots
         parts = []
         for lo in range(0, data.shots, size):
-            idx = tuple(range(lo, min(lo + size, data.shots)))
-            part = data.subset(idx)
-            if idx not in self._groups:
-                self._groups[idx] = _ShotGroup(velocity, part, self.checkpoint)
-            parts.append((self._groups[idx], part))
+            part = data.subset(range(lo, min(lo + size, data.shots)))
+            key = part.geometry_key(velocity.shape)
+            if key not in self._groups:
+                self._groups[key] = _ShotGroup(velocity, part, self.checkpoint)
+            parts.append((self._groups[key], part))
         return parts
 
     def __call__(self, velocity: np.ndarray, data: ShotData) -> tuple[float, np.ndarray]:
@@ -308,13 +314,10 @@ def dask_evaluator(*, workers: int = 2, scheduler: str | None = None,
         parts = [p for p in np.array_split(np.arange(data.shots), min(groups, data.shots)) if p.size]
         futures = []
         for part in parts:
-            key = hashlib.sha1(repr((velocity.shape, data.spacing, data.dt, data.stepper_options(),
-                                     data.wavelet.size,
-                                     data.sources[part].tobytes(), data.receivers.tobytes(),
-                                     checkpoint)).encode()).hexdigest()
-            futures.append(client.submit(_worker_evaluate, key, runtime, velocity,
-                                         data.subset(part), checkpoint, pure=False,
-                                         retries=retries))
+            group = data.subset(part)
+            key = f"{group.geometry_key(velocity.shape)}-{checkpoint}"
+            futures.append(client.submit(_worker_evaluate, key, runtime, velocity, group,
+                                         checkpoint, pure=False, retries=retries))
         loss, grad = 0.0, np.zeros(velocity.shape)
         for value, g in client.gather(futures):
             loss += value
