@@ -128,7 +128,8 @@ class FwiScenario(Scenario):
         if self.model in ("layered", "camembert"):
             changes["shape"] = (24, 48)
         else:
-            changes.update(spacing=80.0, crop_x=(0.0, 3000.0), crop_z=(0.0, 1500.0))
+            changes.update(spacing=80.0, crop_x=(0.0, 3000.0), crop_z=(0.0, 1500.0),
+                           duration=1.2)   # long enough for the water-bottom reflection
         return self.with_(**changes)
 
     def true_model(self, data: object = None) -> tuple[np.ndarray, float]:
