@@ -1,0 +1,310 @@
+"""Kernels of a mass-spring system: spring forces gathered per particle, semi-implicit Euler.
+
+Particles ``i = 0 … n-1`` with position ``x`` and velocity ``v`` (``d``-vectors, the
+second component is height); springs ``s = 0 … m-1`` join particles ``a[s]`` and
+``b[s]``. With ``e = x_b - x_a``, ``l = |e|``, ``u = e / l`` and ``r = v_b - v_a`` the
+force of spring ``s`` on particle ``a`` is
+
+    F_s = k_s (l - L_s(t)) u + c_s (r · u) u,        L_s(t) = L0_s (1 + act[t, ch_s]),
+
+and ``-F_s`` acts on ``b`` (``F`` is odd in ``(e, r)``, so the force on either end is
+``F(x_other - x_self, v_other - v_self)``). Springs with ``ch_s < 0`` are passive.
+
+Forces are *gathered*: each particle loops over its own springs through a CSR
+adjacency (``offsets``, ``adj``), so no two threads write the same value and the
+result does not depend on thread timing (no float atomics). Integration is
+semi-implicit Euler with a ground branch and Coulomb friction::
+
+    p  = v + dt (f / m + g)                       (velocity before contact)
+    q  = contact(p)   if x_y + dt p_y < ground and p_y < 0, else p
+    v' = q,  x' = x + dt q,   pinned particles: x' = x, v' = 0.
+
+``contact`` removes the normal velocity ``v_n = -p_y`` and shrinks the tangential
+velocity ``p_t`` by ``mu v_n`` (to zero when ``|p_t| <= mu v_n``: sticking).
+
+The hand-written adjoint :func:`spring_adjoint` is in gather form too: one pass per
+particle (contact Jacobian, mass gradient), one per spring (parameter gradients and
+the spring's Jacobian applied to its force adjoint), one per particle (gather of the
+spring terms), and one per actuation channel.
+"""
+
+import taichi as ti
+
+
+@ti.func
+def _rest_length(rest: ti.template(), act: ti.template(), channel: ti.template(), s: ti.i32,
+                 step: ti.i32):
+    """``L0_s (1 + act[step, ch_s])`` (``L0_s`` when passive) and the factor ``1 + act``."""
+    ch = channel[s]
+    factor = 1.0 + ti.select(ch >= 0, act[step, ti.max(ch, 0)], 0.0)
+    return rest[s] * factor, factor
+
+
+@ti.func
+def _gather_force(x: ti.template(), v: ti.template(), stiffness: ti.template(),
+                  rest: ti.template(), damping: ti.template(), act: ti.template(),
+                  channel: ti.template(), sa: ti.template(), sb: ti.template(),
+                  offsets: ti.template(), adj: ti.template(), src: ti.i32, step: ti.i32,
+                  i: ti.i32):
+    """Sum of the spring forces on particle ``i`` at state slot ``src``."""
+    xi = x[src, i]
+    vi = v[src, i]
+    f = ti.zero(xi)
+    for e in range(offsets[i], offsets[i + 1]):
+        s = adj[e]
+        j = sa[s] + sb[s] - i
+        d = x[src, j] - xi
+        r = v[src, j] - vi
+        length = d.norm()
+        u = d / length
+        rest_s, _ = _rest_length(rest, act, channel, s, step)
+        f += (stiffness[s] * (length - rest_s) + damping[s] * r.dot(u)) * u
+    return f
+
+
+@ti.func
+def _contact(xi, p, h, ground, use_ground: ti.i32, mu):
+    """Velocity after ground contact, and the branch taken (0 free, 1 sliding, 2 sticking).
+
+    Written without branches on mutable locals (``ti.select`` and 0/1 weights), which
+    Taichi's autodiff gets wrong; it computes the same values as the branches would.
+    """
+    up = ti.Vector.unit(p.n, 1)
+    t = p - p[1] * up
+    vn = -p[1]
+    tn = t.norm()
+    hit = (use_ground != 0) & (xi[1] + h * p[1] < ground) & (p[1] < 0)
+    stick = tn <= mu * vn
+    c = ti.select(hit, 1.0, 0.0)
+    slide = ti.select(stick, 0.0, 1.0)
+    factor = 1.0 - mu * vn / ti.max(tn, 1e-30)
+    q = (1.0 - c) * p + c * slide * factor * t
+    branch = ti.select(hit, ti.select(stick, 2, 1), 0)
+    return q, branch
+
+
+@ti.func
+def _step_particle(x: ti.template(), v: ti.template(), stiffness: ti.template(),
+                   rest: ti.template(), damping: ti.template(), mass: ti.template(),
+                   act: ti.template(), channel: ti.template(), sa: ti.template(),
+                   sb: ti.template(), offsets: ti.template(), adj: ti.template(),
+                   fixed: ti.template(), gravity: ti.template(), src: ti.i32, dst: ti.i32,
+                   step: ti.i32, h, ground, use_ground: ti.i32, mu, i: ti.i32):
+    xi = x[src, i]
+    f = _gather_force(x, v, stiffness, rest, damping, act, channel, sa, sb, offsets, adj,
+                      src, step, i)
+    p = v[src, i] + h * (f / mass[i] + gravity[0])
+    q, _ = _contact(xi, p, h, ground, use_ground, mu)
+    free = ti.select(fixed[i] != 0, 0.0, 1.0)  # pinned: x' = x, v' = 0 (no branch, see _contact)
+    v[dst, i] = free * q
+    x[dst, i] = xi + h * free * q
+
+
+@ti.kernel
+def spring_step(x: ti.template(), v: ti.template(), stiffness: ti.template(),
+                rest: ti.template(), damping: ti.template(), mass: ti.template(),
+                act: ti.template(), channel: ti.template(), sa: ti.template(),
+                sb: ti.template(), offsets: ti.template(), adj: ti.template(),
+                fixed: ti.template(), gravity: ti.template(), src: ti.i32, dst: ti.i32,
+                step: ti.i32, dt: ti.f64, ground: ti.f64, use_ground: ti.i32, friction: ti.f64):
+    """One step ``x[src], v[src] -> x[dst], v[dst]`` for every particle (forward only).
+
+    Its adjoint is :func:`spring_adjoint`; Taichi's autodiff of this gather kernel gave
+    wrong gradients (measured), so the ``"autodiff"`` provider differentiates
+    :func:`spring_scatter_force` + :func:`spring_integrate` instead.
+    """
+    for i in range(x.shape[1]):
+        _step_particle(x, v, stiffness, rest, damping, mass, act, channel, sa, sb, offsets,
+                       adj, fixed, gravity, src, dst, step, ti.cast(dt, x.dtype),
+                       ti.cast(ground, x.dtype), use_ground, ti.cast(friction, x.dtype), i)
+
+
+@ti.kernel
+def spring_rollout(x: ti.template(), v: ti.template(), stiffness: ti.template(),
+                   rest: ti.template(), damping: ti.template(), mass: ti.template(),
+                   act: ti.template(), channel: ti.template(), sa: ti.template(),
+                   sb: ti.template(), offsets: ti.template(), adj: ti.template(),
+                   fixed: ti.template(), gravity: ti.template(), start: ti.i32, stop: ti.i32,
+                   dt: ti.f64, ground: ti.f64, use_ground: ti.i32, friction: ti.f64):
+    """Steps ``start … stop-1`` in one launch on time-indexed fields ``x[t], v[t]`` (forward only).
+
+    The time loop is serial, so one thread runs it; not for differentiation.
+    """
+    h = ti.cast(dt, x.dtype)
+    g = ti.cast(ground, x.dtype)
+    mu = ti.cast(friction, x.dtype)
+    ti.loop_config(serialize=True)
+    for t in range(start, stop):
+        for i in range(x.shape[1]):
+            _step_particle(x, v, stiffness, rest, damping, mass, act, channel, sa, sb, offsets,
+                           adj, fixed, gravity, t, t + 1, t, h, g, use_ground, mu, i)
+
+
+@ti.kernel
+def spring_adjoint(x: ti.template(), v: ti.template(), stiffness: ti.template(),
+                   rest: ti.template(), damping: ti.template(), mass: ti.template(),
+                   act: ti.template(), channel: ti.template(), sa: ti.template(),
+                   sb: ti.template(), offsets: ti.template(), adj: ti.template(),
+                   sign: ti.template(), fixed: ti.template(), gravity: ti.template(),
+                   chan_offsets: ti.template(), chan_springs: ti.template(),
+                   pbar: ti.template(), fbar: ti.template(), ebar: ti.template(),
+                   rbar: ti.template(), lbar: ti.template(), src: ti.i32, dst: ti.i32,
+                   step: ti.i32, dt: ti.f64, ground: ti.f64, use_ground: ti.i32,
+                   friction: ti.f64):
+    """Adjoint of :func:`spring_step`, in gather form (no contended atomics).
+
+    Reads ``λ[t+1]`` from ``x.grad[dst], v.grad[dst]`` and the state from slot ``src``;
+    writes ``λ[t]`` into ``x.grad[src], v.grad[src]`` and accumulates the gradients of
+    stiffness, rest length, damping, mass and ``act[step]``. ``pbar, fbar`` ``[n]`` and
+    ``ebar, rbar, lbar`` ``[m]`` are scratch.
+    """
+    h = ti.cast(dt, x.dtype)
+    gnd = ti.cast(ground, x.dtype)
+    mu = ti.cast(friction, x.dtype)
+    # 1. Per particle: adjoint of the contact and of p = v + h (f / m + g).
+    for i in range(x.shape[1]):
+        pb = ti.zero(x[src, i])
+        fb = ti.zero(x[src, i])
+        if fixed[i] == 0:
+            xi = x[src, i]
+            f = _gather_force(x, v, stiffness, rest, damping, act, channel, sa, sb, offsets,
+                              adj, src, step, i)
+            p = v[src, i] + h * (f / mass[i] + gravity[0])
+            q, branch = _contact(xi, p, h, gnd, use_ground, mu)
+            qb = v.grad[dst, i] + h * x.grad[dst, i]
+            if branch == 0:
+                pb = qb
+            elif branch == 1:
+                up = ti.Vector.unit(p.n, 1)
+                t = p - p[1] * up
+                tn = t.norm()
+                that = t / tn
+                qt = qb - qb[1] * up
+                alpha = mu * (-p[1]) / tn
+                pb = qt - alpha * (qt - that * that.dot(qt)) + mu * that.dot(qt) * up
+            fb = h * pb / mass[i]
+            mass.grad[i] += -fb.dot(f) / mass[i]
+        pbar[i] = pb
+        fbar[i] = fb
+    # 2. Per spring: parameter gradients and the spring Jacobian applied to its force adjoint.
+    for s in range(sa.shape[0]):
+        a = sa[s]
+        b = sb[s]
+        w = fbar[a] - fbar[b]
+        d = x[src, b] - x[src, a]
+        r = v[src, b] - v[src, a]
+        length = d.norm()
+        u = d / length
+        rest_s, factor = _rest_length(rest, act, channel, s, step)
+        wu = w.dot(u)
+        ru = r.dot(u)
+        stretch = length - rest_s
+        stiffness.grad[s] += stretch * wu
+        lb = -stiffness[s] * wu
+        rest.grad[s] += lb * factor
+        lbar[s] = lb * rest[s]
+        damping.grad[s] += ru * wu
+        wperp = w - wu * u
+        rperp = r - ru * u
+        ebar[s] = (stiffness[s] * (wu * u + stretch / length * wperp)
+                   + damping[s] / length * (ru * wperp + wu * rperp))
+        rbar[s] = damping[s] * wu * u
+    # 3. Per particle: gather the spring terms into λ[t].
+    for i in range(x.shape[1]):
+        xb = x.grad[dst, i]
+        vb = pbar[i]
+        if fixed[i] != 0:
+            vb = ti.zero(vb)
+        for e in range(offsets[i], offsets[i + 1]):
+            s = adj[e]
+            xb += sign[e] * ebar[s]
+            vb += sign[e] * rbar[s]
+        x.grad[src, i] = xb
+        v.grad[src, i] = vb
+    # 4. Per actuation channel: gather the rest-length adjoints of its springs.
+    for c in range(chan_offsets.shape[0] - 1):
+        acc = ti.cast(0.0, x.dtype)
+        for e in range(chan_offsets[c], chan_offsets[c + 1]):
+            acc += lbar[chan_springs[e]]
+        act.grad[step, c] += acc
+
+
+@ti.kernel
+def spring_record(x: ti.template(), out: ti.template(), level: ti.i32, row: ti.i32):
+    """``out[row, i] = x[level, i]`` for every particle."""
+    for i in range(x.shape[1]):
+        out[row, i] = x[level, i]
+
+
+@ti.kernel
+def spring_save(x: ti.template(), v: ti.template(), px: ti.template(), pv: ti.template(),
+                level: ti.i32, slot: ti.i32):
+    """Store ``x[level], v[level]`` in checkpoint ``slot`` (one launch for both fields)."""
+    for i in range(x.shape[1]):
+        px[slot, 0, i] = x[level, i]
+        pv[slot, 0, i] = v[level, i]
+
+
+@ti.kernel
+def spring_load(px: ti.template(), pv: ti.template(), x: ti.template(), v: ti.template(),
+                slot: ti.i32, level: ti.i32):
+    """Make checkpoint ``slot`` the live ``x[level], v[level]``."""
+    for i in range(x.shape[1]):
+        x[level, i] = px[slot, 0, i]
+        v[level, i] = pv[slot, 0, i]
+
+
+@ti.kernel
+def spring_set_level0(f: ti.template(), value: ti.types.ndarray()):
+    """``f[0, i] = value[i, :]`` for a time-indexed vector field ``f`` and an array ``[n, d]``."""
+    for i in range(f.shape[1]):
+        for c in ti.static(range(f.n)):
+            f[0, i][c] = value[i, c]
+
+
+@ti.kernel
+def spring_zero_force(force: ti.template()):
+    """``force[i] = 0`` (scratch of the autodiff formulation)."""
+    for i in range(force.shape[0]):
+        force[i] = ti.zero(force[i])
+
+
+@ti.kernel
+def spring_scatter_force(x: ti.template(), v: ti.template(), stiffness: ti.template(),
+                         rest: ti.template(), damping: ti.template(), act: ti.template(),
+                         channel: ti.template(), sa: ti.template(), sb: ti.template(),
+                         force: ti.template(), src: ti.i32, step: ti.i32):
+    """Spring forces scattered with atomic adds into ``force`` (the autodiff formulation).
+
+    Taichi's autodiff of this per-spring loop is correct; its reverse of the per-particle
+    gather loop (:func:`spring_step`) is not, so the ``"autodiff"`` provider differentiates
+    this formulation. Float atomics make it order-dependent with several threads.
+    """
+    for s in range(sa.shape[0]):
+        a = sa[s]
+        b = sb[s]
+        d = x[src, b] - x[src, a]
+        r = v[src, b] - v[src, a]
+        length = d.norm()
+        u = d / length
+        rest_s, _ = _rest_length(rest, act, channel, s, step)
+        f = (stiffness[s] * (length - rest_s) + damping[s] * r.dot(u)) * u
+        force[a] += f
+        force[b] -= f
+
+
+@ti.kernel
+def spring_integrate(x: ti.template(), v: ti.template(), mass: ti.template(),
+                     fixed: ti.template(), gravity: ti.template(), force: ti.template(),
+                     src: ti.i32, dst: ti.i32, dt: ti.f64, ground: ti.f64, use_ground: ti.i32,
+                     friction: ti.f64):
+    """Semi-implicit Euler with contact from a force buffer (the autodiff formulation)."""
+    for i in range(x.shape[1]):
+        h = ti.cast(dt, x.dtype)
+        xi = x[src, i]
+        p = v[src, i] + h * (force[i] / mass[i] + gravity[0])
+        q, _ = _contact(xi, p, h, ti.cast(ground, x.dtype), use_ground,
+                        ti.cast(friction, x.dtype))
+        free = ti.select(fixed[i] != 0, 0.0, 1.0)
+        v[dst, i] = free * q
+        x[dst, i] = xi + h * free * q
