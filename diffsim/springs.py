@@ -602,6 +602,7 @@ class _SpringStepper(TaichiStepper):
         self.ebar = tree.field((m,), vector=d)
         self.rbar = tree.field((m,), vector=d)
         self.lbar = tree.field((m,))
+        self.fs = tree.field((m,), vector=d)
         self.force = tree.field((n,), vector=d, needs_grad=True)
         self._finalize()
         offsets, adj, sign = _csr(n, system.springs)
@@ -666,7 +667,8 @@ class _SpringStepper(TaichiStepper):
                                             step)),
                     (spring_integrate, (self.x, self.v, self.mass, self.fixed, self.gravity,
                                         self.force, src, dst, *self._world())))
-        return ((spring_step, (*self._common(), self.fixed, self.gravity, self.level(step),
+        return ((spring_step, (*self._common(), self.sign, self.fixed, self.gravity, self.fs,
+                               self.level(step),
                                self.level(step + 1), step, *self._world())),)
 
     def record(self, t: int) -> Sequence[Launch]:
@@ -682,7 +684,7 @@ class _SpringStepper(TaichiStepper):
             super().reverse_step(step)
             return
         spring_adjoint(*self._common(), self.sign, self.fixed, self.gravity, self.chan_offsets,
-                       self.chan_springs, self.pbar, self.fbar, self.ebar, self.rbar, self.lbar,
+                       self.chan_springs, self.fs, self.pbar, self.fbar, self.ebar, self.rbar, self.lbar,
                        self.level(step), self.level(step + 1), step, *self._world())
 
     def save(self, step: int, slot: int) -> None:
@@ -789,7 +791,7 @@ class SpringSimulation:
         _set_level0(vs, self.velocities)
         s = stepper
         spring_rollout(xs, vs, s.k, s.rest, s.c, s.mass, s.act, s.channel, s.sa, s.sb, s.offsets,
-                       s.adj, s.fixed, s.gravity, 0, self.steps, *s._world())
+                       s.adj, s.sign, s.fixed, s.gravity, s.fs, 0, self.steps, *s._world())
         positions = xs.to_numpy().astype(np.float64)
         velocities = vs.to_numpy().astype(np.float64)
         bad = ~(np.isfinite(positions).all(axis=(1, 2)) & np.isfinite(velocities).all(axis=(1, 2)))
@@ -833,8 +835,6 @@ class SpringSimulation:
                 g = raw["actuation"][:, : self.system.channels].astype(np.float64)
             else:
                 g = raw[name].astype(np.float64) + direct.get(name, 0.0)
-                if name == "mass":
-                    g[self.system.fixed] = 0.0
                 if np.ndim(getattr(self.system, name)) == 0:
                     g = np.asarray(g.sum())
             grads[name] = g

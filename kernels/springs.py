@@ -41,24 +41,26 @@ def _rest_length(rest: ti.template(), act: ti.template(), channel: ti.template()
 
 
 @ti.func
-def _gather_force(x: ti.template(), v: ti.template(), stiffness: ti.template(),
+def _spring_force(x: ti.template(), v: ti.template(), stiffness: ti.template(),
                   rest: ti.template(), damping: ti.template(), act: ti.template(),
-                  channel: ti.template(), sa: ti.template(), sb: ti.template(),
-                  offsets: ti.template(), adj: ti.template(), src: ti.i32, step: ti.i32,
-                  i: ti.i32):
-    """Sum of the spring forces on particle ``i`` at state slot ``src``."""
-    xi = x[src, i]
-    vi = v[src, i]
-    f = ti.zero(xi)
+                  channel: ti.template(), sa: ti.template(), sb: ti.template(), src: ti.i32,
+                  step: ti.i32, s: ti.i32):
+    """Force of spring ``s`` on its end ``a`` at state slot ``src`` (``-F`` acts on ``b``)."""
+    d = x[src, sb[s]] - x[src, sa[s]]
+    r = v[src, sb[s]] - v[src, sa[s]]
+    length = d.norm()
+    u = d / length
+    rest_s, _ = _rest_length(rest, act, channel, s, step)
+    return (stiffness[s] * (length - rest_s) + damping[s] * r.dot(u)) * u
+
+
+@ti.func
+def _sum_force(fs: ti.template(), offsets: ti.template(), adj: ti.template(),
+               sign: ti.template(), i: ti.i32):
+    """Gather the spring forces on particle ``i`` (``sign`` is -1 at end a, +1 at end b)."""
+    f = ti.zero(fs[0])
     for e in range(offsets[i], offsets[i + 1]):
-        s = adj[e]
-        j = sa[s] + sb[s] - i
-        d = x[src, j] - xi
-        r = v[src, j] - vi
-        length = d.norm()
-        u = d / length
-        rest_s, _ = _rest_length(rest, act, channel, s, step)
-        f += (stiffness[s] * (length - rest_s) + damping[s] * r.dot(u)) * u
+        f -= sign[e] * fs[adj[e]]
     return f
 
 
@@ -84,15 +86,11 @@ def _contact(xi, p, h, ground, use_ground: ti.i32, mu):
 
 
 @ti.func
-def _step_particle(x: ti.template(), v: ti.template(), stiffness: ti.template(),
-                   rest: ti.template(), damping: ti.template(), mass: ti.template(),
-                   act: ti.template(), channel: ti.template(), sa: ti.template(),
-                   sb: ti.template(), offsets: ti.template(), adj: ti.template(),
-                   fixed: ti.template(), gravity: ti.template(), src: ti.i32, dst: ti.i32,
-                   step: ti.i32, h, ground, use_ground: ti.i32, mu, i: ti.i32):
+def _step_particle(x: ti.template(), v: ti.template(), mass: ti.template(),
+                   fixed: ti.template(), gravity: ti.template(), f, src: ti.i32, dst: ti.i32,
+                   h, ground, use_ground: ti.i32, mu, i: ti.i32):
+    """Semi-implicit Euler with contact for particle ``i`` under the spring force ``f``."""
     xi = x[src, i]
-    f = _gather_force(x, v, stiffness, rest, damping, act, channel, sa, sb, offsets, adj,
-                      src, step, i)
     p = v[src, i] + h * (f / mass[i] + gravity[0])
     q, _ = _contact(xi, p, h, ground, use_ground, mu)
     free = ti.select(fixed[i] != 0, 0.0, 1.0)  # pinned: x' = x, v' = 0 (no branch, see _contact)
@@ -105,17 +103,19 @@ def spring_step(x: ti.template(), v: ti.template(), stiffness: ti.template(),
                 rest: ti.template(), damping: ti.template(), mass: ti.template(),
                 act: ti.template(), channel: ti.template(), sa: ti.template(),
                 sb: ti.template(), offsets: ti.template(), adj: ti.template(),
-                fixed: ti.template(), gravity: ti.template(), src: ti.i32, dst: ti.i32,
-                step: ti.i32, dt: ti.f64, ground: ti.f64, use_ground: ti.i32, friction: ti.f64):
-    """One step ``x[src], v[src] -> x[dst], v[dst]`` for every particle (forward only).
+                sign: ti.template(), fixed: ti.template(), gravity: ti.template(),
+                fs: ti.template(), src: ti.i32, dst: ti.i32, step: ti.i32, dt: ti.f64,
+                ground: ti.f64, use_ground: ti.i32, friction: ti.f64):
+    """One step ``x[src], v[src] -> x[dst], v[dst]`` (forward only; ``fs`` ``[m]`` is scratch).
 
-    Its adjoint is :func:`spring_adjoint`; Taichi's autodiff of this gather kernel gave
-    wrong gradients (measured), so the ``"autodiff"`` provider differentiates
-    :func:`spring_scatter_force` + :func:`spring_integrate` instead.
+    Two loops, no atomics: each spring's force into ``fs[s]``, then each particle
+    gathers its springs' forces and integrates. Its adjoint is :func:`spring_adjoint`.
     """
+    for s in range(sa.shape[0]):
+        fs[s] = _spring_force(x, v, stiffness, rest, damping, act, channel, sa, sb, src, step, s)
     for i in range(x.shape[1]):
-        _step_particle(x, v, stiffness, rest, damping, mass, act, channel, sa, sb, offsets,
-                       adj, fixed, gravity, src, dst, step, ti.cast(dt, x.dtype),
+        f = _sum_force(fs, offsets, adj, sign, i)
+        _step_particle(x, v, mass, fixed, gravity, f, src, dst, ti.cast(dt, x.dtype),
                        ti.cast(ground, x.dtype), use_ground, ti.cast(friction, x.dtype), i)
 
 
@@ -124,20 +124,24 @@ def spring_rollout(x: ti.template(), v: ti.template(), stiffness: ti.template(),
                    rest: ti.template(), damping: ti.template(), mass: ti.template(),
                    act: ti.template(), channel: ti.template(), sa: ti.template(),
                    sb: ti.template(), offsets: ti.template(), adj: ti.template(),
-                   fixed: ti.template(), gravity: ti.template(), start: ti.i32, stop: ti.i32,
-                   dt: ti.f64, ground: ti.f64, use_ground: ti.i32, friction: ti.f64):
+                   sign: ti.template(), fixed: ti.template(), gravity: ti.template(),
+                   fs: ti.template(), start: ti.i32, stop: ti.i32, dt: ti.f64, ground: ti.f64,
+                   use_ground: ti.i32, friction: ti.f64):
     """Steps ``start … stop-1`` in one launch on time-indexed fields ``x[t], v[t]`` (forward only).
 
-    The time loop is serial, so one thread runs it; not for differentiation.
+    The time loop is serial, so one thread runs it; the same arithmetic as
+    :func:`spring_step`, so the results are identical.
     """
     h = ti.cast(dt, x.dtype)
     g = ti.cast(ground, x.dtype)
     mu = ti.cast(friction, x.dtype)
     ti.loop_config(serialize=True)
     for t in range(start, stop):
+        for s in range(sa.shape[0]):
+            fs[s] = _spring_force(x, v, stiffness, rest, damping, act, channel, sa, sb, t, t, s)
         for i in range(x.shape[1]):
-            _step_particle(x, v, stiffness, rest, damping, mass, act, channel, sa, sb, offsets,
-                           adj, fixed, gravity, t, t + 1, t, h, g, use_ground, mu, i)
+            f = _sum_force(fs, offsets, adj, sign, i)
+            _step_particle(x, v, mass, fixed, gravity, f, t, t + 1, h, g, use_ground, mu, i)
 
 
 @ti.kernel
@@ -147,7 +151,7 @@ def spring_adjoint(x: ti.template(), v: ti.template(), stiffness: ti.template(),
                    sb: ti.template(), offsets: ti.template(), adj: ti.template(),
                    sign: ti.template(), fixed: ti.template(), gravity: ti.template(),
                    chan_offsets: ti.template(), chan_springs: ti.template(),
-                   pbar: ti.template(), fbar: ti.template(), ebar: ti.template(),
+                   fs: ti.template(), pbar: ti.template(), fbar: ti.template(), ebar: ti.template(),
                    rbar: ti.template(), lbar: ti.template(), src: ti.i32, dst: ti.i32,
                    step: ti.i32, dt: ti.f64, ground: ti.f64, use_ground: ti.i32,
                    friction: ti.f64):
@@ -156,19 +160,21 @@ def spring_adjoint(x: ti.template(), v: ti.template(), stiffness: ti.template(),
     Reads ``λ[t+1]`` from ``x.grad[dst], v.grad[dst]`` and the state from slot ``src``;
     writes ``λ[t]`` into ``x.grad[src], v.grad[src]`` and accumulates the gradients of
     stiffness, rest length, damping, mass and ``act[step]``. ``pbar, fbar`` ``[n]`` and
-    ``ebar, rbar, lbar`` ``[m]`` are scratch.
+    ``fs, ebar, rbar, lbar`` ``[m]`` are scratch.
     """
     h = ti.cast(dt, x.dtype)
     gnd = ti.cast(ground, x.dtype)
     mu = ti.cast(friction, x.dtype)
+    # 0. Recompute the spring forces of the step.
+    for s in range(sa.shape[0]):
+        fs[s] = _spring_force(x, v, stiffness, rest, damping, act, channel, sa, sb, src, step, s)
     # 1. Per particle: adjoint of the contact and of p = v + h (f / m + g).
     for i in range(x.shape[1]):
         pb = ti.zero(x[src, i])
         fb = ti.zero(x[src, i])
         if fixed[i] == 0:
             xi = x[src, i]
-            f = _gather_force(x, v, stiffness, rest, damping, act, channel, sa, sb, offsets,
-                              adj, src, step, i)
+            f = _sum_force(fs, offsets, adj, sign, i)
             p = v[src, i] + h * (f / mass[i] + gravity[0])
             q, branch = _contact(xi, p, h, gnd, use_ground, mu)
             qb = v.grad[dst, i] + h * x.grad[dst, i]
@@ -283,12 +289,7 @@ def spring_scatter_force(x: ti.template(), v: ti.template(), stiffness: ti.templ
     for s in range(sa.shape[0]):
         a = sa[s]
         b = sb[s]
-        d = x[src, b] - x[src, a]
-        r = v[src, b] - v[src, a]
-        length = d.norm()
-        u = d / length
-        rest_s, _ = _rest_length(rest, act, channel, s, step)
-        f = (stiffness[s] * (length - rest_s) + damping[s] * r.dot(u)) * u
+        f = _spring_force(x, v, stiffness, rest, damping, act, channel, sa, sb, src, step, s)
         force[a] += f
         force[b] -= f
 
@@ -300,11 +301,5 @@ def spring_integrate(x: ti.template(), v: ti.template(), mass: ti.template(),
                      friction: ti.f64):
     """Semi-implicit Euler with contact from a force buffer (the autodiff formulation)."""
     for i in range(x.shape[1]):
-        h = ti.cast(dt, x.dtype)
-        xi = x[src, i]
-        p = v[src, i] + h * (force[i] / mass[i] + gravity[0])
-        q, _ = _contact(xi, p, h, ti.cast(ground, x.dtype), use_ground,
-                        ti.cast(friction, x.dtype))
-        free = ti.select(fixed[i] != 0, 0.0, 1.0)
-        v[dst, i] = free * q
-        x[dst, i] = xi + h * free * q
+        _step_particle(x, v, mass, fixed, gravity, force[i], src, dst, ti.cast(dt, x.dtype),
+                       ti.cast(ground, x.dtype), use_ground, ti.cast(friction, x.dtype), i)
