@@ -19,8 +19,10 @@ from collections.abc import Callable
 
 from diffsim.scenarios._base import Scenario
 from diffsim.scenarios.chain import ChainScenario
+from diffsim.scenarios.springs import BridgeDesign, SoftRobotWalk, SpringIdentification
 
-__all__ = ["ChainScenario", "Scenario", "get", "load", "names", "register", "resolve"]
+__all__ = ["BridgeDesign", "ChainScenario", "Scenario", "SoftRobotWalk", "SpringIdentification",
+           "get", "load", "names", "register", "resolve"]
 
 _REGISTRY: dict[str, Callable[[], Scenario]] = {}
 _CLASSES: dict[str, type[Scenario]] = {}
@@ -88,3 +90,6 @@ def resolve(name_or_path: str) -> Scenario:
 
 register("chain", ChainScenario)
 register("chain-small", lambda: ChainScenario(masses=6, steps=60), ChainScenario)
+register("spring-bridge", BridgeDesign)
+register("spring-identify", SpringIdentification)
+register("spring-robot", SoftRobotWalk)
