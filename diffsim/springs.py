@@ -375,7 +375,8 @@ class Trajectory(NamedTuple):
     """A simulated trajectory.
 
     Attributes:
-        positions: ``[steps + 1, n, d]`` in m (time level 0 is the initial state).
+        positions: ``[steps + 1, n, d]`` in m (time level 0 is the initial state), in the
+            runtime precision (float32 or float64).
         velocities: ``[steps + 1, n, d]`` in m/s.
         dt: the time step in s.
     """
@@ -775,9 +776,25 @@ class SpringSimulation:
     def simulate(self) -> Trajectory:
         """Run the rollout and return every time level (one launch, no tape).
 
+        Returns:
+            A :class:`Trajectory`; its arrays have the runtime precision's dtype
+            (float32 or float64).
+
         Raises:
             FloatingPointError: the state became NaN or Inf, naming the first such step.
         """
+        xs, vs = self._rollout()
+        positions = xs.to_numpy()
+        velocities = vs.to_numpy()
+        # NaN and Inf never turn finite again here (they spread through the springs), so
+        # checking the last level finds any blow-up; then look for its first step.
+        if not (np.isfinite(positions[-1]).all() and np.isfinite(velocities[-1]).all()):
+            bad = ~(np.isfinite(positions).all(axis=(1, 2)) & np.isfinite(velocities).all(axis=(1, 2)))
+            raise FloatingPointError(_blow_up(int(np.argmax(bad)), self.dt))
+        return Trajectory(positions, velocities, self.dt)
+
+    def _rollout(self) -> tuple[object, object]:
+        """Run every step into the time-indexed trajectory fields and return them."""
         stepper = self._stepper((self.steps,))
         n, d = self.system.n_particles, self.system.dim
         if self._traj is None:
@@ -792,12 +809,7 @@ class SpringSimulation:
         s = stepper
         spring_rollout(xs, vs, s.k, s.rest, s.c, s.mass, s.act, s.channel, s.sa, s.sb, s.offsets,
                        s.adj, s.sign, s.fixed, s.gravity, s.fs, 0, self.steps, *s._world())
-        positions = xs.to_numpy().astype(np.float64)
-        velocities = vs.to_numpy().astype(np.float64)
-        bad = ~(np.isfinite(positions).all(axis=(1, 2)) & np.isfinite(velocities).all(axis=(1, 2)))
-        if np.any(bad):
-            raise FloatingPointError(_blow_up(int(np.argmax(bad)), self.dt))
-        return Trajectory(positions, velocities, self.dt)
+        return xs, vs
 
     # -- gradients ----------------------------------------------------------------------
     def value_and_grad(self, loss: Loss, *, wrt: Sequence[str] = ("stiffness",),
