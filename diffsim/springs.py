@@ -35,7 +35,7 @@ import numpy as np
 import taichi as ti
 
 from diffsim._fields import FieldTree
-from diffsim._runtime import np_real
+from diffsim._runtime import ensure_init, np_real
 from diffsim._tape import Launch, TaichiStepper, Tape, TapeReport
 from diffsim.checkpoint import Schedule
 from diffsim.kernels.springs import (
@@ -574,6 +574,9 @@ class _SpringStepper(TaichiStepper):
         self.adjoint = adjoint
         self.times = times
         self.rows = {t: r for r, t in enumerate(times)}
+        self._pending: tuple[int, int] | None = None
+        self._pending_step = -1
+        self._save_slot = -1
         c = max(system.channels, 1)
         self.x = self._state("x", (n,), vector=d)
         self.v = self._state("v", (n,), vector=d)
@@ -644,6 +647,10 @@ class _SpringStepper(TaichiStepper):
     def _world(self) -> tuple:
         return (self.dt, self._ground, self._use_ground, self.system.friction)
 
+    def _serial(self) -> bool:
+        """Serial loops on CPU (no thread-pool dispatch per step), parallel on a GPU."""
+        return ensure_init().arch == "cpu"
+
     def load_initial(self) -> None:
         """Write the initial positions and velocities into the level of time 0."""
         shape = (2, *self.x0.shape)
@@ -655,22 +662,24 @@ class _SpringStepper(TaichiStepper):
         self.v.from_numpy(v)
 
     def substeps(self, step: int) -> Sequence[Launch]:
-        """One fused launch: gathered spring forces, contact, semi-implicit Euler.
+        """One fused launch: spring forces, their gather per particle, contact, Euler.
 
         The ``"autodiff"`` provider runs (and differentiates) the scatter formulation:
         zero a force buffer, scatter the spring forces, integrate.
         """
+        src, dst = self.level(step), self.level(step + 1)
         if self.adjoint == "autodiff":
-            src, dst = self.level(step), self.level(step + 1)
             return ((spring_zero_force, (self.force,)),
                     (spring_scatter_force, (self.x, self.v, self.k, self.rest, self.c, self.act,
                                             self.channel, self.sa, self.sb, self.force, src,
                                             step)),
                     (spring_integrate, (self.x, self.v, self.mass, self.fixed, self.gravity,
                                         self.force, src, dst, *self._world())))
+        if not self._pool:
+            self.allocate_checkpoints(1)
         return ((spring_step, (*self._common(), self.sign, self.fixed, self.gravity, self.fs,
-                               self.level(step),
-                               self.level(step + 1), step, *self._world())),)
+                               self._pool["x"], self._pool["v"], self._save_slot, src, dst,
+                               step, *self._world(), self._serial())),)
 
     def record(self, t: int) -> Sequence[Launch]:
         """Positions at the time levels the loss reads."""
@@ -679,22 +688,94 @@ class _SpringStepper(TaichiStepper):
             return ()
         return ((spring_record, (self.x, self.out, self.level(t), row)),)
 
+    def _adjoint(self, xs: object, vs: object, state: int, step: int) -> None:
+        spring_adjoint(xs, vs, self.x.grad, self.v.grad, self.k, self.rest, self.c, self.mass,
+                       self.act, self.channel, self.sa, self.sb, self.offsets, self.adj,
+                       self.sign, self.fixed, self.gravity, self.chan_offsets, self.chan_springs,
+                       self.fs, self.pbar, self.fbar, self.ebar, self.rbar, self.lbar, state,
+                       self.level(step), self.level(step + 1), step, *self._world(),
+                       self._serial())
+
     def reverse_step(self, step: int) -> None:
-        """The gather adjoint (default) or Taichi autodiff of :func:`spring_step`."""
+        """The gather adjoint (default) or Taichi autodiff of the scatter formulation."""
         if self.adjoint == "autodiff":
             super().reverse_step(step)
+        else:
+            self._adjoint(self.x, self.v, self.level(step), step)
+
+    def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
+        """Reverse step ``step``; the gather adjoint reads a checkpoint in place (no restore)."""
+        self._flush()
+        if self.adjoint == "autodiff" or slot is None:
+            return super().reverse(step, slot, measure=measure)
+        for kernel, args in reversed(self.record(step + 1)):
+            kernel.grad(*args)
+        norm = self._norm_grad(step + 1) if measure else math.nan
+        self._adjoint(self._pool["x"], self._pool["v"], slot, step)
+        return norm
+
+    # Checkpoints: a flat pool [slots, n] per state field. A save is deferred and done by
+    # the next step's kernel when that step starts from the saved state (StoreAll and
+    # Uniform always do), which saves a launch per step; anything else flushes it first.
+    def allocate_checkpoints(self, slots: int) -> None:
+        """Allocate (or reuse) a pool of at least ``max(slots, 1)`` stored states."""
+        slots = max(slots, 1)
+        if slots <= self._pool_slots:
             return
-        spring_adjoint(*self._common(), self.sign, self.fixed, self.gravity, self.chan_offsets,
-                       self.chan_springs, self.fs, self.pbar, self.fbar, self.ebar, self.rbar, self.lbar,
-                       self.level(step), self.level(step + 1), step, *self._world())
+        self._flush()
+        if self._pool_tree is not None:
+            self._pool_tree.destroy()
+        tree = FieldTree()
+        n, d = self.system.n_particles, self.system.dim
+        self._pool = {"x": tree.field((slots, n), vector=d), "v": tree.field((slots, n), vector=d)}
+        tree.finalize()
+        self._pool_tree = tree
+        self._pool_slots = slots
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            level, slot = self._pending
+            self._pending = None
+            spring_save(self.x, self.v, self._pool["x"], self._pool["v"], level, slot)
 
     def save(self, step: int, slot: int) -> None:
-        """Store ``x[step], v[step]`` in one launch."""
-        spring_save(self.x, self.v, self._pool["x"], self._pool["v"], self.level(step), slot)
+        """Store ``x[step], v[step]`` in checkpoint ``slot`` (deferred to the next step's kernel)."""
+        self._flush()
+        self._pending = (self.level(step), slot)
+        self._pending_step = step
+
+    def advance(self, step: int) -> None:
+        """Run step ``step``, storing a pending checkpoint of ``x[step]`` in the same launch."""
+        if self._pending is not None:
+            if self.adjoint == "hand" and not self._validate and self._pending_step == step:
+                self._save_slot = self._pending[1]
+                self._pending = None
+            else:
+                self._flush()
+        try:
+            super().advance(step)
+        finally:
+            self._save_slot = -1
 
     def restore(self, step: int, slot: int) -> None:
-        """Load ``x[step], v[step]`` in one launch."""
+        """Load ``x[step], v[step]`` from checkpoint ``slot`` in one launch."""
+        self._flush()
         spring_load(self._pool["x"], self._pool["v"], self.x, self.v, slot, self.level(step))
+
+    def reset(self) -> None:
+        """Drop any pending save, then make ``x[0]`` live."""
+        self._pending = None
+        super().reset()
+
+    def live_is_finite(self, step: int) -> bool:
+        """See :meth:`TaichiStepper.live_is_finite` (flushes a pending save first)."""
+        self._flush()
+        return super().live_is_finite(step)
+
+    def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
+        """See :meth:`TaichiStepper.begin_reverse` (flushes a pending save first)."""
+        self._flush()
+        super().begin_reverse(cotangents)
 
 
 # -- the user-facing simulation -------------------------------------------------------
