@@ -19,8 +19,8 @@ from diffsim.springs import SpringSystem, simulate
 SPRING_SCENARIOS = ["spring-bridge", "spring-identify", "spring-robot"]
 
 
-def run(name: str, out: pathlib.Path, iterations: int, resume: bool = False) -> dict:
-    scenario = scenarios.get(name).smoke()
+def run(name: str, out: pathlib.Path, iterations: int, resume: bool = False, **changes) -> dict:
+    scenario = scenarios.get(name).smoke().with_(**changes)
     return scenario.run(RunOptions(out=out, iterations=iterations, resume=resume, smoke=True,
                                    quiet=True))
 
@@ -46,9 +46,9 @@ def test_scenario_smoke_run_writes_everything(name: str, tmp_path: pathlib.Path)
 
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path: pathlib.Path) -> None:
-    straight = run("spring-identify", tmp_path / "straight", 3)
-    run("spring-identify", tmp_path / "split", 1)
-    resumed = run("spring-identify", tmp_path / "split", 3, resume=True)
+    straight = run("spring-bridge", tmp_path / "straight", 3, steps=100)
+    run("spring-bridge", tmp_path / "split", 1, steps=100)
+    resumed = run("spring-bridge", tmp_path / "split", 3, resume=True, steps=100)
     a = json.loads((tmp_path / "straight" / "history.json").read_text())
     b = json.loads((tmp_path / "split" / "history.json").read_text())
     assert [h["loss"] for h in a] == [h["loss"] for h in b]
