@@ -72,12 +72,6 @@ def run_ours(mode: str, steps: int, repeats: int, threads: int) -> dict:
     if mode == "forward":
         def call() -> object:
             return sim.simulate()
-    elif mode == "rollout":
-        import taichi as ti
-
-        def call() -> object:
-            sim._rollout()  # the kernel only: the trajectory stays in Taichi fields
-            ti.sync()
     else:
         def call() -> object:
             return sim.value_and_grad(loss, wrt=("stiffness", "rest_length"), checkpoint=schedule)
@@ -95,9 +89,7 @@ def run_ours(mode: str, steps: int, repeats: int, threads: int) -> dict:
            "setup": first + (time.perf_counter() - t0) - sum(times) - first,
            "peak_rss_mib": rss_mib(), "rss_before_mib": before, "rss_after_first_mib": base}
     final = result.positions[-1] if mode == "forward" else None
-    if mode == "rollout":
-        pass
-    elif mode != "forward":
+    if mode != "forward":
         out["loss"] = result.loss
         out["checkpoint_mib"] = result.report.peak_checkpoint_bytes / 2**20
         out["forward_steps"] = result.report.forward_steps
@@ -263,7 +255,7 @@ def main() -> None:
     if args.case:
         one(args)
         return
-    cases = ["ours:forward", "ours:rollout", "warp:forward", "ours:grad", "warp:grad"]
+    cases = ["ours:forward", "warp:forward", "ours:grad", "warp:grad"]
     runs: dict[str, list[dict]] = {c: [] for c in cases}
     for r in range(args.rounds):
         for c in cases:
@@ -273,13 +265,10 @@ def main() -> None:
     rss = {c: statistics.median(x["peak_rss_mib"] for x in runs[c]) for c in cases}
     ours_f, warp_f = runs["ours:forward"][0]["final_mean"], runs["warp:forward"][0]["final_mean"]
     rows = [
-        ["forward (simulate, trajectory to NumPy)", f"{med['ours:forward']:.3f}",
+        ["forward (diffsim: simulate() returns the trajectory in NumPy)",
+         f"{med['ours:forward']:.3f}",
          f"{med['warp:forward']:.3f}", f"{med['ours:forward'] / med['warp:forward']:.2f}",
          f"{rss['ours:forward']:.0f} / {rss['warp:forward']:.0f}"],
-        ["forward, rollout kernel only (trajectory kept in Taichi fields)",
-         f"{med['ours:rollout']:.3f}", f"{med['warp:forward']:.3f}",
-         f"{med['ours:rollout'] / med['warp:forward']:.2f}",
-         f"{rss['ours:rollout']:.0f} / {rss['warp:forward']:.0f}"],
         ["forward + gradient (k and L0, store-all)", f"{med['ours:grad']:.3f}",
          f"{med['warp:grad']:.3f}", f"{med['ours:grad'] / med['warp:grad']:.2f}",
          f"{rss['ours:grad']:.0f} / {rss['warp:grad']:.0f}"],

@@ -35,7 +35,7 @@ import numpy as np
 import taichi as ti
 
 from diffsim._fields import FieldTree
-from diffsim._runtime import ensure_init, np_real
+from diffsim._runtime import ensure_init, np_real, real
 from diffsim._tape import Launch, TaichiStepper, Tape, TapeReport
 from diffsim.checkpoint import Schedule
 from diffsim.kernels.springs import (
@@ -46,7 +46,6 @@ from diffsim.kernels.springs import (
     spring_rollout,
     spring_save,
     spring_scatter_force,
-    spring_set_level0,
     spring_step,
     spring_zero_force,
 )
@@ -813,7 +812,6 @@ class SpringSimulation:
         self.velocities = _check_velocities(system, velocities)
         self.actuation = _check_actuation(system, self.steps, actuation)
         self._steppers: dict[tuple[int, ...], _SpringStepper] = {}
-        self._traj: tuple[FieldTree, object, object] | None = None
 
     # -- values -------------------------------------------------------------------------
     def update(self, **values: object) -> None:
@@ -864,9 +862,7 @@ class SpringSimulation:
         Raises:
             FloatingPointError: the state became NaN or Inf, naming the first such step.
         """
-        xs, vs = self._rollout()
-        positions = xs.to_numpy()
-        velocities = vs.to_numpy()
+        positions, velocities = self._rollout()
         # NaN and Inf never turn finite again here (they spread through the springs), so
         # checking the last level finds any blow-up; then look for its first step.
         if not (np.isfinite(positions[-1]).all() and np.isfinite(velocities[-1]).all()):
@@ -874,23 +870,18 @@ class SpringSimulation:
             raise FloatingPointError(_blow_up(int(np.argmax(bad)), self.dt))
         return Trajectory(positions, velocities, self.dt)
 
-    def _rollout(self) -> tuple[object, object]:
-        """Run every step into the time-indexed trajectory fields and return them."""
-        stepper = self._stepper((self.steps,))
+    def _rollout(self) -> tuple[np.ndarray, np.ndarray]:
+        """Run every step, writing the trajectory straight into new NumPy arrays."""
+        s = self._stepper((self.steps,))
         n, d = self.system.n_particles, self.system.dim
-        if self._traj is None:
-            tree = FieldTree()
-            xs = tree.field((self.steps + 1, n), vector=d)
-            vs = tree.field((self.steps + 1, n), vector=d)
-            tree.finalize()
-            self._traj = (tree, xs, vs)
-        _, xs, vs = self._traj
-        _set_level0(xs, self.system.positions)
-        _set_level0(vs, self.velocities)
-        s = stepper
-        spring_rollout(xs, vs, s.k, s.rest, s.c, s.mass, s.act, s.channel, s.sa, s.sb, s.offsets,
-                       s.adj, s.sign, s.fixed, s.gravity, s.fs, 0, self.steps, *s._world())
-        return xs, vs
+        positions = np.empty((self.steps + 1, n, d), dtype=np_real())
+        velocities = np.empty_like(positions)
+        positions[0] = self.system.positions
+        velocities[0] = self.velocities
+        kernel = spring_rollout(d, real())
+        kernel(positions, velocities, s.k, s.rest, s.c, s.mass, s.act, s.channel, s.sa, s.sb,
+               s.offsets, s.adj, s.sign, s.fixed, s.gravity, s.fs, 0, self.steps, *s._world())
+        return positions, velocities
 
     # -- gradients ----------------------------------------------------------------------
     def value_and_grad(self, loss: Loss, *, wrt: Sequence[str] = ("stiffness",),
@@ -938,19 +929,12 @@ class SpringSimulation:
         for stepper in self._steppers.values():
             stepper.destroy()
         self._steppers.clear()
-        if self._traj is not None:
-            self._traj[0].destroy()
-            self._traj = None
 
     def __enter__(self) -> SpringSimulation:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _set_level0(f: object, value: np.ndarray) -> None:
-    spring_set_level0(f, np.ascontiguousarray(value, dtype=np_real()))
 
 
 def _blow_up(step: int, dt: float) -> str:

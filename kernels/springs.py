@@ -130,29 +130,46 @@ def spring_step(x: ti.template(), v: ti.template(), stiffness: ti.template(),
                        ti.cast(ground, x.dtype), use_ground, ti.cast(friction, x.dtype), i)
 
 
-@ti.kernel
-def spring_rollout(x: ti.template(), v: ti.template(), stiffness: ti.template(),
-                   rest: ti.template(), damping: ti.template(), mass: ti.template(),
-                   act: ti.template(), channel: ti.template(), sa: ti.template(),
-                   sb: ti.template(), offsets: ti.template(), adj: ti.template(),
-                   sign: ti.template(), fixed: ti.template(), gravity: ti.template(),
-                   fs: ti.template(), start: ti.i32, stop: ti.i32, dt: ti.f64, ground: ti.f64,
-                   use_ground: ti.i32, friction: ti.f64):
-    """Steps ``start … stop-1`` in one launch on time-indexed fields ``x[t], v[t]`` (forward only).
+def spring_rollout(dim: int, dtype: object) -> object:
+    """The forward-only rollout kernel for ``dim``-vectors of ``dtype`` (built once per pair).
 
-    The time loop is serial, so one thread runs it; the same arithmetic as
-    :func:`spring_step`, so the results are identical.
+    The kernel ``(x, v, stiffness, …, fs, start, stop, dt, ground, use_ground, friction)``
+    runs steps ``start … stop-1`` in one launch. ``x`` and ``v`` are NumPy arrays
+    ``[steps + 1, n, dim]`` of ``dtype`` with level ``start`` filled in: the trajectory
+    is written straight into the caller's memory. The time loop is serial, so one thread
+    runs it; the arithmetic is that of :func:`spring_step`, so the results are identical.
     """
-    h = ti.cast(dt, x.dtype)
-    g = ti.cast(ground, x.dtype)
-    mu = ti.cast(friction, x.dtype)
-    ti.loop_config(serialize=True)
-    for t in range(start, stop):
-        for s in range(sa.shape[0]):
-            fs[s] = _spring_force(x, v, stiffness, rest, damping, act, channel, sa, sb, t, t, s)
-        for i in range(x.shape[1]):
-            f = _sum_force(fs, offsets, adj, sign, i)
-            _step_particle(x, v, mass, fixed, gravity, f, t, t + 1, h, g, use_ground, mu, i)
+    key = (dim, dtype)
+    if key not in _ROLLOUT_KERNELS:
+        vec = ti.types.vector(dim, dtype)
+
+        @ti.kernel
+        def rollout(x: ti.types.ndarray(dtype=vec, ndim=2), v: ti.types.ndarray(dtype=vec, ndim=2),
+                    stiffness: ti.template(), rest: ti.template(), damping: ti.template(),
+                    mass: ti.template(), act: ti.template(), channel: ti.template(),
+                    sa: ti.template(), sb: ti.template(), offsets: ti.template(),
+                    adj: ti.template(), sign: ti.template(), fixed: ti.template(),
+                    gravity: ti.template(), fs: ti.template(), start: ti.i32, stop: ti.i32,
+                    dt: ti.f64, ground: ti.f64, use_ground: ti.i32, friction: ti.f64):
+            h = ti.cast(dt, stiffness.dtype)
+            g = ti.cast(ground, stiffness.dtype)
+            mu = ti.cast(friction, stiffness.dtype)
+            ti.loop_config(serialize=True)
+            for t in range(start, stop):
+                for s in range(sa.shape[0]):
+                    fs[s] = _spring_force(x, v, stiffness, rest, damping, act, channel, sa, sb,
+                                          t, t, s)
+                for i in range(x.shape[1]):
+                    f = _sum_force(fs, offsets, adj, sign, i)
+                    _step_particle(x, v, mass, fixed, gravity, f, t, t + 1, h, g, use_ground,
+                                   mu, i)
+
+        _ROLLOUT_KERNELS[key] = rollout
+    return _ROLLOUT_KERNELS[key]
+
+
+#: Compiled rollout kernels by (dimension, dtype); see :func:`spring_rollout`.
+_ROLLOUT_KERNELS: dict = {}
 
 
 @ti.kernel
@@ -276,14 +293,6 @@ def spring_load(px: ti.template(), pv: ti.template(), x: ti.template(), v: ti.te
     for i in range(x.shape[1]):
         x[level, i] = px[slot, i]
         v[level, i] = pv[slot, i]
-
-
-@ti.kernel
-def spring_set_level0(f: ti.template(), value: ti.types.ndarray()):
-    """``f[0, i] = value[i, :]`` for a time-indexed vector field ``f`` and an array ``[n, d]``."""
-    for i in range(f.shape[1]):
-        for c in ti.static(range(f.n)):
-            f[0, i][c] = value[i, c]
 
 
 @ti.kernel
