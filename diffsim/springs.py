@@ -606,6 +606,7 @@ class _SpringStepper(TaichiStepper):
         self.rbar = tree.field((m,), vector=d)
         self.lbar = tree.field((m,))
         self.fs = tree.field((m,), vector=d)
+        self.norms = tree.field((steps + 1,), dtype=ti.f64)
         self.force = tree.field((n,), vector=d, needs_grad=True)
         self._finalize()
         offsets, adj, sign = _csr(n, system.springs)
@@ -687,13 +688,14 @@ class _SpringStepper(TaichiStepper):
             return ()
         return ((spring_record, (self.x, self.out, self.level(t), row)),)
 
-    def _adjoint(self, xs: object, vs: object, state: int, step: int) -> None:
+    def _adjoint(self, xs: object, vs: object, state: int, step: int, measure: bool = False
+                 ) -> None:
         spring_adjoint(xs, vs, self.x.grad, self.v.grad, self.k, self.rest, self.c, self.mass,
                        self.act, self.channel, self.sa, self.sb, self.offsets, self.adj,
                        self.sign, self.fixed, self.gravity, self.chan_offsets, self.chan_springs,
-                       self.fs, self.pbar, self.fbar, self.ebar, self.rbar, self.lbar, state,
-                       self.level(step), self.level(step + 1), step, *self._world(),
-                       self._serial())
+                       self.fs, self.pbar, self.fbar, self.ebar, self.rbar, self.lbar,
+                       self.norms, state, self.level(step), self.level(step + 1), step,
+                       *self._world(), int(measure), self._serial())
 
     def reverse_step(self, step: int) -> None:
         """The gather adjoint (default) or Taichi autodiff of the scatter formulation."""
@@ -703,15 +705,30 @@ class _SpringStepper(TaichiStepper):
             self._adjoint(self.x, self.v, self.level(step), step)
 
     def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
-        """Reverse step ``step``; the gather adjoint reads a checkpoint in place (no restore)."""
+        """Reverse step ``step``.
+
+        The gather adjoint reads a checkpoint in place (no restore) and adds
+        ``|λ[step+1]|^2`` to :attr:`norms` itself; it returns NaN, and
+        :meth:`costate` gives the trace afterwards.
+        """
         self._flush()
-        if self.adjoint == "autodiff" or slot is None:
+        if self.adjoint == "autodiff":
             return super().reverse(step, slot, measure=measure)
         for kernel, args in reversed(self.record(step + 1)):
             kernel.grad(*args)
-        norm = self._norm_grad(step + 1) if measure else math.nan
-        self._adjoint(self._pool["x"], self._pool["v"], slot, step)
-        return norm
+        if slot is None:
+            self._adjoint(self.x, self.v, self.level(step), step, measure)
+        else:
+            self._adjoint(self._pool["x"], self._pool["v"], slot, step, measure)
+        return math.nan
+
+    def costate(self, report: TapeReport) -> np.ndarray:
+        """``report.costate`` with the norms the gather adjoint measured filled in."""
+        trace = report.costate.copy()
+        if self.adjoint == "hand" and trace.size:
+            measured = np.sqrt(self.norms.to_numpy()[: trace.size])
+            trace[1:] = np.where(np.isnan(trace[1:]), measured[1:], trace[1:])
+        return trace
 
     # Checkpoints: a flat pool [slots, n] per state field. A save is deferred and done by
     # the next step's kernel when that step starts from the saved state (StoreAll and
@@ -774,6 +791,7 @@ class _SpringStepper(TaichiStepper):
     def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
         """See :meth:`TaichiStepper.begin_reverse` (flushes a pending save first)."""
         self._flush()
+        self.norms.fill(0)
         super().begin_reverse(cotangents)
 
 
@@ -907,6 +925,7 @@ class SpringSimulation:
         except FloatingPointError:
             self.simulate()  # names the exact step
             raise
+        tape.report.costate = stepper.costate(tape.report)
         grads: dict[str, np.ndarray] = {}
         init = stepper.initial_state_gradient()
         for name in wrt:

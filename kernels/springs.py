@@ -181,16 +181,17 @@ def spring_adjoint(x: ti.template(), v: ti.template(), xg: ti.template(), vg: ti
                    gravity: ti.template(), chan_offsets: ti.template(),
                    chan_springs: ti.template(), fs: ti.template(), pbar: ti.template(),
                    fbar: ti.template(), ebar: ti.template(), rbar: ti.template(),
-                   lbar: ti.template(), src: ti.i32, lam: ti.i32, dst: ti.i32, step: ti.i32,
-                   dt: ti.f64, ground: ti.f64, use_ground: ti.i32, friction: ti.f64,
-                   serial: ti.template()):
+                   lbar: ti.template(), norms: ti.template(), src: ti.i32, lam: ti.i32,
+                   dst: ti.i32, step: ti.i32, dt: ti.f64, ground: ti.f64, use_ground: ti.i32,
+                   friction: ti.f64, measure: ti.i32, serial: ti.template()):
     """Adjoint of :func:`spring_step`, in gather form (no contended atomics).
 
     Reads the state ``x[t], v[t]`` from ``x, v[src]`` (a ring level or a checkpoint slot)
     and ``λ[t+1]`` from ``xg, vg[dst]`` (the adjoint ring); writes ``λ[t]`` into
     ``xg, vg[lam]`` and accumulates the gradients of stiffness, rest length, damping,
     mass and ``act[step]``. ``pbar, fbar`` ``[n]`` and
-    ``fs, ebar, rbar, lbar`` ``[m]`` are scratch.
+    ``fs, ebar, rbar, lbar`` ``[m]`` are scratch. With ``measure``, ``|λ[t+1]|^2`` is
+    added to ``norms[step + 1]`` (float64; the tape's costate trace without a launch).
     """
     h = ti.cast(dt, x.dtype)
     gnd = ti.cast(ground, x.dtype)
@@ -202,6 +203,9 @@ def spring_adjoint(x: ti.template(), v: ti.template(), xg: ti.template(), vg: ti
     # 1. Per particle: adjoint of the contact and of p = v + h (f / m + g).
     ti.loop_config(serialize=serial)
     for i in range(x.shape[1]):
+        if measure != 0:
+            norms[step + 1] += ti.cast(xg[dst, i].dot(xg[dst, i]) + vg[dst, i].dot(vg[dst, i]),
+                                       ti.f64)
         pb = ti.zero(x[src, i])
         fb = ti.zero(x[src, i])
         if fixed[i] == 0:

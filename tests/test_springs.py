@@ -97,12 +97,11 @@ def test_actuation_changes_the_rest_length() -> None:
     assert traj.positions[-1, 1, 0] == pytest.approx(1.2, abs=1e-6)  # settles at L0 (1 + a)
 
 
-def test_tape_forward_equals_simulate_bitwise() -> None:
-    system = contact_system()
-    v0, act = contact_inputs(system, STEPS)
-    traj = simulate(system, STEPS, DT, velocities=v0, actuation=act)
+def test_tape_forward_equals_simulate_bitwise(case: dict) -> None:
+    sim = case["sim"]
+    traj = sim.simulate()  # the one-launch rollout kernel
     target = traj.positions[-1] + 0.01
-    res = value_and_grad(system, STEPS, DT, target=target, velocities=v0, actuation=act)
+    res = sim.value_and_grad(FinalPosition(target))  # the tape's per-step kernel
     assert res.loss == 0.5 * np.sum((traj.positions[-1] - target) ** 2)
 
 
@@ -173,6 +172,9 @@ def test_hand_adjoint_matches_taichi_autodiff(case: dict) -> None:
                          velocities=case["v0"], actuation=case["act"], adjoint="autodiff",
                          checkpoint=StoreAll())
     assert res.loss == pytest.approx(case["res"].loss, rel=1e-14)
+    # the costate trace the gather adjoint measures in-kernel equals the tape's reductions
+    np.testing.assert_allclose(case["res"].report.costate, res.report.costate, rtol=1e-11)
+    assert np.all(np.isfinite(res.report.costate)) and res.report.costate.size == STEPS + 1
     for name in WRT:
         a, b = case["res"].grads[name], res.grads[name]
         assert np.abs(a - b).max() <= tolerance("f64", "provider") * np.abs(b).max(), name
@@ -180,8 +182,7 @@ def test_hand_adjoint_matches_taichi_autodiff(case: dict) -> None:
 
 @pytest.mark.parametrize("schedule", [Uniform(every=7), Binomial(slots=4)], ids=repr)
 def test_checkpointed_equals_store_all_bitwise(case: dict, schedule) -> None:
-    res = value_and_grad(case["system"], STEPS, DT, target=case["target"], wrt=WRT,
-                         velocities=case["v0"], actuation=case["act"], checkpoint=schedule)
+    res = case["sim"].value_and_grad(FinalPosition(case["target"]), wrt=WRT, checkpoint=schedule)
     assert res.report.forward_steps > STEPS  # it did recompute
     assert res.loss == case["res"].loss
     for name in WRT:
@@ -190,11 +191,11 @@ def test_checkpointed_equals_store_all_bitwise(case: dict, schedule) -> None:
 
 def test_results_are_deterministic(case: dict) -> None:
     system, v0, act = case["system"], case["v0"], case["act"]
-    a = simulate(system, STEPS, DT, velocities=v0, actuation=act)
-    b = simulate(system, STEPS, DT, velocities=v0, actuation=act)
+    a = simulate(system, STEPS, DT, velocities=v0, actuation=act)  # fresh fields
+    b = case["sim"].simulate()
     np.testing.assert_array_equal(a.positions, b.positions)
-    res = value_and_grad(system, STEPS, DT, target=case["target"], wrt=WRT, velocities=v0,
-                         actuation=act, checkpoint=StoreAll())
+    res = case["sim"].value_and_grad(FinalPosition(case["target"]), wrt=WRT,
+                                     checkpoint=StoreAll())
     for name in WRT:
         np.testing.assert_array_equal(res.grads[name], case["res"].grads[name], err_msg=name)
 
@@ -202,18 +203,19 @@ def test_results_are_deterministic(case: dict) -> None:
 def test_three_dimensions_hand_matches_autodiff_and_fd() -> None:
     system = contact_system(dim=3, seed=5)
     v0, act = contact_inputs(system, 40, seed=5)
-    target = system.positions + 0.01
+    target = FinalPosition(system.positions + 0.01)
     wrt = ("stiffness", "damping", "positions", "actuation")
-    res = value_and_grad(system, 40, DT, target=target, wrt=wrt, velocities=v0, actuation=act)
-    ref = value_and_grad(system, 40, DT, target=target, wrt=wrt, velocities=v0, actuation=act,
+    ref = value_and_grad(system, 40, DT, loss=target, wrt=wrt, velocities=v0, actuation=act,
                          adjoint="autodiff")
-    for name in wrt:
-        assert np.abs(res.grads[name] - ref.grads[name]).max() <= 1e-12 * np.abs(ref.grads[name]).max()
-
     with SpringSimulation(system, 40, DT, velocities=v0, actuation=act) as sim:
+        res = sim.value_and_grad(target, wrt=wrt)
+        for name in wrt:
+            assert (np.abs(res.grads[name] - ref.grads[name]).max()
+                    <= 1e-12 * np.abs(ref.grads[name]).max()), name
+
         def loss(k: np.ndarray) -> float:
             sim.update(stiffness=k)
-            return 0.5 * float(np.sum((sim.simulate().positions[-1] - target) ** 2))
+            return 0.5 * float(np.sum((sim.simulate().positions[-1] - target.target) ** 2))
 
         d = np.random.default_rng(0).normal(size=system.n_springs)
         sweep = fd_sweep(loss, system.stiffness, d, res.grads["stiffness"],
@@ -221,14 +223,15 @@ def test_three_dimensions_hand_matches_autodiff_and_fd() -> None:
     assert sweep.best_error < 1e-6, sweep.table()
 
 
-def test_scalar_parameter_gets_the_summed_gradient(case: dict) -> None:
+def test_scalar_parameter_gets_the_summed_gradient() -> None:
     pos, springs = lattice(3, 2, seed=4)
     scalar = SpringSystem(pos, springs, stiffness=80.0, mass=0.05, gravity=(0.0, -9.81))
-    vector = scalar.replace(stiffness=np.full(len(springs), 80.0),
-                            mass=np.full(len(pos), 0.05))
-    a = value_and_grad(scalar, 30, DT, target=pos, wrt=("stiffness", "mass"))
-    b = value_and_grad(vector, 30, DT, target=pos, wrt=("stiffness", "mass"))
+    with SpringSimulation(scalar, 30, DT) as sim:
+        a = sim.value_and_grad(FinalPosition(pos), wrt=("stiffness", "mass"))
+        sim.update(stiffness=np.full(len(springs), 80.0), mass=np.full(len(pos), 0.05))
+        b = sim.value_and_grad(FinalPosition(pos), wrt=("stiffness", "mass"))
     assert a.grads["stiffness"].shape == () and a.grads["mass"].shape == ()
+    assert b.grads["stiffness"].shape == (len(springs),) and b.grads["mass"].shape == (len(pos),)
     assert a.grads["stiffness"] == pytest.approx(b.grads["stiffness"].sum(), rel=1e-13)
     assert a.grads["mass"] == pytest.approx(b.grads["mass"].sum(), rel=1e-13)
 
