@@ -40,13 +40,18 @@ from diffsim._tape import Launch, TaichiStepper, Tape, TapeReport
 from diffsim.checkpoint import Schedule
 from diffsim.kernels.springs import (
     spring_adjoint,
+    spring_download_gradients,
     spring_integrate,
     spring_load,
     spring_record,
     spring_rollout,
     spring_save,
     spring_scatter_force,
+    spring_set_initial,
     spring_step,
+    spring_upload_params,
+    spring_upload_topology,
+    spring_zero_adjoints,
     spring_zero_force,
 )
 
@@ -576,6 +581,7 @@ class _SpringStepper(TaichiStepper):
         self._pending: tuple[int, int] | None = None
         self._pending_step = -1
         self._save_slot = -1
+        self._initial_gradient: dict[str, np.ndarray] = {}
         c = max(system.channels, 1)
         self.x = self._state("x", (n,), vector=d)
         self.v = self._state("v", (n,), vector=d)
@@ -610,20 +616,19 @@ class _SpringStepper(TaichiStepper):
         self.force = tree.field((n,), vector=d, needs_grad=True)
         self._finalize()
         offsets, adj, sign = _csr(n, system.springs)
-        self.sa.from_numpy(system.springs[:, 0].astype(np.int32))
-        self.sb.from_numpy(system.springs[:, 1].astype(np.int32))
-        self.channel.from_numpy(chans.astype(np.int32))
-        self.offsets.from_numpy(offsets.astype(np.int32))
-        self.adj.from_numpy(adj.astype(np.int32))
-        self.sign.from_numpy(sign.astype(np_real()))
-        self.fixed.from_numpy(system.fixed.astype(np.int32))
-        self.gravity.from_numpy(system.gravity.reshape(1, d).astype(np_real()))
         active = np.nonzero(chans >= 0)[0]
         order = active[np.argsort(chans[active], kind="stable")]
         counts = np.bincount(chans[active], minlength=system.channels)
-        self.chan_offsets.from_numpy(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-        if order.size:
-            self.chan_springs.from_numpy(order.astype(np.int32))
+        i32 = np.int32
+        spring_upload_topology(
+            self.sa, self.sb, self.channel, self.offsets, self.adj, self.sign, self.fixed,
+            self.gravity, self.chan_offsets, self.chan_springs,
+            np.ascontiguousarray(system.springs[:, 0], dtype=i32),
+            np.ascontiguousarray(system.springs[:, 1], dtype=i32), chans.astype(i32),
+            offsets.astype(i32), adj.astype(i32), sign.astype(np_real()),
+            system.fixed.astype(i32), system.gravity.astype(np_real()),
+            np.concatenate([[0], np.cumsum(counts)]).astype(i32),
+            order.astype(i32) if order.size else np.zeros(1, dtype=i32))
         self._ground = 0.0 if system.ground is None else system.ground
         self._use_ground = int(system.ground is not None)
         self.x0 = system.positions
@@ -632,12 +637,17 @@ class _SpringStepper(TaichiStepper):
         self.set_param("actuation", np.zeros((steps, c)))
 
     def load_system(self, system: SpringSystem) -> None:
-        """Copy the parameters and initial positions of ``system`` (same topology) into the fields."""
+        """Copy the parameters and initial positions of ``system`` (same topology) into the fields.
+
+        One launch for the four parameters (``system`` validated them already).
+        """
         self.system = system
-        self.set_param("stiffness", system.per_spring("stiffness"))
-        self.set_param("rest_length", system.per_spring("rest_length"))
-        self.set_param("damping", system.per_spring("damping"))
-        self.set_param("mass", system.per_particle_mass())
+        real_ = np_real()
+        spring_upload_params(self.k, self.rest, self.c, self.mass,
+                             system.per_spring("stiffness").astype(real_),
+                             system.per_spring("rest_length").astype(real_),
+                             system.per_spring("damping").astype(real_),
+                             system.per_particle_mass().astype(real_))
         self.x0 = system.positions
 
     def _common(self) -> tuple:
@@ -653,13 +663,8 @@ class _SpringStepper(TaichiStepper):
 
     def load_initial(self) -> None:
         """Write the initial positions and velocities into the level of time 0."""
-        shape = (2, *self.x0.shape)
-        x = np.zeros(shape, dtype=np_real())
-        v = np.zeros(shape, dtype=np_real())
-        x[self.level(0)] = self.x0
-        v[self.level(0)] = self.v0
-        self.x.from_numpy(x)
-        self.v.from_numpy(v)
+        spring_set_initial(self.x, self.v, np.ascontiguousarray(self.x0, dtype=np_real()),
+                           np.ascontiguousarray(self.v0, dtype=np_real()), self.level(0))
 
     def substeps(self, step: int) -> Sequence[Launch]:
         """One fused launch: spring forces, their gather per particle, contact, Euler.
@@ -789,10 +794,42 @@ class _SpringStepper(TaichiStepper):
         return super().live_is_finite(step)
 
     def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
-        """See :meth:`TaichiStepper.begin_reverse` (flushes a pending save first)."""
+        """Zero every adjoint (one launch), then seed the positions' cotangent."""
         self._flush()
-        self.norms.fill(0)
-        super().begin_reverse(cotangents)
+        if set(cotangents) != {"positions"}:
+            raise ValueError(f"cotangents for {sorted(cotangents)}; this stepper's only output "
+                             "is 'positions'")
+        cot = np.asarray(cotangents["positions"])
+        expected = (*self.out.shape, self.out.n)
+        if cot.shape != expected or not np.all(np.isfinite(cot)):
+            raise ValueError(f"cotangent for 'positions' must be finite with shape {expected}; "
+                             f"got shape {cot.shape}")
+        spring_zero_adjoints(self.x.grad, self.v.grad, self.k.grad, self.rest.grad,
+                             self.c.grad, self.mass.grad, self.act.grad, self.out.grad,
+                             self.norms)
+        self.out.grad.from_numpy(np.ascontiguousarray(cot, dtype=np_real()))
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """``∂L/∂θ`` for every parameter (one launch for the per-spring/particle ones).
+
+        Also keeps ``λ[0]`` for :meth:`initial_state_gradient`.
+        """
+        n, m, d = self.system.n_particles, self.system.n_springs, self.system.dim
+        real_ = np_real()
+        out = {name: np.empty(m, dtype=real_) for name in ("stiffness", "rest_length", "damping")}
+        out["mass"] = np.empty(n, dtype=real_)
+        lam_x = np.empty((n, d), dtype=real_)
+        lam_v = np.empty((n, d), dtype=real_)
+        spring_download_gradients(self.k.grad, self.rest.grad, self.c.grad, self.mass.grad,
+                                  self.x.grad, self.v.grad, self.level(0), out["stiffness"],
+                                  out["rest_length"], out["damping"], out["mass"], lam_x, lam_v)
+        out["actuation"] = self.act.grad.to_numpy()
+        self._initial_gradient = {"x": lam_x, "v": lam_v}
+        return out
+
+    def initial_state_gradient(self) -> dict[str, np.ndarray]:
+        """``∂L/∂x[0]`` and ``∂L/∂v[0]`` (``[n, d]``), after :meth:`gradients`."""
+        return dict(self._initial_gradient)
 
 
 # -- the user-facing simulation -------------------------------------------------------
