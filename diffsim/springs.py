@@ -722,9 +722,10 @@ class _SpringStepper(TaichiStepper):
         for kernel, args in reversed(self.record(step + 1)):
             kernel.grad(*args)
         if slot is None:
-            self._adjoint(self.x, self.v, self.level(step), step, measure)
-        else:
-            self._adjoint(self._pool["x"], self._pool["v"], slot, step, measure)
+            # copy the live state to the spare slot, so that one compiled adjoint serves all
+            slot = self._pool_slots
+            spring_save(self.x, self.v, self._pool["x"], self._pool["v"], self.level(step), slot)
+        self._adjoint(self._pool["x"], self._pool["v"], slot, step, measure)
         return math.nan
 
     def costate(self, report: TapeReport) -> np.ndarray:
@@ -748,7 +749,9 @@ class _SpringStepper(TaichiStepper):
             self._pool_tree.destroy()
         tree = FieldTree()
         n, d = self.system.n_particles, self.system.dim
-        self._pool = {"x": tree.field((slots, n), vector=d), "v": tree.field((slots, n), vector=d)}
+        # one spare slot past the end: the live state's copy for the reverse of a live step
+        self._pool = {"x": tree.field((slots + 1, n), vector=d),
+                      "v": tree.field((slots + 1, n), vector=d)}
         tree.finalize()
         self._pool_tree = tree
         self._pool_slots = slots
