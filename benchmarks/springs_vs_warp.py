@@ -80,12 +80,14 @@ def run_ours(mode: str, steps: int, repeats: int, threads: int) -> dict:
     result = call()
     first = time.perf_counter() - first
     base = rss_mib()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         result = call()
         times.append(time.perf_counter() - t)
-    out = {"seconds": statistics.median(times), "first_call": first,
+        cpu.append(time.process_time() - c)
+    out = {"seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu),
+           "first_call": first,
            "setup": first + (time.perf_counter() - t0) - sum(times) - first,
            "peak_rss_mib": rss_mib(), "rss_before_mib": before, "rss_after_first_mib": base}
     final = result.positions[-1] if mode == "forward" else None
@@ -211,13 +213,15 @@ def run_warp(mode: str, steps: int, repeats: int) -> dict:
     call()
     wp.synchronize()
     first = time.perf_counter() - first
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         call()
         wp.synchronize()
         times.append(time.perf_counter() - t)
-    out = {"seconds": statistics.median(times), "first_call": first, "peak_rss_mib": rss_mib(),
+        cpu.append(time.process_time() - c)
+    out = {"seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu),
+           "first_call": first, "peak_rss_mib": rss_mib(),
            "loss": float(loss.numpy()[0])}
     if not grad:
         out["final_mean"] = xs[steps].numpy().mean(axis=0).tolist()
@@ -266,20 +270,26 @@ def main() -> None:
             runs[c].append(spawn(c, args.steps, args.repeats, args.threads))
             print(f"round {r}: {c} {runs[c][-1]['seconds']:.3f} s", flush=True)
     med = {c: statistics.median(x["seconds"] for x in runs[c]) for c in cases}
+    cpu = {c: statistics.median(x["cpu_seconds"] for x in runs[c]) for c in cases}
     rss = {c: statistics.median(x["peak_rss_mib"] for x in runs[c]) for c in cases}
     ours_f, warp_f = runs["ours:forward"][0]["final_mean"], runs["warp:forward"][0]["final_mean"]
     rows = [
         ["forward (diffsim: simulate() returns the trajectory in NumPy)",
-         f"{med['ours:forward']:.3f}",
-         f"{med['warp:forward']:.3f}", f"{med['ours:forward'] / med['warp:forward']:.2f}",
+         f"{med['ours:forward']:.3f}", f"{med['warp:forward']:.3f}",
+         f"{med['ours:forward'] / med['warp:forward']:.2f}",
+         f"{cpu['ours:forward'] / cpu['warp:forward']:.2f}",
          f"{rss['ours:forward']:.0f} / {rss['warp:forward']:.0f}"],
         ["forward + gradient (k and L0, store-all)", f"{med['ours:grad']:.3f}",
          f"{med['warp:grad']:.3f}", f"{med['ours:grad'] / med['warp:grad']:.2f}",
+         f"{cpu['ours:grad'] / cpu['warp:grad']:.2f}",
          f"{rss['ours:grad']:.0f} / {rss['warp:grad']:.0f}"],
     ]
-    long = {c: [spawn(c, args.long_steps, 1, args.threads) for _ in range(max(1, args.rounds - 1))]
-            for c in ("ours:grad", "ours:ckpt")}
+    long: dict[str, list[dict]] = {"ours:grad": [], "ours:ckpt": []}
+    for _ in range(args.rounds):  # interleaved
+        for c in long:
+            long[c].append(spawn(c, args.long_steps, 1, args.threads))
     lt = {c: statistics.median(x["seconds"] for x in v) for c, v in long.items()}
+    lc = {c: statistics.median(x["cpu_seconds"] for x in v) for c, v in long.items()}
     lr = {c: statistics.median(x["peak_rss_mib"] for x in v) for c, v in long.items()}
     lg = {c: statistics.median(x["peak_rss_mib"] - x["rss_before_mib"] for x in v)
           for c, v in long.items()}
@@ -291,27 +301,30 @@ def main() -> None:
         f"median of {args.rounds} interleaved rounds x {args.repeats} calls (one process per mode); "
         "peak RSS per process.",
         "",
-        table(["", "diffsim s", "Warp s", "diffsim / Warp", "peak RSS MiB diffsim / Warp"], rows),
+        table(["", "diffsim s", "Warp s", "diffsim / Warp", "CPU-time ratio",
+               "peak RSS MiB diffsim / Warp"], rows),
         "",
         f"Same physics, same answer: mean final position diffsim {np.round(ours_f, 6).tolist()}, "
         f"Warp {np.round(warp_f, 6).tolist()}; loss diffsim {runs['ours:grad'][0]['loss']:.6g}, "
         f"Warp {runs['warp:grad'][0]['loss']:.6g} (float32).",
         "",
-        f"{args.long_steps} steps, gradient (ours, {max(1, args.rounds - 1)} runs):",
+        f"{args.long_steps} steps, gradient (ours, {args.rounds} interleaved runs each):",
         "",
-        table(["schedule", "s", "time vs full tape", "peak RSS MiB", "RSS growth MiB",
-               "growth vs full tape", "checkpoint MiB", "forward steps"], [
-            ["store-all (full tape)", f"{lt['ours:grad']:.2f}", "1.00", f"{lr['ours:grad']:.0f}",
-             f"{lg['ours:grad']:.0f}", "1.00", f"{long['ours:grad'][0]['checkpoint_mib']:.0f}",
-             long["ours:grad"][0]["forward_steps"]],
+        table(["schedule", "s", "time vs full tape", "CPU time vs full tape", "peak RSS MiB",
+               "RSS growth MiB", "growth vs full tape", "checkpoint MiB", "forward steps"], [
+            ["store-all (full tape)", f"{lt['ours:grad']:.2f}", "1.00", "1.00",
+             f"{lr['ours:grad']:.0f}", f"{lg['ours:grad']:.0f}", "1.00",
+             f"{long['ours:grad'][0]['checkpoint_mib']:.0f}", long["ours:grad"][0]["forward_steps"]],
             ["uniform, every 100", f"{lt['ours:ckpt']:.2f}", f"{lt['ours:ckpt'] / lt['ours:grad']:.2f}",
-             f"{lr['ours:ckpt']:.0f}", f"{lg['ours:ckpt']:.0f}",
+             f"{lc['ours:ckpt'] / lc['ours:grad']:.2f}", f"{lr['ours:ckpt']:.0f}",
+             f"{lg['ours:ckpt']:.0f}",
              f"{lg['ours:ckpt'] / lg['ours:grad']:.3f}",
              f"{long['ours:ckpt'][0]['checkpoint_mib']:.1f}", long["ours:ckpt"][0]["forward_steps"]],
         ]),
         "",
         "RSS growth: peak RSS minus the RSS after building the simulation (before the first "
-        "gradient), i.e. what the gradient itself costs.",
+        "gradient), i.e. what the gradient itself costs. CPU-time ratios (process time; every "
+        "run is single-threaded) are less sensitive than wall time to other jobs on the machine.",
         "",
         f"Cold compile of the spring kernels (forward + gradient, offline cache off): "
         f"median {statistics.median(cold):.2f} s over {len(cold)} fresh processes "
