@@ -10,10 +10,11 @@ force of spring ``s`` on particle ``a`` is
 and ``-F_s`` acts on ``b`` (``F`` is odd in ``(e, r)``, so the force on either end is
 ``F(x_other - x_self, v_other - v_self)``). Springs with ``ch_s < 0`` are passive.
 
-Forces are *gathered*: each particle loops over its own springs through a CSR
-adjacency (``offsets``, ``adj``), so no two threads write the same value and the
-result does not depend on thread timing (no float atomics). Integration is
-semi-implicit Euler with a ground branch and Coulomb friction::
+Forces are *gathered*: each spring's force is computed once into ``fs[s]``, then each
+particle sums the forces of its own springs through a CSR adjacency (``offsets``,
+``adj``, ``sign``), so no two threads write the same value and the result does not
+depend on thread timing (no float atomics). Integration is semi-implicit Euler with a
+ground branch and Coulomb friction::
 
     p  = v + dt (f / m + g)                       (velocity before contact)
     q  = contact(p)   if x_y + dt p_y < ground and p_y < 0, else p
@@ -22,10 +23,14 @@ semi-implicit Euler with a ground branch and Coulomb friction::
 ``contact`` removes the normal velocity ``v_n = -p_y`` and shrinks the tangential
 velocity ``p_t`` by ``mu v_n`` (to zero when ``|p_t| <= mu v_n``: sticking).
 
-The hand-written adjoint :func:`spring_adjoint` is in gather form too: one pass per
-particle (contact Jacobian, mass gradient), one per spring (parameter gradients and
-the spring's Jacobian applied to its force adjoint), one per particle (gather of the
-spring terms), and one per actuation channel.
+The hand-written adjoint :func:`spring_adjoint` is in gather form too: it recomputes
+the spring forces, then runs one pass per particle (contact Jacobian, mass gradient),
+one per spring (parameter gradients and the spring's Jacobian applied to its force
+adjoint), one per particle (gather of the spring terms) and one per actuation channel.
+Taichi's autodiff of the gather kernel gave wrong gradients here (an if/else storing to
+the same output in both branches doubled adjoints; the dynamic CSR loop left errors of
+about 1e-4 relative), so the autodiff cross-check differentiates a scatter formulation
+(:func:`spring_scatter_force`, :func:`spring_integrate`) instead.
 """
 
 import taichi as ti
