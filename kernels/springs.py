@@ -28,8 +28,9 @@ the spring forces, then runs one pass per particle (contact Jacobian, mass gradi
 one per spring (parameter gradients and the spring's Jacobian applied to its force
 adjoint), one per particle (gather of the spring terms) and one per actuation channel.
 Taichi's autodiff of the gather kernel gave wrong gradients here (an if/else storing to
-the same output in both branches doubled adjoints; the dynamic CSR loop left errors of
-about 1e-4 relative), so the autodiff cross-check differentiates a scatter formulation
+the same output in both branches doubled adjoints; without it, errors of about 1e-4
+relative remained, cause not isolated, the dynamic per-particle loop being the suspect),
+so the autodiff cross-check differentiates a scatter formulation
 (:func:`spring_scatter_force`, :func:`spring_integrate`) instead.
 """
 
