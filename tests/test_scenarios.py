@@ -46,7 +46,7 @@ def test_load_rejects_bad_files(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ValueError, match="unknown key\\(s\\) 'colour'; allowed keys: masses"):
         scenarios.load(bad)
     bad.write_text('class = "Nope"\n')
-    with pytest.raises(ValueError, match="key 'class' is 'Nope'; allowed values: ChainScenario"):
+    with pytest.raises(ValueError, match="key 'class' is 'Nope'; allowed values: .*ChainScenario"):
         scenarios.load(bad)
     bad.write_text("masses = = 3\n")
     with pytest.raises(ValueError, match="not valid TOML"):
