@@ -21,19 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import taichi as ti
 
-from diffsim._runtime import np_real
+from diffsim._runtime import ensure_init, np_real
 from diffsim._tape import Launch, TaichiStepper, Tape, TapeReport, rollout
+from diffsim._validate import as_array
 from diffsim.checkpoint import Schedule
-from diffsim.kernels.wave import (
-    adjoint_pass1,
-    adjoint_pass2,
-    adjoint_pass3,
-    clear_traces,
-    inject,
-    pml_psi,
-    sample,
-    wave_update,
-)
+from diffsim.kernels.wave import adjoint_step, record_traces, wave_step
 
 __all__ = [
     "AcousticStepper",
@@ -58,6 +50,8 @@ FD_COEFFICIENTS: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {
 HICKS_HALF_WIDTH = 4
 HICKS_B = 6.31
 PML_REFLECTION = 1e-3  # target reflection coefficient of the PML profile
+#: x cells per SIMD vector (lanes) by precision: one AVX-512 register of f32 or f64.
+LANES = {"f32": 16, "f64": 8}
 
 
 def ricker(freq: float, dt: float, nt: int, peak_time: float | None = None) -> np.ndarray:
@@ -270,48 +264,69 @@ class AcousticStepper(TaichiStepper):
         self.adjoint = adjoint
         self._c1, self._c2 = FD_COEFFICIENTS[order]
         self._inv_h = tuple(1.0 / x for x in h)
-        # Cells the stencil updates: every axis but the frame of halo cells, as rows
-        # (shot, z[, y]) and x segments (lo, interior start, interior end, hi).
-        space = tuple((halo, n - halo) for n in padded)
-        self._space_rows = space[:-1]
+        # Lane layout: x packed into vectors of W cells, cell x in block (x + W) // W;
+        # blocks 0 and nb - 1 hold no cells (see diffsim.kernels.wave).
+        w = LANES[ensure_init().precision]
+        nx = padded[-1]
+        nb = (nx + w - 1) // w + 2
+        self.lanes, self.blocks = w, nb
+        # Rows the stencil updates: every row axis but the frame of halo cells.
+        self._space_rows = tuple((halo, n - halo) for n in padded[:-1])
         self._rows = ((0, shots), *self._space_rows)
-        x_lo, x_hi = space[-1]
-        self._xs = (x_lo, x_lo + pml[-1][0], x_hi - pml[-1][1], x_hi)
-        # The adjoint gathers from the PML within the stencil radius of it.
-        self._xs_near = (x_lo, min(self._xs[1] + halo, x_hi) if pml[-1][0] else x_lo,
-                         max(self._xs[2] - halo, x_lo) if pml[-1][1] else x_hi, x_hi)
-        self.u = self._state("u", (shots, *padded), history=2)
-        # PML memory lives in strips: along axis d only the PML cells of d are stored.
+        # x-PML strip: blocks [1, xa) and [xb, nb - 1) overlap the low and high x-PML.
+        lo_w, hi_w = pml[-1]
+        xa = (halo + lo_w - 1 + w) // w + 1 if lo_w else 1
+        xb = (nx - halo - hi_w + w) // w if hi_w else nb - 1
+        if xa > xb:
+            xa = xb = nb - 1
+        self._xs = (xa, xb, nb, (xa - 1) + (nb - 1 - xb))
+        # Pass B of the adjoint gathers from the PML within the stencil radius (< W).
+        na = xa + 1 if xa > 1 else 1
+        nz = xb - 1 if xb < nb - 1 else nb - 1
+        if na > nz:
+            na = nz = nb - 1
+        self._xs_near = (na, nz, nb, (na - 1) + (nb - 1 - nz))
+        x_strip = max(self._xs[3], 1)
+        row_shape = (shots, *padded[:-1])
+        self.u = self._state("u", (*row_shape, nb), vector=w, history=2)
+        # PML memory lives in strips: along a row axis d only its PML rows are stored,
+        # along x only the blocks overlapping the x-PML.
         self._pm = tuple((halo, pml[d][0], padded[d] - halo - pml[d][1], pml[d][1])
-                         for d in range(ndim))
+                         for d in range(ndim - 1))
         strips = tuple(
             (shots, *[max(pml[d][0] + pml[d][1], 1) if k == d else padded[k]
-                      for k in range(ndim)])
-            for d in range(ndim))
-        self.psi = tuple(self._state(f"psi{d}", strips[d]) for d in range(ndim))
-        self.zeta = tuple(self._state(f"zeta{d}", strips[d]) for d in range(ndim))
-        self.c = self._param("velocity", padded)
+                      for k in range(ndim - 1)], nb)
+            for d in range(ndim - 1)) + ((*row_shape, x_strip),)
+        self.psi = tuple(self._state(f"psi{d}", strips[d], vector=w) for d in range(ndim))
+        self.zeta = tuple(self._state(f"zeta{d}", strips[d], vector=w) for d in range(ndim))
+        # The velocity parameter is held as kc = dt^2 c^2 (zero on the frame) in lanes.
+        self.kc = self._param("velocity", (*padded[:-1], nb), vector=w)
         self.amp = self._param("wavelet", amp.shape)
         self.traces = self._output("receivers", (shots, rec.shape[1]))
         k = 2 * HICKS_HALF_WIDTH if interpolation == "hicks" else 1
-        self.pa = self._tree.field((ndim, max(padded)))
-        self.pb = self._tree.field((ndim, max(padded)))
-        self.near = self._tree.field((ndim, max(padded)))
+        rows_axes = max(ndim - 1, 1)
+        self.pa = self._tree.field((rows_axes, max(padded)))
+        self.pb = self._tree.field((rows_axes, max(padded)))
+        self.near = self._tree.field((rows_axes, max(padded)))
+        self.pax = self._tree.field((nb,), vector=w)
+        self.pbx = self._tree.field((nb,), vector=w)
+        self.mx = self._tree.field((nb,), vector=w)
         self.src_pos = self._tree.field(src.shape[:2], vector=ndim, dtype=ti.i32)
         self.src_w = self._tree.field((*src.shape[:2], ndim, k))
         self.rec_pos = self._tree.field(rec.shape[:2], vector=ndim, dtype=ti.i32)
         self.rec_w = self._tree.field((*rec.shape[:2], ndim, k))
-        # Scratch of the hand-written adjoint: dt^2 c^2 lup, and qz_d and P_d per axis
-        # (nonzero in the PML only).
-        self._kl = self._tree.field((1, shots, *padded))
-        self._qz = tuple(self._tree.field((1, *strips[d])) for d in range(ndim))
-        self._pbar = tuple(self._tree.field((1, *strips[d])) for d in range(ndim))
+        # Scratch of the hand-written adjoint: P_d per axis (nonzero in the PML only).
+        self._pbar = tuple(self._tree.field((1, *strips[d]), vector=w) for d in range(ndim))
         self._finalize()
         self._set_pml(vel, f_dom or 1.0 / (nt * dt), dt)
         for pts, pos_f, w_f in ((src, self.src_pos, self.src_w), (rec, self.rec_pos, self.rec_w)):
-            pos, w = self._point_weights(pts, k)
+            pos, wt = self._point_weights(pts, k)
             pos_f.from_numpy(pos)
-            w_f.from_numpy(w.astype(np_real()))
+            w_f.from_numpy(wt.astype(np_real()))
+        # kc is zero on the frame and on the lanes past the grid's end.
+        frame = np.zeros(padded)
+        frame[tuple(slice(halo, n - halo) for n in padded)] = 1.0
+        self._frame = frame
         self.set_param("velocity", self.pad(vel))
         self.set_param("wavelet", amp)
         self._cell = float(np.prod(h))
@@ -331,11 +346,14 @@ class AcousticStepper(TaichiStepper):
                 )
 
     def _set_pml(self, vel: np.ndarray, f_dom: float, dt: float) -> None:
-        """C-PML profiles ``a, b`` per axis, tuned to the wavelet's dominant frequency."""
+        """C-PML profiles ``a, b`` per axis, tuned to the wavelet's dominant frequency.
+
+        Both are zero outside the layer, so the PML memory stays zero there.
+        """
         g = self.geometry
         c_max = float(vel.max())
         a = np.zeros((g.ndim, max(g.padded)))
-        b = np.ones((g.ndim, max(g.padded)))
+        b = np.zeros((g.ndim, max(g.padded)))
         for d in range(g.ndim):
             lo_w, hi_w = g.pml[d]
             for i in range(g.padded[d]):
@@ -352,14 +370,34 @@ class AcousticStepper(TaichiStepper):
                     damp = d0 * depth**2
                     alpha = math.pi * f_dom * (1.0 - depth)
                     bb = math.exp(-(damp + alpha) * dt)
-                    a[d, i] = damp / (damp + alpha) * (bb - 1.0) if damp + alpha > 0 else 0.0
+                    a[d, i] = damp / (damp + alpha) * (bb - 1.0)
                     b[d, i] = bb
-        self.pa.from_numpy(a.astype(np_real()))
-        self.pb.from_numpy(b.astype(np_real()))
-        near = np.zeros_like(a)
-        for shift in range(-g.halo, g.halo + 1):
-            near = np.maximum(near, np.roll(a != 0, shift, axis=1))
-        self.near.from_numpy(near.astype(np_real()))
+        rows = max(g.ndim - 1, 1)
+        real = np_real()
+        if g.ndim > 1:
+            self.pa.from_numpy(a[:rows].astype(real))
+            self.pb.from_numpy(b[:rows].astype(real))
+            near = np.zeros((rows, a.shape[1]))
+            for shift in range(-g.halo, g.halo + 1):
+                near = np.maximum(near, np.roll(a[:rows] != 0, shift, axis=1))
+            self.near.from_numpy(near.astype(real))
+        nx = g.padded[-1]
+        self.pax.from_numpy(self._pack(a[-1, :nx]).astype(real))
+        self.pbx.from_numpy(self._pack(b[-1, :nx]).astype(real))
+        self.mx.from_numpy(self._pack((a[-1, :nx] != 0).astype(np.float64)).astype(real))
+
+    def _pack(self, arr: np.ndarray) -> np.ndarray:
+        """``[..., x]`` (padded grid) to lanes ``[..., block, lane]``; other lanes zero."""
+        w, nb = self.lanes, self.blocks
+        out = np.zeros((*arr.shape[:-1], nb * w))
+        out[..., w:w + arr.shape[-1]] = arr
+        return out.reshape(*arr.shape[:-1], nb, w)
+
+    def _unpack(self, lanes: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`_pack`: ``[..., block, lane]`` to ``[..., x]`` (float64)."""
+        w = self.lanes
+        flat = np.asarray(lanes, dtype=np.float64).reshape(*lanes.shape[:-2], -1)
+        return flat[..., w:w + self.geometry.padded[-1]]
 
     def _point_weights(self, pts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         g = self.geometry
@@ -416,24 +454,42 @@ class AcousticStepper(TaichiStepper):
         """``d loss / d velocity`` on the model grid (after a backward sweep)."""
         return self.fold(self.gradients()["velocity"])
 
+    # -- the velocity parameter, held as kc = dt^2 c^2 in lanes ----------------------
+    def set_param(self, name: str, value: object) -> None:
+        """Replace a parameter; ``"velocity"`` is the padded grid ``[z, (y,) x]`` in m/s."""
+        if name != "velocity":
+            super().set_param(name, value)
+            return
+        arr = as_array("parameter 'velocity'", value, self.geometry.padded, positive=True)
+        self._velocity = arr.copy()
+        kc = self.dt**2 * arr * arr * self._frame
+        self.kc.from_numpy(self._pack(kc).astype(np_real()))
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Current parameters: ``"velocity"`` (padded grid, m/s) and ``"wavelet"``."""
+        out = super().parameters()
+        out["velocity"] = self._velocity.copy()
+        return out
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """``d loss / d parameter``; ``"velocity"`` on the padded grid (see :meth:`fold`)."""
+        out = super().gradients()
+        dk = self._unpack(out["velocity"])
+        out["velocity"] = dk * (2.0 * self.dt**2) * self._velocity * self._frame
+        return out
+
     # -- the step ---------------------------------------------------------------------
     def _levels_of(self, step: int) -> tuple[int, int, int, int, int]:
         return (self.level(step - 1, 2), self.level(step, 2), self.level(step + 1, 2),
                 self.level(step), self.level(step + 1))
 
     def substeps(self, step: int) -> Sequence[Launch]:
-        """PML memory update, leapfrog update, source injection."""
+        """One fused launch: PML memory, leapfrog update, source injection."""
         prv, cur, nxt, src, dst = self._levels_of(step)
-        rows, xs = self._rows, self._xs
-        return (
-            (pml_psi, (self.u, self.psi, self.pa, self.pb, cur, src, dst, self._inv_h, self._c1,
-                       rows, xs, self._pm)),
-            (wave_update, (self.u, self.psi, self.zeta, self.c, self.pa, self.pb, prv, cur, nxt,
-                           src, dst, self.dt, self._inv_h, self._c1, self._c2, rows, xs,
-                           self._pm)),
-            (inject, (self.u, self.amp, self.src_pos, self.src_w, nxt, step,
-                      self.dt**2 / self._cell)),
-        )
+        return ((wave_step, (self.u, self.psi, self.zeta, self.kc, self.pa, self.pb, self.pax,
+                             self.pbx, self.mx, self.amp, self.src_pos, self.src_w, prv, cur, nxt,
+                             src, dst, step, self.dt**2 / self._cell, self._inv_h, self._c1,
+                             self._c2, self._rows, self._xs, self._pm)),)
 
     def costate_fields(self) -> tuple[str, ...]:
         """The costate norm is that of the wavefield adjoint (both levels of ``u``).
@@ -448,8 +504,8 @@ class AcousticStepper(TaichiStepper):
         return math.isfinite(self._sumsq(self.u, self.level(step, 2)))
 
     def recompute(self, step: int) -> Sequence[Launch]:
-        """Only the PML memory update: the other reverse kernels need nothing recomputed."""
-        return self.substeps(step)[:1]
+        """The whole fused step: its autodiff reverse reads the step's ``psi[dst]``."""
+        return self.substeps(step)
 
     def reverse_step(self, step: int) -> None:
         """Hand-written gather adjoint (default) or Taichi autodiff of :meth:`substeps`."""
@@ -457,26 +513,15 @@ class AcousticStepper(TaichiStepper):
             super().reverse_step(step)
             return
         prv, cur, nxt, src, dst = self._levels_of(step)
-        rows, xs = self._rows, self._xs
-        launches = self.substeps(step)
-        self._run(self.recompute(step))  # psi' of this step, read by the velocity gradient
-        kernel, args = launches[2]
-        kernel.grad(*args)  # source injection: d loss / d wavelet
-        adjoint_pass1(self.u, self.zeta, self.c, self.pa, self.pb, self._kl, self._qz, nxt, src,
-                      dst, self.dt, rows, xs, self._pm)
-        adjoint_pass2(self.psi, self.pa, self.pb, self._kl, self._qz, self._pbar, src, dst,
-                      self._inv_h, self._c1, rows, xs, self._pm)
-        adjoint_pass3(self.u, self.psi, self.zeta, self.c, self.pa, self.pb, self._kl, self._qz,
-                      self._pbar,
-                      prv, cur, nxt, src, dst, self.dt, self._inv_h, self._c1, self._c2,
-                      self.near, self._space_rows, self._xs_near, self._pm)
+        adjoint_step(self.u, self.psi, self.zeta, self.kc, self.pa, self.pb, self.pax, self.pbx,
+                     self.mx, self.near, self._pbar, self.amp, self.src_pos, self.src_w, prv, cur,
+                     nxt, src, dst, step, self.dt**2 / self._cell, self._inv_h, self._c1,
+                     self._c2, self._rows, self._space_rows, self._xs, self._xs_near, self._pm)
 
     def record(self, t: int) -> Sequence[Launch]:
         """Sample the wavefield at the receivers at time ``t``."""
-        return (
-            (clear_traces, (self.traces, t)),
-            (sample, (self.u, self.level(t, 2), self.traces, t, self.rec_pos, self.rec_w)),
-        )
+        return ((record_traces, (self.u, self.level(t, 2), self.traces, t, self.rec_pos,
+                                 self.rec_w)),)
 
     def traces_array(self) -> np.ndarray:
         """Recorded traces ``[shot, receiver, nt]``."""
