@@ -236,25 +236,28 @@ def _lane_elem(cell: ti.template(), w: ti.template()):
 
 
 @ti.kernel
-def wave_step(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: ti.template(),
-              pa: ti.template(), pb: ti.template(), pax: ti.template(), pbx: ti.template(),
-              mx: ti.template(), amp: ti.template(), pos: ti.template(), weight: ti.template(),
-              prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32, step: ti.i32,
-              scale: ti.f64, inv_h: ti.template(), c1: ti.template(), c2: ti.template(),
-              rows: ti.template(), xs: ti.template(), pm: ti.template()):
+def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32,
+              step: ti.i32):
     """One leapfrog step: PML memory ``psi[dst]``, then ``u[nxt]`` and ``zeta[dst]``, then sources.
 
-    Sources: ``u[nxt] += scale * amp[shot, source, step] * w`` over each source's
-    stencil; ``pos[shot, source]`` is the stencil's first cell, ``weight[shot, source,
-    axis, k]`` its separable weights, ``scale = dt^2 / cell volume``.
+    ``f`` bundles the stepper's fields and compile-time constants (one template
+    argument keeps the launch cheap): ``u, psi, zeta, kc, pa, pb, pax, pbx, mx`` as in
+    the module docstring, ``inv_h, c1, c2, rows, xs, pm`` (tuples), and the sources:
+    ``u[nxt] += scale * amp[shot, source, step] * w`` over each source's stencil, with
+    ``src_pos[shot, source]`` the stencil's first cell, ``src_w[shot, source, axis, k]``
+    its separable weights and ``scale = dt^2 / cell volume``.
     """
-    for J in ti.grouped(ti.ndrange(*rows)):
+    u, psi, zeta, kc = ti.static(f.u, f.psi, f.zeta, f.kc)
+    pa, pb, pax, pbx, mx = ti.static(f.pa, f.pb, f.pax, f.pbx, f.mx)
+    inv_h, c1, c2, xs, pm = ti.static(f.inv_h, f.c1, f.c2, f.xs, f.pm)
+    pos, weight, amp = ti.static(f.src_pos, f.src_w, f.amp)
+    for J in ti.grouped(ti.ndrange(*f.rows)):
         if _row_in(pa, J):
             for xb in range(1, xs[2] - 1):
                 _psi_rows(u, psi, pa, pb, cur, src, dst, inv_h, c1, J, xb, pm)
         for j in range(xs[3]):
             _psi_x(u, psi, pax, pbx, cur, src, dst, inv_h, c1, J, j, xs)
-    for J in ti.grouped(ti.ndrange(*rows)):
+    for J in ti.grouped(ti.ndrange(*f.rows)):
         for j in range(xs[3]):
             _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst, inv_h,
                           c1, c2, J, _xblock(j, xs), xs, pm, True)
@@ -262,7 +265,7 @@ def wave_step(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: ti.
             _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst, inv_h,
                           c1, c2, J, xb, xs, pm, False)
     for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
-        w = ti.cast(scale, u.dtype) * amp[P[0], P[1], step]
+        w = ti.cast(f.scale, u.dtype) * amp[P[0], P[1], step]
         base = pos[P[0], P[1]]
         cell = ti.Vector([P[0]] + [base[d] + P[d + 2] for d in ti.static(range(pos.n))])
         for d in ti.static(range(pos.n)):
@@ -271,9 +274,9 @@ def wave_step(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: ti.
 
 
 @ti.kernel
-def record_traces(u: ti.template(), lvl: ti.i32, traces: ti.template(), t: ti.i32,
-                  pos: ti.template(), weight: ti.template()):
-    """``traces[t, shot, receiver] = sum_k w_k u[lvl, shot, pos + k]``."""
+def record_traces(f: ti.template(), lvl: ti.i32, t: ti.i32):
+    """``traces[t, shot, receiver] = sum_k w_k u[lvl, shot, rec_pos + k]`` (``w = rec_w``)."""
+    u, traces, pos, weight = ti.static(f.u, f.traces, f.rec_pos, f.rec_w)
     for s, r in ti.ndrange(traces.shape[1], traces.shape[2]):
         traces[t, s, r] = 0.0
     for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
@@ -284,6 +287,31 @@ def record_traces(u: ti.template(), lvl: ti.i32, traces: ti.template(), t: ti.i3
             w *= weight[P[0], P[1], d, P[d + 2]]
         traces[t, P[0], P[1]] += w * u[(lvl, *_lane_elem(cell, u.n))][(cell[cell.n - 1] + u.n)
                                                                         % u.n]
+
+
+@ti.kernel
+def copy_state(f: ti.template(), pool: ti.template(), slot: ti.i32, u0: ti.i32, u1: ti.i32,
+               lvl: ti.i32, save: ti.template()):
+    """Save (``save=True``) or restore one state: ``u`` levels ``u0, u1`` and ``psi, zeta[lvl]``.
+
+    ``pool`` bundles the checkpoint fields ``u [slot, 2, ...]``, ``psi``, ``zeta [slot, 1,
+    ...]``.
+    """
+    for K in ti.grouped(ti.ndrange(*f.u.shape[1:])):
+        if ti.static(save):
+            pool.u[(slot, 0, *K)] = f.u[(u0, *K)]
+            pool.u[(slot, 1, *K)] = f.u[(u1, *K)]
+        else:
+            f.u[(u0, *K)] = pool.u[(slot, 0, *K)]
+            f.u[(u1, *K)] = pool.u[(slot, 1, *K)]
+    for d in ti.static(range(len(f.psi))):
+        for K in ti.grouped(ti.ndrange(*f.psi[d].shape[1:])):
+            if ti.static(save):
+                pool.psi[d][(slot, 0, *K)] = f.psi[d][(lvl, *K)]
+                pool.zeta[d][(slot, 0, *K)] = f.zeta[d][(lvl, *K)]
+            else:
+                f.psi[d][(lvl, *K)] = pool.psi[d][(slot, 0, *K)]
+                f.zeta[d][(lvl, *K)] = pool.zeta[d][(slot, 0, *K)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -429,29 +457,44 @@ def _adj_b_block(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: 
         acc += _d2x(kl_lo, kl_mid, kl_hi, c2) * ih2
     lap += q
     # Plain read-modify-writes, not atomics: each block belongs to one thread.
-    u.grad[(cur, *at)] = u.grad[(cur, *at)] + acc
+    lcur = u.grad[(cur, *at)]
+    u.grad[(cur, *at)] = lcur + acc
     u.grad[(prv, *at)] = -lup
     kc.grad[_sp(J, xb)] = kc.grad[_sp(J, xb)] + lup * lap
+    return ti.cast(lup.dot(lup) + lcur.dot(lcur), ti.f64)
 
 
 @ti.kernel
-def adjoint_step(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: ti.template(),
-                 pa: ti.template(), pb: ti.template(), pax: ti.template(), pbx: ti.template(),
-                 mx: ti.template(), near: ti.template(), pbar: ti.template(), amp: ti.template(),
-                 pos: ti.template(), weight: ti.template(), prv: ti.i32, cur: ti.i32,
-                 nxt: ti.i32, src: ti.i32, dst: ti.i32, step: ti.i32, scale: ti.f64,
-                 inv_h: ti.template(), c1: ti.template(), c2: ti.template(), rows: ti.template(),
-                 space_rows: ti.template(), xs: ti.template(), xs_near: ti.template(),
-                 pm: ti.template()):
+def adjoint_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
+                 dst: ti.i32, step: ti.i32, rec_t: ti.i32) -> ti.f64:
     """Reverse of :func:`wave_step`: ``lambda[step+1]`` in ``.grad`` to ``lambda[step]``.
 
     Reads the adjoints of ``u[nxt]``, ``psi[dst]``, ``zeta[dst]``; writes those of
     ``u[cur]`` (accumulated), ``u[prv]``, ``psi[src]``, ``zeta[src]``, and accumulates
-    ``kc.grad`` and ``amp.grad``. Pass B runs over spatial rows with the shots inside,
-    so each ``kc.grad`` block is written by one thread; rows and blocks within the
-    stencil radius of a PML (``near``, ``xs_near``) gather from it.
+    ``kc.grad`` and ``amp.grad``. With ``rec_t >= 0`` it first adds the receivers'
+    adjoint at time ``rec_t`` (the reverse of :func:`record_traces`) into ``u.grad[nxt]``.
+    Pass B runs over spatial rows with the shots inside, so each ``kc.grad`` block is
+    written by one thread; rows and blocks within the stencil radius of a PML (``near``,
+    ``xs_near``) gather from it.
+
+    Returns:
+        The squared norm of the wavefield adjoint ``lambda[step+1]`` (both levels).
     """
-    for J in ti.grouped(ti.ndrange(*rows)):
+    u, psi, zeta, kc, pbar, near = ti.static(f.u, f.psi, f.zeta, f.kc, f.pbar, f.near)
+    pa, pb, pax, pbx, mx = ti.static(f.pa, f.pb, f.pax, f.pbx, f.mx)
+    inv_h, c1, c2, xs, xs_near, pm = ti.static(f.inv_h, f.c1, f.c2, f.xs, f.xs_near, f.pm)
+    sq = ti.cast(0.0, ti.f64)
+    rpos, rweight = ti.static(f.rec_pos, f.rec_w)
+    for P in ti.grouped(ti.ndrange(rpos.shape[0], rpos.shape[1],
+                                   *([rweight.shape[3]] * rpos.n))):
+        if rec_t >= 0:
+            w = f.traces.grad[rec_t, P[0], P[1]]
+            base = rpos[P[0], P[1]]
+            cell = ti.Vector([P[0]] + [base[d] + P[d + 2] for d in ti.static(range(rpos.n))])
+            for d in ti.static(range(rpos.n)):
+                w *= rweight[P[0], P[1], d, P[d + 2]]
+            u.grad[(nxt, *_lane_elem(cell, u.n))][(cell[cell.n - 1] + u.n) % u.n] += w
+    for J in ti.grouped(ti.ndrange(*f.rows)):
         if _row_in(pa, J):
             for xb in range(1, xs[2] - 1):
                 _adj_a_rows(u, psi, zeta, kc, pa, pb, pbar, cur, nxt, src, dst, inv_h, c1, J, xb,
@@ -459,20 +502,25 @@ def adjoint_step(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: 
         for j in range(xs[3]):
             _adj_a_x(u, psi, zeta, kc, pax, pbx, mx, pbar, cur, nxt, src, dst, inv_h, c1, J, j,
                      xs)
-    for R in ti.grouped(ti.ndrange(*space_rows)):
+    for R in ti.grouped(ti.ndrange(*f.space_rows)):
+        row_sq = ti.cast(0.0, ti.f64)
         for s in range(u.shape[1]):
             J = ti.Vector([s] + [R[k] for k in ti.static(range(R.n))])
             for j in range(xs_near[3]):
-                _adj_b_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, pbar, prv, cur, nxt, src,
-                             dst, inv_h, c1, c2, near, J, _xblock(j, xs_near), xs, pm, True)
+                row_sq += _adj_b_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, pbar, prv, cur,
+                                       nxt, src, dst, inv_h, c1, c2, near, J,
+                                       _xblock(j, xs_near), xs, pm, True)
             for xb in range(xs_near[0], xs_near[1]):
-                _adj_b_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, pbar, prv, cur, nxt, src,
-                             dst, inv_h, c1, c2, near, J, xb, xs, pm, False)
+                row_sq += _adj_b_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, pbar, prv, cur,
+                                       nxt, src, dst, inv_h, c1, c2, near, J, xb, xs, pm, False)
+        sq += row_sq
+    pos, weight = ti.static(f.src_pos, f.src_w)
     for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
-        w = ti.cast(scale, u.dtype)
+        w = ti.cast(f.scale, u.dtype)
         base = pos[P[0], P[1]]
         cell = ti.Vector([P[0]] + [base[d] + P[d + 2] for d in ti.static(range(pos.n))])
         for d in ti.static(range(pos.n)):
             w *= weight[P[0], P[1], d, P[d + 2]]
-        amp.grad[P[0], P[1], step] += w * u.grad[(nxt, *_lane_elem(cell, u.n))][
+        f.amp.grad[P[0], P[1], step] += w * u.grad[(nxt, *_lane_elem(cell, u.n))][
             (cell[cell.n - 1] + u.n) % u.n]
+    return sq
