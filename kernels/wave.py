@@ -38,8 +38,7 @@ import taichi as ti
 def _shift(lo: ti.template(), mid: ti.template(), hi: ti.template(), k: ti.template()):
     """Lane ``i`` of the result is cell ``i + k`` of the three blocks ``lo|mid|hi`` (``|k| <= W``)."""
     w = ti.static(mid.n)
-    return ti.Vector([lo[(i + k) % w] if ti.static(i + k < 0)
-                      else (hi[(i + k) % w] if ti.static(i + k >= w) else mid[(i + k) % w])
+    return ti.Vector([(lo, mid, hi)[(i + k + w) // w][(i + k + w) % w]
                       for i in ti.static(range(w))])
 
 
@@ -76,19 +75,13 @@ def _sp(J: ti.template(), xb: ti.i32):
 @ti.func
 def _xstrip(xb: ti.i32, xs: ti.template()):
     """Index of block ``xb`` in the x-PML strip (blocks ``[1, xa)`` then ``[xb, nb - 1)``)."""
-    j = xb - 1
-    if xb >= xs[1]:
-        j = xb - xs[1] + xs[0] - 1
-    return j
+    return ti.select(xb >= xs[1], xb - xs[1] + xs[0] - 1, xb - 1)
 
 
 @ti.func
 def _xblock(j: ti.i32, xs: ti.template()):
     """Block of x-strip index ``j`` (inverse of :func:`_xstrip`)."""
-    xb = j + 1
-    if j >= xs[0] - 1:
-        xb = j - (xs[0] - 1) + xs[1]
-    return xb
+    return ti.select(j >= xs[0] - 1, j - (xs[0] - 1) + xs[1], j + 1)
 
 
 @ti.func
@@ -103,11 +96,7 @@ def _xget(f: ti.template(), lvl: ti.i32, J: ti.template(), xb: ti.i32, xs: ti.te
 @ti.func
 def _row_in(mask: ti.template(), J: ti.template()):
     """Whether row ``J`` lies where ``mask`` (a profile) is nonzero on a row axis."""
-    inside = False
-    for d in ti.static(range(J.n - 1)):
-        if mask[d, J[d + 1]] != 0.0:
-            inside = True
-    return inside
+    return ti.Vector([ti.abs(mask[d, J[d + 1]]) for d in ti.static(range(J.n - 1))]).max() != 0.0
 
 
 @ti.func
@@ -120,9 +109,7 @@ def _moved(J: ti.template(), d: ti.template(), k: ti.template()):
 def _rstrip(J: ti.template(), d: ti.template(), pm: ti.template()):
     """Row ``J`` in the strip storage of row axis ``d`` (rows outside the layer clamped)."""
     i = J[d + 1]
-    j = i - pm[d][0]
-    if i >= pm[d][2]:
-        j = i - pm[d][2] + pm[d][1]
+    j = ti.select(i >= pm[d][2], i - pm[d][2] + pm[d][1], i - pm[d][0])
     j = ti.max(0, ti.min(j, ti.max(pm[d][1] + pm[d][3] - 1, 0)))
     return J + (j - i) * ti.Vector.unit(J.n, d + 1, ti.i32)
 
@@ -200,20 +187,28 @@ def _update_block(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc:
                   mx: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
                   dst: ti.i32, inv_h: ti.template(), c1: ti.template(), c2: ti.template(),
                   J: ti.template(), xb: ti.i32, xs: ti.template(), pm: ti.template(),
-                  xpml: ti.template()):
-    """Leapfrog update of one block of ``u[nxt]``; writes ``zeta[dst]`` in the PML."""
+                  rowpml: ti.template(), xpml: ti.template()):
+    """Leapfrog update of one block of ``u[nxt]``; writes ``zeta[dst]`` in the PML.
+
+    ``rowpml``: the row lies in the PML of a row axis; ``xpml``: the block is an
+    x-strip block.
+    """
     nx = ti.static(len(zeta) - 1)
     mid = u[(cur, *_at(J, xb))]
     lap = ti.zero(mid)
     for d in ti.static(range(nx)):
         q = _d2r(u, cur, J, xb, d, c2) * (inv_h[d] * inv_h[d])
-        i = J[d + 1]
-        if pa[d, i] != 0.0:
-            q += _d1s(psi[d], dst, J, xb, d, c1, pa, pm) * inv_h[d]
+        if ti.static(rowpml):
+            # Branch-free (masks) but for the store: a branch only guards writes.
+            i = J[d + 1]
+            a = pa[d, i]
             S = _at(_rstrip(J, d, pm), xb)
-            z = pb[d, i] * zeta[d][(src, *S)] + pa[d, i] * q
-            zeta[d][(dst, *S)] = z
-            q += z
+            qp = q + ti.cast(a != 0.0, u.dtype) * (_d1s(psi[d], dst, J, xb, d, c1, pa, pm)
+                                                    * inv_h[d])
+            z = pb[d, i] * zeta[d][(src, *S)] + a * qp
+            if a != 0.0:
+                zeta[d][(dst, *S)] = z
+            q = qp + z
         lap += q
     q = _d2x(u[(cur, *_at(J, xb - 1))], mid, u[(cur, *_at(J, xb + 1))], c2) * (inv_h[nx] * inv_h[nx])
     if ti.static(xpml):
@@ -237,7 +232,7 @@ def _lane_elem(cell: ti.template(), w: ti.template()):
 
 @ti.kernel
 def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32,
-              step: ti.i32):
+              step: ti.i32, part: ti.template()):
     """One leapfrog step: PML memory ``psi[dst]``, then ``u[nxt]`` and ``zeta[dst]``, then sources.
 
     ``f`` bundles the stepper's fields and compile-time constants (one template
@@ -251,20 +246,58 @@ def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i
     pa, pb, pax, pbx, mx = ti.static(f.pa, f.pb, f.pax, f.pbx, f.mx)
     inv_h, c1, c2, xs, pm = ti.static(f.inv_h, f.c1, f.c2, f.xs, f.pm)
     pos, weight, amp = ti.static(f.src_pos, f.src_w, f.amp)
-    for J in ti.grouped(ti.ndrange(*f.rows)):
-        if _row_in(pa, J):
-            for xb in range(1, xs[2] - 1):
+    if ti.static(part == 0):
+        for J in ti.grouped(ti.ndrange(*f.rows)):
+            if _row_in(pa, J):
+                for xb in range(1, xs[2] - 1):
+                    _psi_rows(u, psi, pa, pb, cur, src, dst, inv_h, c1, J, xb, pm)
+            for j in range(xs[3]):
+                _psi_x(u, psi, pax, pbx, cur, src, dst, inv_h, c1, J, j, xs)
+        for J in ti.grouped(ti.ndrange(*f.rows)):
+            if _row_in(pa, J):
+                for j in range(xs[3]):
+                    _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
+                                  inv_h, c1, c2, J, _xblock(j, xs), xs, pm, True, True)
+                for xb in range(xs[0], xs[1]):
+                    _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
+                                  inv_h, c1, c2, J, xb, xs, pm, True, False)
+            else:
+                for j in range(xs[3]):
+                    _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
+                                  inv_h, c1, c2, J, _xblock(j, xs), xs, pm, False, True)
+                for xb in range(xs[0], xs[1]):
+                    _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
+                                  inv_h, c1, c2, J, xb, xs, pm, False, False)
+    # Flat variants (one parallel loop over (row, block), no serial inner loop): the
+    # same block functions in a loop shape whose Taichi autodiff is exact.
+    if ti.static(part == 1):
+        for K in ti.grouped(ti.ndrange(*f.rows, (1, xs[2] - 1))):
+            J = ti.Vector([K[k] for k in ti.static(range(K.n - 1))])
+            xb = K[K.n - 1]
+            if _row_in(pa, J):
                 _psi_rows(u, psi, pa, pb, cur, src, dst, inv_h, c1, J, xb, pm)
-        for j in range(xs[3]):
-            _psi_x(u, psi, pax, pbx, cur, src, dst, inv_h, c1, J, j, xs)
-    for J in ti.grouped(ti.ndrange(*f.rows)):
-        for j in range(xs[3]):
-            _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst, inv_h,
-                          c1, c2, J, _xblock(j, xs), xs, pm, True)
-        for xb in range(xs[0], xs[1]):
-            _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst, inv_h,
-                          c1, c2, J, xb, xs, pm, False)
-    for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
+            if xb < xs[0] or xb >= xs[1]:
+                _psi_x(u, psi, pax, pbx, cur, src, dst, inv_h, c1, J, _xstrip(xb, xs), xs)
+    if ti.static(part == 2):
+        for K in ti.grouped(ti.ndrange(*f.rows, (1, xs[2] - 1))):
+            J = ti.Vector([K[k] for k in ti.static(range(K.n - 1))])
+            xb = K[K.n - 1]
+            if _row_in(pa, J):
+                if xb < xs[0] or xb >= xs[1]:
+                    _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
+                                  inv_h, c1, c2, J, xb, xs, pm, True, True)
+                else:
+                    _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
+                                  inv_h, c1, c2, J, xb, xs, pm, True, False)
+            else:
+                if xb < xs[0] or xb >= xs[1]:
+                    _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
+                                  inv_h, c1, c2, J, xb, xs, pm, False, True)
+                else:
+                    _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
+                                  inv_h, c1, c2, J, xb, xs, pm, False, False)
+    for P in ti.grouped(ti.ndrange(pos.shape[0] * (part != 1), pos.shape[1],
+                                   *([weight.shape[3]] * pos.n))):
         w = ti.cast(f.scale, u.dtype) * amp[P[0], P[1], step]
         base = pos[P[0], P[1]]
         cell = ti.Vector([P[0]] + [base[d] + P[d + 2] for d in ti.static(range(pos.n))])
