@@ -506,7 +506,7 @@ class AcousticStepper(TaichiStepper):
                 self.level(step), self.level(step + 1))
 
     def substeps(self, step: int) -> Sequence[Launch]:
-        """One fused launch: PML memory, leapfrog update, source injection."""
+        """One fused launch: PML memory, update, sources, and the receivers at ``step + 1``."""
         return ((wave_step, (self._f, *self._levels_of(step), step, 0)),)
 
     def costate_fields(self) -> tuple[str, ...]:
@@ -534,29 +534,44 @@ class AcousticStepper(TaichiStepper):
         return ((wave_step, (self._f, *levels, step, 1)), (wave_step, (self._f, *levels, step, 2)))
 
     def reverse_step(self, step: int) -> None:
-        """Hand-written gather adjoint (default) or Taichi autodiff of :meth:`recompute`."""
+        """Adjoint of :meth:`substeps`, the receivers at ``step + 1`` included.
+
+        Hand-written gather adjoint (default) or Taichi autodiff of :meth:`recompute`.
+        """
         if self.adjoint == "autodiff":
-            for name, f in self._states.items():
-                zero_slot(f.grad, self._levels(name, step)[0])
-            launches = self.recompute(step)
-            self._run(launches)
-            for kernel, args in reversed(launches):
-                kernel.grad(*args)
+            record_traces.grad(self._f, self.level(step + 1, 2), step + 1)
+            self._reverse_autodiff(step)
             return
-        adjoint_step(self._f, *self._levels_of(step), step, -1)
+        adjoint_step(self._f, *self._levels_of(step), step, step + 1)
+
+    def _reverse_autodiff(self, step: int) -> None:
+        for name, f in self._states.items():
+            zero_slot(f.grad, self._levels(name, step)[0])
+        launches = self.recompute(step)
+        self._run(launches)
+        for kernel, args in reversed(launches):
+            kernel.grad(*args)
 
     def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
-        """See :meth:`Stepper.reverse`; the hand adjoint fuses the receivers' adjoint and the norm."""
-        if self.adjoint == "autodiff":
-            return super().reverse(step, slot, measure=measure)
+        """See :meth:`Stepper.reverse`; the receivers at ``step + 1`` belong to the step.
+
+        The hand adjoint also returns the costate norm from the same kernel.
+        """
         if slot is not None:
             self.restore(step, slot)
+        if self.adjoint == "autodiff":
+            record_traces.grad(self._f, self.level(step + 1, 2), step + 1)
+            norm = self._norm_grad(step + 1) if measure else math.nan
+            self._reverse_autodiff(step)
+            return norm
         sq = adjoint_step(self._f, *self._levels_of(step), step, step + 1)
         return math.sqrt(sq) if measure else math.nan
 
     def record(self, t: int) -> Sequence[Launch]:
-        """Sample the wavefield at the receivers at time ``t``."""
-        return ((record_traces, (self._f, self.level(t, 2), t)),)
+        """Sample the receivers at time 0; step ``t - 1`` records time ``t >= 1`` itself."""
+        if t == 0:
+            return ((record_traces, (self._f, self.level(t, 2), t)),)
+        return ()
 
     # -- checkpoints: one fused copy of a whole state ---------------------------------
     def allocate_checkpoints(self, slots: int) -> None:

@@ -233,7 +233,7 @@ def _lane_elem(cell: ti.template(), w: ti.template()):
 @ti.kernel
 def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32,
               step: ti.i32, part: ti.template()):
-    """One leapfrog step: PML memory ``psi[dst]``, then ``u[nxt]`` and ``zeta[dst]``, then sources.
+    """One leapfrog step: PML memory ``psi[dst]``, ``u[nxt]`` and ``zeta[dst]``, sources.
 
     ``f`` bundles the stepper's fields and compile-time constants (one template
     argument keeps the launch cheap): ``u, psi, zeta, kc, pa, pb, pax, pbx, mx`` as in
@@ -241,6 +241,11 @@ def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i
     ``u[nxt] += scale * amp[shot, source, step] * w`` over each source's stencil, with
     ``src_pos[shot, source]`` the stencil's first cell, ``src_w[shot, source, axis, k]``
     its separable weights and ``scale = dt^2 / cell volume``.
+
+    ``part`` 0: the fused step, rows in parallel and blocks serially, which also
+    records the receivers at ``step + 1`` (as :func:`record_traces` would); 1 and 2:
+    the PML memory, then update and sources, each as one parallel loop over (row,
+    block), the loop shape whose Taichi autodiff is exact (the autodiff reverse).
     """
     u, psi, zeta, kc = ti.static(f.u, f.psi, f.zeta, f.kc)
     pa, pb, pax, pbx, mx = ti.static(f.pa, f.pb, f.pax, f.pbx, f.mx)
@@ -296,30 +301,55 @@ def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i
                 else:
                     _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
                                   inv_h, c1, c2, J, xb, xs, pm, False, False)
-    for P in ti.grouped(ti.ndrange(pos.shape[0] * (part != 1), pos.shape[1],
-                                   *([weight.shape[3]] * pos.n))):
-        w = ti.cast(f.scale, u.dtype) * amp[P[0], P[1], step]
-        base = pos[P[0], P[1]]
-        cell = ti.Vector([P[0]] + [base[d] + P[d + 2] for d in ti.static(range(pos.n))])
-        for d in ti.static(range(pos.n)):
-            w *= weight[P[0], P[1], d, P[d + 2]]
-        u[(nxt, *_lane_elem(cell, u.n))][(cell[cell.n - 1] + u.n) % u.n] += w
+    if ti.static(part == 0):
+        ti.loop_config(serialize=True)  # a few cells: cheaper than a parallel task
+        for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
+            _inject(f, nxt, step, P)
+        ti.loop_config(serialize=True)
+        for s, r in ti.ndrange(f.traces.shape[1], f.traces.shape[2]):
+            f.traces[step + 1, s, r] = 0.0
+        rpos, rweight = ti.static(f.rec_pos, f.rec_w)
+        for P in ti.grouped(ti.ndrange(rpos.shape[0], rpos.shape[1],
+                                       *([rweight.shape[3]] * rpos.n))):
+            _sample(f, nxt, step + 1, P)
+    if ti.static(part == 2):
+        for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
+            _inject(f, nxt, step, P)
+
+
+@ti.func
+def _inject(f: ti.template(), nxt: ti.i32, step: ti.i32, P: ti.template()):
+    """``u[nxt] += scale * amp[shot, source, step] * w`` at one cell of a source's stencil."""
+    u, pos, weight = ti.static(f.u, f.src_pos, f.src_w)
+    w = ti.cast(f.scale, u.dtype) * f.amp[P[0], P[1], step]
+    base = pos[P[0], P[1]]
+    cell = ti.Vector([P[0]] + [base[d] + P[d + 2] for d in ti.static(range(pos.n))])
+    for d in ti.static(range(pos.n)):
+        w *= weight[P[0], P[1], d, P[d + 2]]
+    u[(nxt, *_lane_elem(cell, u.n))][(cell[cell.n - 1] + u.n) % u.n] += w
+
+
+@ti.func
+def _sample(f: ti.template(), lvl: ti.i32, t: ti.i32, P: ti.template()):
+    """``traces[t, shot, receiver] += w u[lvl]`` at one cell of a receiver's stencil."""
+    u, pos, weight = ti.static(f.u, f.rec_pos, f.rec_w)
+    w = ti.cast(1.0, u.dtype)
+    base = pos[P[0], P[1]]
+    cell = ti.Vector([P[0]] + [base[d] + P[d + 2] for d in ti.static(range(pos.n))])
+    for d in ti.static(range(pos.n)):
+        w *= weight[P[0], P[1], d, P[d + 2]]
+    f.traces[t, P[0], P[1]] += w * u[(lvl, *_lane_elem(cell, u.n))][(cell[cell.n - 1] + u.n)
+                                                                      % u.n]
 
 
 @ti.kernel
 def record_traces(f: ti.template(), lvl: ti.i32, t: ti.i32):
     """``traces[t, shot, receiver] = sum_k w_k u[lvl, shot, rec_pos + k]`` (``w = rec_w``)."""
-    u, traces, pos, weight = ti.static(f.u, f.traces, f.rec_pos, f.rec_w)
+    traces, pos, weight = ti.static(f.traces, f.rec_pos, f.rec_w)
     for s, r in ti.ndrange(traces.shape[1], traces.shape[2]):
         traces[t, s, r] = 0.0
     for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
-        w = ti.cast(1.0, u.dtype)
-        base = pos[P[0], P[1]]
-        cell = ti.Vector([P[0]] + [base[d] + P[d + 2] for d in ti.static(range(pos.n))])
-        for d in ti.static(range(pos.n)):
-            w *= weight[P[0], P[1], d, P[d + 2]]
-        traces[t, P[0], P[1]] += w * u[(lvl, *_lane_elem(cell, u.n))][(cell[cell.n - 1] + u.n)
-                                                                        % u.n]
+        _sample(f, lvl, t, P)
 
 
 @ti.kernel
@@ -494,7 +524,7 @@ def _adj_b_block(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: 
     u.grad[(cur, *at)] = lcur + acc
     u.grad[(prv, *at)] = -lup
     kc.grad[_sp(J, xb)] = kc.grad[_sp(J, xb)] + lup * lap
-    return ti.cast(lup.dot(lup) + lcur.dot(lcur), ti.f64)
+    return lup * lup + lcur * lcur
 
 
 @ti.kernel
@@ -536,7 +566,7 @@ def adjoint_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: t
             _adj_a_x(u, psi, zeta, kc, pax, pbx, mx, pbar, cur, nxt, src, dst, inv_h, c1, J, j,
                      xs)
     for R in ti.grouped(ti.ndrange(*f.space_rows)):
-        row_sq = ti.cast(0.0, ti.f64)
+        row_sq = ti.Vector.zero(u.dtype, u.n)
         for s in range(u.shape[1]):
             J = ti.Vector([s] + [R[k] for k in ti.static(range(R.n))])
             for j in range(xs_near[3]):
@@ -546,7 +576,7 @@ def adjoint_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: t
             for xb in range(xs_near[0], xs_near[1]):
                 row_sq += _adj_b_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, pbar, prv, cur,
                                        nxt, src, dst, inv_h, c1, c2, near, J, xb, xs, pm, False)
-        sq += row_sq
+        sq += ti.cast(row_sq.sum(), ti.f64)
     pos, weight = ti.static(f.src_pos, f.src_w)
     for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
         w = ti.cast(f.scale, u.dtype)
