@@ -51,6 +51,10 @@ FD_COEFFICIENTS: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {
 HICKS_HALF_WIDTH = 4
 HICKS_B = 6.31
 PML_REFLECTION = 1e-3  # target reflection coefficient of the PML profile
+#: Cerjan sponge: ``g = exp(-(SPONGE_A depth / width)^2)``; the outermost cell keeps
+#: ``SPONGE_EDGE`` of the wave per step (Cerjan et al. 1985: 0.015 a cell over 20 cells).
+SPONGE_A = 0.3
+SPONGE_EDGE = math.exp(-(SPONGE_A**2))
 #: x cells per SIMD vector (lanes) by precision: one AVX-512 register of f32 or f64.
 LANES = {"f32": 16, "f64": 8}
 
@@ -199,6 +203,10 @@ class AcousticStepper(TaichiStepper):
             3 % at order 8 (zero ghost rows rather than an antisymmetric mirror).
         interpolation: ``"hicks"`` (Kaiser-windowed sinc, 8 cells an axis, accurate off
             the grid) or ``"nearest"`` (the nearest cell).
+        adjoint: ``"hand"`` (gather kernels) or ``"autodiff"`` (Taichi autodiff).
+        boundary: ``"pml"`` (convolutional PML) or ``"sponge"`` (Cerjan et al. 1985
+            damping over the same ``pml_width`` cells: cheaper, no memory fields, but
+            reflects more; see :data:`SPONGE_EDGE`).
 
     Parameters (gradients): ``"velocity"`` (padded grid; see :meth:`velocity_gradient`)
     and ``"wavelet"`` ``[shot, source, nt]``. Output: ``"receivers"`` ``[nt, shot, receiver]``.
@@ -218,6 +226,7 @@ class AcousticStepper(TaichiStepper):
         free_surface: bool = False,
         interpolation: str = "hicks",
         adjoint: str = "hand",
+        boundary: str = "pml",
     ) -> None:
         vel = np.asarray(velocity, dtype=np.float64)
         if vel.ndim not in (2, 3):
@@ -227,6 +236,11 @@ class AcousticStepper(TaichiStepper):
             raise ValueError(f"order={order!r} is not supported; choose 2, 4, 6 or 8")
         if adjoint not in ("hand", "autodiff"):
             raise ValueError(f"adjoint={adjoint!r}; choose 'hand' (gather kernels) or 'autodiff'")
+        if boundary not in ("pml", "sponge"):
+            raise ValueError(f"boundary={boundary!r}; choose 'pml' (convolutional PML) or "
+                             "'sponge' (Cerjan damping)")
+        if boundary == "sponge" and adjoint == "autodiff":
+            raise ValueError(_SPONGE_AUTODIFF)
         if interpolation not in ("hicks", "nearest"):
             raise ValueError(f"interpolation={interpolation!r}; choose 'hicks' or 'nearest'")
         _check_velocity(vel)
@@ -275,6 +289,10 @@ class AcousticStepper(TaichiStepper):
         self.shots = shots
         self.interpolation = interpolation
         self.adjoint = adjoint
+        self.boundary = boundary
+        layers = pml
+        if boundary == "sponge":  # the layers damp; the PML machinery is switched off
+            pml = tuple((0, 0) for _ in range(ndim))
         self._c1, self._c2 = FD_COEFFICIENTS[order]
         self._inv_h = tuple(1.0 / x for x in h)
         # Lane layout: x packed into vectors of W cells, cell x in block (x + W) // W;
@@ -324,6 +342,10 @@ class AcousticStepper(TaichiStepper):
         self.pax = self._tree.field((nb,), vector=w)
         self.pbx = self._tree.field((nb,), vector=w)
         self.mx = self._tree.field((nb,), vector=w)
+        self.sg = self._tree.field((*padded[:-1], nb), vector=w)
+        # g kc, the sponge-damped coefficient the adjoint gathers (kc itself for a PML).
+        self.kg = (self._tree.field((*padded[:-1], nb), vector=w) if boundary == "sponge"
+                   else self.kc)
         self.src_pos = self._tree.field(src.shape[:2], vector=ndim, dtype=ti.i32)
         self.src_w = self._tree.field((*src.shape[:2], ndim, k))
         self.rec_pos = self._tree.field(rec.shape[:2], vector=ndim, dtype=ti.i32)
@@ -332,6 +354,7 @@ class AcousticStepper(TaichiStepper):
         self._pbar = tuple(self._tree.field((1, *strips[d]), vector=w) for d in range(ndim))
         self._finalize()
         self._set_pml(vel, f_dom or 1.0 / (nt * dt), dt)
+        self._set_sponge(layers if boundary == "sponge" else None)
         for pts, pos_f, w_f in ((src, self.src_pos, self.src_w), (rec, self.rec_pos, self.rec_w)):
             pos, wt = self._point_weights(pts, k)
             pos_f.from_numpy(pos)
@@ -348,7 +371,7 @@ class AcousticStepper(TaichiStepper):
             rec_pos=self.rec_pos, rec_w=self.rec_w, scale=self.dt**2 / self._cell,
             inv_h=self._inv_h, c1=self._c1, c2=self._c2, rows=self._rows,
             space_rows=self._space_rows, xs=self._xs, xs_near=self._xs_near, pm=self._pm,
-            )
+            sg=self.sg, kg=self.kg, sponge=boundary == "sponge")
         self._pool_f: _Bundle | None = None
         self.set_param("velocity", self.pad(vel))
         self.set_param("wavelet", amp)
@@ -407,6 +430,25 @@ class AcousticStepper(TaichiStepper):
         self.pax.from_numpy(self._pack(a[-1, :nx]).astype(real))
         self.pbx.from_numpy(self._pack(b[-1, :nx]).astype(real))
         self.mx.from_numpy(self._pack((a[-1, :nx] != 0).astype(np.float64)).astype(real))
+
+    def _set_sponge(self, layers: tuple[tuple[int, int], ...] | None) -> None:
+        """Cerjan damping ``g = prod_d exp(-(a_d depth_d)^2)`` in the layers (1 elsewhere)."""
+        g = self.geometry
+        damp = np.ones(g.padded)
+        for d in range(g.ndim if layers is not None else 0):
+            prof = np.ones(g.padded[d])
+            for width, cells in ((layers[d][0], range(g.halo, g.halo + layers[d][0])),
+                                 (layers[d][1], range(g.padded[d] - g.halo - layers[d][1],
+                                                      g.padded[d] - g.halo))):
+                for i in cells:
+                    depth = (g.halo + width - i if i < g.halo + width
+                             else i - (g.padded[d] - g.halo - width) + 1)
+                    prof[i] = math.exp(-(SPONGE_A / width * depth) ** 2)
+            shape = [1] * g.ndim
+            shape[d] = g.padded[d]
+            damp = damp * prof.reshape(shape)
+        self._damp = damp
+        self.sg.from_numpy(self._pack(damp).astype(np_real()))
 
     def _pack(self, arr: np.ndarray) -> np.ndarray:
         """``[..., x]`` (padded grid) to lanes ``[..., block, lane]``; other lanes zero."""
@@ -486,6 +528,8 @@ class AcousticStepper(TaichiStepper):
         self._velocity = arr.copy()
         kc = self.dt**2 * arr * arr * self._frame
         self.kc.from_numpy(self._pack(kc).astype(np_real()))
+        if self.boundary == "sponge":
+            self.kg.from_numpy(self._pack(kc * self._damp).astype(np_real()))
 
     def parameters(self) -> dict[str, np.ndarray]:
         """Current parameters: ``"velocity"`` (padded grid, m/s) and ``"wavelet"``."""
@@ -545,6 +589,8 @@ class AcousticStepper(TaichiStepper):
         adjoint_step(self._f, *self._levels_of(step), step, step + 1)
 
     def _reverse_autodiff(self, step: int) -> None:
+        if self.boundary == "sponge":
+            raise ValueError(_SPONGE_AUTODIFF)
         for name, f in self._states.items():
             zero_slot(f.grad, self._levels(name, step)[0])
         launches = self.recompute(step)
@@ -597,6 +643,13 @@ class AcousticStepper(TaichiStepper):
         return np.ascontiguousarray(np.moveaxis(self.outputs()["receivers"], 0, -1))
 
 
+_SPONGE_AUTODIFF = (
+    "adjoint='autodiff' is not available with boundary='sponge': Taichi's autodiff of the "
+    "damped update is inexact (7e-6 against finite differences in f64, measured), so use "
+    "adjoint='hand' (checked against finite differences) or boundary='pml'"
+)
+
+
 def _check_cfl(dt: float, max_velocity: float, spacing: tuple[float, ...], order: int) -> None:
     dt_max = max_stable_dt(max_velocity, spacing, order)
     if dt > dt_max:
@@ -619,7 +672,8 @@ def _check_velocity(vel: np.ndarray) -> None:
 
 def simulate(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
              sources: np.ndarray, receivers: np.ndarray, *, order: int = 8,
-             pml_width: object = 20, free_surface: bool = False) -> np.ndarray:
+             pml_width: object = 20, free_surface: bool = False,
+             boundary: str = "pml") -> np.ndarray:
     """Forward-model shot gathers.
 
     Args:
@@ -632,12 +686,13 @@ def simulate(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarr
         order: 2, 4, 6 or 8.
         pml_width: PML cells, one int or one per face.
         free_surface: free surface on the top face.
+        boundary: ``"pml"`` or ``"sponge"`` (Cerjan damping over ``pml_width`` cells).
 
     Returns:
         Traces ``[shot, receiver, nt]``, e.g. ``[4, 100, 1000]``, in the runtime precision.
     """
     stepper = AcousticStepper(velocity, spacing, dt, wavelet, sources, receivers, order=order,
-                              pml_width=pml_width, free_surface=free_surface)
+                              pml_width=pml_width, free_surface=free_surface, boundary=boundary)
     rollout(stepper)
     traces = stepper.traces_array()
     stepper.destroy()
@@ -666,7 +721,7 @@ class MisfitGradient:
 def misfit_gradient(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
                     sources: np.ndarray, receivers: np.ndarray, observed: np.ndarray, *,
                     order: int = 8, pml_width: object = 20, free_surface: bool = False,
-                    checkpoint: Schedule | None = None) -> MisfitGradient:
+                    checkpoint: Schedule | None = None, boundary: str = "pml") -> MisfitGradient:
     """L2 waveform misfit and its gradient with respect to velocity (and wavelet).
 
     Args:
@@ -681,12 +736,13 @@ def misfit_gradient(velocity: np.ndarray, spacing: object, dt: float, wavelet: n
         pml_width: PML cells, one int or one per face.
         free_surface: free surface on the top face.
         checkpoint: a schedule; ``None`` picks one from ``diffsim.DEFAULT_BUDGET``.
+        boundary: ``"pml"`` or ``"sponge"`` (Cerjan damping over ``pml_width`` cells).
 
     Returns:
         Loss, gradients, traces and the tape's report; see :class:`MisfitGradient`.
     """
     stepper = AcousticStepper(velocity, spacing, dt, wavelet, sources, receivers, order=order,
-                              pml_width=pml_width, free_surface=free_surface)
+                              pml_width=pml_width, free_surface=free_surface, boundary=boundary)
     try:
         return stepper_misfit_gradient(stepper, observed, checkpoint=checkpoint)
     finally:

@@ -25,9 +25,13 @@ with profiles ``a_d, b_d`` (both zero outside the layer) and ``M_d`` the layer's
 
 PML memory is stored in strips. For a row axis ``d`` (z, y) a strip keeps the PML rows
 of ``d`` (``pm[d] = (lo, lo width, hi start, hi width)``) and every block; for x it keeps
-the blocks that overlap the x-PML: ``xs = (xa, xb, nb)`` says blocks ``[1, xa)`` and
-``[xb, nb - 1)`` are stored (strip index :func:`_xstrip`). Outside the layer ``psi`` and
-``zeta`` are zero (``b = a = 0``), so a strip read outside the storage is zero.
+the blocks that overlap the x-PML: ``xs = (xa, xb, nb, count)`` says blocks ``[1, xa)``
+and ``[xb, nb - 1)`` (``count`` of them) are stored (strip index :func:`_xstrip`).
+Outside the layer ``psi`` and ``zeta`` are zero (``b = a = 0``), so a strip read outside
+the storage is zero.
+
+Sponge (``sponge`` in the bundle): no PML terms; the update is damped cell by cell,
+``u^{n+1} = g (2 u^n - g u^{n-1} + kc lap)`` (Cerjan et al. 1985), ``g = sg``.
 """
 
 import taichi as ti
@@ -187,8 +191,11 @@ def _update_block(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc:
                   mx: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
                   dst: ti.i32, inv_h: ti.template(), c1: ti.template(), c2: ti.template(),
                   J: ti.template(), xb: ti.i32, xs: ti.template(), pm: ti.template(),
-                  rowpml: ti.template(), xpml: ti.template()):
+                  rowpml: ti.template(), xpml: ti.template(), sg: ti.template(),
+                  sponge: ti.template()):
     """Leapfrog update of one block of ``u[nxt]``; writes ``zeta[dst]`` in the PML.
+
+    With ``sponge`` the Cerjan damping ``g = sg``: ``u+ = g (2 u - g u- + kc lap)``.
 
     ``rowpml``: the row lies in the PML of a row axis; ``xpml``: the block is an
     x-strip block.
@@ -220,7 +227,12 @@ def _update_block(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc:
         zeta[nx][(dst, *S)] = z
         q += z
     lap += q
-    u[(nxt, *_at(J, xb))] = 2.0 * mid - u[(prv, *_at(J, xb))] + kc[_sp(J, xb)] * lap
+    if ti.static(sponge):
+        g = sg[_sp(J, xb)]
+        u[(nxt, *_at(J, xb))] = ((2.0 * g) * mid - (g * g) * u[(prv, *_at(J, xb))]
+                                 + (g * kc[_sp(J, xb)]) * lap)
+    else:
+        u[(nxt, *_at(J, xb))] = 2.0 * mid - u[(prv, *_at(J, xb))] + kc[_sp(J, xb)] * lap
 
 
 @ti.func
@@ -250,6 +262,7 @@ def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i
     u, psi, zeta, kc = ti.static(f.u, f.psi, f.zeta, f.kc)
     pa, pb, pax, pbx, mx = ti.static(f.pa, f.pb, f.pax, f.pbx, f.mx)
     inv_h, c1, c2, xs, pm = ti.static(f.inv_h, f.c1, f.c2, f.xs, f.pm)
+    sg, sponge = ti.static(f.sg, f.sponge)
     pos, weight, amp = ti.static(f.src_pos, f.src_w, f.amp)
     if ti.static(part == 0):
         for J in ti.grouped(ti.ndrange(*f.rows)):
@@ -262,17 +275,19 @@ def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i
             if _row_in(pa, J):
                 for j in range(xs[3]):
                     _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                                  inv_h, c1, c2, J, _xblock(j, xs), xs, pm, True, True)
+                                  inv_h, c1, c2, J, _xblock(j, xs), xs, pm, True, True, sg,
+                                  sponge)
                 for xb in range(xs[0], xs[1]):
                     _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                                  inv_h, c1, c2, J, xb, xs, pm, True, False)
+                                  inv_h, c1, c2, J, xb, xs, pm, True, False, sg, sponge)
             else:
                 for j in range(xs[3]):
                     _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                                  inv_h, c1, c2, J, _xblock(j, xs), xs, pm, False, True)
+                                  inv_h, c1, c2, J, _xblock(j, xs), xs, pm, False, True, sg,
+                                  sponge)
                 for xb in range(xs[0], xs[1]):
                     _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                                  inv_h, c1, c2, J, xb, xs, pm, False, False)
+                                  inv_h, c1, c2, J, xb, xs, pm, False, False, sg, sponge)
     # Flat variants (one parallel loop over (row, block), no serial inner loop): the
     # same block functions in a loop shape whose Taichi autodiff is exact.
     if ti.static(part == 1):
@@ -290,17 +305,17 @@ def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i
             if _row_in(pa, J):
                 if xb < xs[0] or xb >= xs[1]:
                     _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                                  inv_h, c1, c2, J, xb, xs, pm, True, True)
+                                  inv_h, c1, c2, J, xb, xs, pm, True, True, sg, sponge)
                 else:
                     _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                                  inv_h, c1, c2, J, xb, xs, pm, True, False)
+                                  inv_h, c1, c2, J, xb, xs, pm, True, False, sg, sponge)
             else:
                 if xb < xs[0] or xb >= xs[1]:
                     _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                                  inv_h, c1, c2, J, xb, xs, pm, False, True)
+                                  inv_h, c1, c2, J, xb, xs, pm, False, True, sg, sponge)
                 else:
                     _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                                  inv_h, c1, c2, J, xb, xs, pm, False, False)
+                                  inv_h, c1, c2, J, xb, xs, pm, False, False, sg, sponge)
     if ti.static(part == 0):
         ti.loop_config(serialize=True)  # a few cells: cheaper than a parallel task
         for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
@@ -398,6 +413,7 @@ def copy_state(f: ti.template(), pool: ti.template(), slot: ti.i32, u0: ti.i32, 
 
 @ti.func
 def _kl(u: ti.template(), kc: ti.template(), nxt: ti.i32, J: ti.template(), xb: ti.i32):
+    """``kc lup`` (``kc`` here is ``kg = g kc`` with a sponge)."""
     return kc[_sp(J, xb)] * u.grad[(nxt, *_at(J, xb))]
 
 
@@ -460,11 +476,19 @@ def _adj_b_block(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: 
                  mx: ti.template(), pbar: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32,
                  src: ti.i32, dst: ti.i32, inv_h: ti.template(), c1: ti.template(),
                  c2: ti.template(), near: ti.template(), J: ti.template(), xb: ti.i32,
-                 xs: ti.template(), pm: ti.template(), xpml: ti.template()):
-    """Pass B on one block; ``xpml``: the block is within the stencil radius of the x-PML."""
+                 xs: ti.template(), pm: ti.template(), xpml: ti.template(), kg: ti.template(),
+                 sg: ti.template(), sponge: ti.template()):
+    """Pass B on one block; ``xpml``: the block is within the stencil radius of the x-PML.
+
+    With a sponge ``u+ = g (2 u - g u- + kc lap)``: the adjoint of the right-hand side is
+    ``g lup``, and ``kg = g kc`` replaces ``kc`` in the gathers.
+    """
     nx = ti.static(len(psi) - 1)
     at = _at(J, xb)
-    lup = u.grad[(nxt, *at)]
+    lup_raw = u.grad[(nxt, *at)]
+    lup = lup_raw
+    if ti.static(sponge):
+        lup = lup_raw * sg[_sp(J, xb)]
     kl_mid = kc[_sp(J, xb)] * lup
     acc = 2.0 * lup
     lap = ti.zero(lup)
@@ -472,8 +496,8 @@ def _adj_b_block(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: 
         ih2 = inv_h[d] * inv_h[d]
         g2 = c2[0] * kl_mid
         for k in ti.static(range(1, len(c2))):
-            g2 += c2[k] * (_kl(u, kc, nxt, _moved(J, d, k), xb)
-                           + _kl(u, kc, nxt, _moved(J, d, -k), xb))
+            g2 += c2[k] * (_kl(u, kg, nxt, _moved(J, d, k), xb)
+                           + _kl(u, kg, nxt, _moved(J, d, -k), xb))
         q = _d2r(u, cur, J, xb, d, c2) * ih2
         if near[d, J[d + 1]] != 0.0:
             # qz = a (lzeta' + kl) and a P, gathered from the layer (zero outside).
@@ -484,7 +508,7 @@ def _adj_b_block(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: 
                     Jn = _moved(J, d, sgn * k)
                     an = pa[d, Jn[d + 1]]
                     Sn = _at(_rstrip(Jn, d, pm), xb)
-                    g2 += c2[k] * an * (zeta[d].grad[(dst, *Sn)] + _kl(u, kc, nxt, Jn, xb))
+                    g2 += c2[k] * an * (zeta[d].grad[(dst, *Sn)] + _kl(u, kg, nxt, Jn, xb))
             g1 = ti.zero(lup)
             for k in ti.static(range(len(c1))):
                 for sgn in ti.static((1, -1)):
@@ -499,8 +523,8 @@ def _adj_b_block(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: 
         acc += g2 * ih2
         lap += q
     ih2 = inv_h[nx] * inv_h[nx]
-    kl_lo = _kl(u, kc, nxt, J, xb - 1)
-    kl_hi = _kl(u, kc, nxt, J, xb + 1)
+    kl_lo = _kl(u, kg, nxt, J, xb - 1)
+    kl_hi = _kl(u, kg, nxt, J, xb + 1)
     mid = u[(cur, *at)]
     q = _d2x(u[(cur, *_at(J, xb - 1))], mid, u[(cur, *_at(J, xb + 1))], c2) * ih2
     if ti.static(xpml):
@@ -522,9 +546,12 @@ def _adj_b_block(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: 
     # Plain read-modify-writes, not atomics: each block belongs to one thread.
     lcur = u.grad[(cur, *at)]
     u.grad[(cur, *at)] = lcur + acc
-    u.grad[(prv, *at)] = -lup
+    if ti.static(sponge):
+        u.grad[(prv, *at)] = -sg[_sp(J, xb)] * lup
+    else:
+        u.grad[(prv, *at)] = -lup
     kc.grad[_sp(J, xb)] = kc.grad[_sp(J, xb)] + lup * lap
-    return lup * lup + lcur * lcur
+    return lup_raw * lup_raw + lcur * lcur
 
 
 @ti.kernel
@@ -572,10 +599,12 @@ def adjoint_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: t
             for j in range(xs_near[3]):
                 row_sq += _adj_b_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, pbar, prv, cur,
                                        nxt, src, dst, inv_h, c1, c2, near, J,
-                                       _xblock(j, xs_near), xs, pm, True)
+                                       _xblock(j, xs_near), xs, pm, True, f.kg, f.sg,
+                                       f.sponge)
             for xb in range(xs_near[0], xs_near[1]):
                 row_sq += _adj_b_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, pbar, prv, cur,
-                                       nxt, src, dst, inv_h, c1, c2, near, J, xb, xs, pm, False)
+                                       nxt, src, dst, inv_h, c1, c2, near, J, xb, xs, pm, False,
+                                       f.kg, f.sg, f.sponge)
         sq += ti.cast(row_sq.sum(), ti.f64)
     pos, weight = ti.static(f.src_pos, f.src_w)
     for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
