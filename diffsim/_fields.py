@@ -34,6 +34,7 @@ class FieldTree:
         self._builder = ti.FieldsBuilder()
         self._tree: object | None = None
         self._destroyed = False
+        self._vector_grads: list[object] = []
         self.nbytes = 0
 
     def field(
@@ -72,6 +73,8 @@ class FieldTree:
         if needs_grad:
             self._builder.dense(axes, shape).place(f.grad)
             self.nbytes += size
+            if vector is not None:
+                self._vector_grads.append(f.grad)
         return f
 
     def finalize(self) -> None:
@@ -79,6 +82,10 @@ class FieldTree:
         if ensure_init().debug:
             self._builder._allocate_adjoint_checkbit()
         self._tree = self._builder.finalize()
+        # Taichi computes the lane stride that dynamic indexing (v[i] with a run-time i)
+        # needs for primal vector fields only; do it for their adjoints too.
+        for g in self._vector_grads:
+            g._calc_dynamic_index_stride()
 
     def destroy(self) -> None:
         """Free the memory of every field of the tree; the fields become unusable."""

@@ -21,19 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import taichi as ti
 
-from diffsim._runtime import np_real
+from diffsim._runtime import ensure_init, np_real
 from diffsim._tape import Launch, TaichiStepper, Tape, TapeReport, rollout
+from diffsim._validate import as_array
 from diffsim.checkpoint import Schedule
-from diffsim.kernels.wave import (
-    adjoint_pass1,
-    adjoint_pass2,
-    adjoint_pass3,
-    clear_traces,
-    inject,
-    pml_psi,
-    sample,
-    wave_update,
-)
+from diffsim.kernels.common import zero_slot
+from diffsim.kernels.wave import adjoint_step, copy_state, record_traces, wave_step
 
 __all__ = [
     "AcousticStepper",
@@ -58,6 +51,12 @@ FD_COEFFICIENTS: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {
 HICKS_HALF_WIDTH = 4
 HICKS_B = 6.31
 PML_REFLECTION = 1e-3  # target reflection coefficient of the PML profile
+#: Cerjan sponge: ``g = exp(-(SPONGE_A depth / width)^2)``; the outermost cell keeps
+#: ``SPONGE_EDGE`` of the wave per step (Cerjan et al. 1985: 0.015 a cell over 20 cells).
+SPONGE_A = 0.3
+SPONGE_EDGE = math.exp(-(SPONGE_A**2))
+#: x cells per SIMD vector (lanes) by precision: one AVX-512 register of f32 or f64.
+LANES = {"f32": 16, "f64": 8}
 
 
 def ricker(freq: float, dt: float, nt: int, peak_time: float | None = None) -> np.ndarray:
@@ -110,6 +109,18 @@ def dominant_frequency(wavelet: np.ndarray, dt: float) -> float:
     n = max(4096, 4 * amp.shape[-1])
     spectrum = np.abs(np.fft.rfft(amp, n=n, axis=-1)).sum(axis=0)
     return float(np.fft.rfftfreq(n, dt)[int(np.argmax(spectrum))])
+
+
+@ti.data_oriented
+class _Bundle:
+    """Fields and compile-time constants handed to a kernel as one template argument.
+
+    Taichi keys a kernel instance on every template argument at each launch; one
+    argument instead of thirty saves tens of microseconds a launch.
+    """
+
+    def __init__(self, **items: object) -> None:
+        self.__dict__.update(items)
 
 
 def _hicks_weights(frac: float, half: int) -> tuple[int, np.ndarray]:
@@ -197,6 +208,10 @@ class AcousticStepper(TaichiStepper):
             whatever model and wavelet it was built with (inversions, resumable runs).
         pml_frequency: frequency in Hz the PML's complex shift is tuned to (default: the
             wavelet's dominant frequency).
+        adjoint: ``"hand"`` (gather kernels) or ``"autodiff"`` (Taichi autodiff).
+        boundary: ``"pml"`` (convolutional PML) or ``"sponge"`` (Cerjan et al. 1985
+            damping over the same ``pml_width`` cells: cheaper, no memory fields, but
+            reflects more; see :data:`SPONGE_EDGE`).
 
     Parameters (gradients): ``"velocity"`` (padded grid; see :meth:`velocity_gradient`)
     and ``"wavelet"`` ``[shot, source, nt]``. Output: ``"receivers"`` ``[nt, shot, receiver]``.
@@ -218,6 +233,7 @@ class AcousticStepper(TaichiStepper):
         adjoint: str = "hand",
         pml_velocity: float | None = None,
         pml_frequency: float | None = None,
+        boundary: str = "pml",
     ) -> None:
         vel = np.asarray(velocity, dtype=np.float64)
         if vel.ndim not in (2, 3):
@@ -227,6 +243,11 @@ class AcousticStepper(TaichiStepper):
             raise ValueError(f"order={order!r} is not supported; choose 2, 4, 6 or 8")
         if adjoint not in ("hand", "autodiff"):
             raise ValueError(f"adjoint={adjoint!r}; choose 'hand' (gather kernels) or 'autodiff'")
+        if boundary not in ("pml", "sponge"):
+            raise ValueError(f"boundary={boundary!r}; choose 'pml' (convolutional PML) or "
+                             "'sponge' (Cerjan damping)")
+        if boundary == "sponge" and adjoint == "autodiff":
+            raise ValueError(_SPONGE_AUTODIFF)
         if interpolation not in ("hicks", "nearest"):
             raise ValueError(f"interpolation={interpolation!r}; choose 'hicks' or 'nearest'")
         _check_velocity(vel)
@@ -275,57 +296,96 @@ class AcousticStepper(TaichiStepper):
         self.shots = shots
         self.interpolation = interpolation
         self.adjoint = adjoint
+        self.boundary = boundary
+        layers = pml
+        if boundary == "sponge":  # the layers damp; the PML machinery is switched off
+            pml = tuple((0, 0) for _ in range(ndim))
         self._c1, self._c2 = FD_COEFFICIENTS[order]
         self._inv_h = tuple(1.0 / x for x in h)
-        # Cells the stencil updates: every axis but the frame of halo cells, as rows
-        # (shot, z[, y]) and x segments (lo, interior start, interior end, hi).
-        space = tuple((halo, n - halo) for n in padded)
-        self._space_rows = space[:-1]
+        # Lane layout: x packed into vectors of W cells, cell x in block (x + W) // W;
+        # blocks 0 and nb - 1 hold no cells (see diffsim.kernels.wave).
+        w = LANES[ensure_init().precision]
+        nx = padded[-1]
+        nb = (nx + w - 1) // w + 2
+        self.lanes, self.blocks = w, nb
+        # Rows the stencil updates: every row axis but the frame of halo cells.
+        self._space_rows = tuple((halo, n - halo) for n in padded[:-1])
         self._rows = ((0, shots), *self._space_rows)
-        x_lo, x_hi = space[-1]
-        self._xs = (x_lo, x_lo + pml[-1][0], x_hi - pml[-1][1], x_hi)
-        # The adjoint gathers from the PML within the stencil radius of it.
-        self._xs_near = (x_lo, min(self._xs[1] + halo, x_hi) if pml[-1][0] else x_lo,
-                         max(self._xs[2] - halo, x_lo) if pml[-1][1] else x_hi, x_hi)
-        self.u = self._state("u", (shots, *padded), history=2)
-        # PML memory lives in strips: along axis d only the PML cells of d are stored.
+        # x-PML strip: blocks [1, xa) and [xb, nb - 1) overlap the low and high x-PML.
+        lo_w, hi_w = pml[-1]
+        xa = (halo + lo_w - 1 + w) // w + 1 if lo_w else 1
+        xb = (nx - halo - hi_w + w) // w if hi_w else nb - 1
+        if xa > xb:
+            xa = xb = nb - 1
+        self._xs = (xa, xb, nb, (xa - 1) + (nb - 1 - xb))
+        # Pass B of the adjoint gathers from the PML within the stencil radius (< W).
+        na = xa + 1 if xa > 1 else 1
+        nz = xb - 1 if xb < nb - 1 else nb - 1
+        if na > nz:
+            na = nz = nb - 1
+        self._xs_near = (na, nz, nb, (na - 1) + (nb - 1 - nz))
+        x_strip = max(self._xs[3], 1)
+        row_shape = (shots, *padded[:-1])
+        self.u = self._state("u", (*row_shape, nb), vector=w, history=2)
+        # PML memory lives in strips: along a row axis d only its PML rows are stored,
+        # along x only the blocks overlapping the x-PML.
         self._pm = tuple((halo, pml[d][0], padded[d] - halo - pml[d][1], pml[d][1])
-                         for d in range(ndim))
+                         for d in range(ndim - 1))
         strips = tuple(
             (shots, *[max(pml[d][0] + pml[d][1], 1) if k == d else padded[k]
-                      for k in range(ndim)])
-            for d in range(ndim))
-        self.psi = tuple(self._state(f"psi{d}", strips[d]) for d in range(ndim))
-        self.zeta = tuple(self._state(f"zeta{d}", strips[d]) for d in range(ndim))
-        self.c = self._param("velocity", padded)
+                      for k in range(ndim - 1)], nb)
+            for d in range(ndim - 1)) + ((*row_shape, x_strip),)
+        self.psi = tuple(self._state(f"psi{d}", strips[d], vector=w) for d in range(ndim))
+        self.zeta = tuple(self._state(f"zeta{d}", strips[d], vector=w) for d in range(ndim))
+        # The velocity parameter is held as kc = dt^2 c^2 (zero on the frame) in lanes.
+        self.kc = self._param("velocity", (*padded[:-1], nb), vector=w)
         self.amp = self._param("wavelet", amp.shape)
         self.traces = self._output("receivers", (shots, rec.shape[1]))
         k = 2 * HICKS_HALF_WIDTH if interpolation == "hicks" else 1
-        self.pa = self._tree.field((ndim, max(padded)))
-        self.pb = self._tree.field((ndim, max(padded)))
-        self.near = self._tree.field((ndim, max(padded)))
+        rows_axes = max(ndim - 1, 1)
+        self.pa = self._tree.field((rows_axes, max(padded)))
+        self.pb = self._tree.field((rows_axes, max(padded)))
+        self.near = self._tree.field((rows_axes, max(padded)))
+        self.pax = self._tree.field((nb,), vector=w)
+        self.pbx = self._tree.field((nb,), vector=w)
+        self.mx = self._tree.field((nb,), vector=w)
+        self.sg = self._tree.field((*padded[:-1], nb), vector=w)
+        # g kc, the sponge-damped coefficient the adjoint gathers (kc itself for a PML).
+        self.kg = (self._tree.field((*padded[:-1], nb), vector=w) if boundary == "sponge"
+                   else self.kc)
         self.src_pos = self._tree.field(src.shape[:2], vector=ndim, dtype=ti.i32)
         self.src_w = self._tree.field((*src.shape[:2], ndim, k))
         self.rec_pos = self._tree.field(rec.shape[:2], vector=ndim, dtype=ti.i32)
         self.rec_w = self._tree.field((*rec.shape[:2], ndim, k))
-        # Scratch of the hand-written adjoint: dt^2 c^2 lup, and qz_d and P_d per axis
-        # (nonzero in the PML only).
-        self._kl = self._tree.field((1, shots, *padded))
-        self._qz = tuple(self._tree.field((1, *strips[d])) for d in range(ndim))
-        self._pbar = tuple(self._tree.field((1, *strips[d])) for d in range(ndim))
+        # Scratch of the hand-written adjoint: P_d per axis (nonzero in the PML only).
+        self._pbar = tuple(self._tree.field((1, *strips[d]), vector=w) for d in range(ndim))
         self._finalize()
         for name, value in (("pml_velocity", pml_velocity), ("pml_frequency", pml_frequency)):
             if value is not None and not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{name}={value!r} must be a positive number or None")
         self._set_pml(pml_velocity or float(vel.max()),
                       pml_frequency or f_dom or 1.0 / (nt * dt), dt)
+        self._set_sponge(layers if boundary == "sponge" else None)
         for pts, pos_f, w_f in ((src, self.src_pos, self.src_w), (rec, self.rec_pos, self.rec_w)):
-            pos, w = self._point_weights(pts, k)
+            pos, wt = self._point_weights(pts, k)
             pos_f.from_numpy(pos)
-            w_f.from_numpy(w.astype(np_real()))
+            w_f.from_numpy(wt.astype(np_real()))
+        # kc is zero on the frame and on the lanes past the grid's end.
+        frame = np.zeros(padded)
+        frame[tuple(slice(halo, n - halo) for n in padded)] = 1.0
+        self._frame = frame
+        self._cell = float(np.prod(h))
+        self._f = _Bundle(
+            u=self.u, psi=self.psi, zeta=self.zeta, kc=self.kc, amp=self.amp,
+            traces=self.traces, pa=self.pa, pb=self.pb, pax=self.pax, pbx=self.pbx, mx=self.mx,
+            near=self.near, pbar=self._pbar, src_pos=self.src_pos, src_w=self.src_w,
+            rec_pos=self.rec_pos, rec_w=self.rec_w, scale=self.dt**2 / self._cell,
+            inv_h=self._inv_h, c1=self._c1, c2=self._c2, rows=self._rows,
+            space_rows=self._space_rows, xs=self._xs, xs_near=self._xs_near, pm=self._pm,
+            sg=self.sg, kg=self.kg, sponge=boundary == "sponge")
+        self._pool_f: _Bundle | None = None
         self.set_param("velocity", self.pad(vel))
         self.set_param("wavelet", amp)
-        self._cell = float(np.prod(h))
 
     # -- set-up helpers -------------------------------------------------------------
     @staticmethod
@@ -342,10 +402,13 @@ class AcousticStepper(TaichiStepper):
                 )
 
     def _set_pml(self, c_max: float, f_dom: float, dt: float) -> None:
-        """C-PML profiles ``a, b`` per axis for velocity ``c_max`` and frequency ``f_dom``."""
+        """C-PML profiles ``a, b`` per axis for velocity ``c_max`` and frequency ``f_dom``.
+
+        Both are zero outside the layer, so the PML memory stays zero there.
+        """
         g = self.geometry
         a = np.zeros((g.ndim, max(g.padded)))
-        b = np.ones((g.ndim, max(g.padded)))
+        b = np.zeros((g.ndim, max(g.padded)))
         for d in range(g.ndim):
             lo_w, hi_w = g.pml[d]
             for i in range(g.padded[d]):
@@ -362,14 +425,53 @@ class AcousticStepper(TaichiStepper):
                     damp = d0 * depth**2
                     alpha = math.pi * f_dom * (1.0 - depth)
                     bb = math.exp(-(damp + alpha) * dt)
-                    a[d, i] = damp / (damp + alpha) * (bb - 1.0) if damp + alpha > 0 else 0.0
+                    a[d, i] = damp / (damp + alpha) * (bb - 1.0)
                     b[d, i] = bb
-        self.pa.from_numpy(a.astype(np_real()))
-        self.pb.from_numpy(b.astype(np_real()))
-        near = np.zeros_like(a)
-        for shift in range(-g.halo, g.halo + 1):
-            near = np.maximum(near, np.roll(a != 0, shift, axis=1))
-        self.near.from_numpy(near.astype(np_real()))
+        rows = max(g.ndim - 1, 1)
+        real = np_real()
+        if g.ndim > 1:
+            self.pa.from_numpy(a[:rows].astype(real))
+            self.pb.from_numpy(b[:rows].astype(real))
+            near = np.zeros((rows, a.shape[1]))
+            for shift in range(-g.halo, g.halo + 1):
+                near = np.maximum(near, np.roll(a[:rows] != 0, shift, axis=1))
+            self.near.from_numpy(near.astype(real))
+        nx = g.padded[-1]
+        self.pax.from_numpy(self._pack(a[-1, :nx]).astype(real))
+        self.pbx.from_numpy(self._pack(b[-1, :nx]).astype(real))
+        self.mx.from_numpy(self._pack((a[-1, :nx] != 0).astype(np.float64)).astype(real))
+
+    def _set_sponge(self, layers: tuple[tuple[int, int], ...] | None) -> None:
+        """Cerjan damping ``g = prod_d exp(-(a_d depth_d)^2)`` in the layers (1 elsewhere)."""
+        g = self.geometry
+        damp = np.ones(g.padded)
+        for d in range(g.ndim if layers is not None else 0):
+            prof = np.ones(g.padded[d])
+            for width, cells in ((layers[d][0], range(g.halo, g.halo + layers[d][0])),
+                                 (layers[d][1], range(g.padded[d] - g.halo - layers[d][1],
+                                                      g.padded[d] - g.halo))):
+                for i in cells:
+                    depth = (g.halo + width - i if i < g.halo + width
+                             else i - (g.padded[d] - g.halo - width) + 1)
+                    prof[i] = math.exp(-(SPONGE_A / width * depth) ** 2)
+            shape = [1] * g.ndim
+            shape[d] = g.padded[d]
+            damp = damp * prof.reshape(shape)
+        self._damp = damp
+        self.sg.from_numpy(self._pack(damp).astype(np_real()))
+
+    def _pack(self, arr: np.ndarray) -> np.ndarray:
+        """``[..., x]`` (padded grid) to lanes ``[..., block, lane]``; other lanes zero."""
+        w, nb = self.lanes, self.blocks
+        out = np.zeros((*arr.shape[:-1], nb * w))
+        out[..., w:w + arr.shape[-1]] = arr
+        return out.reshape(*arr.shape[:-1], nb, w)
+
+    def _unpack(self, lanes: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`_pack`: ``[..., block, lane]`` to ``[..., x]`` (float64)."""
+        w = self.lanes
+        flat = np.asarray(lanes, dtype=np.float64).reshape(*lanes.shape[:-2], -1)
+        return flat[..., w:w + self.geometry.padded[-1]]
 
     def _point_weights(self, pts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         g = self.geometry
@@ -427,7 +529,7 @@ class AcousticStepper(TaichiStepper):
 
         Valid while ``x[t]`` is live, e.g. right after ``advance(t - 1)`` in a rollout.
         """
-        u = self.u.to_numpy()[self._levels("u", t)[-1]]
+        u = self._unpack(self.u.to_numpy()[self._levels("u", t)[-1]])
         g = self.geometry
         return u[(slice(None), *(slice(g.pad_lo[d], g.pad_lo[d] + g.shape[d])
                                  for d in range(g.ndim)))]
@@ -436,24 +538,40 @@ class AcousticStepper(TaichiStepper):
         """``d loss / d velocity`` on the model grid (after a backward sweep)."""
         return self.fold(self.gradients()["velocity"])
 
+    # -- the velocity parameter, held as kc = dt^2 c^2 in lanes ----------------------
+    def set_param(self, name: str, value: object) -> None:
+        """Replace a parameter; ``"velocity"`` is the padded grid ``[z, (y,) x]`` in m/s."""
+        if name != "velocity":
+            super().set_param(name, value)
+            return
+        arr = as_array("parameter 'velocity'", value, self.geometry.padded, positive=True)
+        self._velocity = arr.copy()
+        kc = self.dt**2 * arr * arr * self._frame
+        self.kc.from_numpy(self._pack(kc).astype(np_real()))
+        if self.boundary == "sponge":
+            self.kg.from_numpy(self._pack(kc * self._damp).astype(np_real()))
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Current parameters: ``"velocity"`` (padded grid, m/s) and ``"wavelet"``."""
+        out = super().parameters()
+        out["velocity"] = self._velocity.copy()
+        return out
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """``d loss / d parameter``; ``"velocity"`` on the padded grid (see :meth:`fold`)."""
+        out = super().gradients()
+        dk = self._unpack(out["velocity"])
+        out["velocity"] = dk * (2.0 * self.dt**2) * self._velocity * self._frame
+        return out
+
     # -- the step ---------------------------------------------------------------------
     def _levels_of(self, step: int) -> tuple[int, int, int, int, int]:
         return (self.level(step - 1, 2), self.level(step, 2), self.level(step + 1, 2),
                 self.level(step), self.level(step + 1))
 
     def substeps(self, step: int) -> Sequence[Launch]:
-        """PML memory update, leapfrog update, source injection."""
-        prv, cur, nxt, src, dst = self._levels_of(step)
-        rows, xs = self._rows, self._xs
-        return (
-            (pml_psi, (self.u, self.psi, self.pa, self.pb, cur, src, dst, self._inv_h, self._c1,
-                       rows, xs, self._pm)),
-            (wave_update, (self.u, self.psi, self.zeta, self.c, self.pa, self.pb, prv, cur, nxt,
-                           src, dst, self.dt, self._inv_h, self._c1, self._c2, rows, xs,
-                           self._pm)),
-            (inject, (self.u, self.amp, self.src_pos, self.src_w, nxt, step,
-                      self.dt**2 / self._cell)),
-        )
+        """One fused launch: PML memory, update, sources, and the receivers at ``step + 1``."""
+        return ((wave_step, (self._f, *self._levels_of(step), step, 0)),)
 
     def costate_fields(self) -> tuple[str, ...]:
         """The costate norm is that of the wavefield adjoint (both levels of ``u``).
@@ -468,39 +586,88 @@ class AcousticStepper(TaichiStepper):
         return math.isfinite(self._sumsq(self.u, self.level(step, 2)))
 
     def recompute(self, step: int) -> Sequence[Launch]:
-        """Only the PML memory update: the other reverse kernels need nothing recomputed."""
-        return self.substeps(step)[:1]
+        """The step as two flat launches (PML memory; update and sources) for autodiff.
+
+        Taichi autodiff of the fused kernel's serial loops over x blocks is inexact with
+        vector locals (PML terms off by 1e-5 in f64; measured); the flat launches run
+        the same block functions as one parallel loop over (row, block) each, and their
+        autodiff equals the hand adjoint to 1e-15. Their forward values equal the fused
+        kernel's up to rounding.
+        """
+        levels = self._levels_of(step)
+        return ((wave_step, (self._f, *levels, step, 1)), (wave_step, (self._f, *levels, step, 2)))
 
     def reverse_step(self, step: int) -> None:
-        """Hand-written gather adjoint (default) or Taichi autodiff of :meth:`substeps`."""
+        """Adjoint of :meth:`substeps`, the receivers at ``step + 1`` included.
+
+        Hand-written gather adjoint (default) or Taichi autodiff of :meth:`recompute`.
+        """
         if self.adjoint == "autodiff":
-            super().reverse_step(step)
+            record_traces.grad(self._f, self.level(step + 1, 2), step + 1)
+            self._reverse_autodiff(step)
             return
-        prv, cur, nxt, src, dst = self._levels_of(step)
-        rows, xs = self._rows, self._xs
-        launches = self.substeps(step)
-        self._run(self.recompute(step))  # psi' of this step, read by the velocity gradient
-        kernel, args = launches[2]
-        kernel.grad(*args)  # source injection: d loss / d wavelet
-        adjoint_pass1(self.u, self.zeta, self.c, self.pa, self.pb, self._kl, self._qz, nxt, src,
-                      dst, self.dt, rows, xs, self._pm)
-        adjoint_pass2(self.psi, self.pa, self.pb, self._kl, self._qz, self._pbar, src, dst,
-                      self._inv_h, self._c1, rows, xs, self._pm)
-        adjoint_pass3(self.u, self.psi, self.zeta, self.c, self.pa, self.pb, self._kl, self._qz,
-                      self._pbar,
-                      prv, cur, nxt, src, dst, self.dt, self._inv_h, self._c1, self._c2,
-                      self.near, self._space_rows, self._xs_near, self._pm)
+        adjoint_step(self._f, *self._levels_of(step), step, step + 1)
+
+    def _reverse_autodiff(self, step: int) -> None:
+        if self.boundary == "sponge":
+            raise ValueError(_SPONGE_AUTODIFF)
+        for name, f in self._states.items():
+            zero_slot(f.grad, self._levels(name, step)[0])
+        launches = self.recompute(step)
+        self._run(launches)
+        for kernel, args in reversed(launches):
+            kernel.grad(*args)
+
+    def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
+        """See :meth:`Stepper.reverse`; the receivers at ``step + 1`` belong to the step.
+
+        The hand adjoint also returns the costate norm from the same kernel.
+        """
+        if slot is not None:
+            self.restore(step, slot)
+        if self.adjoint == "autodiff":
+            record_traces.grad(self._f, self.level(step + 1, 2), step + 1)
+            norm = self._norm_grad(step + 1) if measure else math.nan
+            self._reverse_autodiff(step)
+            return norm
+        sq = adjoint_step(self._f, *self._levels_of(step), step, step + 1)
+        return math.sqrt(sq) if measure else math.nan
 
     def record(self, t: int) -> Sequence[Launch]:
-        """Sample the wavefield at the receivers at time ``t``."""
-        return (
-            (clear_traces, (self.traces, t)),
-            (sample, (self.u, self.level(t, 2), self.traces, t, self.rec_pos, self.rec_w)),
-        )
+        """Sample the receivers at time 0; step ``t - 1`` records time ``t >= 1`` itself."""
+        if t == 0:
+            return ((record_traces, (self._f, self.level(t, 2), t)),)
+        return ()
+
+    # -- checkpoints: one fused copy of a whole state ---------------------------------
+    def allocate_checkpoints(self, slots: int) -> None:
+        """See :meth:`TaichiStepper.allocate_checkpoints`."""
+        super().allocate_checkpoints(slots)
+        pool = self._pool
+        nd = self.geometry.ndim
+        self._pool_f = _Bundle(u=pool["u"], psi=tuple(pool[f"psi{d}"] for d in range(nd)),
+                               zeta=tuple(pool[f"zeta{d}"] for d in range(nd)))
+
+    def save(self, step: int, slot: int) -> None:
+        """Store the live ``x[step]`` in checkpoint ``slot`` (one launch)."""
+        copy_state(self._f, self._pool_f, slot, self.level(step - 1, 2), self.level(step, 2),
+                   self.level(step), True)
+
+    def restore(self, step: int, slot: int) -> None:
+        """Make ``x[step]`` from checkpoint ``slot`` live (one launch)."""
+        copy_state(self._f, self._pool_f, slot, self.level(step - 1, 2), self.level(step, 2),
+                   self.level(step), False)
 
     def traces_array(self) -> np.ndarray:
         """Recorded traces ``[shot, receiver, nt]``."""
         return np.ascontiguousarray(np.moveaxis(self.outputs()["receivers"], 0, -1))
+
+
+_SPONGE_AUTODIFF = (
+    "adjoint='autodiff' is not available with boundary='sponge': Taichi's autodiff of the "
+    "damped update is inexact (7e-6 against finite differences in f64, measured), so use "
+    "adjoint='hand' (checked against finite differences) or boundary='pml'"
+)
 
 
 def _check_cfl(dt: float, max_velocity: float, spacing: tuple[float, ...], order: int) -> None:
@@ -525,8 +692,8 @@ def _check_velocity(vel: np.ndarray) -> None:
 
 def simulate(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
              sources: np.ndarray, receivers: np.ndarray, *, order: int = 8,
-             pml_width: object = 20, free_surface: bool = False, **options: object
-             ) -> np.ndarray:
+             pml_width: object = 20, free_surface: bool = False,
+             boundary: str = "pml", **options: object) -> np.ndarray:
     """Forward-model shot gathers.
 
     Args:
@@ -539,6 +706,7 @@ def simulate(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarr
         order: 2, 4, 6 or 8.
         pml_width: PML cells, one int or one per face.
         free_surface: free surface on the top face.
+        boundary: ``"pml"`` or ``"sponge"`` (Cerjan damping over ``pml_width`` cells).
         **options: further :class:`AcousticStepper` options (``interpolation``,
             ``pml_velocity``, ``pml_frequency``).
 
@@ -546,7 +714,8 @@ def simulate(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarr
         Traces ``[shot, receiver, nt]``, e.g. ``[4, 100, 1000]``, in the runtime precision.
     """
     stepper = AcousticStepper(velocity, spacing, dt, wavelet, sources, receivers, order=order,
-                              pml_width=pml_width, free_surface=free_surface, **options)
+                              pml_width=pml_width, free_surface=free_surface, boundary=boundary,
+                              **options)
     rollout(stepper)
     traces = stepper.traces_array()
     stepper.destroy()
@@ -575,7 +744,8 @@ class MisfitGradient:
 def misfit_gradient(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
                     sources: np.ndarray, receivers: np.ndarray, observed: np.ndarray, *,
                     order: int = 8, pml_width: object = 20, free_surface: bool = False,
-                    checkpoint: Schedule | None = None, **options: object) -> MisfitGradient:
+                    checkpoint: Schedule | None = None, boundary: str = "pml",
+                    **options: object) -> MisfitGradient:
     """L2 waveform misfit and its gradient with respect to velocity (and wavelet).
 
     Args:
@@ -590,13 +760,15 @@ def misfit_gradient(velocity: np.ndarray, spacing: object, dt: float, wavelet: n
         pml_width: PML cells, one int or one per face.
         free_surface: free surface on the top face.
         checkpoint: a schedule; ``None`` picks one from ``diffsim.DEFAULT_BUDGET``.
+        boundary: ``"pml"`` or ``"sponge"`` (Cerjan damping over ``pml_width`` cells).
         **options: further :class:`AcousticStepper` options.
 
     Returns:
         Loss, gradients, traces and the tape's report; see :class:`MisfitGradient`.
     """
     stepper = AcousticStepper(velocity, spacing, dt, wavelet, sources, receivers, order=order,
-                              pml_width=pml_width, free_surface=free_surface, **options)
+                              pml_width=pml_width, free_surface=free_surface, boundary=boundary,
+                              **options)
     try:
         return stepper_misfit_gradient(stepper, observed, checkpoint=checkpoint)
     finally:

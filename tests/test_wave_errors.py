@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffsim.wave import misfit_gradient, ricker, simulate
+from diffsim.wave import AcousticStepper, misfit_gradient, ricker, simulate
 
 V = np.full((20, 30), 2000.0)
 H, DT, NT = 10.0, 1e-3, 40
@@ -56,6 +56,10 @@ def test_shapes_and_options() -> None:
         run(spacing=-1.0)
     with pytest.raises(ValueError, match="observed has shape \\(1, 2, 3\\); expected"):
         misfit_gradient(V, H, DT, W, SRC, REC, np.zeros((1, 2, 3)))
+    with pytest.raises(ValueError, match="boundary='cpml'; choose 'pml' .* or 'sponge'"):
+        run(boundary="cpml")
+    with pytest.raises(ValueError, match="adjoint='autodiff' is not available with boundary='sponge'"):
+        AcousticStepper(V, H, DT, W, SRC, REC, boundary="sponge", adjoint="autodiff")
 
 
 def test_under_resolved_warning() -> None:
