@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from diffsim.scenarios.springs import lattice as scenario_lattice
 from diffsim.springs import SpringSystem
 
 
 def lattice(nx: int, ny: int, spacing: float = 0.1, *, dim: int = 2, seed: int = 0,
             lift: float = 0.02, jitter: float = 0.004) -> tuple[np.ndarray, np.ndarray]:
     """Positions ``[nx*ny, dim]`` of a jittered grid and its springs (edges + one diagonal)."""
+    pts, springs = scenario_lattice(nx, ny, spacing, origin=(0.0, lift), diagonals=1)
+    if dim == 3:
+        i, j = np.arange(nx * ny) % nx, np.arange(nx * ny) // nx
+        pts = np.column_stack([pts, 0.3 * spacing * ((i + j) % 2)])
     rng = np.random.default_rng(seed)
-    pts, springs = [], []
-    for j in range(ny):
-        for i in range(nx):
-            p = [i * spacing, lift + j * spacing] + ([0.3 * spacing * ((i + j) % 2)] if dim == 3 else [])
-            pts.append(p)
-            a = j * nx + i
-            if i + 1 < nx:
-                springs.append((a, a + 1))
-            if j + 1 < ny:
-                springs.append((a, a + nx))
-            if i + 1 < nx and j + 1 < ny:
-                springs.append((a, a + nx + 1))
-    pos = np.array(pts) + rng.normal(0.0, jitter, (len(pts), dim))
-    return pos, np.array(springs)
+    return pts + rng.normal(0.0, jitter, pts.shape), springs
 
 
 def contact_system(dim: int = 2, *, seed: int = 0, fixed: bool = True) -> SpringSystem:
