@@ -134,7 +134,7 @@ def _write_outputs(out: pathlib.Path, summary: dict, history: list, costate: np.
                    truth: np.ndarray, fitted: np.ndarray, initial: np.ndarray) -> None:
     from diffsim import figures
 
-    plt = figures._plt()
+    plt = figures.pyplot()
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "summary.json", summary)
@@ -149,5 +149,4 @@ def _write_outputs(out: pathlib.Path, summary: dict, history: list, costate: np.
     ax.set_ylabel("stiffness (N/m)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "stiffness.png", dpi=110)
-    plt.close(fig)
+    figures.save_figure(fig, out / "stiffness.png")

@@ -13,10 +13,12 @@ import numpy as np
 
 from diffsim.io import atomic_write
 
-__all__ = ["costate_figure", "gradient_figure", "loss_figure", "model_figure", "shot_figure", "wavefield_gif"]
+__all__ = ["costate_figure", "gradient_figure", "loss_figure", "model_figure", "pyplot",
+           "save_figure", "shot_figure", "wavefield_gif"]
 
 
-def _plt():  # noqa: ANN202 - matplotlib's pyplot module
+def pyplot():  # noqa: ANN201 - matplotlib's pyplot module
+    """``matplotlib.pyplot`` on the non-interactive Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,10 +27,11 @@ def _plt():  # noqa: ANN202 - matplotlib's pyplot module
     return plt
 
 
-def _save(fig: object, path: pathlib.Path) -> None:
+def save_figure(fig: object, path: pathlib.Path, *, dpi: int = 110) -> None:
+    """Write ``fig`` as a PNG atomically and close it."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    _plt().close(fig)
+    fig.savefig(buffer, format="png", dpi=dpi)
+    pyplot().close(fig)
     atomic_write(path, lambda h: h.write(buffer.getvalue()), binary=True)
 
 
@@ -40,7 +43,7 @@ def _extent_km(shape: tuple[int, int], spacing: float) -> list[float]:
 def model_figure(path: pathlib.Path, models: Sequence[tuple[str, np.ndarray]], spacing: float,
                  *, sources: np.ndarray | None = None, receivers: np.ndarray | None = None) -> None:
     """Models stacked on one colour scale, axes in km, with the acquisition on the first."""
-    plt = _plt()
+    plt = pyplot()
     lo = min(float(m.min()) for _, m in models)
     hi = max(float(m.max()) for _, m in models)
     nz, nx = models[0][1].shape
@@ -60,13 +63,13 @@ def model_figure(path: pathlib.Path, models: Sequence[tuple[str, np.ndarray]], s
         fig.colorbar(im, ax=ax, label="km/s", shrink=0.9)
     axes[-1, 0].set_xlabel("distance (km)")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def shot_figure(path: pathlib.Path, observed: np.ndarray, synthetic: np.ndarray, dt: float,
                 receivers: np.ndarray, title: str) -> None:
     """Observed, synthetic and residual gathers of one shot on one clip."""
-    plt = _plt()
+    plt = pyplot()
     clip = float(np.percentile(np.abs(observed), 99)) or 1.0
     x = receivers[:, 1] / 1e3
     extent = [float(x[0]), float(x[-1]), (observed.shape[-1] - 1) * dt, 0.0]
@@ -79,12 +82,12 @@ def shot_figure(path: pathlib.Path, observed: np.ndarray, synthetic: np.ndarray,
     axes[0].set_ylabel("time (s)")
     fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def gradient_figure(path: pathlib.Path, gradient: np.ndarray, spacing: float) -> None:
     """The misfit gradient with respect to velocity (symmetric colour scale)."""
-    plt = _plt()
+    plt = pyplot()
     clip = float(np.percentile(np.abs(gradient), 99.5)) or 1.0
     nz, nx = gradient.shape
     fig, ax = plt.subplots(figsize=(8, 0.8 + 8 * nz / nx + 0.4))
@@ -95,12 +98,12 @@ def gradient_figure(path: pathlib.Path, gradient: np.ndarray, spacing: float) ->
     ax.set_ylabel("depth (km)")
     fig.colorbar(im, ax=ax, shrink=0.9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def loss_figure(path: pathlib.Path, history: Sequence[dict[str, object]]) -> None:
-    """Loss (each stage normalised by its first value) and model error per iteration."""
-    plt = _plt()
+    """Loss (on each stage's own data) and, when known, the model error per iteration."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     it = [h["iteration"] for h in history]
     ax.semilogy(it, [h["loss"] for h in history], "k.-", label="loss (stage data)")
@@ -113,7 +116,7 @@ def loss_figure(path: pathlib.Path, history: Sequence[dict[str, object]]) -> Non
         ax2.set_ylabel("relative model error", color="r")
     ax.set_title("inversion progress")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def wavefield_gif(path: pathlib.Path, frames: np.ndarray, velocity: np.ndarray, spacing: float,
@@ -129,7 +132,7 @@ def wavefield_gif(path: pathlib.Path, frames: np.ndarray, velocity: np.ndarray, 
     """
     from PIL import Image
 
-    plt = _plt()
+    plt = pyplot()
     clip = float(np.percentile(np.abs(frames), 99.5)) or 1.0
     images = []
     nz, nx = velocity.shape
@@ -164,7 +167,7 @@ def costate_figure(path: pathlib.Path, costate: np.ndarray, *, title: str | None
         title: figure title.
         dt: the time step in s, to label the axis in seconds (steps otherwise).
     """
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     t = np.arange(costate.size) * (dt or 1.0)
     ax.semilogy(t, costate)
@@ -172,4 +175,4 @@ def costate_figure(path: pathlib.Path, costate: np.ndarray, *, title: str | None
     ax.set_ylabel("|λ[t]| (costate norm)")
     ax.set_title(title or "Adjoint state during the reverse sweep")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)

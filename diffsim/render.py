@@ -222,13 +222,9 @@ def render(trajectory: Trajectory, system: SpringSystem, path: str | pathlib.Pat
 def plot_loss(history: Sequence[dict], path: pathlib.Path, *, key: str = "loss",
               title: str = "") -> None:
     """Loss against iteration (log scale when positive) as a PNG, via matplotlib."""
-    import matplotlib
+    from diffsim.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from diffsim.io import atomic_write
-
+    plt = pyplot()
     its = [h["iteration"] for h in history]
     values = np.array([h[key] for h in history], dtype=np.float64)
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
@@ -240,5 +236,4 @@ def plot_loss(history: Sequence[dict], path: pathlib.Path, *, key: str = "loss",
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    atomic_write(pathlib.Path(path), lambda h: fig.savefig(h, format="png", dpi=110), binary=True)
-    plt.close(fig)
+    save_figure(fig, pathlib.Path(path))
