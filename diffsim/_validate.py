@@ -7,20 +7,45 @@ import numpy as np
 __all__ = ["as_array"]
 
 
-def as_array(name: str, value: object, shape: tuple[int, ...], *, positive: bool = False
-             ) -> np.ndarray:
-    """``value`` as a float64 array of ``shape`` (a scalar fills it), finite, optionally > 0.
+def as_array(name: str, value: object, shape: tuple[int, ...], *, positive: bool = False,
+             minimum: float | None = None, strict: bool = False, keep_scalar: bool = False,
+             what: str = "") -> np.ndarray:
+    """``value`` as a float64 array of ``shape`` (or a scalar), finite, optionally bounded.
+
+    Args:
+        name: how messages name the value.
+        value: a number or an array of numbers.
+        shape: the expected shape.
+        positive: every value > 0 (shorthand for ``minimum=0, strict=True``).
+        minimum: every value >= ``minimum`` (> with ``strict``).
+        strict: the bound is strict.
+        keep_scalar: return a scalar as a 0-d array instead of filling ``shape`` with it.
+        what: appended to the shape message, e.g. ``" (one per spring)"``.
 
     Raises:
-        ValueError: wrong shape, NaN/Inf, or a non-positive value where ``positive``.
+        TypeError: not numbers.
+        ValueError: wrong shape, NaN/Inf, or a value out of bounds (with its index).
     """
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim == 0:
+    if positive:
+        minimum, strict = 0.0, True
+    try:
+        arr = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or an array of numbers, got {value!r}") from None
+    if arr.shape not in ((), shape):
+        expected = f"a scalar or {shape}{what}" if keep_scalar else f"{shape}{what} (or a scalar)"
+        raise ValueError(f"{name} has shape {arr.shape}; expected {expected}")
+    bad = ~np.isfinite(arr)
+    if np.any(bad):
+        where = np.argwhere(bad)[0].tolist() if arr.ndim else []
+        raise ValueError(f"{name} contains NaN or Inf (first at index {where}); every value "
+                         "must be finite")
+    if minimum is not None:
+        low = arr <= minimum if strict else arr < minimum
+        if np.any(low):
+            idx = int(np.argmax(low.reshape(-1)))
+            raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum:g} everywhere; "
+                             f"value {float(arr.reshape(-1)[idx])!r} at index {idx}")
+    if arr.ndim == 0 and not keep_scalar:
         arr = np.full(shape, float(arr))
-    if arr.shape != shape:
-        raise ValueError(f"{name} has shape {arr.shape}; expected {shape} (or a scalar)")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or Inf; every value must be finite")
-    if positive and np.any(arr <= 0):
-        raise ValueError(f"{name} must be > 0 everywhere; smallest value is {float(arr.min())!r}")
     return arr

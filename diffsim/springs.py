@@ -37,6 +37,7 @@ import taichi as ti
 from diffsim._fields import FieldTree
 from diffsim._runtime import ensure_init, np_real, real
 from diffsim._tape import Launch, TaichiStepper, Tape, TapeReport
+from diffsim._validate import as_array
 from diffsim.checkpoint import Schedule
 from diffsim.kernels.springs import (
     spring_adjoint,
@@ -75,28 +76,9 @@ PARAMETERS = ("stiffness", "rest_length", "damping", "mass", "positions", "veloc
 
 
 # -- the system ----------------------------------------------------------------------
-def _floats(name: str, value: object, shape: tuple[int, ...], *, minimum: float | None = None,
-            strict: bool = False, what: str = "") -> np.ndarray:
+def _floats(name: str, value: object, shape: tuple[int, ...], **bounds: object) -> np.ndarray:
     """``value`` as float64, a scalar (shape ``()``) or ``shape``, finite, optionally bounded."""
-    try:
-        arr = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or an array of numbers, got {value!r}") from None
-    if arr.shape not in ((), shape):
-        raise ValueError(f"{name} has shape {arr.shape}; expected a scalar or {shape}{what}")
-    bad = ~np.isfinite(arr)
-    if np.any(bad):
-        where = np.argwhere(bad)[0].tolist() if arr.ndim else []
-        raise ValueError(f"{name} contains NaN or Inf (first at index {where}); every value "
-                         "must be finite")
-    if minimum is not None:
-        low = arr <= minimum if strict else arr < minimum
-        if np.any(low):
-            idx = int(np.argmax(low.reshape(-1)))
-            rel = ">" if strict else ">="
-            raise ValueError(f"{name} must be {rel} {minimum:g} everywhere; value "
-                             f"{float(arr.reshape(-1)[idx])!r} at index {idx}")
-    return arr
+    return as_array(name, value, shape, keep_scalar=True, **bounds)
 
 
 class SpringSystem:
