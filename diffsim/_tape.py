@@ -132,6 +132,30 @@ class Stepper(abc.ABC):
     def finish_reverse(self, *, measure: bool) -> float:
         """Add the time-0 output cotangents; return ``‖λ[0]‖`` when ``measure``."""
 
+    # A tape hands a stepper whole runs of steps at once; a stepper that can run many
+    # steps in one launch overrides these two (the defaults take one step at a time).
+    def advance_range(self, start: int, stop: int, saves: Mapping[int, int]) -> None:
+        """Run steps ``start … stop-1``, storing ``x[t]`` in checkpoint ``saves[t]``.
+
+        A save at step ``t`` (``start <= t <= stop``) happens when ``x[t]`` is live:
+        before step ``t`` runs, or after the last step for ``t = stop``. The result must
+        equal :meth:`save` and :meth:`advance` called one at a time, bit for bit.
+        """
+        for t in range(start, stop):
+            if t in saves:
+                self.save(t, saves[t])
+            self.advance(t)
+        if stop in saves:
+            self.save(stop, saves[stop])
+
+    def reverse_range(self, steps: Sequence[int], slots: Sequence[int | None], *,
+                      measure: bool) -> list[float]:
+        """Reverse ``steps`` (consecutive, descending), ``x[t]`` held in ``slots``.
+
+        Equivalent to :meth:`reverse` called for each pair in turn; returns its norms.
+        """
+        return [self.reverse(t, slot, measure=measure) for t, slot in zip(steps, slots, strict=True)]
+
     @abc.abstractmethod
     def outputs(self) -> dict[str, np.ndarray]:
         """The recorded outputs, each ``[steps+1, ...]``."""
@@ -647,40 +671,101 @@ class Tape:
         self._last_finite = step
 
     def _execute(self, actions: Sequence[object], *, recompute: bool) -> None:
-        stepper, rep = self.stepper, self.report
+        """Run ``actions``: each run of consecutive steps goes to the stepper in one call.
+
+        A run of :class:`Advance` and :class:`Save` actions that follow the live step
+        becomes one :meth:`Stepper.advance_range` (split where the forward sweep checks
+        the state for NaN/Inf); a run of :class:`Reverse` actions over consecutive steps
+        (with :class:`Free` bookkeeping between them) becomes one
+        :meth:`Stepper.reverse_range`. Saves and the reverse's checkpoint reads are timed
+        with the steps they are fused with.
+        """
         check = None if recompute else self._check_every
-        for act in actions:
+        i, n = 0, len(actions)
+        while i < n:
+            kind = type(actions[i])
+            if kind is Advance or kind is Save:
+                i = self._advance_run(actions, i, check, recompute=recompute)
+            elif kind is Reverse:
+                i = self._reverse_run(actions, i)
+            elif kind is Restore:
+                t0 = time.perf_counter()
+                act = actions[i]
+                self.stepper.restore(act.step, act.slot)
+                self.report.restores += 1
+                self.report.checkpoint_seconds += time.perf_counter() - t0
+                i += 1
+            elif kind is Free:
+                self._held.discard(actions[i].slot)
+                i += 1
+            else:  # pragma: no cover - schedules emit only the five actions
+                raise TypeError(f"unknown checkpoint action {actions[i]!r}")
+
+    def _advance_run(self, actions: Sequence[object], i: int, check: int | None, *,
+                     recompute: bool) -> int:
+        """Execute the run of Advance/Save actions starting at ``actions[i]``."""
+        stepper, rep = self.stepper, self.report
+        first = actions[i]
+        start = stop = first.start if type(first) is Advance else first.step
+        saves: dict[int, int] = {}
+        n = len(actions)
+        while i < n:
+            act = actions[i]
             kind = type(act)
-            t0 = time.perf_counter()
-            if kind is Advance:
-                for step in range(act.start, act.stop):
-                    stepper.advance(step)
-                    if check is not None and (step + 1) % check == 0:
-                        self._check_finite(step + 1)
-                count = act.stop - act.start
-                rep.forward_steps += count
-                if recompute:
-                    rep.recompute_steps += count
-                    rep.recompute_seconds += time.perf_counter() - t0
-                else:
-                    rep.forward_seconds += time.perf_counter() - t0
-                    if check is not None and act.stop == self.steps:
-                        self._check_finite(self.steps)
-            elif kind is Save:
-                stepper.save(act.step, act.slot)
+            if kind is Advance and act.start == stop:
+                stop = act.stop
+            elif kind is Save and act.step == stop and stop not in saves:
+                saves[act.step] = act.slot
                 self._held.add(act.slot)
                 rep.saves += 1
                 rep.peak_checkpoints = max(rep.peak_checkpoints, len(self._held))
-                rep.checkpoint_seconds += time.perf_counter() - t0
-            elif kind is Restore:
-                stepper.restore(act.step, act.slot)
-                rep.restores += 1
-                rep.checkpoint_seconds += time.perf_counter() - t0
-            elif kind is Reverse:
-                norm = stepper.reverse(act.step, act.slot, measure=self._costate)
-                rep.costate[act.step + 1] = norm
-                rep.reverse_steps += 1
-                rep.restores += act.slot is not None
-                rep.reverse_seconds += time.perf_counter() - t0
-            elif kind is Free:
-                self._held.discard(act.slot)
+            else:
+                break
+            i += 1
+        t0 = time.perf_counter()
+        # split where the forward sweep checks for NaN/Inf (after steps check, 2 check, …)
+        cuts = [stop] if check is None else [
+            *range((start // check + 1) * check, stop, check), stop]
+        lo = start
+        for hi in cuts:
+            part = {t: s for t, s in saves.items() if lo <= t < hi or (t == hi == stop)}
+            stepper.advance_range(lo, hi, part)
+            if check is not None and hi > lo and (hi % check == 0 or hi == self.steps):
+                self._check_finite(hi)
+            lo = hi
+        rep.forward_steps += stop - start
+        if recompute:
+            rep.recompute_steps += stop - start
+            rep.recompute_seconds += time.perf_counter() - t0
+        else:
+            rep.forward_seconds += time.perf_counter() - t0
+        return i
+
+    def _reverse_run(self, actions: Sequence[object], i: int) -> int:
+        """Execute the run of Reverse (and Free) actions starting at ``actions[i]``."""
+        steps: list[int] = []
+        slots: list[int | None] = []
+        frees: list[int] = []
+        n = len(actions)
+        while i < n:
+            act = actions[i]
+            kind = type(act)
+            if kind is Reverse and (not steps or act.step == steps[-1] - 1):
+                steps.append(act.step)
+                slots.append(act.slot)
+            elif kind is Free and steps:
+                frees.append(act.slot)
+            else:
+                break
+            i += 1
+        t0 = time.perf_counter()
+        norms = self.stepper.reverse_range(steps, slots, measure=self._costate)
+        rep = self.report
+        for t, norm in zip(steps, norms, strict=True):
+            rep.costate[t + 1] = norm
+        rep.reverse_steps += len(steps)
+        rep.restores += sum(slot is not None for slot in slots)
+        rep.reverse_seconds += time.perf_counter() - t0
+        for slot in frees:
+            self._held.discard(slot)
+        return i

@@ -36,16 +36,16 @@ import taichi as ti
 
 from diffsim._fields import FieldTree
 from diffsim._runtime import ensure_init, np_real, real
-from diffsim._tape import Launch, TaichiStepper, Tape, TapeReport
+from diffsim._tape import Launch, Stepper, TaichiStepper, Tape, TapeReport
 from diffsim._validate import as_array
 from diffsim.checkpoint import Schedule
 from diffsim.kernels.springs import (
     spring_adjoint,
     spring_download_gradients,
+    spring_fused,
     spring_integrate,
     spring_load,
     spring_record,
-    spring_rollout,
     spring_save,
     spring_scatter_force,
     spring_set_initial,
@@ -548,6 +548,38 @@ def _csr(n: int, springs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return offsets, ids[order], sign[order]
 
 
+#: Topology arrays in upload order and in the fused kernels' order (see :func:`_topology`).
+_TOPOLOGY = ("sa", "sb", "channel", "offsets", "adj", "sign", "fixed", "gravity")
+_KERNEL_TOPOLOGY = ("channel", "sa", "sb", "offsets", "adj", "sign", "fixed", "gravity")
+
+
+def _topology(system: SpringSystem) -> dict[str, np.ndarray]:
+    """The system's connectivity as contiguous kernel arrays (int32; signs, gravity real).
+
+    ``sa, sb, channel`` per spring; ``offsets, adj, sign`` the per-particle CSR list of
+    springs (sign -1 at end a, +1 at end b); ``fixed`` per particle; ``gravity`` ``[1, d]``;
+    ``chan_offsets, chan_springs`` the springs of each actuation channel.
+    """
+    i32, real_ = np.int32, np_real()
+    offsets, adj, sign = _csr(system.n_particles, system.springs)
+    chans = system.actuators
+    active = np.nonzero(chans >= 0)[0]
+    order = active[np.argsort(chans[active], kind="stable")]
+    counts = np.bincount(chans[active], minlength=system.channels)
+    return {
+        "sa": np.ascontiguousarray(system.springs[:, 0], dtype=i32),
+        "sb": np.ascontiguousarray(system.springs[:, 1], dtype=i32),
+        "channel": chans.astype(i32),
+        "offsets": offsets.astype(i32),
+        "adj": adj.astype(i32),
+        "sign": sign.astype(real_),
+        "fixed": system.fixed.astype(i32),
+        "gravity": system.gravity.astype(real_).reshape(1, -1),
+        "chan_offsets": np.concatenate([[0], np.cumsum(counts)]).astype(i32),
+        "chan_springs": order.astype(i32) if order.size else np.zeros(1, dtype=i32),
+    }
+
+
 class _SpringStepper(TaichiStepper):
     """The tape's view of a mass-spring rollout (see :class:`SpringSimulation`)."""
 
@@ -597,20 +629,12 @@ class _SpringStepper(TaichiStepper):
         self.norms = tree.field((steps + 1,), dtype=ti.f64)
         self.force = tree.field((n,), vector=d, needs_grad=True)
         self._finalize()
-        offsets, adj, sign = _csr(n, system.springs)
-        active = np.nonzero(chans >= 0)[0]
-        order = active[np.argsort(chans[active], kind="stable")]
-        counts = np.bincount(chans[active], minlength=system.channels)
-        i32 = np.int32
+        topo = _topology(system)
         spring_upload_topology(
             self.sa, self.sb, self.channel, self.offsets, self.adj, self.sign, self.fixed,
             self.gravity, self.chan_offsets, self.chan_springs,
-            np.ascontiguousarray(system.springs[:, 0], dtype=i32),
-            np.ascontiguousarray(system.springs[:, 1], dtype=i32), chans.astype(i32),
-            offsets.astype(i32), adj.astype(i32), sign.astype(np_real()),
-            system.fixed.astype(i32), system.gravity.astype(np_real()),
-            np.concatenate([[0], np.cumsum(counts)]).astype(i32),
-            order.astype(i32) if order.size else np.zeros(1, dtype=i32))
+            *(topo[name] for name in _TOPOLOGY[:7]), topo["gravity"][0],
+            topo["chan_offsets"], topo["chan_springs"])
         self._ground = 0.0 if system.ground is None else system.ground
         self._use_ground = int(system.ground is not None)
         self.x0 = system.positions
@@ -817,8 +841,216 @@ class _SpringStepper(TaichiStepper):
         return dict(self._initial_gradient)
 
 
+class _FusedSpringStepper(Stepper):
+    """The tape's view of a mass-spring rollout on the CPU: whole runs of steps per launch.
+
+    Every buffer is a NumPy array (state ring, checkpoints, adjoints, gradients, outputs)
+    that the kernels of :func:`~diffsim.kernels.springs.spring_fused` use in place, so the
+    two kernels compile once per process for every system, and saving, restoring,
+    zeroing and reading results are plain NumPy operations. The tape hands over whole
+    runs of steps (:meth:`advance_range`, :meth:`reverse_range`); single steps go through
+    the same two kernels. Results equal :class:`_SpringStepper`'s bit for bit.
+    """
+
+    def __init__(self, system: SpringSystem, steps: int, dt: float,
+                 times: tuple[int, ...]) -> None:
+        ensure_init()
+        n, m, d = system.n_particles, system.n_springs, system.dim
+        real_ = np_real()
+        self.steps = steps
+        self.dt = dt
+        self.times = times
+        self.system = system
+        self._forward, self._reverse = spring_fused(d, real())
+        self.topo = _topology(system)
+        self.rows = np.full(steps + 1, -1, dtype=np.int32)
+        self.rows[list(times)] = np.arange(len(times), dtype=np.int32)
+        self.x = np.zeros((2, n, d), dtype=real_)
+        self.v = np.zeros((2, n, d), dtype=real_)
+        self.xg = np.zeros((2, n, d), dtype=real_)
+        self.vg = np.zeros((2, n, d), dtype=real_)
+        self.out = np.zeros((len(times), n, d), dtype=real_)
+        self.cot = np.zeros_like(self.out)
+        c = max(system.channels, 1)
+        self.act = np.zeros((steps, c), dtype=real_)
+        self.scratch = {"fs": np.zeros((m, d), dtype=real_),
+                        "pbar": np.zeros((n, d), dtype=real_),
+                        "fbar": np.zeros((n, d), dtype=real_),
+                        "ebar": np.zeros((m, d), dtype=real_),
+                        "rbar": np.zeros((m, d), dtype=real_),
+                        "lbar": np.zeros(m, dtype=real_)}
+        self.grads = {"stiffness": np.zeros(m, dtype=real_),
+                      "rest_length": np.zeros(m, dtype=real_),
+                      "damping": np.zeros(m, dtype=real_),
+                      "mass": np.zeros(n, dtype=real_),
+                      "actuation": np.zeros((steps, c), dtype=real_)}
+        self.norms = np.zeros(steps + 1, dtype=np.float64)
+        self._pool_slots = 0
+        self.px = self.pv = np.zeros((1, n, d), dtype=real_)
+        self.v0 = np.zeros((n, d))
+        self.load_system(system)
+
+    # -- values ---------------------------------------------------------------------
+    def load_system(self, system: SpringSystem) -> None:
+        """Take the parameters and initial positions of ``system`` (same topology)."""
+        real_ = np_real()
+        self.system = system
+        self.params = [np.ascontiguousarray(system.per_spring(name), dtype=real_)
+                       for name in ("stiffness", "rest_length", "damping")]
+        self.params.append(np.ascontiguousarray(system.per_particle_mass(), dtype=real_))
+        self.x0 = system.positions
+
+    def set_param(self, name: str, value: object) -> None:
+        """Set the actuation signal ``[steps, max(channels, 1)]``."""
+        if name != "actuation":
+            raise ValueError(f"unknown parameter {name!r}; use load_system for the others")
+        self.act[...] = value
+
+    def _world(self) -> tuple:
+        ground = self.system.ground
+        return (self.dt, 0.0 if ground is None else ground, int(ground is not None),
+                self.system.friction)
+
+    def _system_args(self) -> tuple:
+        t = self.topo
+        return (*self.params, self.act, *(t[name] for name in _KERNEL_TOPOLOGY))
+
+    # -- Stepper protocol -------------------------------------------------------------
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes of one state: positions and velocities."""
+        return self.x[0].nbytes * 2
+
+    def allocate_checkpoints(self, slots: int) -> None:
+        """A pool of ``slots`` states plus a spare (NumPy: pages are used as written)."""
+        slots = max(slots, 1)
+        if slots <= self._pool_slots:
+            return
+        shape = (slots + 1, *self.x.shape[1:])
+        self.px = np.empty(shape, dtype=self.x.dtype)
+        self.pv = np.empty(shape, dtype=self.x.dtype)
+        self._pool_slots = slots
+
+    def reset(self) -> None:
+        """Make ``x[0]`` live and record it when the loss reads time 0."""
+        self.x[0] = self.x0
+        self.v[0] = self.v0
+        if self.rows[0] >= 0:
+            self.out[self.rows[0]] = self.x[0]
+
+    def _run(self, x: np.ndarray, v: np.ndarray, start: int, stop: int,
+             saves: Mapping[int, int], period: int) -> None:
+        table = np.full(stop - start + 1, -1, dtype=np.int32)
+        for t, slot in saves.items():
+            table[t - start] = slot
+        self._forward(x, v, self.px, self.pv, self.out, *self._system_args(),
+                      self.scratch["fs"], table, self.rows, start, stop, period, *self._world())
+
+    def advance_range(self, start: int, stop: int, saves: Mapping[int, int]) -> None:
+        """Steps ``start … stop-1`` and the checkpoint saves among them, in one launch."""
+        self._run(self.x, self.v, start, stop, saves, 2)
+
+    def advance(self, step: int) -> None:
+        """One step (the range kernel with a range of one)."""
+        self.advance_range(step, step + 1, {})
+
+    def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every step from ``x[0]``: positions and velocities ``[steps+1, n, d]``.
+
+        The kernel steps straight through the two arrays (time ``t`` at index ``t``).
+        """
+        tx = np.empty((self.steps + 1, *self.x.shape[1:]), dtype=self.x.dtype)
+        tv = np.empty_like(tx)
+        tx[0], tv[0] = self.x0, self.v0
+        self._run(tx, tv, 0, self.steps, {}, self.steps + 2)
+        return tx, tv
+
+    def save(self, step: int, slot: int) -> None:
+        """Copy the live ``x[step]`` into checkpoint ``slot``."""
+        self.px[slot] = self.x[step % 2]
+        self.pv[slot] = self.v[step % 2]
+
+    def restore(self, step: int, slot: int) -> None:
+        """Copy checkpoint ``slot`` into the ring level of ``x[step]``."""
+        self.x[step % 2] = self.px[slot]
+        self.v[step % 2] = self.pv[slot]
+
+    def live_is_finite(self, step: int) -> bool:
+        """Whether ``x[step]`` and ``v[step]`` are finite."""
+        return bool(np.isfinite(self.x[step % 2]).all() and np.isfinite(self.v[step % 2]).all())
+
+    def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
+        """Zero the adjoints and gradients, keep the positions' cotangent."""
+        if set(cotangents) != {"positions"}:
+            raise ValueError(f"cotangents for {sorted(cotangents)}; this stepper's only output "
+                             "is 'positions'")
+        cot = np.asarray(cotangents["positions"])
+        if cot.shape != self.out.shape or not np.all(np.isfinite(cot)):
+            raise ValueError(f"cotangent for 'positions' must be finite with shape "
+                             f"{self.out.shape}; got shape {cot.shape}")
+        self.cot[...] = cot
+        for a in (self.xg, self.vg, self.norms, *self.grads.values()):
+            a.fill(0)
+
+    def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
+        """One reverse step (the range kernel with a range of one)."""
+        return self.reverse_range([step], [slot], measure=measure)[0]
+
+    def reverse_range(self, steps: Sequence[int], slots: Sequence[int | None], *,
+                      measure: bool) -> list[float]:
+        """Reverse consecutive ``steps`` (descending) in one launch.
+
+        The kernel adds ``|λ[t+1]|^2`` to :attr:`norms` itself; this returns NaNs and
+        :meth:`costate` gives the trace afterwards.
+        """
+        table = np.array([-1 if s is None else s for s in slots], dtype=np.int32)
+        sc, g = self.scratch, self.grads
+        self._reverse(self.x, self.v, self.px, self.pv, self.xg, self.vg, self.cot,
+                      *self._system_args(), self.topo["chan_offsets"], self.topo["chan_springs"],
+                      sc["fs"], sc["pbar"], sc["fbar"], sc["ebar"], sc["rbar"], sc["lbar"],
+                      g["stiffness"], g["rest_length"], g["damping"], g["mass"], g["actuation"],
+                      self.norms, table, self.rows, steps[0], len(steps), self._pool_slots,
+                      int(measure), *self._world())
+        return [math.nan] * len(steps)
+
+    def finish_reverse(self, *, measure: bool) -> float:
+        """Add the time-0 cotangent into ``λ[0]``; its norm when ``measure``."""
+        if self.rows[0] >= 0:
+            self.xg[0] += self.cot[self.rows[0]]
+        if not measure:
+            return math.nan
+        return math.sqrt(float(np.sum(self.xg[0].astype(np.float64) ** 2)
+                               + np.sum(self.vg[0].astype(np.float64) ** 2)))
+
+    def costate(self, report: TapeReport) -> np.ndarray:
+        """``report.costate`` with the norms the adjoint kernel measured filled in."""
+        trace = report.costate.copy()
+        if trace.size:
+            measured = np.sqrt(self.norms[: trace.size])
+            trace[1:] = np.where(np.isnan(trace[1:]), measured[1:], trace[1:])
+        return trace
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        """The recorded positions ``[len(times), n, d]``."""
+        return {"positions": self.out.copy()}
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """``∂L/∂θ`` per parameter (copies)."""
+        return {name: a.copy() for name, a in self.grads.items()}
+
+    def initial_state_gradient(self) -> dict[str, np.ndarray]:
+        """``∂L/∂x[0]`` and ``∂L/∂v[0]`` (``[n, d]``)."""
+        return {"x": self.xg[0].copy(), "v": self.vg[0].copy()}
+
+    def destroy(self) -> None:
+        """Nothing to free (NumPy buffers)."""
+
+
 # -- the user-facing simulation -------------------------------------------------------
 _ADJOINTS = ("hand", "autodiff")
+#: Whether the hand adjoint on the CPU runs whole ranges of steps per launch
+#: (:class:`_FusedSpringStepper`); the per-step field kernels serve GPUs and the tests.
+_FUSED_ON_CPU = True
 
 
 class SpringSimulation:
@@ -881,10 +1113,13 @@ class SpringSimulation:
                      if "actuation" in values else self.actuation)
         self.system, self.velocities, self.actuation = system, velocities, actuation
 
-    def _stepper(self, times: tuple[int, ...]) -> _SpringStepper:
+    def _stepper(self, times: tuple[int, ...]) -> _SpringStepper | _FusedSpringStepper:
         stepper = self._steppers.get(times)
         if stepper is None:
-            stepper = _SpringStepper(self.system, self.steps, self.dt, times, self.adjoint)
+            if self.adjoint == "hand" and _FUSED_ON_CPU and ensure_init().arch == "cpu":
+                stepper = _FusedSpringStepper(self.system, self.steps, self.dt, times)
+            else:
+                stepper = _SpringStepper(self.system, self.steps, self.dt, times, self.adjoint)
             self._steppers[times] = stepper
         stepper.load_system(self.system)
         stepper.v0 = self.velocities
@@ -913,14 +1148,18 @@ class SpringSimulation:
     def _rollout(self) -> tuple[np.ndarray, np.ndarray]:
         """Run every step, writing the trajectory straight into new NumPy arrays."""
         s = self._stepper((self.steps,))
+        if isinstance(s, _FusedSpringStepper):
+            return s.trajectory()
         n, d = self.system.n_particles, self.system.dim
         positions = np.empty((self.steps + 1, n, d), dtype=np_real())
         velocities = np.empty_like(positions)
         positions[0] = self.system.positions
         velocities[0] = self.velocities
-        kernel = spring_rollout(d, real())
-        kernel(positions, velocities, s.k, s.rest, s.c, s.mass, s.act, s.channel, s.sa, s.sb,
-               s.offsets, s.adj, s.sign, s.fixed, s.gravity, s.fs, 0, self.steps, *s._world())
+        s.reset()
+        for step in range(self.steps):
+            s.advance(step)
+            positions[step + 1] = s.x.to_numpy()[s.level(step + 1)]
+            velocities[step + 1] = s.v.to_numpy()[s.level(step + 1)]
         return positions, velocities
 
     # -- gradients ----------------------------------------------------------------------

@@ -32,6 +32,11 @@ the same output in both branches doubled adjoints; without it, errors of about 1
 relative remained, cause not isolated, the dynamic per-particle loop being the suspect),
 so the autodiff cross-check differentiates a scatter formulation
 (:func:`spring_scatter_force`, :func:`spring_integrate`) instead.
+
+Two drivers share these functions: per-step kernels on fields (:func:`spring_step`,
+:func:`spring_adjoint`, parallel loops, for GPUs) and, on the CPU, two kernels that run
+a whole range of steps in one launch on NumPy arrays (:func:`spring_fused`), compiled
+once per process for every system. They give identical results bit for bit.
 """
 
 import taichi as ti
@@ -92,16 +97,52 @@ def _contact(xi, p, h, ground, use_ground: ti.i32, mu):
 
 
 @ti.func
+def _contact_branches(xi, p, h, ground, use_ground: ti.i32, mu):
+    """:func:`_contact` with branches (the hand-written kernels; not differentiated).
+
+    The same values, without the square root and division for particles off the ground.
+    """
+    q = p
+    branch = 0
+    if use_ground != 0 and xi[1] + h * p[1] < ground and p[1] < 0:
+        up = ti.Vector.unit(p.n, 1)
+        t = p - p[1] * up
+        vn = -p[1]
+        tn = t.norm()
+        if tn <= mu * vn:
+            q = ti.zero(p)
+            branch = 2
+        else:
+            q = (1.0 - mu * vn / ti.max(tn, 1e-30)) * t
+            branch = 1
+    return q, branch
+
+
+@ti.func
 def _step_particle(x: ti.template(), v: ti.template(), mass: ti.template(),
                    fixed: ti.template(), gravity: ti.template(), f, src: ti.i32, dst: ti.i32,
-                   h, ground, use_ground: ti.i32, mu, i: ti.i32):
-    """Semi-implicit Euler with contact for particle ``i`` under the spring force ``f``."""
+                   h, ground, use_ground: ti.i32, mu, i: ti.i32, branches: ti.template()):
+    """Semi-implicit Euler with contact for particle ``i`` under the spring force ``f``.
+
+    ``branches`` (compile time): branch on contact and pinning (the hand-written kernels)
+    or use 0/1 weights that Taichi's autodiff handles (see :func:`_contact`); the values
+    are the same.
+    """
     xi = x[src, i]
     p = v[src, i] + h * (f / mass[i] + gravity[0])
-    q, _ = _contact(xi, p, h, ground, use_ground, mu)
-    free = ti.select(fixed[i] != 0, 0.0, 1.0)  # pinned: x' = x, v' = 0 (no branch, see _contact)
-    v[dst, i] = free * q
-    x[dst, i] = xi + h * free * q
+    if ti.static(branches):
+        q, _ = _contact_branches(xi, p, h, ground, use_ground, mu)
+        if fixed[i] != 0:
+            v[dst, i] = ti.zero(q)
+            x[dst, i] = xi
+        else:
+            v[dst, i] = q
+            x[dst, i] = xi + h * q
+    else:
+        q, _ = _contact(xi, p, h, ground, use_ground, mu)
+        free = ti.select(fixed[i] != 0, 0.0, 1.0)  # pinned: x' = x, v' = 0 (no branch)
+        v[dst, i] = free * q
+        x[dst, i] = xi + h * free * q
 
 
 @ti.kernel
@@ -133,49 +174,130 @@ def spring_step(x: ti.template(), v: ti.template(), stiffness: ti.template(),
             pv[save, i] = v[src, i]
         f = _sum_force(fs, offsets, adj, sign, i)
         _step_particle(x, v, mass, fixed, gravity, f, src, dst, ti.cast(dt, x.dtype),
-                       ti.cast(ground, x.dtype), use_ground, ti.cast(friction, x.dtype), i)
+                       ti.cast(ground, x.dtype), use_ground, ti.cast(friction, x.dtype), i, True)
 
 
-def spring_rollout(dim: int, dtype: object) -> object:
-    """The forward-only rollout kernel for ``dim``-vectors of ``dtype`` (built once per pair).
+def spring_fused(dim: int, dtype: object) -> tuple[object, object]:
+    """The whole-range forward and reverse kernels for ``dim``-vectors of ``dtype``.
 
-    The kernel ``(x, v, stiffness, …, fs, start, stop, dt, ground, use_ground, friction)``
-    runs steps ``start … stop-1`` in one launch. ``x`` and ``v`` are NumPy arrays
-    ``[steps + 1, n, dim]`` of ``dtype`` with level ``start`` filled in: the trajectory
-    is written straight into the caller's memory. The time loop is serial, so one thread
-    runs it; the arithmetic is that of :func:`spring_step`, so the results are identical.
+    Built once per pair and shared by every system: all arguments are arrays (NumPy
+    arrays on the CPU, used in place), so a new topology, size or checkpoint pool needs
+    no recompilation. Each kernel runs many steps in one launch with a serial time loop
+    (one thread; a second gave no gain at 4,000 particles), so the per-launch cost of
+    passing some thirty arrays is paid once per run of steps, not once per step. The
+    arithmetic is that of :func:`spring_step` and :func:`spring_adjoint` (the same
+    functions), so results are identical to the per-step kernels bit for bit.
+
+    ``forward(x, v, px, pv, out, <system>, fs, saves, rows, start, stop, period, dt,
+    ground, use_ground, friction)`` runs steps ``start … stop-1`` on the states ``x, v``
+    (time ``t`` at level ``t % period``: ``period = 2`` for the tape's ring, more than the
+    step count for a whole trajectory): before step ``t`` (and after the last, for
+    ``t = stop``) it stores ``x[t], v[t]`` in checkpoint ``px, pv[saves[t - start]]`` when
+    that is ``>= 0``; after step ``t`` it writes ``x[t+1]`` into ``out[rows[t+1]]`` when
+    that is ``>= 0``.
+
+    ``reverse(x, v, px, pv, xg, vg, cot, <system>, chan_offsets, chan_springs, <scratch>,
+    <gradients>, norms, slots, rows, top, count, spare, measure, dt, …)`` reverses steps
+    ``top, top-1, … top-count+1``: step ``top - j`` reads its state from checkpoint
+    ``slots[j]`` (``< 0``: from the ring, copied to slot ``spare`` first), adds the
+    output cotangent ``cot[rows[t+1]]`` into ``λ_x[t+1]``, then runs the adjoint.
     """
     key = (dim, dtype)
-    if key not in _ROLLOUT_KERNELS:
-        vec = ti.types.vector(dim, dtype)
+    if key not in _FUSED_KERNELS:
+        _FUSED_KERNELS[key] = _build_fused(ti.types.vector(dim, dtype), dtype)
+    return _FUSED_KERNELS[key]
 
-        @ti.kernel
-        def rollout(x: ti.types.ndarray(dtype=vec, ndim=2), v: ti.types.ndarray(dtype=vec, ndim=2),
-                    stiffness: ti.template(), rest: ti.template(), damping: ti.template(),
-                    mass: ti.template(), act: ti.template(), channel: ti.template(),
-                    sa: ti.template(), sb: ti.template(), offsets: ti.template(),
-                    adj: ti.template(), sign: ti.template(), fixed: ti.template(),
-                    gravity: ti.template(), fs: ti.template(), start: ti.i32, stop: ti.i32,
-                    dt: ti.f64, ground: ti.f64, use_ground: ti.i32, friction: ti.f64):
-            h = ti.cast(dt, stiffness.dtype)
-            g = ti.cast(ground, stiffness.dtype)
-            mu = ti.cast(friction, stiffness.dtype)
-            ti.loop_config(serialize=True)
-            for t in range(start, stop):
+
+def _build_fused(vec: object, dtype: object) -> tuple[object, object]:
+    v1 = ti.types.ndarray(dtype=vec, ndim=1)
+    v2 = ti.types.ndarray(dtype=vec, ndim=2)
+    s1 = ti.types.ndarray(dtype=dtype, ndim=1)
+    s2 = ti.types.ndarray(dtype=dtype, ndim=2)
+    i1 = ti.types.ndarray(dtype=ti.i32, ndim=1)
+    f1 = ti.types.ndarray(dtype=ti.f64, ndim=1)
+
+    @ti.kernel
+    def forward(x: v2, v: v2, px: v2, pv: v2, out: v2, stiffness: s1, rest: s1, damping: s1,
+                mass: s1, act: s2, channel: i1, sa: i1, sb: i1, offsets: i1, adj: i1, sign: s1,
+                fixed: i1, gravity: v1, fs: v1, saves: i1, rows: i1, start: ti.i32,
+                stop: ti.i32, period: ti.i32, dt: ti.f64, ground: ti.f64, use_ground: ti.i32,
+                friction: ti.f64):
+        h = ti.cast(dt, dtype)
+        gnd = ti.cast(ground, dtype)
+        mu = ti.cast(friction, dtype)
+        ti.loop_config(serialize=True)
+        for t in range(start, stop + 1):
+            src = t % period
+            slot = saves[t - start]
+            if t < stop:
+                dst = (t + 1) % period
                 for s in range(sa.shape[0]):
                     fs[s] = _spring_force(x, v, stiffness, rest, damping, act, channel, sa, sb,
-                                          t, t, s)
+                                          src, t, s)
                 for i in range(x.shape[1]):
+                    if slot >= 0:  # the checkpoint, in the pass that reads the state anyway
+                        px[slot, i] = x[src, i]
+                        pv[slot, i] = v[src, i]
                     f = _sum_force(fs, offsets, adj, sign, i)
-                    _step_particle(x, v, mass, fixed, gravity, f, t, t + 1, h, g, use_ground,
-                                   mu, i)
+                    _step_particle(x, v, mass, fixed, gravity, f, src, dst, h, gnd, use_ground,
+                                   mu, i, True)
+                row = rows[t + 1]
+                if row >= 0:
+                    for i in range(x.shape[1]):
+                        out[row, i] = x[dst, i]
+            elif slot >= 0:
+                for i in range(x.shape[1]):
+                    px[slot, i] = x[src, i]
+                    pv[slot, i] = v[src, i]
 
-        _ROLLOUT_KERNELS[key] = rollout
-    return _ROLLOUT_KERNELS[key]
+    @ti.kernel
+    def reverse(x: v2, v: v2, px: v2, pv: v2, xg: v2, vg: v2, cot: v2, stiffness: s1,
+                rest: s1, damping: s1, mass: s1, act: s2, channel: i1, sa: i1, sb: i1,
+                offsets: i1, adj: i1, sign: s1, fixed: i1, gravity: v1, chan_offsets: i1,
+                chan_springs: i1, fs: v1, pbar: v1, fbar: v1, ebar: v1, rbar: v1, lbar: s1,
+                k_grad: s1, rest_grad: s1, damping_grad: s1, mass_grad: s1, act_grad: s2,
+                norms: f1, slots: i1, rows: i1, top: ti.i32, count: ti.i32, spare: ti.i32,
+                measure: ti.i32, dt: ti.f64, ground: ti.f64, use_ground: ti.i32,
+                friction: ti.f64):
+        h = ti.cast(dt, dtype)
+        gnd = ti.cast(ground, dtype)
+        mu = ti.cast(friction, dtype)
+        ti.loop_config(serialize=True)
+        for j in range(count):
+            step = top - j
+            slot = slots[j]
+            if slot < 0:
+                for i in range(x.shape[1]):
+                    px[spare, i] = x[step % 2, i]
+                    pv[spare, i] = v[step % 2, i]
+                slot = spare
+            dst = (step + 1) % 2
+            row = rows[step + 1]
+            if row >= 0:
+                for i in range(x.shape[1]):
+                    xg[dst, i] += cot[row, i]
+            for s in range(sa.shape[0]):
+                fs[s] = _spring_force(px, pv, stiffness, rest, damping, act, channel, sa, sb,
+                                      slot, step, s)
+            for i in range(x.shape[1]):
+                _adjoint_particle(px, pv, xg, vg, mass, mass_grad, fixed, gravity, fs, offsets,
+                                  adj, sign, pbar, fbar, norms, slot, dst, step, h, gnd,
+                                  use_ground, mu, measure, i)
+            for s in range(sa.shape[0]):
+                _adjoint_spring(px, pv, stiffness, rest, damping, act, channel, sa, sb, fbar,
+                                k_grad, rest_grad, damping_grad, lbar, ebar, rbar, slot, step, s)
+            for i in range(x.shape[1]):
+                _adjoint_gather(xg, vg, fixed, offsets, adj, sign, ebar, rbar, pbar, dst,
+                                step % 2, i)
+            for c in range(chan_offsets.shape[0] - 1):
+                _adjoint_channel(lbar, chan_offsets, chan_springs, act_grad, step, c,
+                                 ti.cast(0.0, dtype))
+
+    return forward, reverse
 
 
-#: Compiled rollout kernels by (dimension, dtype); see :func:`spring_rollout`.
-_ROLLOUT_KERNELS: dict = {}
+#: Compiled (forward, reverse) kernels by (dimension, dtype); see :func:`spring_fused`.
+_FUSED_KERNELS: dict = {}
 
 
 @ti.kernel
@@ -209,75 +331,117 @@ def spring_adjoint(x: ti.template(), v: ti.template(), xg: ti.template(), vg: ti
     # 1. Per particle: adjoint of the contact and of p = v + h (f / m + g).
     ti.loop_config(serialize=serial)
     for i in range(x.shape[1]):
-        if measure != 0:
-            norms[step + 1] += ti.cast(xg[dst, i].dot(xg[dst, i]) + vg[dst, i].dot(vg[dst, i]),
-                                       ti.f64)
-        pb = ti.zero(x[src, i])
-        fb = ti.zero(x[src, i])
-        if fixed[i] == 0:
-            xi = x[src, i]
-            f = _sum_force(fs, offsets, adj, sign, i)
-            p = v[src, i] + h * (f / mass[i] + gravity[0])
-            q, branch = _contact(xi, p, h, gnd, use_ground, mu)
-            qb = vg[dst, i] + h * xg[dst, i]
-            if branch == 0:
-                pb = qb
-            elif branch == 1:
-                up = ti.Vector.unit(p.n, 1)
-                t = p - p[1] * up
-                tn = t.norm()
-                that = t / tn
-                qt = qb - qb[1] * up
-                alpha = mu * (-p[1]) / tn
-                pb = qt - alpha * (qt - that * that.dot(qt)) + mu * that.dot(qt) * up
-            fb = h * pb / mass[i]
-            mass.grad[i] += -fb.dot(f) / mass[i]
-        pbar[i] = pb
-        fbar[i] = fb
+        _adjoint_particle(x, v, xg, vg, mass, mass.grad, fixed, gravity, fs, offsets, adj, sign,
+                          pbar, fbar, norms, src, dst, step, h, gnd, use_ground, mu, measure, i)
     # 2. Per spring: parameter gradients and the spring Jacobian applied to its force adjoint.
     ti.loop_config(serialize=serial)
     for s in range(sa.shape[0]):
-        a = sa[s]
-        b = sb[s]
-        w = fbar[a] - fbar[b]
-        d = x[src, b] - x[src, a]
-        r = v[src, b] - v[src, a]
-        length = d.norm()
-        u = d / length
-        rest_s, factor = _rest_length(rest, act, channel, s, step)
-        wu = w.dot(u)
-        ru = r.dot(u)
-        stretch = length - rest_s
-        stiffness.grad[s] += stretch * wu
-        lb = -stiffness[s] * wu
-        rest.grad[s] += lb * factor
-        lbar[s] = lb * rest[s]
-        damping.grad[s] += ru * wu
-        wperp = w - wu * u
-        rperp = r - ru * u
-        ebar[s] = (stiffness[s] * (wu * u + stretch / length * wperp)
-                   + damping[s] / length * (ru * wperp + wu * rperp))
-        rbar[s] = damping[s] * wu * u
+        _adjoint_spring(x, v, stiffness, rest, damping, act, channel, sa, sb, fbar,
+                        stiffness.grad, rest.grad, damping.grad, lbar, ebar, rbar, src, step, s)
     # 3. Per particle: gather the spring terms into λ[t].
     ti.loop_config(serialize=serial)
     for i in range(x.shape[1]):
-        xb = xg[dst, i]
-        vb = pbar[i]
-        if fixed[i] != 0:
-            vb = ti.zero(vb)
-        for e in range(offsets[i], offsets[i + 1]):
-            s = adj[e]
-            xb += sign[e] * ebar[s]
-            vb += sign[e] * rbar[s]
-        xg[lam, i] = xb
-        vg[lam, i] = vb
+        _adjoint_gather(xg, vg, fixed, offsets, adj, sign, ebar, rbar, pbar, dst, lam, i)
     # 4. Per actuation channel: gather the rest-length adjoints of its springs.
     ti.loop_config(serialize=serial)
     for c in range(chan_offsets.shape[0] - 1):
-        acc = ti.cast(0.0, x.dtype)
-        for e in range(chan_offsets[c], chan_offsets[c + 1]):
-            acc += lbar[chan_springs[e]]
-        act.grad[step, c] += acc
+        _adjoint_channel(lbar, chan_offsets, chan_springs, act.grad, step, c,
+                         ti.cast(0.0, x.dtype))
+
+
+@ti.func
+def _adjoint_particle(x: ti.template(), v: ti.template(), xg: ti.template(), vg: ti.template(),
+                      mass: ti.template(), mass_grad: ti.template(), fixed: ti.template(),
+                      gravity: ti.template(), fs: ti.template(), offsets: ti.template(),
+                      adj: ti.template(), sign: ti.template(), pbar: ti.template(),
+                      fbar: ti.template(), norms: ti.template(), src: ti.i32, dst: ti.i32,
+                      step: ti.i32, h, gnd, use_ground: ti.i32, mu, measure: ti.i32, i: ti.i32):
+    """Particle ``i``: adjoint of its contact and of ``p = v + h (f / m + g)``."""
+    if measure != 0:
+        norms[step + 1] += ti.cast(xg[dst, i].dot(xg[dst, i]) + vg[dst, i].dot(vg[dst, i]),
+                                   ti.f64)
+    pb = ti.zero(x[src, i])
+    fb = ti.zero(x[src, i])
+    if fixed[i] == 0:
+        xi = x[src, i]
+        f = _sum_force(fs, offsets, adj, sign, i)
+        p = v[src, i] + h * (f / mass[i] + gravity[0])
+        q, branch = _contact_branches(xi, p, h, gnd, use_ground, mu)
+        qb = vg[dst, i] + h * xg[dst, i]
+        if branch == 0:
+            pb = qb
+        elif branch == 1:
+            up = ti.Vector.unit(p.n, 1)
+            t = p - p[1] * up
+            tn = t.norm()
+            that = t / tn
+            qt = qb - qb[1] * up
+            alpha = mu * (-p[1]) / tn
+            pb = qt - alpha * (qt - that * that.dot(qt)) + mu * that.dot(qt) * up
+        fb = h * pb / mass[i]
+        mass_grad[i] += -fb.dot(f) / mass[i]
+    pbar[i] = pb
+    fbar[i] = fb
+
+
+@ti.func
+def _adjoint_spring(x: ti.template(), v: ti.template(), stiffness: ti.template(),
+                    rest: ti.template(), damping: ti.template(), act: ti.template(),
+                    channel: ti.template(), sa: ti.template(), sb: ti.template(),
+                    fbar: ti.template(), k_grad: ti.template(), rest_grad: ti.template(),
+                    damping_grad: ti.template(), lbar: ti.template(), ebar: ti.template(),
+                    rbar: ti.template(), src: ti.i32, step: ti.i32, s: ti.i32):
+    """Spring ``s``: parameter gradients and its Jacobian applied to its force adjoint."""
+    a = sa[s]
+    b = sb[s]
+    w = fbar[a] - fbar[b]
+    d = x[src, b] - x[src, a]
+    r = v[src, b] - v[src, a]
+    length = d.norm()
+    u = d / length
+    rest_s, factor = _rest_length(rest, act, channel, s, step)
+    wu = w.dot(u)
+    ru = r.dot(u)
+    stretch = length - rest_s
+    k_grad[s] += stretch * wu
+    lb = -stiffness[s] * wu
+    rest_grad[s] += lb * factor
+    lbar[s] = lb * rest[s]
+    damping_grad[s] += ru * wu
+    wperp = w - wu * u
+    rperp = r - ru * u
+    ebar[s] = (stiffness[s] * (wu * u + stretch / length * wperp)
+               + damping[s] / length * (ru * wperp + wu * rperp))
+    rbar[s] = damping[s] * wu * u
+
+
+@ti.func
+def _adjoint_gather(xg: ti.template(), vg: ti.template(), fixed: ti.template(),
+                    offsets: ti.template(), adj: ti.template(), sign: ti.template(),
+                    ebar: ti.template(), rbar: ti.template(), pbar: ti.template(), dst: ti.i32,
+                    lam: ti.i32, i: ti.i32):
+    """Particle ``i``: ``λ[t]`` from ``λ[t+1]`` and the spring terms of its springs."""
+    xb = xg[dst, i]
+    vb = pbar[i]
+    if fixed[i] != 0:
+        vb = ti.zero(vb)
+    for e in range(offsets[i], offsets[i + 1]):
+        s = adj[e]
+        xb += sign[e] * ebar[s]
+        vb += sign[e] * rbar[s]
+    xg[lam, i] = xb
+    vg[lam, i] = vb
+
+
+@ti.func
+def _adjoint_channel(lbar: ti.template(), chan_offsets: ti.template(),
+                     chan_springs: ti.template(), act_grad: ti.template(), step: ti.i32,
+                     c: ti.i32, zero):
+    """Actuation channel ``c``: the rest-length adjoints of its springs (``zero`` typed 0)."""
+    acc = zero
+    for e in range(chan_offsets[c], chan_offsets[c + 1]):
+        acc += lbar[chan_springs[e]]
+    act_grad[step, c] += acc
 
 
 @ti.kernel
@@ -339,7 +503,7 @@ def spring_integrate(x: ti.template(), v: ti.template(), mass: ti.template(),
     """Semi-implicit Euler with contact from a force buffer (the autodiff formulation)."""
     for i in range(x.shape[1]):
         _step_particle(x, v, mass, fixed, gravity, force[i], src, dst, ti.cast(dt, x.dtype),
-                       ti.cast(ground, x.dtype), use_ground, ti.cast(friction, x.dtype), i)
+                       ti.cast(ground, x.dtype), use_ground, ti.cast(friction, x.dtype), i, False)
 
 
 # -- bulk transfers: one compiled kernel instead of one Taichi helper per field -------------

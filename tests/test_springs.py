@@ -99,9 +99,9 @@ def test_actuation_changes_the_rest_length() -> None:
 
 def test_tape_forward_equals_simulate_bitwise(case: dict) -> None:
     sim = case["sim"]
-    traj = sim.simulate()  # the one-launch rollout kernel
+    traj = sim.simulate()  # one launch straight through the trajectory arrays
     target = traj.positions[-1] + 0.01
-    res = sim.value_and_grad(FinalPosition(target))  # the tape's per-step kernel
+    res = sim.value_and_grad(FinalPosition(target))  # the tape's runs on the state ring
     assert res.loss == 0.5 * np.sum((traj.positions[-1] - target) ** 2)
 
 
@@ -187,6 +187,26 @@ def test_checkpointed_equals_store_all_bitwise(case: dict, schedule) -> None:
     assert res.loss == case["res"].loss
     for name in WRT:
         np.testing.assert_array_equal(res.grads[name], case["res"].grads[name], err_msg=name)
+
+
+@pytest.mark.parametrize("schedule", [StoreAll(), Binomial(slots=4)], ids=repr)
+def test_per_step_kernels_equal_fused_kernels_bitwise(case: dict, schedule, monkeypatch) -> None:
+    """The per-step field kernels (the GPU path) against the CPU's whole-range kernels."""
+    import diffsim.springs as springs
+
+    fused = case["sim"]
+    monkeypatch.setattr(springs, "_FUSED_ON_CPU", False)
+    with SpringSimulation(case["system"], STEPS, DT, velocities=case["v0"],
+                          actuation=case["act"]) as per_step:
+        assert type(per_step._stepper((STEPS,))).__name__ == "_SpringStepper"
+        np.testing.assert_array_equal(per_step.simulate().positions, fused.simulate().positions)
+        loss = Tracking(fused.simulate().positions[:, :4] + 0.003, particles=range(4))
+        a = per_step.value_and_grad(loss, wrt=WRT, checkpoint=schedule)
+        b = fused.value_and_grad(loss, wrt=WRT, checkpoint=schedule)
+    assert a.loss == b.loss
+    np.testing.assert_allclose(a.report.costate, b.report.costate, rtol=1e-13)
+    for name in WRT:
+        np.testing.assert_array_equal(a.grads[name], b.grads[name], err_msg=name)
 
 
 def test_results_are_deterministic(case: dict) -> None:
