@@ -1056,9 +1056,12 @@ _FUSED_ON_CPU = True
 class SpringSimulation:
     """A reusable simulation of one system topology for ``steps`` steps of ``dt``.
 
-    Creating Taichi fields compiles the kernels for them (tenths of a second), so an
-    optimisation loop keeps one ``SpringSimulation`` and changes its values with
-    :meth:`update`. :func:`simulate` and :func:`value_and_grad` make a temporary one.
+    On the CPU (hand adjoint, the default) the kernels take NumPy arrays and compile once
+    per process for every system, and each launch runs a whole range of steps. On a GPU,
+    and with ``adjoint="autodiff"``, the per-step kernels take Taichi fields and compile
+    for each new simulation (tenths of a second), so an optimisation loop keeps one
+    ``SpringSimulation`` and changes its values with :meth:`update` (cheap either way).
+    :func:`simulate` and :func:`value_and_grad` make a temporary one.
 
     Args:
         system: the system; its parameters and positions are the starting values.
