@@ -382,7 +382,7 @@ class AcousticStepper(TaichiStepper):
             rec_pos=self.rec_pos, rec_w=self.rec_w, scale=self.dt**2 / self._cell,
             inv_h=self._inv_h, c1=self._c1, c2=self._c2, rows=self._rows,
             space_rows=self._space_rows, xs=self._xs, xs_near=self._xs_near, pm=self._pm,
-            sg=self.sg, kg=self.kg, sponge=boundary == "sponge")
+            sg=self.sg, kg=self.kg, sponge=boundary == "sponge", serial=_serial_loops())
         self._pool_f: _Bundle | None = None
         self.set_param("velocity", self.pad(vel))
         self.set_param("wavelet", amp)
@@ -668,6 +668,16 @@ _SPONGE_AUTODIFF = (
     "damped update is inexact (7e-6 against finite differences in f64, measured), so use "
     "adjoint='hand' (checked against finite differences) or boundary='pml'"
 )
+
+
+def _serial_loops() -> bool:
+    """Run the step kernels' loops in the launching thread (CPU with one thread).
+
+    Each parallel loop of a Taichi CPU kernel is a task handed to its thread pool, which
+    costs 30-50 us even with one thread; serial loops skip that.
+    """
+    rt = ensure_init()
+    return rt.arch == "cpu" and rt.threads == 1
 
 
 def _check_cfl(dt: float, max_velocity: float, spacing: tuple[float, ...], order: int) -> None:

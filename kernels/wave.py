@@ -265,12 +265,14 @@ def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i
     sg, sponge = ti.static(f.sg, f.sponge)
     pos, weight, amp = ti.static(f.src_pos, f.src_w, f.amp)
     if ti.static(part == 0):
+        ti.loop_config(serialize=f.serial)
         for J in ti.grouped(ti.ndrange(*f.rows)):
             if _row_in(pa, J):
                 for xb in range(1, xs[2] - 1):
                     _psi_rows(u, psi, pa, pb, cur, src, dst, inv_h, c1, J, xb, pm)
             for j in range(xs[3]):
                 _psi_x(u, psi, pax, pbx, cur, src, dst, inv_h, c1, J, j, xs)
+        ti.loop_config(serialize=f.serial)
         for J in ti.grouped(ti.ndrange(*f.rows)):
             if _row_in(pa, J):
                 for j in range(xs[3]):
@@ -324,6 +326,7 @@ def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i
         for s, r in ti.ndrange(f.traces.shape[1], f.traces.shape[2]):
             f.traces[step + 1, s, r] = 0.0
         rpos, rweight = ti.static(f.rec_pos, f.rec_w)
+        ti.loop_config(serialize=True)
         for P in ti.grouped(ti.ndrange(rpos.shape[0], rpos.shape[1],
                                        *([rweight.shape[3]] * rpos.n))):
             _sample(f, nxt, step + 1, P)
@@ -375,6 +378,7 @@ def copy_state(f: ti.template(), pool: ti.template(), slot: ti.i32, u0: ti.i32, 
     ``pool`` bundles the checkpoint fields ``u [slot, 2, ...]``, ``psi``, ``zeta [slot, 1,
     ...]``.
     """
+    ti.loop_config(serialize=f.serial)
     for K in ti.grouped(ti.ndrange(*f.u.shape[1:])):
         if ti.static(save):
             pool.u[(slot, 0, *K)] = f.u[(u0, *K)]
@@ -383,6 +387,7 @@ def copy_state(f: ti.template(), pool: ti.template(), slot: ti.i32, u0: ti.i32, 
             f.u[(u0, *K)] = pool.u[(slot, 0, *K)]
             f.u[(u1, *K)] = pool.u[(slot, 1, *K)]
     for d in ti.static(range(len(f.psi))):
+        ti.loop_config(serialize=f.serial)
         for K in ti.grouped(ti.ndrange(*f.psi[d].shape[1:])):
             if ti.static(save):
                 pool.psi[d][(slot, 0, *K)] = f.psi[d][(lvl, *K)]
@@ -575,6 +580,7 @@ def adjoint_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: t
     inv_h, c1, c2, xs, xs_near, pm = ti.static(f.inv_h, f.c1, f.c2, f.xs, f.xs_near, f.pm)
     sq = ti.cast(0.0, ti.f64)
     rpos, rweight = ti.static(f.rec_pos, f.rec_w)
+    ti.loop_config(serialize=True)  # receivers and sources: a few cells, no task dispatch
     for P in ti.grouped(ti.ndrange(rpos.shape[0], rpos.shape[1],
                                    *([rweight.shape[3]] * rpos.n))):
         if rec_t >= 0:
@@ -584,6 +590,7 @@ def adjoint_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: t
             for d in ti.static(range(rpos.n)):
                 w *= rweight[P[0], P[1], d, P[d + 2]]
             u.grad[(nxt, *_lane_elem(cell, u.n))][(cell[cell.n - 1] + u.n) % u.n] += w
+    ti.loop_config(serialize=f.serial)
     for J in ti.grouped(ti.ndrange(*f.rows)):
         if _row_in(pa, J):
             for xb in range(1, xs[2] - 1):
@@ -592,6 +599,7 @@ def adjoint_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: t
         for j in range(xs[3]):
             _adj_a_x(u, psi, zeta, kc, pax, pbx, mx, pbar, cur, nxt, src, dst, inv_h, c1, J, j,
                      xs)
+    ti.loop_config(serialize=f.serial)
     for R in ti.grouped(ti.ndrange(*f.space_rows)):
         row_sq = ti.Vector.zero(u.dtype, u.n)
         for s in range(u.shape[1]):
@@ -607,6 +615,7 @@ def adjoint_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: t
                                        f.kg, f.sg, f.sponge)
         sq += ti.cast(row_sq.sum(), ti.f64)
     pos, weight = ti.static(f.src_pos, f.src_w)
+    ti.loop_config(serialize=True)
     for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
         w = ti.cast(f.scale, u.dtype)
         base = pos[P[0], P[1]]

@@ -161,3 +161,28 @@ def test_sponge_velocity_gradient_fd_and_checkpoints() -> None:
     got = stepper_misfit_gradient(stepper, observed, checkpoint=Binomial(slots=4))
     assert np.max(np.abs(got.gradient - ref.gradient)) <= 1e-13 * np.abs(ref.gradient).max()
     stepper.destroy()
+
+
+def test_serial_loops_equal_parallel_loops(wave2d, monkeypatch) -> None:
+    """One CPU thread runs the step kernels' loops serially: same traces and gradients.
+
+    The traces are identical; the gradients agree to rounding (the serial and parallel
+    loops are compiled separately and fast math may contract them differently).
+    """
+    import diffsim.wave as wave
+
+    stepper, start, observed = wave2d
+    stepper.set_velocity(start)
+    parallel = stepper_misfit_gradient(stepper, observed, checkpoint=Uniform(every=7))
+    monkeypatch.setattr(wave, "_serial_loops", lambda: True)
+    serial_stepper, _, _ = problem(2)
+    assert serial_stepper._f.serial and not stepper._f.serial
+    serial_stepper.set_velocity(start)
+    serial = stepper_misfit_gradient(serial_stepper, observed, checkpoint=Uniform(every=7))
+    assert serial.loss == parallel.loss
+    for got, ref in ((serial.gradient, parallel.gradient),
+                     (serial.wavelet_gradient, parallel.wavelet_gradient)):
+        assert np.max(np.abs(got - ref)) <= 1e-12 * np.abs(ref).max()
+    store_all = stepper_misfit_gradient(serial_stepper, observed, checkpoint=StoreAll())
+    np.testing.assert_array_equal(serial.gradient, store_all.gradient)
+    serial_stepper.destroy()
