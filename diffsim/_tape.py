@@ -473,11 +473,13 @@ def rollout(stepper: Stepper, *, steps: int | None = None,
     steps = stepper.steps if steps is None else steps
     _check_tape_steps(steps, stepper)
     stepper.reset()
-    last = 0
-    for step in range(steps):
-        stepper.advance(step)
-        done = step + 1
-        if check_finite_every and (done % check_finite_every == 0 or done == steps):
+    last = done = 0
+    every = check_finite_every or steps
+    while done < steps:  # runs of steps between the checks, each one advance_range
+        stop = min(steps, (done // every + 1) * every)
+        stepper.advance_range(done, stop, {})
+        done = stop
+        if check_finite_every:
             if not stepper.live_is_finite(done):
                 raise FloatingPointError(_blow_up_message(last, done))
             last = done

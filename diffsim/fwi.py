@@ -242,10 +242,12 @@ class SerialShots:
                 rollout(stepper)
             else:
                 stepper.reset()
-                for step in range(stepper.steps):
-                    stepper.advance(step)
-                    if (step + 1) % (every or 1) == 0:
-                        snapshot(step + 1, part_first, stepper.wavefield(step + 1))
+                gap = every or 1
+                for start in range(0, stepper.steps, gap):
+                    stop = min(start + gap, stepper.steps)
+                    stepper.advance_range(start, stop, {})
+                    if stop % gap == 0:
+                        snapshot(stop, part_first, stepper.wavefield(stop))
             traces.append(stepper.traces_array().astype(np.float64))
         return np.concatenate(traces, axis=0)
 

@@ -14,8 +14,9 @@ sample ``n`` is the wavefield at ``t_n`` (so sample 0 is zero). ``nt`` samples t
 from __future__ import annotations
 
 import math
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ from diffsim._tape import Launch, TaichiStepper, Tape, TapeReport, rollout
 from diffsim._validate import as_array
 from diffsim.checkpoint import Schedule
 from diffsim.kernels.common import zero_slot
-from diffsim.kernels.wave import adjoint_step, copy_state, record_traces, wave_step
+from diffsim.kernels.wave import adjoint_step, copy_state, record_traces, wave_step, wave_steps
 
 __all__ = [
     "AcousticStepper",
@@ -382,7 +383,8 @@ class AcousticStepper(TaichiStepper):
             rec_pos=self.rec_pos, rec_w=self.rec_w, scale=self.dt**2 / self._cell,
             inv_h=self._inv_h, c1=self._c1, c2=self._c2, rows=self._rows,
             space_rows=self._space_rows, xs=self._xs, xs_near=self._xs_near, pm=self._pm,
-            sg=self.sg, kg=self.kg, sponge=boundary == "sponge", serial=_serial_loops())
+            sg=self.sg, kg=self.kg, sponge=boundary == "sponge",
+            serial=_serial_loops(int(np.prod(self.u.shape[1:])) * self.u.n))
         self._pool_f: _Bundle | None = None
         self.set_param("velocity", self.pad(vel))
         self.set_param("wavelet", amp)
@@ -573,6 +575,30 @@ class AcousticStepper(TaichiStepper):
         """One fused launch: PML memory, update, sources, and the receivers at ``step + 1``."""
         return ((wave_step, (self._f, *self._levels_of(step), step, 0)),)
 
+    def advance(self, step: int) -> None:
+        """One step: :func:`wave_steps` over one step when the loops are serial."""
+        if self._f.serial and not self._validate:
+            wave_steps(self._f, step, step + 1)
+        else:
+            super().advance(step)
+
+    def advance_range(self, start: int, stop: int, saves: Mapping[int, int]) -> None:
+        """Steps ``start … stop-1``: on a one-thread CPU, one launch between checkpoints.
+
+        Elsewhere (parallel loops, validation) one launch per step, as the default.
+        """
+        if not self._f.serial or self._validate:
+            super().advance_range(start, stop, saves)
+            return
+        lo = start
+        for t in sorted(saves):
+            if t > lo:
+                wave_steps(self._f, lo, t)
+                lo = t
+            self.save(t, saves[t])
+        if stop > lo:
+            wave_steps(self._f, lo, stop)
+
     def costate_fields(self) -> tuple[str, ...]:
         """The costate norm is that of the wavefield adjoint (both levels of ``u``).
 
@@ -670,14 +696,26 @@ _SPONGE_AUTODIFF = (
 )
 
 
-def _serial_loops() -> bool:
-    """Run the step kernels' loops in the launching thread (CPU with one thread).
+#: Below this many cells per step (all shots) times the CPU threads, one thread running
+#: whole ranges of steps beat Taichi's parallel loops on the 2-core test machine (400^2:
+#: 0.20 vs 0.36 s; 800^2: 0.63 vs 0.75 s; 1000^2: 1.25 vs 0.87 s; BENCHMARKS.md).
+SERIAL_CELL_THREADS = 1_600_000
+
+
+def _serial_loops(cells: int) -> bool:
+    """Whether the step kernels run their loops in the launching thread (CPU only).
 
     Each parallel loop of a Taichi CPU kernel is a task handed to its thread pool, which
-    costs 30-50 us even with one thread; serial loops skip that.
+    costs tens of microseconds per step even with one thread, and the parallel code did
+    about half again the CPU work of the serial code here; serial loops also let the
+    forward run whole ranges of steps per launch. So: serial on one thread, and on more
+    threads while ``cells * threads`` is below :data:`SERIAL_CELL_THREADS`.
     """
     rt = ensure_init()
-    return rt.arch == "cpu" and rt.threads == 1
+    if rt.arch != "cpu":
+        return False
+    threads = rt.threads or os.cpu_count() or 1
+    return threads == 1 or cells * threads < SERIAL_CELL_THREADS
 
 
 def _check_cfl(dt: float, max_velocity: float, spacing: tuple[float, ...], order: int) -> None:

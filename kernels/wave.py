@@ -242,6 +242,71 @@ def _lane_elem(cell: ti.template(), w: ti.template()):
                      + [(cell[cell.n - 1] + w) // w])
 
 
+@ti.func
+def _fused_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
+                dst: ti.i32, step: ti.i32):
+    """The fused step of :func:`wave_step` (``part`` 0).
+
+    PML memory, update, sources, and the receivers at ``step + 1``. Its loops are
+    parallel at a kernel's top level (unless ``f.serial``) and serial inside
+    :func:`wave_steps`' time loop.
+    """
+    u, psi, zeta, kc = ti.static(f.u, f.psi, f.zeta, f.kc)
+    pa, pb, pax, pbx, mx = ti.static(f.pa, f.pb, f.pax, f.pbx, f.mx)
+    inv_h, c1, c2, xs, pm = ti.static(f.inv_h, f.c1, f.c2, f.xs, f.pm)
+    sg, sponge = ti.static(f.sg, f.sponge)
+    pos, weight = ti.static(f.src_pos, f.src_w)
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(*f.rows)):
+        if _row_in(pa, J):
+            for xb in range(1, xs[2] - 1):
+                _psi_rows(u, psi, pa, pb, cur, src, dst, inv_h, c1, J, xb, pm)
+        for j in range(xs[3]):
+            _psi_x(u, psi, pax, pbx, cur, src, dst, inv_h, c1, J, j, xs)
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(*f.rows)):
+        if _row_in(pa, J):
+            for j in range(xs[3]):
+                _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
+                              inv_h, c1, c2, J, _xblock(j, xs), xs, pm, True, True, sg,
+                              sponge)
+            for xb in range(xs[0], xs[1]):
+                _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
+                              inv_h, c1, c2, J, xb, xs, pm, True, False, sg, sponge)
+        else:
+            for j in range(xs[3]):
+                _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
+                              inv_h, c1, c2, J, _xblock(j, xs), xs, pm, False, True, sg,
+                              sponge)
+            for xb in range(xs[0], xs[1]):
+                _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
+                              inv_h, c1, c2, J, xb, xs, pm, False, False, sg, sponge)
+    ti.loop_config(serialize=True)  # a few cells: cheaper than a parallel task
+    for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
+        _inject(f, nxt, step, P)
+    ti.loop_config(serialize=True)
+    for s, r in ti.ndrange(f.traces.shape[1], f.traces.shape[2]):
+        f.traces[step + 1, s, r] = 0.0
+    rpos, rweight = ti.static(f.rec_pos, f.rec_w)
+    ti.loop_config(serialize=True)
+    for P in ti.grouped(ti.ndrange(rpos.shape[0], rpos.shape[1],
+                                   *([rweight.shape[3]] * rpos.n))):
+        _sample(f, nxt, step + 1, P)
+
+
+@ti.kernel
+def wave_steps(f: ti.template(), start: ti.i32, stop: ti.i32):
+    """Steps ``start … stop-1`` of :func:`wave_step` (``part`` 0) in one launch.
+
+    A serial time loop (one thread; the CPU with ``f.serial``): the Python cost of a
+    launch, tens of microseconds, is paid once per range instead of once per step.
+    Time levels as :meth:`AcousticStepper.level`: ``u`` a ring of 3, ``psi, zeta`` of 2.
+    """
+    ti.loop_config(serialize=True)
+    for t in range(start, stop):
+        _fused_step(f, (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2, t)
+
+
 @ti.kernel
 def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32,
               step: ti.i32, part: ti.template()):
@@ -265,31 +330,7 @@ def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i
     sg, sponge = ti.static(f.sg, f.sponge)
     pos, weight, amp = ti.static(f.src_pos, f.src_w, f.amp)
     if ti.static(part == 0):
-        ti.loop_config(serialize=f.serial)
-        for J in ti.grouped(ti.ndrange(*f.rows)):
-            if _row_in(pa, J):
-                for xb in range(1, xs[2] - 1):
-                    _psi_rows(u, psi, pa, pb, cur, src, dst, inv_h, c1, J, xb, pm)
-            for j in range(xs[3]):
-                _psi_x(u, psi, pax, pbx, cur, src, dst, inv_h, c1, J, j, xs)
-        ti.loop_config(serialize=f.serial)
-        for J in ti.grouped(ti.ndrange(*f.rows)):
-            if _row_in(pa, J):
-                for j in range(xs[3]):
-                    _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                                  inv_h, c1, c2, J, _xblock(j, xs), xs, pm, True, True, sg,
-                                  sponge)
-                for xb in range(xs[0], xs[1]):
-                    _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                                  inv_h, c1, c2, J, xb, xs, pm, True, False, sg, sponge)
-            else:
-                for j in range(xs[3]):
-                    _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                                  inv_h, c1, c2, J, _xblock(j, xs), xs, pm, False, True, sg,
-                                  sponge)
-                for xb in range(xs[0], xs[1]):
-                    _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                                  inv_h, c1, c2, J, xb, xs, pm, False, False, sg, sponge)
+        _fused_step(f, prv, cur, nxt, src, dst, step)
     # Flat variants (one parallel loop over (row, block), no serial inner loop): the
     # same block functions in a loop shape whose Taichi autodiff is exact.
     if ti.static(part == 1):
@@ -318,18 +359,6 @@ def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i
                 else:
                     _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
                                   inv_h, c1, c2, J, xb, xs, pm, False, False, sg, sponge)
-    if ti.static(part == 0):
-        ti.loop_config(serialize=True)  # a few cells: cheaper than a parallel task
-        for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
-            _inject(f, nxt, step, P)
-        ti.loop_config(serialize=True)
-        for s, r in ti.ndrange(f.traces.shape[1], f.traces.shape[2]):
-            f.traces[step + 1, s, r] = 0.0
-        rpos, rweight = ti.static(f.rec_pos, f.rec_w)
-        ti.loop_config(serialize=True)
-        for P in ti.grouped(ti.ndrange(rpos.shape[0], rpos.shape[1],
-                                       *([rweight.shape[3]] * rpos.n))):
-            _sample(f, nxt, step + 1, P)
     if ti.static(part == 2):
         for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
             _inject(f, nxt, step, P)

@@ -163,26 +163,27 @@ def test_sponge_velocity_gradient_fd_and_checkpoints() -> None:
     stepper.destroy()
 
 
-def test_serial_loops_equal_parallel_loops(wave2d, monkeypatch) -> None:
-    """One CPU thread runs the step kernels' loops serially: same traces and gradients.
+def test_serial_loops_equal_parallel_loops(monkeypatch) -> None:
+    """Serial loops (whole ranges per launch) against Taichi's parallel loops.
 
     The traces are identical; the gradients agree to rounding (the serial and parallel
     loops are compiled separately and fast math may contract them differently).
     """
     import diffsim.wave as wave
 
-    stepper, start, observed = wave2d
-    stepper.set_velocity(start)
-    parallel = stepper_misfit_gradient(stepper, observed, checkpoint=Uniform(every=7))
-    monkeypatch.setattr(wave, "_serial_loops", lambda: True)
-    serial_stepper, _, _ = problem(2)
-    assert serial_stepper._f.serial and not stepper._f.serial
-    serial_stepper.set_velocity(start)
-    serial = stepper_misfit_gradient(serial_stepper, observed, checkpoint=Uniform(every=7))
+    runs = {}
+    for serial in (False, True):
+        monkeypatch.setattr(wave, "_serial_loops", lambda cells, serial=serial: serial)
+        stepper, start, observed = problem(2)
+        assert stepper._f.serial == serial
+        stepper.set_velocity(start)
+        runs[serial] = (stepper_misfit_gradient(stepper, observed, checkpoint=Uniform(every=7)),
+                        stepper_misfit_gradient(stepper, observed, checkpoint=StoreAll()))
+        stepper.destroy()
+    (parallel, _), (serial, store_all) = runs[False], runs[True]
     assert serial.loss == parallel.loss
     for got, ref in ((serial.gradient, parallel.gradient),
                      (serial.wavelet_gradient, parallel.wavelet_gradient)):
         assert np.max(np.abs(got - ref)) <= 1e-12 * np.abs(ref).max()
-    store_all = stepper_misfit_gradient(serial_stepper, observed, checkpoint=StoreAll())
     np.testing.assert_array_equal(serial.gradient, store_all.gradient)
-    serial_stepper.destroy()
+    np.testing.assert_array_equal(runs[False][0].gradient, runs[False][1].gradient)
