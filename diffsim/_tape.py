@@ -729,8 +729,13 @@ class Tape:
         cuts = [stop] if check is None else [
             *range((start // check + 1) * check, stop, check), stop]
         lo = start
+        pending = iter(saves.items())  # in step order
+        ahead = next(pending, None)
         for hi in cuts:
-            part = {t: s for t, s in saves.items() if lo <= t < hi or (t == hi == stop)}
+            part: dict[int, int] = {}
+            while ahead is not None and (ahead[0] < hi or ahead[0] == hi == stop):
+                part[ahead[0]] = ahead[1]
+                ahead = next(pending, None)
             stepper.advance_range(lo, hi, part)
             if check is not None and hi > lo and (hi % check == 0 or hi == self.steps):
                 self._check_finite(hi)

@@ -1131,7 +1131,7 @@ class SpringSimulation:
 
     # -- forward ------------------------------------------------------------------------
     def simulate(self) -> Trajectory:
-        """Run the rollout and return every time level (one launch, no tape).
+        """Run the rollout and return every time level (no tape; on the CPU one launch).
 
         Returns:
             A :class:`Trajectory`; its arrays have the runtime precision's dtype

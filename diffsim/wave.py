@@ -583,9 +583,9 @@ class AcousticStepper(TaichiStepper):
             super().advance(step)
 
     def advance_range(self, start: int, stop: int, saves: Mapping[int, int]) -> None:
-        """Steps ``start … stop-1``: on a one-thread CPU, one launch between checkpoints.
+        """Steps ``start … stop-1``: with serial loops, one launch between checkpoints.
 
-        Elsewhere (parallel loops, validation) one launch per step, as the default.
+        With parallel loops (or validation) one launch per step, as the default.
         """
         if not self._f.serial or self._validate:
             super().advance_range(start, stop, saves)
