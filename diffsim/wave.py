@@ -698,7 +698,8 @@ _SPONGE_AUTODIFF = (
 
 #: Below this many cells per step (all shots) times the CPU threads, one thread running
 #: whole ranges of steps beat Taichi's parallel loops on the 2-core test machine (400^2:
-#: 0.20 vs 0.36 s; 800^2: 0.63 vs 0.75 s; 1000^2: 1.25 vs 0.87 s; BENCHMARKS.md).
+#: 0.19 vs 0.34 s; 800^2: 0.64 vs 0.76 s; 1000^2: 1.19 vs 0.86 s;
+#: ``benchmarks/wave_loops.py``, BENCHMARKS.md).
 SERIAL_CELL_THREADS = 1_600_000
 
 
