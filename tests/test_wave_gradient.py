@@ -163,23 +163,26 @@ def test_sponge_velocity_gradient_fd_and_checkpoints() -> None:
     stepper.destroy()
 
 
-def test_serial_loops_equal_parallel_loops(monkeypatch) -> None:
+def test_serial_loops_equal_parallel_loops(wave2d, monkeypatch) -> None:
     """Serial loops (whole ranges per launch) against Taichi's parallel loops.
 
     The traces are identical; the gradients agree to rounding (the serial and parallel
-    loops are compiled separately and fast math may contract them differently).
+    loops are compiled separately and fast math may contract them differently). The
+    small shared problem runs serially; a second stepper is forced parallel.
     """
     import diffsim.wave as wave
 
+    stepper, start, observed = wave2d
+    assert stepper._f.serial
     runs = {}
-    for serial in (False, True):
-        monkeypatch.setattr(wave, "_serial_loops", lambda cells, serial=serial: serial)
-        stepper, start, observed = problem(2)
-        assert stepper._f.serial == serial
-        stepper.set_velocity(start)
-        runs[serial] = (stepper_misfit_gradient(stepper, observed, checkpoint=Uniform(every=7)),
-                        stepper_misfit_gradient(stepper, observed, checkpoint=StoreAll()))
-        stepper.destroy()
+    monkeypatch.setattr(wave, "_serial_loops", lambda cells: False)
+    parallel_stepper, _, _ = problem(2)
+    assert not parallel_stepper._f.serial
+    for serial, s in ((True, stepper), (False, parallel_stepper)):
+        s.set_velocity(start)
+        runs[serial] = (stepper_misfit_gradient(s, observed, checkpoint=Uniform(every=7)),
+                        stepper_misfit_gradient(s, observed, checkpoint=StoreAll()))
+    parallel_stepper.destroy()
     (parallel, _), (serial, store_all) = runs[False], runs[True]
     assert serial.loss == parallel.loss
     for got, ref in ((serial.gradient, parallel.gradient),
