@@ -548,6 +548,18 @@ def _csr(n: int, springs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return offsets, ids[order], sign[order]
 
 
+def _fill_costate(costate: np.ndarray, squared: np.ndarray) -> np.ndarray:
+    """The tape's costate trace with ``sqrt(squared)`` where the tape left NaN (t >= 1).
+
+    The spring adjoint kernels add ``|λ[t]|^2`` into ``squared[t]`` themselves.
+    """
+    trace = costate.copy()
+    if trace.size:
+        measured = np.sqrt(squared[: trace.size])
+        trace[1:] = np.where(np.isnan(trace[1:]), measured[1:], trace[1:])
+    return trace
+
+
 #: Topology arrays in upload order and in the fused kernels' order (see :func:`_topology`).
 _TOPOLOGY = ("sa", "sb", "channel", "offsets", "adj", "sign", "fixed", "gravity")
 _KERNEL_TOPOLOGY = ("channel", "sa", "sb", "offsets", "adj", "sign", "fixed", "gravity")
@@ -736,11 +748,9 @@ class _SpringStepper(TaichiStepper):
 
     def costate(self, report: TapeReport) -> np.ndarray:
         """``report.costate`` with the norms the gather adjoint measured filled in."""
-        trace = report.costate.copy()
-        if self.adjoint == "hand" and trace.size:
-            measured = np.sqrt(self.norms.to_numpy()[: trace.size])
-            trace[1:] = np.where(np.isnan(trace[1:]), measured[1:], trace[1:])
-        return trace
+        if self.adjoint != "hand":
+            return report.costate.copy()
+        return _fill_costate(report.costate, self.norms.to_numpy())
 
     # Checkpoints: a flat pool [slots, n] per state field. A save is deferred and done by
     # the next step's kernel when that step starts from the saved state (StoreAll and
@@ -1024,11 +1034,7 @@ class _FusedSpringStepper(Stepper):
 
     def costate(self, report: TapeReport) -> np.ndarray:
         """``report.costate`` with the norms the adjoint kernel measured filled in."""
-        trace = report.costate.copy()
-        if trace.size:
-            measured = np.sqrt(self.norms[: trace.size])
-            trace[1:] = np.where(np.isnan(trace[1:]), measured[1:], trace[1:])
-        return trace
+        return _fill_costate(report.costate, self.norms)
 
     def outputs(self) -> dict[str, np.ndarray]:
         """The recorded positions ``[len(times), n, d]``."""
