@@ -23,14 +23,23 @@ import numpy as np
 import taichi as ti
 
 from diffsim._runtime import ensure_init, np_real
-from diffsim._tape import Launch, TaichiStepper, Tape, TapeReport, rollout
+from diffsim._runtime import real as real_type
+from diffsim._tape import Launch, Stepper, TaichiStepper, Tape, TapeReport, rollout
 from diffsim._validate import as_array
 from diffsim.checkpoint import Schedule
 from diffsim.kernels.common import zero_slot
-from diffsim.kernels.wave import adjoint_step, copy_state, record_traces, wave_step, wave_steps
+from diffsim.kernels.wave import (
+    adjoint_step,
+    array_kernels,
+    copy_state,
+    record_traces,
+    wave_step,
+    wave_steps,
+)
 
 __all__ = [
     "AcousticStepper",
+    "FieldAcousticStepper",
     "MisfitGradient",
     "dominant_frequency",
     "max_stable_dt",
@@ -184,58 +193,18 @@ def _as_points(name: str, value: object, shots: int | None, ndim: int) -> np.nda
     return arr
 
 
-class AcousticStepper(TaichiStepper):
-    """Acoustic wave propagation of a batch of shots as a differentiable stepper.
+class _AcousticSetup:
+    """Validation, geometry, lane layout, profiles and stencils shared by both engines.
 
-    Args:
-        velocity: ``[z, x]`` or ``[z, y, x]`` in m/s, finite and > 0.
-        spacing: grid spacing in m, one value or one per axis.
-        dt: time step in s; must satisfy the CFL limit (:func:`max_stable_dt`).
-        wavelet: source time functions: ``[nt]`` (every source), ``[shot, nt]`` or
-            ``[shot, source, nt]``.
-        sources: ``[shot, ndim]`` or ``[shot, source, ndim]`` positions in m.
-        receivers: ``[receiver, ndim]`` (every shot) or ``[shot, receiver, ndim]`` in m.
-        order: spatial order, 2, 4, 6 or 8.
-        pml_width: cells of PML, one int or one per face ``[z_lo, z_hi, (y_lo, y_hi,)
-            x_lo, x_hi]``.
-        free_surface: no PML on the top face (``z`` low); ``u = 0`` in the ghost rows
-            above the first model row, which puts the zero-pressure surface one cell
-            (``h``) above it. Matches the image-source solution to 2 % at order 4 and
-            3 % at order 8 (zero ghost rows rather than an antisymmetric mirror).
-        interpolation: ``"hicks"`` (Kaiser-windowed sinc, 8 cells an axis, accurate off
-            the grid) or ``"nearest"`` (the nearest cell).
-        pml_velocity: velocity in m/s the PML damping is scaled to (default: the model's
-            maximum). Fix it, with ``pml_frequency``, when one stepper must behave the same
-            whatever model and wavelet it was built with (inversions, resumable runs).
-        pml_frequency: frequency in Hz the PML's complex shift is tuned to (default: the
-            wavelet's dominant frequency).
-        adjoint: ``"hand"`` (gather kernels) or ``"autodiff"`` (Taichi autodiff).
-        boundary: ``"pml"`` (convolutional PML) or ``"sponge"`` (Cerjan et al. 1985
-            damping over the same ``pml_width`` cells: cheaper, no memory fields, but
-            reflects more; see :data:`SPONGE_EDGE`).
-
-    Parameters (gradients): ``"velocity"`` (padded grid; see :meth:`velocity_gradient`)
-    and ``"wavelet"`` ``[shot, source, nt]``. Output: ``"receivers"`` ``[nt, shot, receiver]``.
+    :meth:`_setup` checks the arguments and computes every constant array as NumPy
+    (float64; positions int32); an engine then places them in its own storage.
     """
 
-    def __init__(
-        self,
-        velocity: np.ndarray,
-        spacing: object,
-        dt: float,
-        wavelet: np.ndarray,
-        sources: np.ndarray,
-        receivers: np.ndarray,
-        *,
-        order: int = 8,
-        pml_width: object = 20,
-        free_surface: bool = False,
-        interpolation: str = "hicks",
-        adjoint: str = "hand",
-        pml_velocity: float | None = None,
-        pml_frequency: float | None = None,
-        boundary: str = "pml",
-    ) -> None:
+    def _setup(self, velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
+               sources: np.ndarray, receivers: np.ndarray, *, order: int, pml_width: object,
+               free_surface: bool, interpolation: str, adjoint: str,
+               pml_velocity: float | None, pml_frequency: float | None,
+               boundary: str) -> None:
         vel = np.asarray(velocity, dtype=np.float64)
         if vel.ndim not in (2, 3):
             raise ValueError(f"velocity must be [z, x] or [z, y, x]; got shape {vel.shape}")
@@ -286,15 +255,19 @@ class AcousticStepper(TaichiStepper):
                         f"{name} lie outside the grid on axis {d}: positions from {lo:.6g} to "
                         f"{hi:.6g} m, the grid spans 0 to {extent:.6g} m"
                     )
+        for name, value in (("pml_velocity", pml_velocity), ("pml_frequency", pml_frequency)):
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value!r} must be a positive number or None")
         pad_lo = tuple(halo + pml[d][0] for d in range(ndim))
         padded = tuple(vel.shape[d] + 2 * halo + pml[d][0] + pml[d][1] for d in range(ndim))
         self.geometry = _Geometry(ndim, vel.shape, padded, pad_lo, pml, h, halo)
         f_dom = dominant_frequency(amp, dt)
         self._check_resolution(vel, h, f_dom)
-        super().__init__(steps=nt - 1)
+        self.steps = nt - 1
         self.dt = float(dt)
         self.order = order
         self.shots = shots
+        self.receivers = rec.shape[1]
         self.interpolation = interpolation
         self.adjoint = adjoint
         self.boundary = boundary
@@ -327,67 +300,28 @@ class AcousticStepper(TaichiStepper):
         self._xs_near = (na, nz, nb, (na - 1) + (nb - 1 - nz))
         x_strip = max(self._xs[3], 1)
         row_shape = (shots, *padded[:-1])
-        self.u = self._state("u", (*row_shape, nb), vector=w, history=2)
+        self._row_shape = (*row_shape, nb)
         # PML memory lives in strips: along a row axis d only its PML rows are stored,
         # along x only the blocks overlapping the x-PML.
         self._pm = tuple((halo, pml[d][0], padded[d] - halo - pml[d][1], pml[d][1])
                          for d in range(ndim - 1))
-        strips = tuple(
+        self._strips = tuple(
             (shots, *[max(pml[d][0] + pml[d][1], 1) if k == d else padded[k]
                       for k in range(ndim - 1)], nb)
             for d in range(ndim - 1)) + ((*row_shape, x_strip),)
-        self.psi = tuple(self._state(f"psi{d}", strips[d], vector=w) for d in range(ndim))
-        self.zeta = tuple(self._state(f"zeta{d}", strips[d], vector=w) for d in range(ndim))
-        # The velocity parameter is held as kc = dt^2 c^2 (zero on the frame) in lanes.
-        self.kc = self._param("velocity", (*padded[:-1], nb), vector=w)
-        self.amp = self._param("wavelet", amp.shape)
-        self.traces = self._output("receivers", (shots, rec.shape[1]))
-        k = 2 * HICKS_HALF_WIDTH if interpolation == "hicks" else 1
-        rows_axes = max(ndim - 1, 1)
-        self.pa = self._tree.field((rows_axes, max(padded)))
-        self.pb = self._tree.field((rows_axes, max(padded)))
-        self.near = self._tree.field((rows_axes, max(padded)))
-        self.pax = self._tree.field((nb,), vector=w)
-        self.pbx = self._tree.field((nb,), vector=w)
-        self.mx = self._tree.field((nb,), vector=w)
-        self.sg = self._tree.field((*padded[:-1], nb), vector=w)
-        # g kc, the sponge-damped coefficient the adjoint gathers (kc itself for a PML).
-        self.kg = (self._tree.field((*padded[:-1], nb), vector=w) if boundary == "sponge"
-                   else self.kc)
-        self.src_pos = self._tree.field(src.shape[:2], vector=ndim, dtype=ti.i32)
-        self.src_w = self._tree.field((*src.shape[:2], ndim, k))
-        self.rec_pos = self._tree.field(rec.shape[:2], vector=ndim, dtype=ti.i32)
-        self.rec_w = self._tree.field((*rec.shape[:2], ndim, k))
-        # Scratch of the hand-written adjoint: P_d per axis (nonzero in the PML only).
-        self._pbar = tuple(self._tree.field((1, *strips[d]), vector=w) for d in range(ndim))
-        self._finalize()
-        for name, value in (("pml_velocity", pml_velocity), ("pml_frequency", pml_frequency)):
-            if value is not None and not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{name}={value!r} must be a positive number or None")
-        self._set_pml(pml_velocity or float(vel.max()),
-                      pml_frequency or f_dom or 1.0 / (nt * dt), dt)
-        self._set_sponge(layers if boundary == "sponge" else None)
-        for pts, pos_f, w_f in ((src, self.src_pos, self.src_w), (rec, self.rec_pos, self.rec_w)):
-            pos, wt = self._point_weights(pts, k)
-            pos_f.from_numpy(pos)
-            w_f.from_numpy(wt.astype(np_real()))
+        self._amp = np.ascontiguousarray(amp)
+        self._stencil = 2 * HICKS_HALF_WIDTH if interpolation == "hicks" else 1
+        self._points = tuple(self._point_weights(pts, self._stencil) for pts in (src, rec))
         # kc is zero on the frame and on the lanes past the grid's end.
         frame = np.zeros(padded)
         frame[tuple(slice(halo, n - halo) for n in padded)] = 1.0
         self._frame = frame
         self._cell = float(np.prod(h))
-        self._f = _Bundle(
-            u=self.u, psi=self.psi, zeta=self.zeta, kc=self.kc, amp=self.amp,
-            traces=self.traces, pa=self.pa, pb=self.pb, pax=self.pax, pbx=self.pbx, mx=self.mx,
-            near=self.near, pbar=self._pbar, src_pos=self.src_pos, src_w=self.src_w,
-            rec_pos=self.rec_pos, rec_w=self.rec_w, scale=self.dt**2 / self._cell,
-            inv_h=self._inv_h, c1=self._c1, c2=self._c2, rows=self._rows,
-            space_rows=self._space_rows, xs=self._xs, xs_near=self._xs_near, pm=self._pm,
-            sg=self.sg, kg=self.kg, sponge=boundary == "sponge",
-            serial=_serial_loops(int(np.prod(self.u.shape[1:])) * self.u.n))
-        self._pool_f: _Bundle | None = None
-        self.set_param("velocity", self.pad(vel))
-        self.set_param("wavelet", amp)
+        self._scale = self.dt**2 / self._cell
+        self._profiles = self._pml_profiles(pml, pml_velocity or float(vel.max()),
+                                            pml_frequency or f_dom or 1.0 / (nt * dt), dt)
+        self._damp = self._sponge(layers if boundary == "sponge" else None)
+        self._velocity = self.pad(vel)
 
     # -- set-up helpers -------------------------------------------------------------
     @staticmethod
@@ -400,19 +334,22 @@ class AcousticStepper(TaichiStepper):
                     f"{f_dom:.3g} Hz (min velocity {vel.min():.6g} m/s, spacing {max(h):.6g} m); "
                     "numerical dispersion will distort the waveforms: use a finer grid or a "
                     "lower frequency (>= 6 cells per wavelength)",
-                    stacklevel=3,
+                    stacklevel=4,
                 )
 
-    def _set_pml(self, c_max: float, f_dom: float, dt: float) -> None:
-        """C-PML profiles ``a, b`` per axis for velocity ``c_max`` and frequency ``f_dom``.
+    def _pml_profiles(self, pml: tuple[tuple[int, int], ...], c_max: float, f_dom: float,
+                      dt: float) -> dict[str, np.ndarray]:
+        """C-PML profiles for velocity ``c_max`` and frequency ``f_dom``, as arrays.
 
-        Both are zero outside the layer, so the PML memory stays zero there.
+        ``pa, pb, near`` ``[row axes, max padded]`` and the x profiles ``pax, pbx, mx`` in
+        lanes ``[nb, W]``. Both ``a`` and ``b`` are zero outside the layer, so the PML
+        memory stays zero there.
         """
         g = self.geometry
         a = np.zeros((g.ndim, max(g.padded)))
         b = np.zeros((g.ndim, max(g.padded)))
         for d in range(g.ndim):
-            lo_w, hi_w = g.pml[d]
+            lo_w, hi_w = pml[d]
             for i in range(g.padded[d]):
                 depth = 0.0
                 if lo_w and g.halo <= i < g.halo + lo_w:
@@ -430,20 +367,21 @@ class AcousticStepper(TaichiStepper):
                     a[d, i] = damp / (damp + alpha) * (bb - 1.0)
                     b[d, i] = bb
         rows = max(g.ndim - 1, 1)
-        real = np_real()
+        out = {"pa": np.zeros((rows, a.shape[1])), "pb": np.zeros((rows, a.shape[1])),
+               "near": np.zeros((rows, a.shape[1]))}
         if g.ndim > 1:
-            self.pa.from_numpy(a[:rows].astype(real))
-            self.pb.from_numpy(b[:rows].astype(real))
+            out["pa"], out["pb"] = a[:rows], b[:rows]
             near = np.zeros((rows, a.shape[1]))
             for shift in range(-g.halo, g.halo + 1):
                 near = np.maximum(near, np.roll(a[:rows] != 0, shift, axis=1))
-            self.near.from_numpy(near.astype(real))
+            out["near"] = near
         nx = g.padded[-1]
-        self.pax.from_numpy(self._pack(a[-1, :nx]).astype(real))
-        self.pbx.from_numpy(self._pack(b[-1, :nx]).astype(real))
-        self.mx.from_numpy(self._pack((a[-1, :nx] != 0).astype(np.float64)).astype(real))
+        out["pax"] = self._pack(a[-1, :nx])
+        out["pbx"] = self._pack(b[-1, :nx])
+        out["mx"] = self._pack((a[-1, :nx] != 0).astype(np.float64))
+        return out
 
-    def _set_sponge(self, layers: tuple[tuple[int, int], ...] | None) -> None:
+    def _sponge(self, layers: tuple[tuple[int, int], ...] | None) -> np.ndarray:
         """Cerjan damping ``g = prod_d exp(-(a_d depth_d)^2)`` in the layers (1 elsewhere)."""
         g = self.geometry
         damp = np.ones(g.padded)
@@ -459,8 +397,7 @@ class AcousticStepper(TaichiStepper):
             shape = [1] * g.ndim
             shape[d] = g.padded[d]
             damp = damp * prof.reshape(shape)
-        self._damp = damp
-        self.sg.from_numpy(self._pack(damp).astype(np_real()))
+        return damp
 
     def _pack(self, arr: np.ndarray) -> np.ndarray:
         """``[..., x]`` (padded grid) to lanes ``[..., block, lane]``; other lanes zero."""
@@ -496,6 +433,18 @@ class AcousticStepper(TaichiStepper):
                     w[s, n, d] = weights
         return pos, w
 
+    def _kc(self, padded_velocity: np.ndarray) -> np.ndarray:
+        """``dt^2 c^2`` on the padded grid, zero on the frame (float64, not packed)."""
+        return self.dt**2 * padded_velocity * padded_velocity * self._frame
+
+    def _check_padded_velocity(self, value: object) -> np.ndarray:
+        arr = as_array("parameter 'velocity'", value, self.geometry.padded, positive=True)
+        _check_cfl(self.dt, float(arr.max()), self.geometry.spacing, self.order)
+        return arr
+
+    def _check_wavelet(self, value: object) -> np.ndarray:
+        return as_array("parameter 'wavelet'", value, self._amp.shape)
+
     def pad(self, model: np.ndarray) -> np.ndarray:
         """Extend a model-grid array into the PML and frame by edge replication."""
         g = self.geometry
@@ -526,19 +475,415 @@ class AcousticStepper(TaichiStepper):
         _check_cfl(self.dt, float(vel.max()), self.geometry.spacing, self.order)
         self.set_param("velocity", self.pad(vel))
 
+    def _crop(self, padded: np.ndarray) -> np.ndarray:
+        g = self.geometry
+        return padded[(slice(None), *(slice(g.pad_lo[d], g.pad_lo[d] + g.shape[d])
+                                      for d in range(g.ndim)))]
+
+    def velocity_gradient(self) -> np.ndarray:
+        """``d loss / d velocity`` on the model grid (after a backward sweep)."""
+        return self.fold(self.gradients()["velocity"])
+
+    def _velocity_gradient(self, kc_grad: np.ndarray) -> np.ndarray:
+        """``d loss / d velocity`` (padded grid) from ``d loss / d kc`` in lanes."""
+        return self._unpack(kc_grad) * (2.0 * self.dt**2) * self._velocity * self._frame
+
+    def traces_array(self) -> np.ndarray:
+        """Recorded traces ``[shot, receiver, nt]``."""
+        return np.ascontiguousarray(np.moveaxis(self.outputs()["receivers"], 0, -1))
+
+
+class AcousticStepper(_AcousticSetup, Stepper):
+    """Acoustic wave propagation of a batch of shots as a differentiable stepper.
+
+    Args:
+        velocity: ``[z, x]`` or ``[z, y, x]`` in m/s, finite and > 0.
+        spacing: grid spacing in m, one value or one per axis.
+        dt: time step in s; must satisfy the CFL limit (:func:`max_stable_dt`).
+        wavelet: source time functions: ``[nt]`` (every source), ``[shot, nt]`` or
+            ``[shot, source, nt]``.
+        sources: ``[shot, ndim]`` or ``[shot, source, ndim]`` positions in m.
+        receivers: ``[receiver, ndim]`` (every shot) or ``[shot, receiver, ndim]`` in m.
+        order: spatial order, 2, 4, 6 or 8.
+        pml_width: cells of PML, one int or one per face ``[z_lo, z_hi, (y_lo, y_hi,)
+            x_lo, x_hi]``.
+        free_surface: no PML on the top face (``z`` low); ``u = 0`` in the ghost rows
+            above the first model row, which puts the zero-pressure surface one cell
+            (``h``) above it. Matches the image-source solution to 2 % at order 4 and
+            3 % at order 8 (zero ghost rows rather than an antisymmetric mirror).
+        interpolation: ``"hicks"`` (Kaiser-windowed sinc, 8 cells an axis, accurate off
+            the grid) or ``"nearest"`` (the nearest cell).
+        pml_velocity: velocity in m/s the PML damping is scaled to (default: the model's
+            maximum). Fix it, with ``pml_frequency``, when one stepper must behave the same
+            whatever model and wavelet it was built with (inversions, resumable runs).
+        pml_frequency: frequency in Hz the PML's complex shift is tuned to (default: the
+            wavelet's dominant frequency).
+        adjoint: ``"hand"`` (gather kernels) or ``"autodiff"`` (Taichi autodiff).
+        boundary: ``"pml"`` (convolutional PML) or ``"sponge"`` (Cerjan et al. 1985
+            damping over the same ``pml_width`` cells: cheaper, no memory fields, but
+            reflects more; see :data:`SPONGE_EDGE`).
+
+    Two engines share the set-up and the block functions of
+    :mod:`diffsim.kernels.wave`. On the CPU with the hand adjoint (the default) every
+    buffer is a NumPy array that the kernels take as an argument, so the kernels compile
+    once per process for each order, dimension, precision and boundary, and a new grid,
+    shot count, receiver count or record length compiles nothing; each launch runs a
+    whole range of forward or reverse steps (with serial loops) or one step with
+    Taichi's parallel loops (large grids on several threads, see :func:`_serial_loops`).
+    With ``adjoint="autodiff"`` or on a GPU the constructor returns a
+    :class:`FieldAcousticStepper` (Taichi fields; it compiles for each new stepper).
+
+    Parameters (gradients): ``"velocity"`` (padded grid; see :meth:`velocity_gradient`)
+    and ``"wavelet"`` ``[shot, source, nt]``. Output: ``"receivers"`` ``[nt, shot, receiver]``.
+    """
+
+    def __new__(cls, *args: object, adjoint: str = "hand", **kwargs: object) -> object:
+        """The array engine, or a :class:`FieldAcousticStepper` (autodiff, GPUs)."""
+        if cls is AcousticStepper and (adjoint != "hand" or ensure_init().arch != "cpu"):
+            return FieldAcousticStepper(*args, adjoint=adjoint, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        velocity: np.ndarray,
+        spacing: object,
+        dt: float,
+        wavelet: np.ndarray,
+        sources: np.ndarray,
+        receivers: np.ndarray,
+        *,
+        order: int = 8,
+        pml_width: object = 20,
+        free_surface: bool = False,
+        interpolation: str = "hicks",
+        adjoint: str = "hand",
+        pml_velocity: float | None = None,
+        pml_frequency: float | None = None,
+        boundary: str = "pml",
+    ) -> None:
+        rt = ensure_init()
+        self._setup(velocity, spacing, dt, wavelet, sources, receivers, order=order,
+                    pml_width=pml_width, free_surface=free_surface,
+                    interpolation=interpolation, adjoint=adjoint, pml_velocity=pml_velocity,
+                    pml_frequency=pml_frequency, boundary=boundary)
+        g = self.geometry
+        real = np_real()
+        w = self.lanes
+        self._real = real
+        self._kernels = array_kernels(g.ndim, rt.precision, w)
+        self.serial = _serial_loops(int(np.prod(self._row_shape)) * w)
+
+        def zeros(*shape: int) -> np.ndarray:
+            return np.zeros((*shape, w), dtype=real)
+
+        # State (u: ring of 3 levels; psi, zeta: ring of 2) and its adjoint.
+        self.u = zeros(3, *self._row_shape)
+        self.psi = tuple(zeros(2, *s) for s in self._strips)
+        self.zeta = tuple(zeros(2, *s) for s in self._strips)
+        self.ug = np.zeros_like(self.u)
+        self.psig = tuple(np.zeros_like(a) for a in self.psi)
+        self.zetag = tuple(np.zeros_like(a) for a in self.zeta)
+        self.pbar = tuple(zeros(1, *s) for s in self._strips)
+        grid = (*g.padded[:-1], self.blocks)
+        self.kc = zeros(*grid)
+        self.kcg = zeros(*grid)
+        self.sg = self._pack(self._damp).astype(real)
+        self.kg = zeros(*grid) if boundary == "sponge" else self.kc
+        prof = self._profiles
+        self.prof = {k: np.ascontiguousarray(v, dtype=real) for k, v in prof.items()}
+        self.amp = np.zeros(self._amp.shape, dtype=real)
+        self.ampg = np.zeros_like(self.amp)
+        self.traces = np.zeros((self.steps + 1, self.shots, self.receivers), dtype=real)
+        self.tracesg = np.zeros_like(self.traces)
+        (sp, sw), (rp, rw) = self._points
+        self.src_pos, self.rec_pos = sp, rp
+        self.src_w, self.rec_w = sw.astype(real), rw.astype(real)
+        # 2D kernels take (and ignore) a third axis' arrays: one tiny array for each.
+        self._spare = zeros(*([1] * (g.ndim + 2)))
+        self._spare_pool = zeros(*([1] * (g.ndim + 3)))
+        pm = [*self._pm, (0, 0, 0, 0), (0, 0, 0, 0)]
+        self._geom = dict(xs=self._xs, xs_near=self._xs_near, pm0=pm[0], pm1=pm[1],
+                          ih=(*self._inv_h, 0.0, 0.0)[:3], scale=self._scale)
+        self._slots = 0
+        self.pool_u = self._spare_pool
+        self.pool_psi = self.pool_zeta = (self._spare_pool,) * g.ndim
+        self.norms = np.zeros(max(self.steps, 1), dtype=np.float64)
+        self.set_param("velocity", self._velocity)
+        self.set_param("wavelet", self._amp)
+
+    # -- parameters -------------------------------------------------------------------
+    def set_param(self, name: str, value: object) -> None:
+        """Replace ``"velocity"`` (padded grid ``[z, (y,) x]``, m/s) or ``"wavelet"``.
+
+        No recompilation: the kernels read the new values at the next launch.
+        """
+        if name == "velocity":
+            arr = self._check_padded_velocity(value)
+            self._velocity = arr.copy()
+            kc = self._kc(arr)
+            self.kc[...] = self._pack(kc)
+            if self.boundary == "sponge":
+                self.kg[...] = self._pack(kc * self._damp)
+        elif name == "wavelet":
+            self.amp[...] = self._check_wavelet(value)
+        else:
+            raise ValueError(f"unknown parameter {name!r}; this stepper has ['velocity', "
+                             "'wavelet']")
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Current parameters: ``"velocity"`` (padded grid, m/s) and ``"wavelet"``."""
+        return {"velocity": self._velocity.copy(), "wavelet": self.amp.copy()}
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """``d loss / d parameter``; ``"velocity"`` on the padded grid (see :meth:`fold`)."""
+        return {"velocity": self._velocity_gradient(self.kcg), "wavelet": self.ampg.copy()}
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        """``"receivers"``: the traces ``[nt, shot, receiver]`` (a copy)."""
+        return {"receivers": self.traces.copy()}
+
     def wavefield(self, t: int) -> np.ndarray:
         """The pressure at time level ``t`` on the model grid, ``[shot, *model shape]``.
 
         Valid while ``x[t]`` is live, e.g. right after ``advance(t - 1)`` in a rollout.
         """
-        u = self._unpack(self.u.to_numpy()[self._levels("u", t)[-1]])
-        g = self.geometry
-        return u[(slice(None), *(slice(g.pad_lo[d], g.pad_lo[d] + g.shape[d])
-                                 for d in range(g.ndim)))]
+        return self._crop(self._unpack(self.u[t % 3]))
 
-    def velocity_gradient(self) -> np.ndarray:
-        """``d loss / d velocity`` on the model grid (after a backward sweep)."""
-        return self.fold(self.gradients()["velocity"])
+    # -- the kernels' arguments ---------------------------------------------------------
+    def _axes(self, arrays: tuple[np.ndarray, ...], pool: bool = False) -> tuple[np.ndarray, ...]:
+        spare = self._spare_pool if pool else self._spare
+        return (*arrays, spare) if len(arrays) == 2 else arrays
+
+    def _launch_forward(self, start: int, stop: int, saves: np.ndarray) -> None:
+        p = self.prof
+        self._kernels[0](
+            self.u, *self._axes(self.psi), *self._axes(self.zeta), self.kc, self.sg,
+            p["pa"], p["pb"], p["pax"], p["pbx"], p["mx"], self.amp, self.traces,
+            self.src_pos, self.src_w, self.rec_pos, self.rec_w, self.pool_u,
+            *self._axes(self.pool_psi, True), *self._axes(self.pool_zeta, True), saves,
+            self._geom["xs"], self._geom["pm0"], self._geom["pm1"], self._geom["ih"],
+            self._geom["scale"], start, stop, self._c1, self._c2, self.boundary == "sponge",
+            self.serial)
+
+    def _launch_reverse(self, top: int, count: int, slots: np.ndarray) -> None:
+        p = self.prof
+        self._kernels[1](
+            self.u, *self._axes(self.psi), *self._axes(self.zeta), self.ug,
+            *self._axes(self.psig), *self._axes(self.zetag), *self._axes(self.pbar), self.kc,
+            self.kg, self.kcg, self.sg, p["pa"], p["pb"], p["near"], p["pax"], p["pbx"],
+            p["mx"], self.ampg, self.tracesg, self.src_pos, self.src_w, self.rec_pos,
+            self.rec_w, self.pool_u, *self._axes(self.pool_psi, True),
+            *self._axes(self.pool_zeta, True), slots, self.norms, self._geom["xs"],
+            self._geom["xs_near"], self._geom["pm0"], self._geom["pm1"], self._geom["ih"],
+            self._geom["scale"], top, count, self._c1, self._c2, self.boundary == "sponge",
+            self.serial)
+
+    # -- Stepper protocol ---------------------------------------------------------------
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes of one state: two wavefield levels and one level of each PML strip."""
+        return (2 * self.u[0].nbytes + sum(a[0].nbytes for a in self.psi)
+                + sum(a[0].nbytes for a in self.zeta))
+
+    def allocate_checkpoints(self, slots: int) -> None:
+        """Make room for ``slots`` stored states (NumPy; pages are touched on first save)."""
+        if slots <= self._slots:
+            return
+        self.pool_u = np.empty((slots, 2, *self.u.shape[1:]), dtype=self._real)
+        self.pool_psi = tuple(np.empty((slots, 1, *a.shape[1:]), dtype=self._real)
+                              for a in self.psi)
+        self.pool_zeta = tuple(np.empty((slots, 1, *a.shape[1:]), dtype=self._real)
+                               for a in self.zeta)
+        self._slots = slots
+
+    def reset(self) -> None:
+        """Zero the state; the traces at time 0 are zero (a zero wavefield)."""
+        self.u.fill(0)
+        for a in (*self.psi, *self.zeta):
+            a.fill(0)
+        self.traces[0] = 0
+
+    def advance(self, step: int) -> None:
+        """Run step ``step`` and record the receivers at ``step + 1``."""
+        self.advance_range(step, step + 1, {})
+
+    def advance_range(self, start: int, stop: int, saves: Mapping[int, int]) -> None:
+        """Steps ``start … stop-1``, storing ``x[t]`` in slot ``saves[t]``.
+
+        Serial loops: one launch for the whole range, saves inside it; parallel loops:
+        one launch per step, saves as NumPy copies.
+        """
+        if self.serial:
+            marks = np.full(stop - start + 1, -1, dtype=np.int32)
+            for t, slot in saves.items():
+                marks[t - start] = slot
+            self._launch_forward(start, stop, marks)
+            return
+        none = np.full(1, -1, dtype=np.int32)
+        for t in range(start, stop):
+            if t in saves:
+                self.save(t, saves[t])
+            self._launch_forward(t, t + 1, none)
+        if stop in saves:
+            self.save(stop, saves[stop])
+
+    def _strip_pools(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [*zip(self.psi, self.pool_psi, strict=True),
+                *zip(self.zeta, self.pool_zeta, strict=True)]
+
+    def save(self, step: int, slot: int) -> None:
+        """Store the live ``x[step]`` in checkpoint ``slot`` (NumPy copies)."""
+        self.pool_u[slot, 0] = self.u[(step + 2) % 3]
+        self.pool_u[slot, 1] = self.u[step % 3]
+        for a, p in self._strip_pools():
+            p[slot, 0] = a[step % 2]
+
+    def restore(self, step: int, slot: int) -> None:
+        """Make ``x[step]`` from checkpoint ``slot`` live (NumPy copies)."""
+        self.u[(step + 2) % 3] = self.pool_u[slot, 0]
+        self.u[step % 3] = self.pool_u[slot, 1]
+        for a, p in self._strip_pools():
+            a[step % 2] = p[slot, 0]
+
+    def live_is_finite(self, step: int) -> bool:
+        """Whether the newest wavefield level is finite (a blow-up shows there first)."""
+        return bool(np.isfinite(self.u[step % 3]).all())
+
+    def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
+        """Zero every adjoint and take ``d loss / d traces`` ``[nt, shot, receiver]``."""
+        unknown = set(cotangents) - {"receivers"}
+        if unknown:
+            raise ValueError(f"cotangents for unknown outputs {sorted(unknown)}; this stepper's "
+                             "outputs are ['receivers']")
+        for a in (self.ug, *self.psig, *self.zetag, *self.pbar, self.kcg, self.ampg,
+                  self.tracesg):
+            a.fill(0)
+        if "receivers" in cotangents:
+            arr = np.asarray(cotangents["receivers"])
+            if arr.shape != self.traces.shape:
+                raise ValueError(f"cotangent for output 'receivers' has shape {arr.shape}; "
+                                 f"expected {self.traces.shape} (the shape of the recorded output)")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError("cotangent for output 'receivers' contains NaN or Inf")
+            self.tracesg[...] = arr
+
+    def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
+        """Reverse step ``step`` (the receivers at ``step + 1`` included)."""
+        return self.reverse_range([step], [slot], measure=measure)[0]
+
+    def reverse_range(self, steps: Sequence[int], slots: Sequence[int | None], *,
+                      measure: bool) -> list[float]:
+        """Reverse ``steps`` (descending); with serial loops one launch for all of them.
+
+        The hand adjoint returns the costate norm ``|lambda[t+1]|`` from the same kernel.
+        """
+        marks = np.array([-1 if s is None else s for s in slots], dtype=np.int32)
+        if self.serial:
+            self._launch_reverse(steps[0], len(steps), marks)
+            sq = self.norms[:len(steps)]
+        else:
+            sq = np.empty(len(steps))
+            for i, (t, slot) in enumerate(zip(steps, slots, strict=True)):
+                if slot is not None:
+                    self.restore(t, slot)
+                self._launch_reverse(t, 1, marks[i:i + 1])
+                sq[i] = self.norms[0]
+        if not measure:
+            return [math.nan] * len(steps)
+        return [math.sqrt(v) for v in sq]
+
+    def finish_reverse(self, *, measure: bool) -> float:
+        """Add the receivers' adjoint at time 0; return ``|lambda[0]|``."""
+        self._kernels[2](self.ug, self.tracesg, self.rec_pos, self.rec_w, 0, 0)
+        if not measure:
+            return math.nan
+        return math.sqrt(sum(float(np.sum(np.square(self.ug[lvl], dtype=np.float64)))
+                             for lvl in (2, 0)))
+
+    def destroy(self) -> None:
+        """Release the buffers (NumPy: dropped with the object)."""
+        self.pool_u = self._spare_pool
+        self.pool_psi = self.pool_zeta = (self._spare_pool,) * self.geometry.ndim
+        self._slots = 0
+
+
+class FieldAcousticStepper(_AcousticSetup, TaichiStepper):
+    """The field engine: :class:`AcousticStepper` on Taichi fields.
+
+    Serves ``adjoint="autodiff"`` (Taichi autodiff of the step, the test oracle of the
+    hand adjoint), ``Tape(validate=True)`` and GPUs. Each new stepper compiles its own
+    kernel instances (its fields are template arguments). Arguments as
+    :class:`AcousticStepper`.
+    """
+
+    def __init__(
+        self,
+        velocity: np.ndarray,
+        spacing: object,
+        dt: float,
+        wavelet: np.ndarray,
+        sources: np.ndarray,
+        receivers: np.ndarray,
+        *,
+        order: int = 8,
+        pml_width: object = 20,
+        free_surface: bool = False,
+        interpolation: str = "hicks",
+        adjoint: str = "hand",
+        pml_velocity: float | None = None,
+        pml_frequency: float | None = None,
+        boundary: str = "pml",
+    ) -> None:
+        self._setup(velocity, spacing, dt, wavelet, sources, receivers, order=order,
+                    pml_width=pml_width, free_surface=free_surface,
+                    interpolation=interpolation, adjoint=adjoint, pml_velocity=pml_velocity,
+                    pml_frequency=pml_frequency, boundary=boundary)
+        super().__init__(steps=self.steps)
+        g = self.geometry
+        w, nb = self.lanes, self.blocks
+        self.u = self._state("u", self._row_shape, vector=w, history=2)
+        self.psi = tuple(self._state(f"psi{d}", self._strips[d], vector=w) for d in range(g.ndim))
+        self.zeta = tuple(self._state(f"zeta{d}", self._strips[d], vector=w)
+                          for d in range(g.ndim))
+        # The velocity parameter is held as kc = dt^2 c^2 (zero on the frame) in lanes.
+        self.kc = self._param("velocity", (*g.padded[:-1], nb), vector=w)
+        self.amp = self._param("wavelet", self._amp.shape)
+        self.traces = self._output("receivers", (self.shots, self.receivers))
+        rows_axes = max(g.ndim - 1, 1)
+        prof = {name: self._tree.field((rows_axes, max(g.padded))) for name in ("pa", "pb", "near")}
+        prof.update({name: self._tree.field((nb,), vector=w) for name in ("pax", "pbx", "mx")})
+        self.sg = self._tree.field((*g.padded[:-1], nb), vector=w)
+        # g kc, the sponge-damped coefficient the adjoint gathers (kc itself for a PML).
+        self.kg = (self._tree.field((*g.padded[:-1], nb), vector=w) if boundary == "sponge"
+                   else self.kc)
+        points = []
+        for pos, wt in self._points:
+            points.append((self._tree.field(pos.shape[:2], vector=g.ndim, dtype=ti.i32),
+                           self._tree.field(wt.shape)))
+        # Scratch of the hand-written adjoint: P_d per axis (nonzero in the PML only).
+        self._pbar = tuple(self._tree.field((1, *s), vector=w) for s in self._strips)
+        self._finalize()
+        real = np_real()
+        for name, f in prof.items():
+            f.from_numpy(np.ascontiguousarray(self._profiles[name], dtype=real))
+        self.sg.from_numpy(self._pack(self._damp).astype(real))
+        for (pos, wt), (pos_f, w_f) in zip(self._points, points, strict=True):
+            pos_f.from_numpy(pos)
+            w_f.from_numpy(wt.astype(real))
+        self._f = _Bundle(
+            u=self.u, ug=self.u.grad, psi=self.psi, psig=tuple(a.grad for a in self.psi),
+            zeta=self.zeta, zetag=tuple(a.grad for a in self.zeta), kc=self.kc,
+            kcg=self.kc.grad, amp=self.amp, ampg=self.amp.grad, traces=self.traces,
+            tracesg=self.traces.grad, pbar=self._pbar, src_pos=points[0][0],
+            src_w=points[0][1], rec_pos=points[1][0], rec_w=points[1][1],
+            scale=self._scale, inv_h=self._inv_h, c1=self._c1, c2=self._c2, rows=self._rows,
+            space_rows=self._space_rows, xs=self._xs, xs_near=self._xs_near, pm=self._pm,
+            sg=self.sg, kg=self.kg, sponge=boundary == "sponge", ndim=g.ndim, dtype=real_type(),
+            W=w, serial=_serial_loops(int(np.prod(self.u.shape[1:])) * w), **prof)
+        self.serial = self._f.serial
+        self._pool_f: _Bundle | None = None
+        self.set_param("velocity", self._velocity)
+        self.set_param("wavelet", self._amp)
 
     # -- the velocity parameter, held as kc = dt^2 c^2 in lanes ----------------------
     def set_param(self, name: str, value: object) -> None:
@@ -546,9 +891,9 @@ class AcousticStepper(TaichiStepper):
         if name != "velocity":
             super().set_param(name, value)
             return
-        arr = as_array("parameter 'velocity'", value, self.geometry.padded, positive=True)
+        arr = self._check_padded_velocity(value)
         self._velocity = arr.copy()
-        kc = self.dt**2 * arr * arr * self._frame
+        kc = self._kc(arr)
         self.kc.from_numpy(self._pack(kc).astype(np_real()))
         if self.boundary == "sponge":
             self.kg.from_numpy(self._pack(kc * self._damp).astype(np_real()))
@@ -562,11 +907,16 @@ class AcousticStepper(TaichiStepper):
     def gradients(self) -> dict[str, np.ndarray]:
         """``d loss / d parameter``; ``"velocity"`` on the padded grid (see :meth:`fold`)."""
         out = super().gradients()
-        dk = self._unpack(out["velocity"])
-        out["velocity"] = dk * (2.0 * self.dt**2) * self._velocity * self._frame
+        out["velocity"] = self._velocity_gradient(out["velocity"])
         return out
 
-    # -- the step ---------------------------------------------------------------------
+    def wavefield(self, t: int) -> np.ndarray:
+        """The pressure at time level ``t`` on the model grid, ``[shot, *model shape]``.
+
+        Valid while ``x[t]`` is live, e.g. right after ``advance(t - 1)`` in a rollout.
+        """
+        return self._crop(self._unpack(self.u.to_numpy()[self._levels("u", t)[-1]]))
+
     def _levels_of(self, step: int) -> tuple[int, int, int, int, int]:
         return (self.level(step - 1, 2), self.level(step, 2), self.level(step + 1, 2),
                 self.level(step), self.level(step + 1))
@@ -671,22 +1021,22 @@ class AcousticStepper(TaichiStepper):
         super().allocate_checkpoints(slots)
         pool = self._pool
         nd = self.geometry.ndim
-        self._pool_f = _Bundle(u=pool["u"], psi=tuple(pool[f"psi{d}"] for d in range(nd)),
-                               zeta=tuple(pool[f"zeta{d}"] for d in range(nd)))
+        self._pool_f = _Bundle(**self._f.__dict__, pool_u=pool["u"],
+                               pool_psi=tuple(pool[f"psi{d}"] for d in range(nd)),
+                               pool_zeta=tuple(pool[f"zeta{d}"] for d in range(nd)))
 
     def save(self, step: int, slot: int) -> None:
         """Store the live ``x[step]`` in checkpoint ``slot`` (one launch)."""
-        copy_state(self._f, self._pool_f, slot, self.level(step - 1, 2), self.level(step, 2),
+        copy_state(self._pool_f, slot, self.level(step - 1, 2), self.level(step, 2),
                    self.level(step), True)
 
     def restore(self, step: int, slot: int) -> None:
         """Make ``x[step]`` from checkpoint ``slot`` live (one launch)."""
-        copy_state(self._f, self._pool_f, slot, self.level(step - 1, 2), self.level(step, 2),
+        copy_state(self._pool_f, slot, self.level(step - 1, 2), self.level(step, 2),
                    self.level(step), False)
 
-    def traces_array(self) -> np.ndarray:
-        """Recorded traces ``[shot, receiver, nt]``."""
-        return np.ascontiguousarray(np.moveaxis(self.outputs()["receivers"], 0, -1))
+
+AcousticStepper.register(FieldAcousticStepper)
 
 
 _SPONGE_AUTODIFF = (

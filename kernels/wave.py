@@ -34,7 +34,32 @@ Sponge (``sponge`` in the bundle): no PML terms; the update is damped cell by ce
 ``u^{n+1} = g (2 u^n - g u^{n-1} + kc lap)`` (Cerjan et al. 1985), ``g = sg``.
 """
 
+import functools
+
 import taichi as ti
+
+
+class Arrays(tuple):
+    """The arrays and constants of one launch, by name, for the ``ti.func``s below.
+
+    A tuple subclass, so that ``ti.static`` accepts one built inside a kernel from the
+    kernel's ndarray arguments (:func:`array_kernels`). The field engine passes an
+    object with the same attributes as a template argument. Attributes: the state ``u``
+    (ring of 3 levels), ``psi``, ``zeta`` (tuples, one strip array per axis, ring of 2)
+    and their adjoints ``ug, psig, zetag``; ``kc`` (``dt^2 c^2``) and its adjoint
+    ``kcg``, ``kg`` (``g kc`` with a sponge, else ``kc``), ``sg`` (sponge factors);
+    PML profiles ``pa, pb, near`` (row axes) and ``pax, pbx, mx`` (x, in lanes); the
+    adjoint scratch ``pbar``; ``amp, ampg`` (wavelets), ``traces, tracesg``; source and
+    receiver stencils ``src_pos, src_w, rec_pos, rec_w``; the geometry ``rows,
+    space_rows, xs, xs_near, pm``; ``inv_h``, ``scale``; the coefficients ``c1, c2``;
+    and the compile-time ``W`` (lanes), ``dtype``, ``sponge``, ``serial``.
+    """
+
+    def __new__(cls, **items: object) -> "Arrays":
+        """An empty tuple carrying ``items`` as attributes."""
+        obj = super().__new__(cls, ())
+        obj.__dict__.update(items)
+        return obj
 
 
 # -- lanes ---------------------------------------------------------------------------------
@@ -89,11 +114,11 @@ def _xblock(j: ti.i32, xs: ti.template()):
 
 
 @ti.func
-def _xget(f: ti.template(), lvl: ti.i32, J: ti.template(), xb: ti.i32, xs: ti.template()):
-    """Block ``xb`` of x-strip field ``f``; zero for blocks the strip does not store."""
-    inside = ((xb >= 1) & (xb < xs[0])) | ((xb >= xs[1]) & (xb < xs[2] - 1))
-    j = ti.max(0, ti.min(_xstrip(xb, xs), f.shape[J.n + 1] - 1))
-    return f[(lvl, *_at(J, j))] * ti.cast(inside, f.dtype)
+def _xget(f: ti.template(), a: ti.template(), lvl: ti.i32, J: ti.template(), xb: ti.i32):
+    """Block ``xb`` of x-strip array ``a``; zero for blocks the strip does not store."""
+    inside = ((xb >= 1) & (xb < f.xs[0])) | ((xb >= f.xs[1]) & (xb < f.xs[2] - 1))
+    j = ti.max(0, ti.min(_xstrip(xb, f.xs), a.shape[J.n + 1] - 1))
+    return a[(lvl, *_at(J, j))] * ti.cast(inside, f.dtype)
 
 
 # -- rows ----------------------------------------------------------------------------------
@@ -119,52 +144,53 @@ def _rstrip(J: ti.template(), d: ti.template(), pm: ti.template()):
 
 
 @ti.func
-def _d1r(f: ti.template(), lvl: ti.i32, J: ti.template(), xb: ti.i32, d: ti.template(),
+def _d1r(a: ti.template(), lvl: ti.i32, J: ti.template(), xb: ti.i32, d: ti.template(),
          c1: ti.template()):
-    """Central first difference along row axis ``d`` of a full field (no 1/h)."""
-    acc = c1[0] * (f[(lvl, *_at(_moved(J, d, 1), xb))] - f[(lvl, *_at(_moved(J, d, -1), xb))])
+    """Central first difference along row axis ``d`` of a full array (no 1/h)."""
+    acc = c1[0] * (a[(lvl, *_at(_moved(J, d, 1), xb))] - a[(lvl, *_at(_moved(J, d, -1), xb))])
     for k in ti.static(range(1, len(c1))):
-        acc += c1[k] * (f[(lvl, *_at(_moved(J, d, k + 1), xb))]
-                        - f[(lvl, *_at(_moved(J, d, -k - 1), xb))])
+        acc += c1[k] * (a[(lvl, *_at(_moved(J, d, k + 1), xb))]
+                        - a[(lvl, *_at(_moved(J, d, -k - 1), xb))])
     return acc
 
 
 @ti.func
-def _d2r(f: ti.template(), lvl: ti.i32, J: ti.template(), xb: ti.i32, d: ti.template(),
+def _d2r(a: ti.template(), lvl: ti.i32, J: ti.template(), xb: ti.i32, d: ti.template(),
          c2: ti.template()):
-    """Central second difference along row axis ``d`` of a full field (no 1/h^2)."""
-    acc = c2[0] * f[(lvl, *_at(J, xb))]
+    """Central second difference along row axis ``d`` of a full array (no 1/h^2)."""
+    acc = c2[0] * a[(lvl, *_at(J, xb))]
     for k in ti.static(range(1, len(c2))):
-        acc += c2[k] * (f[(lvl, *_at(_moved(J, d, k), xb))] + f[(lvl, *_at(_moved(J, d, -k), xb))])
+        acc += c2[k] * (a[(lvl, *_at(_moved(J, d, k), xb))] + a[(lvl, *_at(_moved(J, d, -k), xb))])
     return acc
 
 
 @ti.func
-def _sget(f: ti.template(), lvl: ti.i32, J: ti.template(), xb: ti.i32, d: ti.template(),
-          pa: ti.template(), pm: ti.template()):
-    """Block ``xb`` of row ``J`` of a row-axis strip field; zero outside the layer."""
-    m = ti.cast(pa[d, J[d + 1]] != 0.0, f.dtype)
-    return m * f[(lvl, *_at(_rstrip(J, d, pm), xb))]
+def _sget(f: ti.template(), a: ti.template(), lvl: ti.i32, J: ti.template(), xb: ti.i32,
+          d: ti.template()):
+    """Block ``xb`` of row ``J`` of a row-axis strip array; zero outside the layer."""
+    m = ti.cast(f.pa[d, J[d + 1]] != 0.0, f.dtype)
+    return m * a[(lvl, *_at(_rstrip(J, d, f.pm), xb))]
 
 
 @ti.func
-def _d1s(f: ti.template(), lvl: ti.i32, J: ti.template(), xb: ti.i32, d: ti.template(),
-         c1: ti.template(), pa: ti.template(), pm: ti.template()):
-    """Central first difference along row axis ``d`` of a strip field (zero outside)."""
-    acc = c1[0] * (_sget(f, lvl, _moved(J, d, 1), xb, d, pa, pm)
-                   - _sget(f, lvl, _moved(J, d, -1), xb, d, pa, pm))
+def _d1s(f: ti.template(), a: ti.template(), lvl: ti.i32, J: ti.template(), xb: ti.i32,
+         d: ti.template()):
+    """Central first difference along row axis ``d`` of a strip array (zero outside)."""
+    c1 = ti.static(f.c1)
+    acc = c1[0] * (_sget(f, a, lvl, _moved(J, d, 1), xb, d)
+                   - _sget(f, a, lvl, _moved(J, d, -1), xb, d))
     for k in ti.static(range(1, len(c1))):
-        acc += c1[k] * (_sget(f, lvl, _moved(J, d, k + 1), xb, d, pa, pm)
-                        - _sget(f, lvl, _moved(J, d, -k - 1), xb, d, pa, pm))
+        acc += c1[k] * (_sget(f, a, lvl, _moved(J, d, k + 1), xb, d)
+                        - _sget(f, a, lvl, _moved(J, d, -k - 1), xb, d))
     return acc
 
 
 # -- forward -------------------------------------------------------------------------------
 @ti.func
-def _psi_rows(u: ti.template(), psi: ti.template(), pa: ti.template(), pb: ti.template(),
-              cur: ti.i32, src: ti.i32, dst: ti.i32, inv_h: ti.template(), c1: ti.template(),
-              J: ti.template(), xb: ti.i32, pm: ti.template()):
+def _psi_rows(f: ti.template(), cur: ti.i32, src: ti.i32, dst: ti.i32, J: ti.template(),
+              xb: ti.i32):
     """``psi_d[dst] = b_d psi_d[src] + a_d D1_d u[cur] / h_d`` on one block, row axes ``d``."""
+    u, psi, pa, pb, inv_h, c1, pm = ti.static((f.u, f.psi, f.pa, f.pb, f.inv_h, f.c1, f.pm))
     for d in ti.static(range(len(psi) - 1)):
         i = J[d + 1]
         if pa[d, i] != 0.0:
@@ -174,32 +200,30 @@ def _psi_rows(u: ti.template(), psi: ti.template(), pa: ti.template(), pb: ti.te
 
 
 @ti.func
-def _psi_x(u: ti.template(), psi: ti.template(), pax: ti.template(), pbx: ti.template(),
-           cur: ti.i32, src: ti.i32, dst: ti.i32, inv_h: ti.template(), c1: ti.template(),
-           J: ti.template(), j: ti.i32, xs: ti.template()):
+def _psi_x(f: ti.template(), cur: ti.i32, src: ti.i32, dst: ti.i32, J: ti.template(), j: ti.i32):
     """The x part of :func:`_psi_rows` on x-strip block ``j``."""
+    u, psi, pax, pbx, inv_h, c1 = ti.static((f.u, f.psi, f.pax, f.pbx, f.inv_h, f.c1))
     nx = ti.static(len(psi) - 1)
-    xb = _xblock(j, xs)
+    xb = _xblock(j, f.xs)
     S = _at(J, j)
     d1 = _d1x(u[(cur, *_at(J, xb - 1))], u[(cur, *_at(J, xb))], u[(cur, *_at(J, xb + 1))], c1)
     psi[nx][(dst, *S)] = pbx[xb] * psi[nx][(src, *S)] + pax[xb] * (inv_h[nx] * d1)
 
 
 @ti.func
-def _update_block(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: ti.template(),
-                  pa: ti.template(), pb: ti.template(), pax: ti.template(), pbx: ti.template(),
-                  mx: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
-                  dst: ti.i32, inv_h: ti.template(), c1: ti.template(), c2: ti.template(),
-                  J: ti.template(), xb: ti.i32, xs: ti.template(), pm: ti.template(),
-                  rowpml: ti.template(), xpml: ti.template(), sg: ti.template(),
-                  sponge: ti.template()):
+def _update_block(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
+                  dst: ti.i32, J: ti.template(), xb: ti.i32, rowpml: ti.template(),
+                  xpml: ti.template()):
     """Leapfrog update of one block of ``u[nxt]``; writes ``zeta[dst]`` in the PML.
 
-    With ``sponge`` the Cerjan damping ``g = sg``: ``u+ = g (2 u - g u- + kc lap)``.
+    With ``f.sponge`` the Cerjan damping ``g = sg``: ``u+ = g (2 u - g u- + kc lap)``.
 
     ``rowpml``: the row lies in the PML of a row axis; ``xpml``: the block is an
     x-strip block.
     """
+    u, psi, zeta, kc = ti.static((f.u, f.psi, f.zeta, f.kc))
+    pa, pb, pax, pbx, mx = ti.static((f.pa, f.pb, f.pax, f.pbx, f.mx))
+    inv_h, c1, c2, pm = ti.static((f.inv_h, f.c1, f.c2, f.pm))
     nx = ti.static(len(zeta) - 1)
     mid = u[(cur, *_at(J, xb))]
     lap = ti.zero(mid)
@@ -210,8 +234,7 @@ def _update_block(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc:
             i = J[d + 1]
             a = pa[d, i]
             S = _at(_rstrip(J, d, pm), xb)
-            qp = q + ti.cast(a != 0.0, u.dtype) * (_d1s(psi[d], dst, J, xb, d, c1, pa, pm)
-                                                    * inv_h[d])
+            qp = q + ti.cast(a != 0.0, f.dtype) * (_d1s(f, psi[d], dst, J, xb, d) * inv_h[d])
             z = pb[d, i] * zeta[d][(src, *S)] + a * qp
             if a != 0.0:
                 zeta[d][(dst, *S)] = z
@@ -219,16 +242,16 @@ def _update_block(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc:
         lap += q
     q = _d2x(u[(cur, *_at(J, xb - 1))], mid, u[(cur, *_at(J, xb + 1))], c2) * (inv_h[nx] * inv_h[nx])
     if ti.static(xpml):
-        S = _at(J, _xstrip(xb, xs))
-        d1 = _d1x(_xget(psi[nx], dst, J, xb - 1, xs), psi[nx][(dst, *S)],
-                  _xget(psi[nx], dst, J, xb + 1, xs), c1)
+        S = _at(J, _xstrip(xb, f.xs))
+        d1 = _d1x(_xget(f, psi[nx], dst, J, xb - 1), psi[nx][(dst, *S)],
+                  _xget(f, psi[nx], dst, J, xb + 1), c1)
         q += mx[xb] * (inv_h[nx] * d1)
         z = pbx[xb] * zeta[nx][(src, *S)] + pax[xb] * q
         zeta[nx][(dst, *S)] = z
         q += z
     lap += q
-    if ti.static(sponge):
-        g = sg[_sp(J, xb)]
+    if ti.static(f.sponge):
+        g = f.sg[_sp(J, xb)]
         u[(nxt, *_at(J, xb))] = ((2.0 * g) * mid - (g * g) * u[(prv, *_at(J, xb))]
                                  + (g * kc[_sp(J, xb)]) * lap)
     else:
@@ -243,191 +266,147 @@ def _lane_elem(cell: ti.template(), w: ti.template()):
 
 
 @ti.func
-def _fused_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
-                dst: ti.i32, step: ti.i32):
-    """The fused step of :func:`wave_step` (``part`` 0).
-
-    PML memory, update, sources, and the receivers at ``step + 1``. Its loops are
-    parallel at a kernel's top level (unless ``f.serial``) and serial inside
-    :func:`wave_steps`' time loop.
-    """
-    u, psi, zeta, kc = ti.static(f.u, f.psi, f.zeta, f.kc)
-    pa, pb, pax, pbx, mx = ti.static(f.pa, f.pb, f.pax, f.pbx, f.mx)
-    inv_h, c1, c2, xs, pm = ti.static(f.inv_h, f.c1, f.c2, f.xs, f.pm)
-    sg, sponge = ti.static(f.sg, f.sponge)
-    pos, weight = ti.static(f.src_pos, f.src_w)
-    ti.loop_config(serialize=f.serial)
-    for J in ti.grouped(ti.ndrange(*f.rows)):
-        if _row_in(pa, J):
-            for xb in range(1, xs[2] - 1):
-                _psi_rows(u, psi, pa, pb, cur, src, dst, inv_h, c1, J, xb, pm)
-        for j in range(xs[3]):
-            _psi_x(u, psi, pax, pbx, cur, src, dst, inv_h, c1, J, j, xs)
-    ti.loop_config(serialize=f.serial)
-    for J in ti.grouped(ti.ndrange(*f.rows)):
-        if _row_in(pa, J):
-            for j in range(xs[3]):
-                _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                              inv_h, c1, c2, J, _xblock(j, xs), xs, pm, True, True, sg,
-                              sponge)
-            for xb in range(xs[0], xs[1]):
-                _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                              inv_h, c1, c2, J, xb, xs, pm, True, False, sg, sponge)
-        else:
-            for j in range(xs[3]):
-                _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                              inv_h, c1, c2, J, _xblock(j, xs), xs, pm, False, True, sg,
-                              sponge)
-            for xb in range(xs[0], xs[1]):
-                _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                              inv_h, c1, c2, J, xb, xs, pm, False, False, sg, sponge)
-    ti.loop_config(serialize=True)  # a few cells: cheaper than a parallel task
-    for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
-        _inject(f, nxt, step, P)
-    ti.loop_config(serialize=True)
-    for s, r in ti.ndrange(f.traces.shape[1], f.traces.shape[2]):
-        f.traces[step + 1, s, r] = 0.0
-    rpos, rweight = ti.static(f.rec_pos, f.rec_w)
-    ti.loop_config(serialize=True)
-    for P in ti.grouped(ti.ndrange(rpos.shape[0], rpos.shape[1],
-                                   *([rweight.shape[3]] * rpos.n))):
-        _sample(f, nxt, step + 1, P)
-
-
-@ti.kernel
-def wave_steps(f: ti.template(), start: ti.i32, stop: ti.i32):
-    """Steps ``start … stop-1`` of :func:`wave_step` (``part`` 0) in one launch.
-
-    A serial time loop (one thread; the CPU with ``f.serial``): the Python cost of a
-    launch, tens of microseconds, is paid once per range instead of once per step.
-    Time levels as :meth:`AcousticStepper.level`: ``u`` a ring of 3, ``psi, zeta`` of 2.
-    """
-    ti.loop_config(serialize=True)
-    for t in range(start, stop):
-        _fused_step(f, (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2, t)
-
-
-@ti.kernel
-def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32,
-              step: ti.i32, part: ti.template()):
-    """One leapfrog step: PML memory ``psi[dst]``, ``u[nxt]`` and ``zeta[dst]``, sources.
-
-    ``f`` bundles the stepper's fields and compile-time constants (one template
-    argument keeps the launch cheap): ``u, psi, zeta, kc, pa, pb, pax, pbx, mx`` as in
-    the module docstring, ``inv_h, c1, c2, rows, xs, pm`` (tuples), and the sources:
-    ``u[nxt] += scale * amp[shot, source, step] * w`` over each source's stencil, with
-    ``src_pos[shot, source]`` the stencil's first cell, ``src_w[shot, source, axis, k]``
-    its separable weights and ``scale = dt^2 / cell volume``.
-
-    ``part`` 0: the fused step, rows in parallel and blocks serially, which also
-    records the receivers at ``step + 1`` (as :func:`record_traces` would); 1 and 2:
-    the PML memory, then update and sources, each as one parallel loop over (row,
-    block), the loop shape whose Taichi autodiff is exact (the autodiff reverse).
-    """
-    u, psi, zeta, kc = ti.static(f.u, f.psi, f.zeta, f.kc)
-    pa, pb, pax, pbx, mx = ti.static(f.pa, f.pb, f.pax, f.pbx, f.mx)
-    inv_h, c1, c2, xs, pm = ti.static(f.inv_h, f.c1, f.c2, f.xs, f.pm)
-    sg, sponge = ti.static(f.sg, f.sponge)
-    pos, weight, amp = ti.static(f.src_pos, f.src_w, f.amp)
-    if ti.static(part == 0):
-        _fused_step(f, prv, cur, nxt, src, dst, step)
-    # Flat variants (one parallel loop over (row, block), no serial inner loop): the
-    # same block functions in a loop shape whose Taichi autodiff is exact.
-    if ti.static(part == 1):
-        for K in ti.grouped(ti.ndrange(*f.rows, (1, xs[2] - 1))):
-            J = ti.Vector([K[k] for k in ti.static(range(K.n - 1))])
-            xb = K[K.n - 1]
-            if _row_in(pa, J):
-                _psi_rows(u, psi, pa, pb, cur, src, dst, inv_h, c1, J, xb, pm)
-            if xb < xs[0] or xb >= xs[1]:
-                _psi_x(u, psi, pax, pbx, cur, src, dst, inv_h, c1, J, _xstrip(xb, xs), xs)
-    if ti.static(part == 2):
-        for K in ti.grouped(ti.ndrange(*f.rows, (1, xs[2] - 1))):
-            J = ti.Vector([K[k] for k in ti.static(range(K.n - 1))])
-            xb = K[K.n - 1]
-            if _row_in(pa, J):
-                if xb < xs[0] or xb >= xs[1]:
-                    _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                                  inv_h, c1, c2, J, xb, xs, pm, True, True, sg, sponge)
-                else:
-                    _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                                  inv_h, c1, c2, J, xb, xs, pm, True, False, sg, sponge)
-            else:
-                if xb < xs[0] or xb >= xs[1]:
-                    _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                                  inv_h, c1, c2, J, xb, xs, pm, False, True, sg, sponge)
-                else:
-                    _update_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, prv, cur, nxt, src, dst,
-                                  inv_h, c1, c2, J, xb, xs, pm, False, False, sg, sponge)
-    if ti.static(part == 2):
-        for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
-            _inject(f, nxt, step, P)
+def _cell(pos: ti.template(), P: ti.template()):
+    """Cell ``(shot, z[, y], x)`` of stencil point ``P = (shot, point, offset per axis)``."""
+    base = pos[P[0], P[1]]
+    return ti.Vector([P[0]] + [base[d] + P[d + 2] for d in ti.static(range(P.n - 2))])
 
 
 @ti.func
 def _inject(f: ti.template(), nxt: ti.i32, step: ti.i32, P: ti.template()):
     """``u[nxt] += scale * amp[shot, source, step] * w`` at one cell of a source's stencil."""
-    u, pos, weight = ti.static(f.u, f.src_pos, f.src_w)
-    w = ti.cast(f.scale, u.dtype) * f.amp[P[0], P[1], step]
-    base = pos[P[0], P[1]]
-    cell = ti.Vector([P[0]] + [base[d] + P[d + 2] for d in ti.static(range(pos.n))])
-    for d in ti.static(range(pos.n)):
+    W, weight = ti.static((f.W, f.src_w))
+    w = ti.cast(f.scale, f.dtype) * f.amp[P[0], P[1], step]
+    cell = _cell(f.src_pos, P)
+    for d in ti.static(range(f.ndim)):
         w *= weight[P[0], P[1], d, P[d + 2]]
-    u[(nxt, *_lane_elem(cell, u.n))][(cell[cell.n - 1] + u.n) % u.n] += w
+    f.u[(nxt, *_lane_elem(cell, W))][(cell[cell.n - 1] + W) % W] += w
 
 
 @ti.func
 def _sample(f: ti.template(), lvl: ti.i32, t: ti.i32, P: ti.template()):
     """``traces[t, shot, receiver] += w u[lvl]`` at one cell of a receiver's stencil."""
-    u, pos, weight = ti.static(f.u, f.rec_pos, f.rec_w)
-    w = ti.cast(1.0, u.dtype)
-    base = pos[P[0], P[1]]
-    cell = ti.Vector([P[0]] + [base[d] + P[d + 2] for d in ti.static(range(pos.n))])
-    for d in ti.static(range(pos.n)):
+    W, weight = ti.static((f.W, f.rec_w))
+    w = ti.cast(1.0, f.dtype)
+    cell = _cell(f.rec_pos, P)
+    for d in ti.static(range(f.ndim)):
         w *= weight[P[0], P[1], d, P[d + 2]]
-    f.traces[t, P[0], P[1]] += w * u[(lvl, *_lane_elem(cell, u.n))][(cell[cell.n - 1] + u.n)
-                                                                      % u.n]
+    f.traces[t, P[0], P[1]] += w * f.u[(lvl, *_lane_elem(cell, W))][(cell[cell.n - 1] + W) % W]
 
 
-@ti.kernel
-def record_traces(f: ti.template(), lvl: ti.i32, t: ti.i32):
-    """``traces[t, shot, receiver] = sum_k w_k u[lvl, shot, rec_pos + k]`` (``w = rec_w``)."""
-    traces, pos, weight = ti.static(f.traces, f.rec_pos, f.rec_w)
-    for s, r in ti.ndrange(traces.shape[1], traces.shape[2]):
-        traces[t, s, r] = 0.0
-    for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
+@ti.func
+def _record(f: ti.template(), lvl: ti.i32, t: ti.i32):
+    """``traces[t] = sum_k w_k u[lvl]`` over each receiver's stencil (serial: a few cells)."""
+    ti.loop_config(serialize=True)
+    for s, r in ti.ndrange(f.traces.shape[1], f.traces.shape[2]):
+        f.traces[t, s, r] = 0.0
+    ti.loop_config(serialize=True)
+    for P in ti.grouped(ti.ndrange(f.rec_pos.shape[0], f.rec_pos.shape[1],
+                                   *([f.rec_w.shape[3]] * f.ndim))):
         _sample(f, lvl, t, P)
 
 
-@ti.kernel
-def copy_state(f: ti.template(), pool: ti.template(), slot: ti.i32, u0: ti.i32, u1: ti.i32,
-               lvl: ti.i32, save: ti.template()):
-    """Save (``save=True``) or restore one state: ``u`` levels ``u0, u1`` and ``psi, zeta[lvl]``.
+@ti.func
+def _fused_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
+                dst: ti.i32, step: ti.i32):
+    """One fused step: PML memory, update, sources, and the receivers at ``step + 1``.
 
-    ``pool`` bundles the checkpoint fields ``u [slot, 2, ...]``, ``psi``, ``zeta [slot, 1,
-    ...]``.
+    Its loops are parallel at a kernel's top level (unless ``f.serial``) and serial
+    inside a kernel's time loop.
     """
     ti.loop_config(serialize=f.serial)
-    for K in ti.grouped(ti.ndrange(*f.u.shape[1:])):
-        if ti.static(save):
-            pool.u[(slot, 0, *K)] = f.u[(u0, *K)]
-            pool.u[(slot, 1, *K)] = f.u[(u1, *K)]
+    for J in ti.grouped(ti.ndrange(*f.rows)):
+        if _row_in(f.pa, J):
+            for xb in range(1, f.xs[2] - 1):
+                _psi_rows(f, cur, src, dst, J, xb)
+        for j in range(f.xs[3]):
+            _psi_x(f, cur, src, dst, J, j)
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(*f.rows)):
+        if _row_in(f.pa, J):
+            for j in range(f.xs[3]):
+                _update_block(f, prv, cur, nxt, src, dst, J, _xblock(j, f.xs), True, True)
+            for xb in range(f.xs[0], f.xs[1]):
+                _update_block(f, prv, cur, nxt, src, dst, J, xb, True, False)
         else:
-            f.u[(u0, *K)] = pool.u[(slot, 0, *K)]
-            f.u[(u1, *K)] = pool.u[(slot, 1, *K)]
-    for d in ti.static(range(len(f.psi))):
-        ti.loop_config(serialize=f.serial)
-        for K in ti.grouped(ti.ndrange(*f.psi[d].shape[1:])):
-            if ti.static(save):
-                pool.psi[d][(slot, 0, *K)] = f.psi[d][(lvl, *K)]
-                pool.zeta[d][(slot, 0, *K)] = f.zeta[d][(lvl, *K)]
+            for j in range(f.xs[3]):
+                _update_block(f, prv, cur, nxt, src, dst, J, _xblock(j, f.xs), False, True)
+            for xb in range(f.xs[0], f.xs[1]):
+                _update_block(f, prv, cur, nxt, src, dst, J, xb, False, False)
+    ti.loop_config(serialize=True)  # a few cells: cheaper than a parallel task
+    for P in ti.grouped(ti.ndrange(f.src_pos.shape[0], f.src_pos.shape[1],
+                                   *([f.src_w.shape[3]] * f.ndim))):
+        _inject(f, nxt, step, P)
+    _record(f, nxt, step + 1)
+
+
+@ti.func
+def _flat_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
+               dst: ti.i32, step: ti.i32, part: ti.template()):
+    """The step as flat loops over (row, block) for Taichi autodiff (``part`` 1 or 2).
+
+    Part 1: the PML memory; part 2: update and sources. One parallel loop over (row,
+    block) each, with no serial inner loop: the loop shape whose Taichi autodiff is
+    exact. The same block functions as :func:`_fused_step`.
+    """
+    if ti.static(part == 1):
+        for K in ti.grouped(ti.ndrange(*f.rows, (1, f.xs[2] - 1))):
+            J = ti.Vector([K[k] for k in ti.static(range(K.n - 1))])
+            xb = K[K.n - 1]
+            if _row_in(f.pa, J):
+                _psi_rows(f, cur, src, dst, J, xb)
+            if xb < f.xs[0] or xb >= f.xs[1]:
+                _psi_x(f, cur, src, dst, J, _xstrip(xb, f.xs))
+    if ti.static(part == 2):
+        for K in ti.grouped(ti.ndrange(*f.rows, (1, f.xs[2] - 1))):
+            J = ti.Vector([K[k] for k in ti.static(range(K.n - 1))])
+            xb = K[K.n - 1]
+            if _row_in(f.pa, J):
+                if xb < f.xs[0] or xb >= f.xs[1]:
+                    _update_block(f, prv, cur, nxt, src, dst, J, xb, True, True)
+                else:
+                    _update_block(f, prv, cur, nxt, src, dst, J, xb, True, False)
             else:
-                f.psi[d][(lvl, *K)] = pool.psi[d][(slot, 0, *K)]
-                f.zeta[d][(lvl, *K)] = pool.zeta[d][(slot, 0, *K)]
+                if xb < f.xs[0] or xb >= f.xs[1]:
+                    _update_block(f, prv, cur, nxt, src, dst, J, xb, False, True)
+                else:
+                    _update_block(f, prv, cur, nxt, src, dst, J, xb, False, False)
+        for P in ti.grouped(ti.ndrange(f.src_pos.shape[0], f.src_pos.shape[1],
+                                       *([f.src_w.shape[3]] * f.ndim))):
+            _inject(f, nxt, step, P)
+
+
+@ti.func
+def _copy_state(f: ti.template(), slot: ti.i32, u0: ti.i32, u1: ti.i32, lvl: ti.i32,
+                save: ti.template()):
+    """Save (``save=True``) or restore one state: ``u`` levels ``u0, u1``, ``psi, zeta[lvl]``.
+
+    The checkpoint pools ``f.pool_u [slot, 2, ...]``, ``f.pool_psi``, ``f.pool_zeta
+    [slot, 1, ...]``.
+    """
+    u, pu = ti.static((f.u, f.pool_u))
+    ti.loop_config(serialize=f.serial)
+    for K in ti.grouped(ti.ndrange(*u.shape[1:])):
+        if ti.static(save):
+            pu[(slot, 0, *K)] = u[(u0, *K)]
+            pu[(slot, 1, *K)] = u[(u1, *K)]
+        else:
+            u[(u0, *K)] = pu[(slot, 0, *K)]
+            u[(u1, *K)] = pu[(slot, 1, *K)]
+    for d in ti.static(range(f.ndim)):
+        psi, zeta, pp, pz = ti.static((f.psi[d], f.zeta[d], f.pool_psi[d], f.pool_zeta[d]))
+        ti.loop_config(serialize=f.serial)
+        for K in ti.grouped(ti.ndrange(*psi.shape[1:])):
+            if ti.static(save):
+                pp[(slot, 0, *K)] = psi[(lvl, *K)]
+                pz[(slot, 0, *K)] = zeta[(lvl, *K)]
+            else:
+                psi[(lvl, *K)] = pp[(slot, 0, *K)]
+                zeta[(lvl, *K)] = pz[(slot, 0, *K)]
 
 
 # ---------------------------------------------------------------------------------------
-# Hand-written adjoint of wave_step, in gather form (two passes in one kernel).
+# Hand-written adjoint of the step, in gather form (two passes).
 #
 # Forward, per axis d (M = PML mask of axis d, K = kc = dt^2 c^2):
 #   psi'_d = b psi_d + a D1_d u;  q_d = D2_d u + M D1_d psi'_d;  zeta'_d = b zeta_d + a q_d
@@ -446,82 +425,82 @@ def copy_state(f: ti.template(), pool: ti.template(), slot: ti.i32, u0: ti.i32, 
 
 
 @ti.func
-def _kl(u: ti.template(), kc: ti.template(), nxt: ti.i32, J: ti.template(), xb: ti.i32):
-    """``kc lup`` (``kc`` here is ``kg = g kc`` with a sponge)."""
-    return kc[_sp(J, xb)] * u.grad[(nxt, *_at(J, xb))]
+def _kl(f: ti.template(), k: ti.template(), nxt: ti.i32, J: ti.template(), xb: ti.i32):
+    """``k lup`` for ``k = kc`` or ``kg = g kc`` (with a sponge)."""
+    return k[_sp(J, xb)] * f.ug[(nxt, *_at(J, xb))]
 
 
 @ti.func
-def _adj_a_rows(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: ti.template(),
-                pa: ti.template(), pb: ti.template(), pbar: ti.template(), cur: ti.i32,
-                nxt: ti.i32, src: ti.i32, dst: ti.i32, inv_h: ti.template(), c1: ti.template(),
-                J: ti.template(), xb: ti.i32, pm: ti.template()):
+def _adj_a_rows(f: ti.template(), cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32,
+                J: ti.template(), xb: ti.i32):
     """Pass A on one block for the row axes (rows inside their PML)."""
-    _psi_rows(u, psi, pa, pb, cur, src, dst, inv_h, c1, J, xb, pm)
-    for d in ti.static(range(len(psi) - 1)):
+    pa, pb, kc, pbar, inv_h, c1, pm = ti.static((f.pa, f.pb, f.kc, f.pbar, f.inv_h, f.c1, f.pm))
+    psig, zetag = ti.static((f.psig, f.zetag))
+    _psi_rows(f, cur, src, dst, J, xb)
+    for d in ti.static(range(len(f.psi) - 1)):
         i = J[d + 1]
         if pa[d, i] != 0.0:
             S = _at(_rstrip(J, d, pm), xb)
-            z_total = zeta[d].grad[(dst, *S)] + _kl(u, kc, nxt, J, xb)
-            zeta[d].grad[(src, *S)] = pb[d, i] * z_total
+            z_total = zetag[d][(dst, *S)] + _kl(f, kc, nxt, J, xb)
+            zetag[d][(src, *S)] = pb[d, i] * z_total
             # D1 of M qb = (M + a) kl + a lzeta' at the neighbour rows.
             g = ti.zero(z_total)
             for k in ti.static(range(len(c1))):
                 for sgn in ti.static((1, -1)):
                     Jn = _moved(J, d, sgn * (k + 1))
                     an = pa[d, Jn[d + 1]]
-                    mn = ti.cast(an != 0.0, u.dtype)
-                    r = ((mn + an) * _kl(u, kc, nxt, Jn, xb)
-                         + an * zeta[d].grad[(dst, *_at(_rstrip(Jn, d, pm), xb))])
+                    mn = ti.cast(an != 0.0, f.dtype)
+                    r = ((mn + an) * _kl(f, kc, nxt, Jn, xb)
+                         + an * zetag[d][(dst, *_at(_rstrip(Jn, d, pm), xb))])
                     g += (sgn * c1[k]) * r
-            p = psi[d].grad[(dst, *S)] - g * inv_h[d]
+            p = psig[d][(dst, *S)] - g * inv_h[d]
             pbar[d][(0, *S)] = p
-            psi[d].grad[(src, *S)] = pb[d, i] * p
+            psig[d][(src, *S)] = pb[d, i] * p
 
 
 @ti.func
-def _adj_a_x(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: ti.template(),
-             pax: ti.template(), pbx: ti.template(), mx: ti.template(), pbar: ti.template(),
-             cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32, inv_h: ti.template(),
-             c1: ti.template(), J: ti.template(), j: ti.i32, xs: ti.template()):
+def _adj_a_x(f: ti.template(), cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32,
+             J: ti.template(), j: ti.i32):
     """Pass A on x-strip block ``j`` for the x axis."""
-    _psi_x(u, psi, pax, pbx, cur, src, dst, inv_h, c1, J, j, xs)
-    nx = ti.static(len(psi) - 1)
-    xb = _xblock(j, xs)
+    pax, pbx, mx, kc, pbar, inv_h, c1 = ti.static((f.pax, f.pbx, f.mx, f.kc, f.pbar, f.inv_h,
+                                                  f.c1))
+    psig, zetag = ti.static((f.psig, f.zetag))
+    _psi_x(f, cur, src, dst, J, j)
+    nx = ti.static(len(f.psi) - 1)
+    xb = _xblock(j, f.xs)
     S = _at(J, j)
-    kl_lo = _kl(u, kc, nxt, J, xb - 1)
-    kl_mid = _kl(u, kc, nxt, J, xb)
-    kl_hi = _kl(u, kc, nxt, J, xb + 1)
-    zg_mid = zeta[nx].grad[(dst, *S)]
-    zeta[nx].grad[(src, *S)] = pbx[xb] * (zg_mid + kl_mid)
+    kl_lo = _kl(f, kc, nxt, J, xb - 1)
+    kl_mid = _kl(f, kc, nxt, J, xb)
+    kl_hi = _kl(f, kc, nxt, J, xb + 1)
+    zg_mid = zetag[nx][(dst, *S)]
+    zetag[nx][(src, *S)] = pbx[xb] * (zg_mid + kl_mid)
     r_lo = ((mx[xb - 1] + pax[xb - 1]) * kl_lo
-            + pax[xb - 1] * _xget(zeta[nx].grad, dst, J, xb - 1, xs))
+            + pax[xb - 1] * _xget(f, zetag[nx], dst, J, xb - 1))
     r_mid = (mx[xb] + pax[xb]) * kl_mid + pax[xb] * zg_mid
     r_hi = ((mx[xb + 1] + pax[xb + 1]) * kl_hi
-            + pax[xb + 1] * _xget(zeta[nx].grad, dst, J, xb + 1, xs))
-    p = psi[nx].grad[(dst, *S)] - _d1x(r_lo, r_mid, r_hi, c1) * inv_h[nx]
+            + pax[xb + 1] * _xget(f, zetag[nx], dst, J, xb + 1))
+    p = psig[nx][(dst, *S)] - _d1x(r_lo, r_mid, r_hi, c1) * inv_h[nx]
     pbar[nx][(0, *S)] = p
-    psi[nx].grad[(src, *S)] = pbx[xb] * p
+    psig[nx][(src, *S)] = pbx[xb] * p
 
 
 @ti.func
-def _adj_b_block(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: ti.template(),
-                 pa: ti.template(), pb: ti.template(), pax: ti.template(), pbx: ti.template(),
-                 mx: ti.template(), pbar: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32,
-                 src: ti.i32, dst: ti.i32, inv_h: ti.template(), c1: ti.template(),
-                 c2: ti.template(), near: ti.template(), J: ti.template(), xb: ti.i32,
-                 xs: ti.template(), pm: ti.template(), xpml: ti.template(), kg: ti.template(),
-                 sg: ti.template(), sponge: ti.template()):
+def _adj_b_block(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
+                 dst: ti.i32, J: ti.template(), xb: ti.i32, xpml: ti.template()):
     """Pass B on one block; ``xpml``: the block is within the stencil radius of the x-PML.
 
     With a sponge ``u+ = g (2 u - g u- + kc lap)``: the adjoint of the right-hand side is
     ``g lup``, and ``kg = g kc`` replaces ``kc`` in the gathers.
     """
+    u, ug, psi, zeta, psig, zetag = ti.static((f.u, f.ug, f.psi, f.zeta, f.psig, f.zetag))
+    kc, kg, kcg, sg, near = ti.static((f.kc, f.kg, f.kcg, f.sg, f.near))
+    pa, pb, pax, pbx, mx, pbar = ti.static((f.pa, f.pb, f.pax, f.pbx, f.mx, f.pbar))
+    inv_h, c1, c2, pm = ti.static((f.inv_h, f.c1, f.c2, f.pm))
     nx = ti.static(len(psi) - 1)
     at = _at(J, xb)
-    lup_raw = u.grad[(nxt, *at)]
+    lup_raw = ug[(nxt, *at)]
     lup = lup_raw
-    if ti.static(sponge):
+    if ti.static(f.sponge):
         lup = lup_raw * sg[_sp(J, xb)]
     kl_mid = kc[_sp(J, xb)] * lup
     acc = 2.0 * lup
@@ -530,19 +509,19 @@ def _adj_b_block(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: 
         ih2 = inv_h[d] * inv_h[d]
         g2 = c2[0] * kl_mid
         for k in ti.static(range(1, len(c2))):
-            g2 += c2[k] * (_kl(u, kg, nxt, _moved(J, d, k), xb)
-                           + _kl(u, kg, nxt, _moved(J, d, -k), xb))
+            g2 += c2[k] * (_kl(f, kg, nxt, _moved(J, d, k), xb)
+                           + _kl(f, kg, nxt, _moved(J, d, -k), xb))
         q = _d2r(u, cur, J, xb, d, c2) * ih2
         if near[d, J[d + 1]] != 0.0:
             # qz = a (lzeta' + kl) and a P, gathered from the layer (zero outside).
             a0 = pa[d, J[d + 1]]
-            g2 += (c2[0] * a0) * (zeta[d].grad[(dst, *_at(_rstrip(J, d, pm), xb))] + kl_mid)
+            g2 += (c2[0] * a0) * (zetag[d][(dst, *_at(_rstrip(J, d, pm), xb))] + kl_mid)
             for k in ti.static(range(1, len(c2))):
                 for sgn in ti.static((1, -1)):
                     Jn = _moved(J, d, sgn * k)
                     an = pa[d, Jn[d + 1]]
                     Sn = _at(_rstrip(Jn, d, pm), xb)
-                    g2 += c2[k] * an * (zeta[d].grad[(dst, *Sn)] + _kl(u, kg, nxt, Jn, xb))
+                    g2 += c2[k] * an * (zetag[d][(dst, *Sn)] + _kl(f, kg, nxt, Jn, xb))
             g1 = ti.zero(lup)
             for k in ti.static(range(len(c1))):
                 for sgn in ti.static((1, -1)):
@@ -552,105 +531,279 @@ def _adj_b_block(u: ti.template(), psi: ti.template(), zeta: ti.template(), kc: 
             acc -= g1 * inv_h[d]
             i = J[d + 1]
             if pa[d, i] != 0.0:
-                q += _d1s(psi[d], dst, J, xb, d, c1, pa, pm) * inv_h[d]
+                q += _d1s(f, psi[d], dst, J, xb, d) * inv_h[d]
                 lap += pb[d, i] * zeta[d][(src, *_at(_rstrip(J, d, pm), xb))] + pa[d, i] * q
         acc += g2 * ih2
         lap += q
     ih2 = inv_h[nx] * inv_h[nx]
-    kl_lo = _kl(u, kg, nxt, J, xb - 1)
-    kl_hi = _kl(u, kg, nxt, J, xb + 1)
+    kl_lo = _kl(f, kg, nxt, J, xb - 1)
+    kl_hi = _kl(f, kg, nxt, J, xb + 1)
     mid = u[(cur, *at)]
     q = _d2x(u[(cur, *_at(J, xb - 1))], mid, u[(cur, *_at(J, xb + 1))], c2) * ih2
     if ti.static(xpml):
-        qb_lo = kl_lo + pax[xb - 1] * (_xget(zeta[nx].grad, dst, J, xb - 1, xs) + kl_lo)
-        qb_mid = kl_mid + pax[xb] * (_xget(zeta[nx].grad, dst, J, xb, xs) + kl_mid)
-        qb_hi = kl_hi + pax[xb + 1] * (_xget(zeta[nx].grad, dst, J, xb + 1, xs) + kl_hi)
+        qb_lo = kl_lo + pax[xb - 1] * (_xget(f, zetag[nx], dst, J, xb - 1) + kl_lo)
+        qb_mid = kl_mid + pax[xb] * (_xget(f, zetag[nx], dst, J, xb) + kl_mid)
+        qb_hi = kl_hi + pax[xb + 1] * (_xget(f, zetag[nx], dst, J, xb + 1) + kl_hi)
         acc += _d2x(qb_lo, qb_mid, qb_hi, c2) * ih2
-        ap_lo = pax[xb - 1] * _xget(pbar[nx], 0, J, xb - 1, xs)
-        ap_mid = pax[xb] * _xget(pbar[nx], 0, J, xb, xs)
-        ap_hi = pax[xb + 1] * _xget(pbar[nx], 0, J, xb + 1, xs)
+        ap_lo = pax[xb - 1] * _xget(f, pbar[nx], 0, J, xb - 1)
+        ap_mid = pax[xb] * _xget(f, pbar[nx], 0, J, xb)
+        ap_hi = pax[xb + 1] * _xget(f, pbar[nx], 0, J, xb + 1)
         acc -= _d1x(ap_lo, ap_mid, ap_hi, c1) * inv_h[nx]
-        d1 = _d1x(_xget(psi[nx], dst, J, xb - 1, xs), _xget(psi[nx], dst, J, xb, xs),
-                  _xget(psi[nx], dst, J, xb + 1, xs), c1)
+        d1 = _d1x(_xget(f, psi[nx], dst, J, xb - 1), _xget(f, psi[nx], dst, J, xb),
+                  _xget(f, psi[nx], dst, J, xb + 1), c1)
         q += mx[xb] * (inv_h[nx] * d1)
-        lap += pbx[xb] * _xget(zeta[nx], src, J, xb, xs) + pax[xb] * q
+        lap += pbx[xb] * _xget(f, zeta[nx], src, J, xb) + pax[xb] * q
     else:
         acc += _d2x(kl_lo, kl_mid, kl_hi, c2) * ih2
     lap += q
     # Plain read-modify-writes, not atomics: each block belongs to one thread.
-    lcur = u.grad[(cur, *at)]
-    u.grad[(cur, *at)] = lcur + acc
-    if ti.static(sponge):
-        u.grad[(prv, *at)] = -sg[_sp(J, xb)] * lup
+    lcur = ug[(cur, *at)]
+    ug[(cur, *at)] = lcur + acc
+    if ti.static(f.sponge):
+        ug[(prv, *at)] = -sg[_sp(J, xb)] * lup
     else:
-        u.grad[(prv, *at)] = -lup
-    kc.grad[_sp(J, xb)] = kc.grad[_sp(J, xb)] + lup * lap
+        ug[(prv, *at)] = -lup
+    kcg[_sp(J, xb)] = kcg[_sp(J, xb)] + lup * lap
     return lup_raw * lup_raw + lcur * lcur
+
+
+@ti.func
+def _receiver_adjoint(f: ti.template(), lvl: ti.i32, t: ti.i32):
+    """Reverse of :func:`_record` at time ``t``: ``ug[lvl] += w tracesg[t]`` (serial)."""
+    W, weight = ti.static((f.W, f.rec_w))
+    ti.loop_config(serialize=True)
+    for P in ti.grouped(ti.ndrange(f.rec_pos.shape[0], f.rec_pos.shape[1],
+                                   *([weight.shape[3]] * f.ndim))):
+        w = f.tracesg[t, P[0], P[1]]
+        cell = _cell(f.rec_pos, P)
+        for d in ti.static(range(f.ndim)):
+            w *= weight[P[0], P[1], d, P[d + 2]]
+        f.ug[(lvl, *_lane_elem(cell, W))][(cell[cell.n - 1] + W) % W] += w
+
+
+@ti.func
+def _adjoint(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
+             dst: ti.i32, step: ti.i32, rec_t: ti.i32):
+    """Reverse of :func:`_fused_step`: ``lambda[step+1]`` to ``lambda[step]``.
+
+    Reads the adjoints of ``u[nxt]``, ``psi[dst]``, ``zeta[dst]``; writes those of
+    ``u[cur]`` (accumulated), ``u[prv]``, ``psi[src]``, ``zeta[src]``, and accumulates
+    ``kcg`` and ``ampg``. With ``rec_t >= 0`` it first adds the receivers' adjoint at
+    time ``rec_t`` into ``ug[nxt]``. Pass B runs over spatial rows with the shots inside,
+    so each ``kcg`` block is written by one thread; rows and blocks within the stencil
+    radius of a PML (``near``, ``f.xs_near``) gather from it.
+
+    Returns:
+        The squared norm of the wavefield adjoint ``lambda[step+1]`` (both levels), f64.
+    """
+    W = ti.static(f.W)
+    sq = ti.cast(0.0, ti.f64)
+    if rec_t >= 0:
+        _receiver_adjoint(f, nxt, rec_t)
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(*f.rows)):
+        if _row_in(f.pa, J):
+            for xb in range(1, f.xs[2] - 1):
+                _adj_a_rows(f, cur, nxt, src, dst, J, xb)
+        for j in range(f.xs[3]):
+            _adj_a_x(f, cur, nxt, src, dst, J, j)
+    ti.loop_config(serialize=f.serial)
+    for R in ti.grouped(ti.ndrange(*f.space_rows)):
+        row_sq = ti.Vector.zero(f.dtype, W)
+        for s in range(f.u.shape[1]):
+            J = ti.Vector([s] + [R[k] for k in ti.static(range(R.n))])
+            for j in range(f.xs_near[3]):
+                row_sq += _adj_b_block(f, prv, cur, nxt, src, dst, J, _xblock(j, f.xs_near), True)
+            for xb in range(f.xs_near[0], f.xs_near[1]):
+                row_sq += _adj_b_block(f, prv, cur, nxt, src, dst, J, xb, False)
+        sq += ti.cast(row_sq.sum(), ti.f64)
+    weight = ti.static(f.src_w)
+    ti.loop_config(serialize=True)
+    for P in ti.grouped(ti.ndrange(f.src_pos.shape[0], f.src_pos.shape[1],
+                                   *([weight.shape[3]] * f.ndim))):
+        w = ti.cast(f.scale, f.dtype)
+        cell = _cell(f.src_pos, P)
+        for d in ti.static(range(f.ndim)):
+            w *= weight[P[0], P[1], d, P[d + 2]]
+        f.ampg[P[0], P[1], step] += w * f.ug[(nxt, *_lane_elem(cell, W))][
+            (cell[cell.n - 1] + W) % W]
+    return sq
+
+
+# -- the field engine: kernels over Taichi fields (autodiff oracle, GPUs) ------------------
+# ``f`` is a template: an object with the attributes of :class:`Arrays` whose arrays are
+# Taichi fields (``ug`` is ``u.grad`` and so on). A new set of fields compiles new
+# kernel instances.
+@ti.kernel
+def wave_steps(f: ti.template(), start: ti.i32, stop: ti.i32):
+    """Steps ``start … stop-1`` of :func:`_fused_step` in one launch (serial time loop).
+
+    Time levels: ``u`` a ring of 3, ``psi, zeta`` of 2 (``AcousticStepper.level``).
+    """
+    ti.loop_config(serialize=True)
+    for t in range(start, stop):
+        _fused_step(f, (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2, t)
+
+
+@ti.kernel
+def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32,
+              step: ti.i32, part: ti.template()):
+    """One leapfrog step: ``part`` 0 fused, 1 and 2 the flat loops of the autodiff reverse.
+
+    See :func:`_fused_step` and :func:`_flat_step`.
+    """
+    if ti.static(part == 0):
+        _fused_step(f, prv, cur, nxt, src, dst, step)
+    else:
+        _flat_step(f, prv, cur, nxt, src, dst, step, part)
+
+
+@ti.kernel
+def record_traces(f: ti.template(), lvl: ti.i32, t: ti.i32):
+    """``traces[t, shot, receiver] = sum_k w_k u[lvl, shot, rec_pos + k]`` (``w = rec_w``)."""
+    for s, r in ti.ndrange(f.traces.shape[1], f.traces.shape[2]):
+        f.traces[t, s, r] = 0.0
+    for P in ti.grouped(ti.ndrange(f.rec_pos.shape[0], f.rec_pos.shape[1],
+                                   *([f.rec_w.shape[3]] * f.ndim))):
+        _sample(f, lvl, t, P)
+
+
+@ti.kernel
+def copy_state(f: ti.template(), slot: ti.i32, u0: ti.i32, u1: ti.i32, lvl: ti.i32,
+               save: ti.template()):
+    """Save (``save=True``) or restore one state (see :func:`_copy_state`)."""
+    _copy_state(f, slot, u0, u1, lvl, save)
 
 
 @ti.kernel
 def adjoint_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
                  dst: ti.i32, step: ti.i32, rec_t: ti.i32) -> ti.f64:
-    """Reverse of :func:`wave_step`: ``lambda[step+1]`` in ``.grad`` to ``lambda[step]``.
-
-    Reads the adjoints of ``u[nxt]``, ``psi[dst]``, ``zeta[dst]``; writes those of
-    ``u[cur]`` (accumulated), ``u[prv]``, ``psi[src]``, ``zeta[src]``, and accumulates
-    ``kc.grad`` and ``amp.grad``. With ``rec_t >= 0`` it first adds the receivers'
-    adjoint at time ``rec_t`` (the reverse of :func:`record_traces`) into ``u.grad[nxt]``.
-    Pass B runs over spatial rows with the shots inside, so each ``kc.grad`` block is
-    written by one thread; rows and blocks within the stencil radius of a PML (``near``,
-    ``xs_near``) gather from it.
-
-    Returns:
-        The squared norm of the wavefield adjoint ``lambda[step+1]`` (both levels).
-    """
-    u, psi, zeta, kc, pbar, near = ti.static(f.u, f.psi, f.zeta, f.kc, f.pbar, f.near)
-    pa, pb, pax, pbx, mx = ti.static(f.pa, f.pb, f.pax, f.pbx, f.mx)
-    inv_h, c1, c2, xs, xs_near, pm = ti.static(f.inv_h, f.c1, f.c2, f.xs, f.xs_near, f.pm)
-    sq = ti.cast(0.0, ti.f64)
-    rpos, rweight = ti.static(f.rec_pos, f.rec_w)
-    ti.loop_config(serialize=True)  # receivers and sources: a few cells, no task dispatch
-    for P in ti.grouped(ti.ndrange(rpos.shape[0], rpos.shape[1],
-                                   *([rweight.shape[3]] * rpos.n))):
-        if rec_t >= 0:
-            w = f.traces.grad[rec_t, P[0], P[1]]
-            base = rpos[P[0], P[1]]
-            cell = ti.Vector([P[0]] + [base[d] + P[d + 2] for d in ti.static(range(rpos.n))])
-            for d in ti.static(range(rpos.n)):
-                w *= rweight[P[0], P[1], d, P[d + 2]]
-            u.grad[(nxt, *_lane_elem(cell, u.n))][(cell[cell.n - 1] + u.n) % u.n] += w
-    ti.loop_config(serialize=f.serial)
-    for J in ti.grouped(ti.ndrange(*f.rows)):
-        if _row_in(pa, J):
-            for xb in range(1, xs[2] - 1):
-                _adj_a_rows(u, psi, zeta, kc, pa, pb, pbar, cur, nxt, src, dst, inv_h, c1, J, xb,
-                            pm)
-        for j in range(xs[3]):
-            _adj_a_x(u, psi, zeta, kc, pax, pbx, mx, pbar, cur, nxt, src, dst, inv_h, c1, J, j,
-                     xs)
-    ti.loop_config(serialize=f.serial)
-    for R in ti.grouped(ti.ndrange(*f.space_rows)):
-        row_sq = ti.Vector.zero(u.dtype, u.n)
-        for s in range(u.shape[1]):
-            J = ti.Vector([s] + [R[k] for k in ti.static(range(R.n))])
-            for j in range(xs_near[3]):
-                row_sq += _adj_b_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, pbar, prv, cur,
-                                       nxt, src, dst, inv_h, c1, c2, near, J,
-                                       _xblock(j, xs_near), xs, pm, True, f.kg, f.sg,
-                                       f.sponge)
-            for xb in range(xs_near[0], xs_near[1]):
-                row_sq += _adj_b_block(u, psi, zeta, kc, pa, pb, pax, pbx, mx, pbar, prv, cur,
-                                       nxt, src, dst, inv_h, c1, c2, near, J, xb, xs, pm, False,
-                                       f.kg, f.sg, f.sponge)
-        sq += ti.cast(row_sq.sum(), ti.f64)
-    pos, weight = ti.static(f.src_pos, f.src_w)
-    ti.loop_config(serialize=True)
-    for P in ti.grouped(ti.ndrange(pos.shape[0], pos.shape[1], *([weight.shape[3]] * pos.n))):
-        w = ti.cast(f.scale, u.dtype)
-        base = pos[P[0], P[1]]
-        cell = ti.Vector([P[0]] + [base[d] + P[d + 2] for d in ti.static(range(pos.n))])
-        for d in ti.static(range(pos.n)):
-            w *= weight[P[0], P[1], d, P[d + 2]]
-        f.amp.grad[P[0], P[1], step] += w * u.grad[(nxt, *_lane_elem(cell, u.n))][
-            (cell[cell.n - 1] + u.n) % u.n]
+    """Reverse of :func:`wave_step` (see :func:`_adjoint`); returns ``|lambda[step+1]|^2``."""
+    sq = _adjoint(f, prv, cur, nxt, src, dst, step, rec_t)
     return sq
+
+
+# -- the array engine: kernels over NumPy (or Taichi) ndarrays, compiled once -------------
+def _arrays(c1: tuple, c2: tuple, ndim: int, real: object, lanes: int, sponge: bool,
+            serial: bool, u: object, xs: object, pm0: object, pm1: object, ih: object,
+            **items: object) -> Arrays:
+    """The :class:`Arrays` of an array-engine kernel (plain Python, run while it compiles).
+
+    Tuples of per-axis arrays arrive as ``name0, name1, name2``; 2D drops the third.
+    """
+    halo = len(c2) - 1
+    space_rows = tuple((halo, u.shape[2 + d] - halo) for d in range(ndim - 1))
+    per_axis: dict[str, tuple] = {}
+    for name in ("psi", "zeta", "psig", "zetag", "pbar", "pool_psi", "pool_zeta"):
+        if name + "0" in items:
+            per_axis[name] = tuple(items.pop(f"{name}{d}") for d in range(3))[:ndim]
+    return Arrays(u=u, xs=xs, pm=(pm0, pm1)[:ndim - 1], inv_h=ih, rows=((0, u.shape[1]),
+                  *space_rows), space_rows=space_rows, c1=c1, c2=c2, ndim=ndim, dtype=real,
+                  W=lanes, sponge=sponge, serial=serial, **per_axis, **items)
+
+
+@functools.cache
+def array_kernels(ndim: int, precision: str, lanes: int) -> tuple:
+    """``(forward, reverse, receiver_adjoint)`` of the array engine for one precision.
+
+    Every argument is an array (NumPy on the CPU) or a scalar, so each kernel compiles
+    once per process for each (order, boundary, loop kind) and serves every grid, shot
+    count, receiver count and record length. Layouts as :class:`Arrays`; a 2D caller
+    passes any small array for the third axis' ``psi2``, ``zeta2`` and friends.
+
+    * ``forward(...)``: with ``serial`` steps ``start … stop-1`` in one launch, saving
+      ``x[t]`` in pool slot ``saves[t - start]`` (``-1``: no save) for ``t`` in
+      ``start … stop``; without, one step ``start`` with parallel loops (no saves).
+    * ``reverse(...)``: with ``serial`` the reverse of steps ``top, top-1, …`` (``count``
+      of them), restoring ``x[t]`` from pool slot ``slots[i]`` first (``-1``: live), the
+      squared costate norm of each into ``norms[i]``; without, one step ``top``.
+    * ``receiver_adjoint(...)``: the receivers' adjoint at time ``t`` into ``ug[lvl]``.
+    """
+    real = ti.f64 if precision == "f64" else ti.f32
+    vec = ti.types.vector(lanes, real)
+    state = ti.types.ndarray(dtype=vec, ndim=ndim + 2)
+    pool = ti.types.ndarray(dtype=vec, ndim=ndim + 3)
+    grid = ti.types.ndarray(dtype=vec, ndim=ndim)
+    lane1 = ti.types.ndarray(dtype=vec, ndim=1)
+    prof = ti.types.ndarray(dtype=real, ndim=2)
+    r3 = ti.types.ndarray(dtype=real, ndim=3)
+    r4 = ti.types.ndarray(dtype=real, ndim=4)
+    pos = ti.types.ndarray(dtype=ti.types.vector(ndim, ti.i32), ndim=2)
+    i1 = ti.types.ndarray(dtype=ti.i32, ndim=1)
+    f1 = ti.types.ndarray(dtype=ti.f64, ndim=1)
+    iv4 = ti.types.vector(4, ti.i32)
+    hv = ti.types.vector(3, real)
+    const = dict(ndim=ndim, real=real, lanes=lanes)
+
+    @ti.kernel
+    def forward(u: state, psi0: state, psi1: state, psi2: state, zeta0: state, zeta1: state,
+                zeta2: state, kc: grid, sg: grid, pa: prof, pb: prof, pax: lane1, pbx: lane1,
+                mx: lane1, amp: r3, traces: r3, src_pos: pos, src_w: r4, rec_pos: pos,
+                rec_w: r4, pool_u: pool, pool_psi0: pool, pool_psi1: pool, pool_psi2: pool,
+                pool_zeta0: pool, pool_zeta1: pool, pool_zeta2: pool, saves: i1, xs: iv4,
+                pm0: iv4, pm1: iv4, ih: hv, scale: real, start: ti.i32, stop: ti.i32,
+                c1: ti.template(), c2: ti.template(), sponge: ti.template(),
+                serial: ti.template()):
+        f = ti.static(_arrays(
+            c1, c2, sponge=sponge, serial=serial, u=u, xs=xs, pm0=pm0, pm1=pm1, ih=ih,
+            psi0=psi0, psi1=psi1, psi2=psi2, zeta0=zeta0, zeta1=zeta1, zeta2=zeta2, kc=kc,
+            sg=sg, pa=pa, pb=pb, pax=pax, pbx=pbx, mx=mx, amp=amp, traces=traces,
+            src_pos=src_pos, src_w=src_w, rec_pos=rec_pos, rec_w=rec_w, scale=scale,
+            pool_u=pool_u, pool_psi0=pool_psi0, pool_psi1=pool_psi1, pool_psi2=pool_psi2,
+            pool_zeta0=pool_zeta0, pool_zeta1=pool_zeta1, pool_zeta2=pool_zeta2, **const))
+        if ti.static(serial):
+            ti.loop_config(serialize=True)
+            for t in range(start, stop + 1):
+                slot = saves[t - start]
+                if slot >= 0:
+                    _copy_state(f, slot, (t + 2) % 3, t % 3, t % 2, True)
+                if t < stop:
+                    _fused_step(f, (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2, t)
+        else:
+            _fused_step(f, (start + 2) % 3, start % 3, (start + 1) % 3, start % 2,
+                        (start + 1) % 2, start)
+
+    @ti.kernel
+    def reverse(u: state, psi0: state, psi1: state, psi2: state, zeta0: state, zeta1: state,
+                zeta2: state, ug: state, psig0: state, psig1: state, psig2: state,
+                zetag0: state, zetag1: state, zetag2: state, pbar0: state, pbar1: state,
+                pbar2: state, kc: grid, kg: grid, kcg: grid, sg: grid, pa: prof, pb: prof,
+                near: prof, pax: lane1, pbx: lane1, mx: lane1, ampg: r3, tracesg: r3,
+                src_pos: pos, src_w: r4, rec_pos: pos, rec_w: r4, pool_u: pool,
+                pool_psi0: pool, pool_psi1: pool, pool_psi2: pool, pool_zeta0: pool,
+                pool_zeta1: pool, pool_zeta2: pool, slots: i1, norms: f1, xs: iv4,
+                xs_near: iv4, pm0: iv4, pm1: iv4, ih: hv, scale: real, top: ti.i32,
+                count: ti.i32, c1: ti.template(), c2: ti.template(), sponge: ti.template(),
+                serial: ti.template()):
+        f = ti.static(_arrays(
+            c1, c2, sponge=sponge, serial=serial, u=u, xs=xs, pm0=pm0, pm1=pm1, ih=ih,
+            psi0=psi0, psi1=psi1, psi2=psi2, zeta0=zeta0, zeta1=zeta1, zeta2=zeta2, ug=ug,
+            psig0=psig0, psig1=psig1, psig2=psig2, zetag0=zetag0, zetag1=zetag1,
+            zetag2=zetag2, pbar0=pbar0, pbar1=pbar1, pbar2=pbar2, kc=kc, kg=kg, kcg=kcg,
+            sg=sg, pa=pa, pb=pb, near=near, pax=pax, pbx=pbx, mx=mx, ampg=ampg,
+            tracesg=tracesg, src_pos=src_pos, src_w=src_w, rec_pos=rec_pos, rec_w=rec_w,
+            scale=scale, xs_near=xs_near, pool_u=pool_u, pool_psi0=pool_psi0,
+            pool_psi1=pool_psi1, pool_psi2=pool_psi2, pool_zeta0=pool_zeta0,
+            pool_zeta1=pool_zeta1, pool_zeta2=pool_zeta2, **const))
+        if ti.static(serial):
+            ti.loop_config(serialize=True)
+            for i in range(count):
+                t = top - i
+                slot = slots[i]
+                if slot >= 0:
+                    _copy_state(f, slot, (t + 2) % 3, t % 3, t % 2, False)
+                norms[i] = _adjoint(f, (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2, t,
+                                    t + 1)
+        else:
+            sq = _adjoint(f, (top + 2) % 3, top % 3, (top + 1) % 3, top % 2, (top + 1) % 2,
+                          top, top + 1)
+            norms[0] = sq
+
+    @ti.kernel
+    def receiver_adjoint(ug: state, tracesg: r3, rec_pos: pos, rec_w: r4, lvl: ti.i32,
+                         t: ti.i32):
+        f = ti.static(Arrays(ug=ug, tracesg=tracesg, rec_pos=rec_pos, rec_w=rec_w, ndim=ndim,
+                             dtype=real, W=lanes))
+        _receiver_adjoint(f, lvl, t)
+
+    return forward, reverse, receiver_adjoint
