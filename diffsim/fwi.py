@@ -164,8 +164,10 @@ class _ShotGroup:
         from diffsim.wave import AcousticStepper
 
         self.checkpoint = parse_schedule(checkpoint) if checkpoint else None
+        # Kept for the whole inversion: the field engine's faster kernels pay for its
+        # one compilation.
         self.stepper = AcousticStepper(velocity, data.spacing, data.dt, data.wavelet, data.sources,
-                                       data.receivers, **data.stepper_options())
+                                       data.receivers, engine="fields", **data.stepper_options())
 
     def prepare(self, velocity: np.ndarray, data: ShotData) -> object:
         """The stepper, set to ``velocity`` and ``data``'s wavelet."""

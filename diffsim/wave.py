@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ from diffsim.kernels.wave import (
 __all__ = [
     "AcousticStepper",
     "FieldAcousticStepper",
+    "clear_kept",
     "MisfitGradient",
     "dominant_frequency",
     "max_stable_dt",
@@ -323,6 +325,28 @@ class _AcousticSetup:
         self._damp = self._sponge(layers if boundary == "sponge" else None)
         self._velocity = self.pad(vel)
 
+    def signature(self) -> tuple:
+        """What the compiled kernels and buffers of a field stepper depend on.
+
+        Two problems with the same signature differ only in values (velocity, wavelet,
+        source and receiver positions, PML tuning), which :meth:`reload` replaces.
+        """
+        return (self.geometry, self.dt, self.order, self._amp.shape, self.receivers,
+                self.interpolation, self.boundary, self.adjoint, ensure_init().precision)
+
+    def reload(self, problem: _AcousticSetup) -> None:
+        """Take the values of ``problem`` (a set-up with the same :meth:`signature`)."""
+        if problem.signature() != self.signature():
+            raise ValueError("reload() needs a problem of the same shape and options")
+        self._amp, self._points, self._profiles = problem._amp, problem._points, problem._profiles
+        self._upload_constants()
+        self.set_param("velocity", problem._velocity)
+        self.set_param("wavelet", problem._amp)
+
+    def _upload_constants(self) -> None:
+        """Place the PML profiles and the source/receiver stencils in the engine's storage."""
+        raise NotImplementedError
+
     # -- set-up helpers -------------------------------------------------------------
     @staticmethod
     def _check_resolution(vel: np.ndarray, h: tuple[float, ...], f_dom: float) -> None:
@@ -522,6 +546,10 @@ class AcousticStepper(_AcousticSetup, Stepper):
         boundary: ``"pml"`` (convolutional PML) or ``"sponge"`` (Cerjan et al. 1985
             damping over the same ``pml_width`` cells: cheaper, no memory fields, but
             reflects more; see :data:`SPONGE_EDGE`).
+        engine: ``"arrays"`` (compile once per process, see below), ``"fields"`` (a
+            :class:`FieldAcousticStepper`: compiles for each new stepper, then runs about
+            3-5x faster on the CPU, so keep one for many evaluations) or ``"auto"``
+            (arrays on the CPU with the hand adjoint, else fields).
 
     Two engines share the set-up and the block functions of
     :mod:`diffsim.kernels.wave`. On the CPU with the hand adjoint (the default) every
@@ -530,16 +558,21 @@ class AcousticStepper(_AcousticSetup, Stepper):
     shot count, receiver count or record length compiles nothing; each launch runs a
     whole range of forward or reverse steps (with serial loops) or one step with
     Taichi's parallel loops (large grids on several threads, see :func:`_serial_loops`).
-    With ``adjoint="autodiff"`` or on a GPU the constructor returns a
+    Taichi's indexing of array arguments costs the CPU kernels 3-5x against fields
+    (measured: 0.67 s against 0.14 s for 1,000 steps of 400 x 400; BENCHMARKS.md). With
+    ``engine="fields"``, ``adjoint="autodiff"`` or on a GPU the constructor returns a
     :class:`FieldAcousticStepper` (Taichi fields; it compiles for each new stepper).
 
     Parameters (gradients): ``"velocity"`` (padded grid; see :meth:`velocity_gradient`)
     and ``"wavelet"`` ``[shot, source, nt]``. Output: ``"receivers"`` ``[nt, shot, receiver]``.
     """
 
-    def __new__(cls, *args: object, adjoint: str = "hand", **kwargs: object) -> object:
-        """The array engine, or a :class:`FieldAcousticStepper` (autodiff, GPUs)."""
-        if cls is AcousticStepper and (adjoint != "hand" or ensure_init().arch != "cpu"):
+    def __new__(cls, *args: object, adjoint: str = "hand", engine: str = "auto",
+                **kwargs: object) -> object:
+        """The array engine, or a :class:`FieldAcousticStepper` (see ``engine``)."""
+        if engine not in ENGINES:
+            raise ValueError(f"engine={engine!r}; choose one of {ENGINES}")
+        if cls is AcousticStepper and _engine(engine, adjoint) == "fields":
             return FieldAcousticStepper(*args, adjoint=adjoint, **kwargs)
         return super().__new__(cls)
 
@@ -560,6 +593,7 @@ class AcousticStepper(_AcousticSetup, Stepper):
         pml_velocity: float | None = None,
         pml_frequency: float | None = None,
         boundary: str = "pml",
+        engine: str = "auto",
     ) -> None:
         rt = ensure_init()
         self._setup(velocity, spacing, dt, wavelet, sources, receivers, order=order,
@@ -589,15 +623,11 @@ class AcousticStepper(_AcousticSetup, Stepper):
         self.kcg = zeros(*grid)
         self.sg = self._pack(self._damp).astype(real)
         self.kg = zeros(*grid) if boundary == "sponge" else self.kc
-        prof = self._profiles
-        self.prof = {k: np.ascontiguousarray(v, dtype=real) for k, v in prof.items()}
+        self._upload_constants()
         self.amp = np.zeros(self._amp.shape, dtype=real)
         self.ampg = np.zeros_like(self.amp)
         self.traces = np.zeros((self.steps + 1, self.shots, self.receivers), dtype=real)
         self.tracesg = np.zeros_like(self.traces)
-        (sp, sw), (rp, rw) = self._points
-        self.src_pos, self.rec_pos = sp, rp
-        self.src_w, self.rec_w = sw.astype(real), rw.astype(real)
         # 2D kernels take (and ignore) a third axis' arrays: one tiny array for each.
         self._spare = zeros(*([1] * (g.ndim + 2)))
         self._spare_pool = zeros(*([1] * (g.ndim + 3)))
@@ -610,6 +640,13 @@ class AcousticStepper(_AcousticSetup, Stepper):
         self.norms = np.zeros(max(self.steps, 1), dtype=np.float64)
         self.set_param("velocity", self._velocity)
         self.set_param("wavelet", self._amp)
+
+    def _upload_constants(self) -> None:
+        real = self._real
+        self.prof = {k: np.ascontiguousarray(v, dtype=real) for k, v in self._profiles.items()}
+        (sp, sw), (rp, rw) = self._points
+        self.src_pos, self.rec_pos = sp, rp
+        self.src_w, self.rec_w = sw.astype(real), rw.astype(real)
 
     # -- parameters -------------------------------------------------------------------
     def set_param(self, name: str, value: object) -> None:
@@ -833,6 +870,7 @@ class FieldAcousticStepper(_AcousticSetup, TaichiStepper):
         pml_velocity: float | None = None,
         pml_frequency: float | None = None,
         boundary: str = "pml",
+        engine: str = "fields",
     ) -> None:
         self._setup(velocity, spacing, dt, wavelet, sources, receivers, order=order,
                     pml_width=pml_width, free_surface=free_surface,
@@ -863,13 +901,10 @@ class FieldAcousticStepper(_AcousticSetup, TaichiStepper):
         # Scratch of the hand-written adjoint: P_d per axis (nonzero in the PML only).
         self._pbar = tuple(self._tree.field((1, *s), vector=w) for s in self._strips)
         self._finalize()
+        self._prof_fields, self._point_fields = prof, points
         real = np_real()
-        for name, f in prof.items():
-            f.from_numpy(np.ascontiguousarray(self._profiles[name], dtype=real))
+        self._upload_constants()
         self.sg.from_numpy(self._pack(self._damp).astype(real))
-        for (pos, wt), (pos_f, w_f) in zip(self._points, points, strict=True):
-            pos_f.from_numpy(pos)
-            w_f.from_numpy(wt.astype(real))
         self._f = _Bundle(
             u=self.u, ug=self.u.grad, psi=self.psi, psig=tuple(a.grad for a in self.psi),
             zeta=self.zeta, zetag=tuple(a.grad for a in self.zeta), kc=self.kc,
@@ -884,6 +919,14 @@ class FieldAcousticStepper(_AcousticSetup, TaichiStepper):
         self._pool_f: _Bundle | None = None
         self.set_param("velocity", self._velocity)
         self.set_param("wavelet", self._amp)
+
+    def _upload_constants(self) -> None:
+        real = np_real()
+        for name, f in self._prof_fields.items():
+            f.from_numpy(np.ascontiguousarray(self._profiles[name], dtype=real))
+        for (pos, wt), (pos_f, w_f) in zip(self._points, self._point_fields, strict=True):
+            pos_f.from_numpy(pos)
+            w_f.from_numpy(wt.astype(real))
 
     # -- the velocity parameter, held as kc = dt^2 c^2 in lanes ----------------------
     def set_param(self, name: str, value: object) -> None:
@@ -1089,6 +1132,85 @@ def _check_velocity(vel: np.ndarray) -> None:
                          f"{tuple(int(i) for i in bad)}")
 
 
+#: Engines of :class:`AcousticStepper`.
+ENGINES = ("auto", "arrays", "fields")
+
+
+def _engine(engine: str, adjoint: str) -> str:
+    """``"arrays"`` or ``"fields"`` for an :class:`AcousticStepper` request."""
+    if adjoint != "hand" or ensure_init().arch != "cpu" or engine == "fields":
+        return "fields"
+    return "arrays"
+
+
+#: Steppers the functional API keeps between calls, newest last (see :func:`_stepper_for`).
+_KEPT: OrderedDict[tuple, _AcousticSetup] = OrderedDict()
+_CALLS: dict[tuple, int] = {}
+#: How many kept steppers (each with its checkpoint memory) the functional API holds.
+KEEP = 2
+#: The call of one problem signature from which the functional API switches to a field
+#: stepper (compiled once, then 3-5x faster): a forward and a gradient stay compile-free.
+FIELDS_AFTER = 3
+
+
+def clear_kept() -> None:
+    """Free the steppers that :func:`simulate` and :func:`misfit_gradient` keep."""
+    while _KEPT:
+        _KEPT.popitem(last=False)[1].destroy()
+    _CALLS.clear()
+
+
+def _stepper_for(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
+                 sources: np.ndarray, receivers: np.ndarray,
+                 options: dict[str, object]) -> _AcousticSetup:
+    """A stepper for one functional call: kept between calls, refilled with new values.
+
+    The first calls of a problem signature (grid, shots, record length, options) run on
+    the array engine, which compiles nothing new; the :data:`FIELDS_AFTER`-th call with
+    the same signature builds a field stepper (one compilation, then 3-5x faster
+    kernels) and keeps it, so a loop over models reuses it. Other values (velocity, wavelet, positions) are
+    replaced in place. At most :data:`KEEP` steppers are kept (:func:`clear_kept`).
+    """
+    unknown = set(options) - _FUNCTIONAL_OPTIONS
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; allowed: "
+                        f"{sorted(_FUNCTIONAL_OPTIONS)}")
+    opts = {"order": 8, "pml_width": 20, "free_surface": False, "interpolation": "hicks",
+            "adjoint": "hand", "pml_velocity": None, "pml_frequency": None,
+            "boundary": "pml", **options}
+    engine = opts.pop("engine", "auto")
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r}; choose one of {ENGINES}")
+    problem = _AcousticSetup()
+    problem._setup(velocity, spacing, dt, wavelet, sources, receivers, **opts)
+    key = problem.signature()
+    calls = _CALLS[key] = _CALLS.get(key, 0) + 1
+    stepper = _KEPT.get(key)
+    want = _engine(engine, opts["adjoint"])
+    if want == "arrays" and engine == "auto" and calls >= FIELDS_AFTER:
+        want = "fields"
+    if stepper is not None and (want == "arrays") != (type(stepper) is AcousticStepper):
+        del _KEPT[key]
+        stepper.destroy()
+        stepper = None
+    if stepper is None:
+        with warnings.catch_warnings():  # the problem's set-up has warned already
+            warnings.simplefilter("ignore")
+            stepper = AcousticStepper(velocity, spacing, dt, wavelet, sources, receivers,
+                                      engine=want, **opts)
+        _KEPT[key] = stepper
+        while len(_KEPT) > KEEP:
+            _KEPT.popitem(last=False)[1].destroy()
+    else:
+        stepper.reload(problem)
+    _KEPT.move_to_end(key)
+    return stepper
+
+
+_FUNCTIONAL_OPTIONS = {"order", "pml_width", "free_surface", "interpolation", "adjoint",
+                       "pml_velocity", "pml_frequency", "boundary", "engine"}
+
+
 def simulate(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
              sources: np.ndarray, receivers: np.ndarray, *, order: int = 8,
              pml_width: object = 20, free_surface: bool = False,
@@ -1112,13 +1234,11 @@ def simulate(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarr
     Returns:
         Traces ``[shot, receiver, nt]``, e.g. ``[4, 100, 1000]``, in the runtime precision.
     """
-    stepper = AcousticStepper(velocity, spacing, dt, wavelet, sources, receivers, order=order,
-                              pml_width=pml_width, free_surface=free_surface, boundary=boundary,
-                              **options)
+    stepper = _stepper_for(velocity, spacing, dt, wavelet, sources, receivers,
+                           dict(order=order, pml_width=pml_width, free_surface=free_surface,
+                                boundary=boundary, **options))
     rollout(stepper)
-    traces = stepper.traces_array()
-    stepper.destroy()
-    return traces
+    return stepper.traces_array()
 
 
 @dataclass
@@ -1165,13 +1285,10 @@ def misfit_gradient(velocity: np.ndarray, spacing: object, dt: float, wavelet: n
     Returns:
         Loss, gradients, traces and the tape's report; see :class:`MisfitGradient`.
     """
-    stepper = AcousticStepper(velocity, spacing, dt, wavelet, sources, receivers, order=order,
-                              pml_width=pml_width, free_surface=free_surface, boundary=boundary,
-                              **options)
-    try:
-        return stepper_misfit_gradient(stepper, observed, checkpoint=checkpoint)
-    finally:
-        stepper.destroy()
+    stepper = _stepper_for(velocity, spacing, dt, wavelet, sources, receivers,
+                           dict(order=order, pml_width=pml_width, free_surface=free_surface,
+                                boundary=boundary, **options))
+    return stepper_misfit_gradient(stepper, observed, checkpoint=checkpoint)
 
 
 def stepper_misfit_gradient(stepper: AcousticStepper, observed: np.ndarray, *,

@@ -341,42 +341,6 @@ def _fused_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti
 
 
 @ti.func
-def _flat_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
-               dst: ti.i32, step: ti.i32, part: ti.template()):
-    """The step as flat loops over (row, block) for Taichi autodiff (``part`` 1 or 2).
-
-    Part 1: the PML memory; part 2: update and sources. One parallel loop over (row,
-    block) each, with no serial inner loop: the loop shape whose Taichi autodiff is
-    exact. The same block functions as :func:`_fused_step`.
-    """
-    if ti.static(part == 1):
-        for K in ti.grouped(ti.ndrange(*f.rows, (1, f.xs[2] - 1))):
-            J = ti.Vector([K[k] for k in ti.static(range(K.n - 1))])
-            xb = K[K.n - 1]
-            if _row_in(f.pa, J):
-                _psi_rows(f, cur, src, dst, J, xb)
-            if xb < f.xs[0] or xb >= f.xs[1]:
-                _psi_x(f, cur, src, dst, J, _xstrip(xb, f.xs))
-    if ti.static(part == 2):
-        for K in ti.grouped(ti.ndrange(*f.rows, (1, f.xs[2] - 1))):
-            J = ti.Vector([K[k] for k in ti.static(range(K.n - 1))])
-            xb = K[K.n - 1]
-            if _row_in(f.pa, J):
-                if xb < f.xs[0] or xb >= f.xs[1]:
-                    _update_block(f, prv, cur, nxt, src, dst, J, xb, True, True)
-                else:
-                    _update_block(f, prv, cur, nxt, src, dst, J, xb, True, False)
-            else:
-                if xb < f.xs[0] or xb >= f.xs[1]:
-                    _update_block(f, prv, cur, nxt, src, dst, J, xb, False, True)
-                else:
-                    _update_block(f, prv, cur, nxt, src, dst, J, xb, False, False)
-        for P in ti.grouped(ti.ndrange(f.src_pos.shape[0], f.src_pos.shape[1],
-                                       *([f.src_w.shape[3]] * f.ndim))):
-            _inject(f, nxt, step, P)
-
-
-@ti.func
 def _copy_state(f: ti.template(), slot: ti.i32, u0: ti.i32, u1: ti.i32, lvl: ti.i32,
                 save: ti.template()):
     """Save (``save=True``) or restore one state: ``u`` levels ``u0, u1``, ``psi, zeta[lvl]``.
@@ -648,14 +612,41 @@ def wave_steps(f: ti.template(), start: ti.i32, stop: ti.i32):
 @ti.kernel
 def wave_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32,
               step: ti.i32, part: ti.template()):
-    """One leapfrog step: ``part`` 0 fused, 1 and 2 the flat loops of the autodiff reverse.
+    """One leapfrog step: ``part`` 0 fused (:func:`_fused_step`); 1 and 2 flat.
 
-    See :func:`_fused_step` and :func:`_flat_step`.
+    Part 1: the PML memory; part 2: update and sources; each one parallel loop over
+    (row, block), the loop shape whose Taichi autodiff is exact (the autodiff reverse).
     """
     if ti.static(part == 0):
         _fused_step(f, prv, cur, nxt, src, dst, step)
-    else:
-        _flat_step(f, prv, cur, nxt, src, dst, step, part)
+    # Flat variants (one parallel loop over (row, block), no serial inner loop, written
+    # in the kernel itself: a ti.func call adds top-level statements, which Taichi's
+    # autodiff rejects): the same block functions in a loop shape whose autodiff is exact.
+    if ti.static(part == 1):
+        for K in ti.grouped(ti.ndrange(*f.rows, (1, f.xs[2] - 1))):
+            J = ti.Vector([K[k] for k in ti.static(range(K.n - 1))])
+            xb = K[K.n - 1]
+            if _row_in(f.pa, J):
+                _psi_rows(f, cur, src, dst, J, xb)
+            if xb < f.xs[0] or xb >= f.xs[1]:
+                _psi_x(f, cur, src, dst, J, _xstrip(xb, f.xs))
+    if ti.static(part == 2):
+        for K in ti.grouped(ti.ndrange(*f.rows, (1, f.xs[2] - 1))):
+            J = ti.Vector([K[k] for k in ti.static(range(K.n - 1))])
+            xb = K[K.n - 1]
+            if _row_in(f.pa, J):
+                if xb < f.xs[0] or xb >= f.xs[1]:
+                    _update_block(f, prv, cur, nxt, src, dst, J, xb, True, True)
+                else:
+                    _update_block(f, prv, cur, nxt, src, dst, J, xb, True, False)
+            else:
+                if xb < f.xs[0] or xb >= f.xs[1]:
+                    _update_block(f, prv, cur, nxt, src, dst, J, xb, False, True)
+                else:
+                    _update_block(f, prv, cur, nxt, src, dst, J, xb, False, False)
+        for P in ti.grouped(ti.ndrange(f.src_pos.shape[0], f.src_pos.shape[1],
+                                       *([f.src_w.shape[3]] * f.ndim))):
+            _inject(f, nxt, step, P)
 
 
 @ti.kernel
