@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections import OrderedDict
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import taichi as ti
 
+from diffsim._fields import FieldTree
 from diffsim._runtime import ensure_init, np_real
 from diffsim._runtime import real as real_type
 from diffsim._tape import Launch, Stepper, TaichiStepper, Tape, TapeReport, rollout
@@ -31,7 +32,8 @@ from diffsim.checkpoint import Schedule
 from diffsim.kernels.common import zero_slot
 from diffsim.kernels.wave import (
     adjoint_step,
-    array_kernels,
+    arena_arrays,
+    arena_kernels,
     copy_state,
     record_traces,
     wave_step,
@@ -41,7 +43,6 @@ from diffsim.kernels.wave import (
 __all__ = [
     "AcousticStepper",
     "FieldAcousticStepper",
-    "clear_kept",
     "MisfitGradient",
     "dominant_frequency",
     "max_stable_dt",
@@ -325,24 +326,6 @@ class _AcousticSetup:
         self._damp = self._sponge(layers if boundary == "sponge" else None)
         self._velocity = self.pad(vel)
 
-    def signature(self) -> tuple:
-        """What the compiled kernels and buffers of a field stepper depend on.
-
-        Two problems with the same signature differ only in values (velocity, wavelet,
-        source and receiver positions, PML tuning), which :meth:`reload` replaces.
-        """
-        return (self.geometry, self.dt, self.order, self._amp.shape, self.receivers,
-                self.interpolation, self.boundary, self.adjoint, ensure_init().precision)
-
-    def reload(self, problem: _AcousticSetup) -> None:
-        """Take the values of ``problem`` (a set-up with the same :meth:`signature`)."""
-        if problem.signature() != self.signature():
-            raise ValueError("reload() needs a problem of the same shape and options")
-        self._amp, self._points, self._profiles = problem._amp, problem._points, problem._profiles
-        self._upload_constants()
-        self.set_param("velocity", problem._velocity)
-        self.set_param("wavelet", problem._amp)
-
     def _upload_constants(self) -> None:
         """Place the PML profiles and the source/receiver stencils in the engine's storage."""
         raise NotImplementedError
@@ -546,22 +529,24 @@ class AcousticStepper(_AcousticSetup, Stepper):
         boundary: ``"pml"`` (convolutional PML) or ``"sponge"`` (Cerjan et al. 1985
             damping over the same ``pml_width`` cells: cheaper, no memory fields, but
             reflects more; see :data:`SPONGE_EDGE`).
-        engine: ``"arrays"`` (compile once per process, see below), ``"fields"`` (a
-            :class:`FieldAcousticStepper`: compiles for each new stepper, then runs about
-            3-5x faster on the CPU, so keep one for many evaluations) or ``"auto"``
+        engine: ``"arrays"`` (the arena engine below), ``"fields"`` (a
+            :class:`FieldAcousticStepper`: compiles for each new stepper) or ``"auto"``
             (arrays on the CPU with the hand adjoint, else fields).
 
     Two engines share the set-up and the block functions of
-    :mod:`diffsim.kernels.wave`. On the CPU with the hand adjoint (the default) every
-    buffer is a NumPy array that the kernels take as an argument, so the kernels compile
-    once per process for each order, dimension, precision and boundary, and a new grid,
-    shot count, receiver count or record length compiles nothing; each launch runs a
-    whole range of forward or reverse steps (with serial loops) or one step with
-    Taichi's parallel loops (large grids on several threads, see :func:`_serial_loops`).
-    Taichi's indexing of array arguments costs the CPU kernels 3-5x against fields
-    (measured: 0.67 s against 0.14 s for 1,000 steps of 400 x 400; BENCHMARKS.md). With
-    ``engine="fields"``, ``adjoint="autodiff"`` or on a GPU the constructor returns a
-    :class:`FieldAcousticStepper` (Taichi fields; it compiles for each new stepper).
+    :mod:`diffsim.kernels.wave`. On the CPU with the hand adjoint (the default) the
+    vector arrays (wavefields, PML memory, their adjoints, coefficients) live in a
+    process-wide arena (:class:`_Arena`, one Taichi field) and the checkpoints in a
+    second one; the kernels take the arenas as templates and every offset and extent as
+    run-time values, so they compile once per process for each order, dimension,
+    precision, boundary and grid spacing, and a new grid, shot count, receiver count or
+    record length compiles nothing (unless it outgrows an arena, which then doubles and
+    compiles once more). Each launch runs a whole range of forward or reverse steps
+    (serial loops) or one step with Taichi's parallel loops (large grids on several
+    threads, see :func:`_serial_loops`). With ``engine="fields"``,
+    ``adjoint="autodiff"`` or on a GPU the constructor returns a
+    :class:`FieldAcousticStepper` (Taichi fields per stepper; it compiles for each new
+    stepper; the autodiff oracle of the tests).
 
     Parameters (gradients): ``"velocity"`` (padded grid; see :meth:`velocity_gradient`)
     and ``"wavelet"`` ``[shot, source, nt]``. Output: ``"receivers"`` ``[nt, shot, receiver]``.
@@ -604,46 +589,100 @@ class AcousticStepper(_AcousticSetup, Stepper):
         real = np_real()
         w = self.lanes
         self._real = real
-        self._kernels = array_kernels(g.ndim, rt.precision, w)
+        self._kernels = arena_kernels(g.ndim, rt.precision, w)
         self.serial = _serial_loops(int(np.prod(self._row_shape)) * w)
-
-        def zeros(*shape: int) -> np.ndarray:
-            return np.zeros((*shape, w), dtype=real)
-
-        # State (u: ring of 3 levels; psi, zeta: ring of 2) and its adjoint.
-        self.u = zeros(3, *self._row_shape)
-        self.psi = tuple(zeros(2, *s) for s in self._strips)
-        self.zeta = tuple(zeros(2, *s) for s in self._strips)
-        self.ug = np.zeros_like(self.u)
-        self.psig = tuple(np.zeros_like(a) for a in self.psi)
-        self.zetag = tuple(np.zeros_like(a) for a in self.zeta)
-        self.pbar = tuple(zeros(1, *s) for s in self._strips)
+        # Every vector array lives in the process arena: its shape (lanes last, not
+        # listed) and its place there.
         grid = (*g.padded[:-1], self.blocks)
-        self.kc = zeros(*grid)
-        self.kcg = zeros(*grid)
-        self.sg = self._pack(self._damp).astype(real)
-        self.kg = zeros(*grid) if boundary == "sponge" else self.kc
+        shapes: dict[str, tuple[int, ...]] = {"u": (3, *self._row_shape),
+                                              "ug": (3, *self._row_shape)}
+        for name, levels in (("psi", 2), ("zeta", 2), ("psig", 2), ("zetag", 2), ("pbar", 1)):
+            for d in range(g.ndim):
+                shapes[f"{name}{d}"] = (levels, *self._strips[d])
+        for name in ("kc", "kg", "kcg", "sg"):
+            shapes[name] = grid
+        for name in ("pax", "pbx", "mx"):
+            shapes[name] = (self.blocks,)
+        if boundary != "sponge":
+            shapes.pop("kg")  # kg is kc itself
+        self._shapes = shapes
+        sizes = {k: int(np.prod(v)) for k, v in shapes.items()}
+        self._arena = _arena(rt.precision, w)
+        base = self._arena.allocate(sum(sizes.values()))
+        self._region = (base, sum(sizes.values()))
+        weakref.finalize(self, self._arena.release, base)
+        self._offset: dict[str, int] = {}
+        at = base
+        for name, size in sizes.items():
+            self._offset[name] = at
+            at += size
+        if boundary != "sponge":
+            self._offset["kg"], shapes["kg"] = self._offset["kc"], grid
+        self._pools = _arena(rt.precision, w, "pools")
+        self._pool_region: int | None = None
+        self._set_layout()
+        self._fill("u", "ug", "kcg", *(f"{n}{d}" for n in ("psi", "zeta", "psig", "zetag", "pbar")
+                                       for d in range(g.ndim)))
+        self._write("sg", self._pack(self._damp))
         self._upload_constants()
         self.amp = np.zeros(self._amp.shape, dtype=real)
         self.ampg = np.zeros_like(self.amp)
         self.traces = np.zeros((self.steps + 1, self.shots, self.receivers), dtype=real)
         self.tracesg = np.zeros_like(self.traces)
-        # 2D kernels take (and ignore) a third axis' arrays: one tiny array for each.
-        self._spare = zeros(*([1] * (g.ndim + 2)))
-        self._spare_pool = zeros(*([1] * (g.ndim + 3)))
         pm = [*self._pm, (0, 0, 0, 0), (0, 0, 0, 0)]
         self._geom = dict(xs=self._xs, xs_near=self._xs_near, pm0=pm[0], pm1=pm[1],
-                          ih=(*self._inv_h, 0.0, 0.0)[:3], scale=self._scale)
+                          ih=self._inv_h, scale=self._scale)
         self._slots = 0
-        self.pool_u = self._spare_pool
-        self.pool_psi = self.pool_zeta = (self._spare_pool,) * g.ndim
+        self._pool_bases: list[int] = []
+        weakref.finalize(self, self._release_pools, self._pools, self._pool_bases)
         self.norms = np.zeros(max(self.steps, 1), dtype=np.float64)
         self.set_param("velocity", self._velocity)
         self.set_param("wavelet", self._amp)
 
+    # -- the arena: reads and writes of whole arrays or of one level ---------------------
+    def _set_layout(self) -> None:
+        """The layout vector of the kernels: offset and extents of every arena array."""
+        layout = []
+        for name, axes in arena_arrays(self.geometry.ndim):
+            shape = self._shapes.get(name, (1,) * axes)
+            layout += [self._offset.get(name, 0), *shape]
+            assert len(shape) == axes
+        self._layout = np.array(layout, dtype=np.int32)
+
+    def _span(self, name: str, level: int | None) -> tuple[int, tuple[int, ...]]:
+        shape = self._shapes[name]
+        if level is None:
+            return self._offset[name], shape
+        per = int(np.prod(shape[1:]))
+        return self._offset[name] + level * per, shape[1:]
+
+    def _read(self, name: str, level: int | None = None, out: np.ndarray | None = None
+              ) -> np.ndarray:
+        """Array ``name`` (or one level of it) as NumPy ``[*shape, lanes]``."""
+        offset, shape = self._span(name, level)
+        if out is None:
+            out = np.empty((*shape, self.lanes), dtype=self._real)
+        self._kernels["read"](self._arena.field, offset, out.reshape(-1, self.lanes))
+        return out
+
+    def _write(self, name: str, value: np.ndarray, level: int | None = None) -> None:
+        offset, shape = self._span(name, level)
+        arr = np.ascontiguousarray(value, dtype=self._real).reshape(-1, self.lanes)
+        if arr.shape[0] != int(np.prod(shape)):
+            raise ValueError(f"internal: {name} expects {shape}, got {np.shape(value)}")
+        self._kernels["write"](self._arena.field, offset, arr)
+
+    def _fill(self, *names: str) -> None:
+        for name in names:
+            self._kernels["fill"](self._arena.field, self._offset[name],
+                                  int(np.prod(self._shapes[name])))
+
     def _upload_constants(self) -> None:
         real = self._real
-        self.prof = {k: np.ascontiguousarray(v, dtype=real) for k, v in self._profiles.items()}
+        self.prof = {k: np.ascontiguousarray(self._profiles[k], dtype=real)
+                     for k in ("pa", "pb", "near")}
+        for name in ("pax", "pbx", "mx"):
+            self._write(name, self._profiles[name])
         (sp, sw), (rp, rw) = self._points
         self.src_pos, self.rec_pos = sp, rp
         self.src_w, self.rec_w = sw.astype(real), rw.astype(real)
@@ -658,9 +697,9 @@ class AcousticStepper(_AcousticSetup, Stepper):
             arr = self._check_padded_velocity(value)
             self._velocity = arr.copy()
             kc = self._kc(arr)
-            self.kc[...] = self._pack(kc)
+            self._write("kc", self._pack(kc))
             if self.boundary == "sponge":
-                self.kg[...] = self._pack(kc * self._damp)
+                self._write("kg", self._pack(kc * self._damp))
         elif name == "wavelet":
             self.amp[...] = self._check_wavelet(value)
         else:
@@ -673,7 +712,8 @@ class AcousticStepper(_AcousticSetup, Stepper):
 
     def gradients(self) -> dict[str, np.ndarray]:
         """``d loss / d parameter``; ``"velocity"`` on the padded grid (see :meth:`fold`)."""
-        return {"velocity": self._velocity_gradient(self.kcg), "wavelet": self.ampg.copy()}
+        return {"velocity": self._velocity_gradient(self._read("kcg")),
+                "wavelet": self.ampg.copy()}
 
     def outputs(self) -> dict[str, np.ndarray]:
         """``"receivers"``: the traces ``[nt, shot, receiver]`` (a copy)."""
@@ -684,60 +724,73 @@ class AcousticStepper(_AcousticSetup, Stepper):
 
         Valid while ``x[t]`` is live, e.g. right after ``advance(t - 1)`` in a rollout.
         """
-        return self._crop(self._unpack(self.u[t % 3]))
+        return self._crop(self._unpack(self._read("u", t % 3)))
 
     # -- the kernels' arguments ---------------------------------------------------------
-    def _axes(self, arrays: tuple[np.ndarray, ...], pool: bool = False) -> tuple[np.ndarray, ...]:
-        spare = self._spare_pool if pool else self._spare
-        return (*arrays, spare) if len(arrays) == 2 else arrays
+    def _pool_field(self) -> object:
+        """The checkpoint arena (the main arena stands in before any checkpoint exists)."""
+        return self._pools.field if self._pool_region is not None else self._arena.field
 
     def _launch_forward(self, start: int, stop: int, saves: np.ndarray) -> None:
         p = self.prof
-        self._kernels[0](
-            self.u, *self._axes(self.psi), *self._axes(self.zeta), self.kc, self.sg,
-            p["pa"], p["pb"], p["pax"], p["pbx"], p["mx"], self.amp, self.traces,
-            self.src_pos, self.src_w, self.rec_pos, self.rec_w, self.pool_u,
-            *self._axes(self.pool_psi, True), *self._axes(self.pool_zeta, True), saves,
-            self._geom["xs"], self._geom["pm0"], self._geom["pm1"], self._geom["ih"],
-            self._geom["scale"], start, stop, self._c1, self._c2, self.boundary == "sponge",
-            self.serial)
+        g = self._geom
+        self._kernels["forward"](
+            self._arena.field, self._pool_field(), self._layout, p["pa"], p["pb"], self.amp,
+            self.traces, self.src_pos, self.src_w, self.rec_pos, self.rec_w, saves, g["xs"],
+            g["pm0"], g["pm1"], g["ih"], g["scale"], start, stop, self._c1, self._c2,
+            self.boundary == "sponge", self.serial, self._pool_region is not None)
 
     def _launch_reverse(self, top: int, count: int, slots: np.ndarray) -> None:
         p = self.prof
-        self._kernels[1](
-            self.u, *self._axes(self.psi), *self._axes(self.zeta), self.ug,
-            *self._axes(self.psig), *self._axes(self.zetag), *self._axes(self.pbar), self.kc,
-            self.kg, self.kcg, self.sg, p["pa"], p["pb"], p["near"], p["pax"], p["pbx"],
-            p["mx"], self.ampg, self.tracesg, self.src_pos, self.src_w, self.rec_pos,
-            self.rec_w, self.pool_u, *self._axes(self.pool_psi, True),
-            *self._axes(self.pool_zeta, True), slots, self.norms, self._geom["xs"],
-            self._geom["xs_near"], self._geom["pm0"], self._geom["pm1"], self._geom["ih"],
-            self._geom["scale"], top, count, self._c1, self._c2, self.boundary == "sponge",
-            self.serial)
+        g = self._geom
+        self._kernels["reverse"](
+            self._arena.field, self._pool_field(), self._layout, p["pa"], p["pb"], p["near"],
+            self.ampg, self.tracesg, self.src_pos, self.src_w, self.rec_pos, self.rec_w,
+            slots, self.norms, g["xs"], g["xs_near"], g["pm0"], g["pm1"], g["ih"], g["scale"],
+            top, count, self._c1, self._c2, self.boundary == "sponge", self.serial)
 
     # -- Stepper protocol ---------------------------------------------------------------
     @property
     def state_nbytes(self) -> int:
         """Bytes of one state: two wavefield levels and one level of each PML strip."""
-        return (2 * self.u[0].nbytes + sum(a[0].nbytes for a in self.psi)
-                + sum(a[0].nbytes for a in self.zeta))
+        per = {name: int(np.prod(shape[1:])) for name, shape in self._shapes.items()}
+        cells = 2 * per["u"] + sum(per[f"{n}{d}"] for n in ("psi", "zeta")
+                                   for d in range(self.geometry.ndim))
+        return cells * self.lanes * np.dtype(self._real).itemsize
 
     def allocate_checkpoints(self, slots: int) -> None:
-        """Make room for ``slots`` stored states (NumPy; pages are touched on first save)."""
+        """Make room for ``slots`` stored states in the process's checkpoint arena."""
         if slots <= self._slots:
             return
-        self.pool_u = np.empty((slots, 2, *self.u.shape[1:]), dtype=self._real)
-        self.pool_psi = tuple(np.empty((slots, 1, *a.shape[1:]), dtype=self._real)
-                              for a in self.psi)
-        self.pool_zeta = tuple(np.empty((slots, 1, *a.shape[1:]), dtype=self._real)
-                               for a in self.zeta)
+        nd = self.geometry.ndim
+        shapes = {"pool_u": (slots, 2, *self._shapes["u"][1:])}
+        for name in ("psi", "zeta"):
+            for d in range(nd):
+                shapes[f"pool_{name}{d}"] = (slots, 1, *self._shapes[f"{name}{d}"][1:])
+        sizes = {k: int(np.prod(v)) for k, v in shapes.items()}
+        if self._pool_region is not None:
+            self._pools.release(self._pool_region)
+            self._pool_bases.remove(self._pool_region)
+        base = self._pools.allocate(sum(sizes.values()))
+        self._pool_region = base
+        self._pool_bases.append(base)
+        at = base
+        for name, size in sizes.items():
+            self._offset[name] = at
+            at += size
+        self._shapes.update(shapes)
         self._slots = slots
+        self._set_layout()
+
+    @staticmethod
+    def _release_pools(pools: _Arena, bases: list[int]) -> None:
+        for base in bases:
+            pools.release(base)
 
     def reset(self) -> None:
         """Zero the state; the traces at time 0 are zero (a zero wavefield)."""
-        self.u.fill(0)
-        for a in (*self.psi, *self.zeta):
-            a.fill(0)
+        nd = self.geometry.ndim
+        self._fill("u", *(f"{n}{d}" for n in ("psi", "zeta") for d in range(nd)))
         self.traces[0] = 0
 
     def advance(self, step: int) -> None:
@@ -764,27 +817,37 @@ class AcousticStepper(_AcousticSetup, Stepper):
         if stop in saves:
             self.save(stop, saves[stop])
 
-    def _strip_pools(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [*zip(self.psi, self.pool_psi, strict=True),
-                *zip(self.zeta, self.pool_zeta, strict=True)]
+    def _copy_level(self, name: str, level: int, slot: int, j: int, save: bool) -> None:
+        """Copy level ``level`` of ``name`` to or from level ``j`` of checkpoint ``slot``."""
+        per = int(np.prod(self._shapes[name][1:]))
+        pool = f"pool_{name}"
+        live = self._offset[name] + level * per
+        stored = self._offset[pool] + (slot * self._shapes[pool][1] + j) * per
+        copy = self._kernels["copy"]
+        if save:
+            copy(self._arena.field, live, self._pools.field, stored, per)
+        else:
+            copy(self._pools.field, stored, self._arena.field, live, per)
+
+    def _state_levels(self, step: int) -> list[tuple[str, int, int]]:
+        """``(array, ring level, checkpoint level)`` of every part of ``x[step]``."""
+        nd = self.geometry.ndim
+        return [("u", (step + 2) % 3, 0), ("u", step % 3, 1),
+                *((f"{n}{d}", step % 2, 0) for n in ("psi", "zeta") for d in range(nd))]
 
     def save(self, step: int, slot: int) -> None:
-        """Store the live ``x[step]`` in checkpoint ``slot`` (NumPy copies)."""
-        self.pool_u[slot, 0] = self.u[(step + 2) % 3]
-        self.pool_u[slot, 1] = self.u[step % 3]
-        for a, p in self._strip_pools():
-            p[slot, 0] = a[step % 2]
+        """Store the live ``x[step]`` in checkpoint ``slot`` (arena-to-arena copies)."""
+        for name, level, j in self._state_levels(step):
+            self._copy_level(name, level, slot, j, True)
 
     def restore(self, step: int, slot: int) -> None:
-        """Make ``x[step]`` from checkpoint ``slot`` live (NumPy copies)."""
-        self.u[(step + 2) % 3] = self.pool_u[slot, 0]
-        self.u[step % 3] = self.pool_u[slot, 1]
-        for a, p in self._strip_pools():
-            a[step % 2] = p[slot, 0]
+        """Make ``x[step]`` from checkpoint ``slot`` live."""
+        for name, level, j in self._state_levels(step):
+            self._copy_level(name, level, slot, j, False)
 
     def live_is_finite(self, step: int) -> bool:
         """Whether the newest wavefield level is finite (a blow-up shows there first)."""
-        return bool(np.isfinite(self.u[step % 3]).all())
+        return bool(np.isfinite(self._read("u", step % 3)).all())
 
     def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
         """Zero every adjoint and take ``d loss / d traces`` ``[nt, shot, receiver]``."""
@@ -792,9 +855,11 @@ class AcousticStepper(_AcousticSetup, Stepper):
         if unknown:
             raise ValueError(f"cotangents for unknown outputs {sorted(unknown)}; this stepper's "
                              "outputs are ['receivers']")
-        for a in (self.ug, *self.psig, *self.zetag, *self.pbar, self.kcg, self.ampg,
-                  self.tracesg):
-            a.fill(0)
+        nd = self.geometry.ndim
+        self._fill("ug", "kcg", *(f"{n}{d}" for n in ("psig", "zetag", "pbar")
+                                  for d in range(nd)))
+        self.ampg.fill(0)
+        self.tracesg.fill(0)
         if "receivers" in cotangents:
             arr = np.asarray(cotangents["receivers"])
             if arr.shape != self.traces.shape:
@@ -831,16 +896,19 @@ class AcousticStepper(_AcousticSetup, Stepper):
 
     def finish_reverse(self, *, measure: bool) -> float:
         """Add the receivers' adjoint at time 0; return ``|lambda[0]|``."""
-        self._kernels[2](self.ug, self.tracesg, self.rec_pos, self.rec_w, 0, 0)
+        self._kernels["receiver_adjoint"](self._arena.field, self._layout, self.tracesg,
+                                          self.rec_pos, self.rec_w, 0, 0)
         if not measure:
             return math.nan
-        return math.sqrt(sum(float(np.sum(np.square(self.ug[lvl], dtype=np.float64)))
+        return math.sqrt(sum(float(np.sum(np.square(self._read("ug", lvl), dtype=np.float64)))
                              for lvl in (2, 0)))
 
     def destroy(self) -> None:
-        """Release the buffers (NumPy: dropped with the object)."""
-        self.pool_u = self._spare_pool
-        self.pool_psi = self.pool_zeta = (self._spare_pool,) * self.geometry.ndim
+        """Give the stepper's arena space back and drop its checkpoints; it is unusable after."""
+        self._arena.release(self._region[0])
+        self._release_pools(self._pools, self._pool_bases)
+        self._pool_bases.clear()
+        self._pool_region = None
         self._slots = 0
 
 
@@ -1132,6 +1200,83 @@ def _check_velocity(vel: np.ndarray) -> None:
                          f"{tuple(int(i) for i in bad)}")
 
 
+class _Arena:
+    """One growable 1D vector field per process and precision for the array engine.
+
+    Each :class:`AcousticStepper` takes one contiguous region of it for its vector
+    arrays (wavefields, PML memory, their adjoints, coefficients). The kernels take the
+    field as a template argument and each array's offset and extents as run-time values,
+    so they compile once per arena, whatever the problem. When a new stepper does not
+    fit, the arena grows (to a power of two, at least double), the regions are copied
+    over at the same offsets, and the kernels compile once more for the new field.
+
+    Args:
+        precision: ``"f32"`` or ``"f64"``.
+        lanes: cells per vector element.
+    """
+
+    #: Smallest arena, in vector elements (64 MiB: 64-byte vectors in both precisions).
+    MIN_ELEMENTS = 1 << 20
+
+    def __init__(self, precision: str, lanes: int) -> None:
+        self.precision, self.lanes = precision, lanes
+        self.capacity = 0
+        self.field: object = None
+        self._tree: FieldTree | None = None
+        self._used: dict[int, int] = {}
+
+    def allocate(self, size: int) -> int:
+        """Offset of a new region of ``size`` vector elements (growing if needed)."""
+        start = self._gap(size)
+        if start is None:
+            end = max((s + n for s, n in self._used.items()), default=0)
+            self._grow(end + size)
+            start = self._gap(size)
+            assert start is not None
+        self._used[start] = size
+        return start
+
+    def release(self, start: int) -> None:
+        """Give region ``start`` back (a second release does nothing)."""
+        self._used.pop(start, None)
+
+    def _gap(self, size: int) -> int | None:
+        at = 0
+        for s in sorted(self._used):
+            if s - at >= size:
+                return at
+            at = s + self._used[s]
+        return at if self.capacity - at >= size else None
+
+    def _grow(self, need: int) -> None:
+        capacity = max(self.MIN_ELEMENTS, 2 * self.capacity)
+        while capacity < need:
+            capacity *= 2
+        tree = FieldTree()
+        field = tree.field((capacity,), vector=self.lanes)
+        tree.finalize()
+        if self.field is not None:
+            kernels = arena_kernels(2, self.precision, self.lanes)
+            real = np_real()
+            for start, size in self._used.items():
+                buf = np.empty((size, self.lanes), dtype=real)
+                kernels["read"](self.field, start, buf)
+                kernels["write"](field, start, buf)
+            self._tree.destroy()
+        self.field, self._tree, self.capacity = field, tree, capacity
+
+
+_ARENAS: dict[tuple[str, int, str], _Arena] = {}
+
+
+def _arena(precision: str, lanes: int, kind: str = "state") -> _Arena:
+    """The process's arena for one precision: ``"state"`` or checkpoint ``"pools"``."""
+    key = (precision, lanes, kind)
+    if key not in _ARENAS:
+        _ARENAS[key] = _Arena(precision, lanes)
+    return _ARENAS[key]
+
+
 #: Engines of :class:`AcousticStepper`.
 ENGINES = ("auto", "arrays", "fields")
 
@@ -1141,74 +1286,6 @@ def _engine(engine: str, adjoint: str) -> str:
     if adjoint != "hand" or ensure_init().arch != "cpu" or engine == "fields":
         return "fields"
     return "arrays"
-
-
-#: Steppers the functional API keeps between calls, newest last (see :func:`_stepper_for`).
-_KEPT: OrderedDict[tuple, _AcousticSetup] = OrderedDict()
-_CALLS: dict[tuple, int] = {}
-#: How many kept steppers (each with its checkpoint memory) the functional API holds.
-KEEP = 2
-#: The call of one problem signature from which the functional API switches to a field
-#: stepper (compiled once, then 3-5x faster): a forward and a gradient stay compile-free.
-FIELDS_AFTER = 3
-
-
-def clear_kept() -> None:
-    """Free the steppers that :func:`simulate` and :func:`misfit_gradient` keep."""
-    while _KEPT:
-        _KEPT.popitem(last=False)[1].destroy()
-    _CALLS.clear()
-
-
-def _stepper_for(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
-                 sources: np.ndarray, receivers: np.ndarray,
-                 options: dict[str, object]) -> _AcousticSetup:
-    """A stepper for one functional call: kept between calls, refilled with new values.
-
-    The first calls of a problem signature (grid, shots, record length, options) run on
-    the array engine, which compiles nothing new; the :data:`FIELDS_AFTER`-th call with
-    the same signature builds a field stepper (one compilation, then 3-5x faster
-    kernels) and keeps it, so a loop over models reuses it. Other values (velocity, wavelet, positions) are
-    replaced in place. At most :data:`KEEP` steppers are kept (:func:`clear_kept`).
-    """
-    unknown = set(options) - _FUNCTIONAL_OPTIONS
-    if unknown:
-        raise TypeError(f"unknown option(s) {sorted(unknown)}; allowed: "
-                        f"{sorted(_FUNCTIONAL_OPTIONS)}")
-    opts = {"order": 8, "pml_width": 20, "free_surface": False, "interpolation": "hicks",
-            "adjoint": "hand", "pml_velocity": None, "pml_frequency": None,
-            "boundary": "pml", **options}
-    engine = opts.pop("engine", "auto")
-    if engine not in ENGINES:
-        raise ValueError(f"engine={engine!r}; choose one of {ENGINES}")
-    problem = _AcousticSetup()
-    problem._setup(velocity, spacing, dt, wavelet, sources, receivers, **opts)
-    key = problem.signature()
-    calls = _CALLS[key] = _CALLS.get(key, 0) + 1
-    stepper = _KEPT.get(key)
-    want = _engine(engine, opts["adjoint"])
-    if want == "arrays" and engine == "auto" and calls >= FIELDS_AFTER:
-        want = "fields"
-    if stepper is not None and (want == "arrays") != (type(stepper) is AcousticStepper):
-        del _KEPT[key]
-        stepper.destroy()
-        stepper = None
-    if stepper is None:
-        with warnings.catch_warnings():  # the problem's set-up has warned already
-            warnings.simplefilter("ignore")
-            stepper = AcousticStepper(velocity, spacing, dt, wavelet, sources, receivers,
-                                      engine=want, **opts)
-        _KEPT[key] = stepper
-        while len(_KEPT) > KEEP:
-            _KEPT.popitem(last=False)[1].destroy()
-    else:
-        stepper.reload(problem)
-    _KEPT.move_to_end(key)
-    return stepper
-
-
-_FUNCTIONAL_OPTIONS = {"order", "pml_width", "free_surface", "interpolation", "adjoint",
-                       "pml_velocity", "pml_frequency", "boundary", "engine"}
 
 
 def simulate(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
@@ -1234,11 +1311,14 @@ def simulate(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarr
     Returns:
         Traces ``[shot, receiver, nt]``, e.g. ``[4, 100, 1000]``, in the runtime precision.
     """
-    stepper = _stepper_for(velocity, spacing, dt, wavelet, sources, receivers,
-                           dict(order=order, pml_width=pml_width, free_surface=free_surface,
-                                boundary=boundary, **options))
-    rollout(stepper)
-    return stepper.traces_array()
+    stepper = AcousticStepper(velocity, spacing, dt, wavelet, sources, receivers, order=order,
+                              pml_width=pml_width, free_surface=free_surface, boundary=boundary,
+                              **options)
+    try:
+        rollout(stepper)
+        return stepper.traces_array()
+    finally:
+        stepper.destroy()
 
 
 @dataclass
@@ -1285,10 +1365,13 @@ def misfit_gradient(velocity: np.ndarray, spacing: object, dt: float, wavelet: n
     Returns:
         Loss, gradients, traces and the tape's report; see :class:`MisfitGradient`.
     """
-    stepper = _stepper_for(velocity, spacing, dt, wavelet, sources, receivers,
-                           dict(order=order, pml_width=pml_width, free_surface=free_surface,
-                                boundary=boundary, **options))
-    return stepper_misfit_gradient(stepper, observed, checkpoint=checkpoint)
+    stepper = AcousticStepper(velocity, spacing, dt, wavelet, sources, receivers, order=order,
+                              pml_width=pml_width, free_surface=free_surface, boundary=boundary,
+                              **options)
+    try:
+        return stepper_misfit_gradient(stepper, observed, checkpoint=checkpoint)
+    finally:
+        stepper.destroy()
 
 
 def stepper_misfit_gradient(stepper: AcousticStepper, observed: np.ndarray, *,

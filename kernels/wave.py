@@ -37,6 +37,9 @@ Sponge (``sponge`` in the bundle): no PML terms; the update is damped cell by ce
 import functools
 
 import taichi as ti
+from taichi.lang import impl
+from taichi.lang.expr import Expr
+from taichi.lang.matrix import Matrix
 
 
 class Arrays(tuple):
@@ -674,48 +677,140 @@ def adjoint_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: t
     return sq
 
 
-# -- the array engine: kernels over NumPy (or Taichi) ndarrays, compiled once -------------
-def _arrays(c1: tuple, c2: tuple, ndim: int, real: object, lanes: int, sponge: bool,
-            serial: bool, u: object, xs: object, pm0: object, pm1: object, ih: object,
-            **items: object) -> Arrays:
-    """The :class:`Arrays` of an array-engine kernel (plain Python, run while it compiles).
+# -- the arena engine: every vector array a view into one field, compiled once -----------
+#: The vector arrays of a stepper kept in the arena, in layout order, with their number
+#: of axes for a ``d``-dimensional grid (see :class:`Arrays` for what they hold).
+def arena_arrays(ndim: int) -> tuple[tuple[str, int], ...]:
+    """``(name, axes)`` of every arena array of a ``ndim``-D stepper, in layout order."""
+    per_axis = [(f"{name}{d}", ndim + 2) for name in ("psi", "zeta", "psig", "zetag", "pbar")
+                for d in range(ndim)]
+    pools = [(f"pool_{name}{d}", ndim + 3) for name in ("psi", "zeta") for d in range(ndim)]
+    return (("u", ndim + 2), ("ug", ndim + 2), *per_axis, ("kc", ndim), ("kg", ndim),
+            ("kcg", ndim), ("sg", ndim), ("pax", 1), ("pbx", 1), ("mx", 1),
+            ("pool_u", ndim + 3), *pools)
 
-    Tuples of per-axis arrays arrive as ``name0, name1, name2``; 2D drops the third.
+
+def layout_size(ndim: int) -> int:
+    """Entries of the layout vector: an offset and the extents of each arena array."""
+    return sum(1 + axes for _, axes in arena_arrays(ndim))
+
+
+class View:
+    """An array inside the arena, a 1D vector field, indexed like a field.
+
+    ``a[i, j, ...]`` is element ``offset + (i * shape[1] + j) * shape[2] + ...`` of the
+    field (row-major).
+
+    Built while a kernel compiles, from the layout vector (offsets and extents are
+    run-time values), and indexed by the ``ti.func``s like a field or an ndarray. A
+    Taichi field's element address stays in registers across stores, unlike an ndarray
+    argument's (whose data pointer Taichi reloads after every store, which keeps LLVM from
+    vectorising: 3-5x slower kernels, measured).
     """
+
+    def __init__(self, field: object, offset: object, shape: tuple) -> None:
+        self.field, self.offset, self.shape = field, offset, tuple(shape)
+
+    def __getitem__(self, index: object) -> object:
+        index = index if isinstance(index, tuple) else (index,)
+        parts: list[object] = []
+        for i in index:  # vectors of indices (grouped loop indices) count axis by axis
+            if isinstance(i, Matrix):
+                parts += i.to_list()
+            elif isinstance(i, Expr) and i.is_tensor():
+                parts += [impl.subscript(None, i, j) for j in range(i.get_shape()[0])]
+            else:
+                parts.append(i)
+        index = tuple(parts)
+        flat = index[0]
+        for k in range(1, len(index)):
+            flat = flat * self.shape[k] + index[k]
+        return impl.subscript(None, self.field, self.offset + flat)
+
+
+def _locals(lay: object, count: int) -> list:
+    """The layout entries as kernel locals (plain Python, run while a kernel compiles).
+
+    Loaded once at the kernel's start: an ndarray element read inside the loops would be
+    reloaded after every store.
+    """
+    return [impl.expr_init(impl.subscript(None, lay, k)) for k in range(count)]
+
+
+def _scalars(vector: object, count: int) -> tuple:
+    """The entries of a vector argument as scalar kernel locals (plain Python)."""
+    return tuple(impl.expr_init(impl.subscript(None, vector, k)) for k in range(count))
+
+
+def _views(arena: object, pools: object, layout: list, ndim: int) -> dict[str, object]:
+    """The arena arrays as :class:`View`s from the layout entries (plain Python).
+
+    The checkpoint pools (``pool_*``) are views into ``pools``, a second arena.
+    """
+    out: dict[str, object] = {}
+    k = 0
+    for name, axes in arena_arrays(ndim):
+        field = pools if name.startswith("pool_") else arena
+        out[name] = View(field, layout[k], layout[k + 1:k + 1 + axes])
+        k += 1 + axes
+    for name in ("psi", "zeta", "psig", "zetag", "pbar", "pool_psi", "pool_zeta"):
+        out[name] = tuple(out.pop(f"{name}{d}") for d in range(ndim))
+    return out
+
+
+def _arrays(arena: object, pools: object, layout: list, c1: tuple, c2: tuple, ndim: int,
+            real: object,
+            lanes: int, sponge: bool, serial: bool, xs: object, pm0: object, pm1: object,
+            ih: object, **items: object) -> Arrays:
+    """The :class:`Arrays` of an arena kernel (plain Python, run while it compiles).
+
+    Tuples of per-axis pools arrive as ``name0, name1, name2``; 2D drops the third.
+    """
+    views = _views(arena, pools, layout, ndim)
+    # Vector arguments as tuples of scalar kernel locals. The inverse spacings ``ih``
+    # come as compile-time constants: as run-time values the interior update took twice
+    # as long (measured; the stencil coefficients no longer fold), so each spacing
+    # compiles its own kernels.
+    xs, pm0, pm1 = (_scalars(v, 4) for v in (xs, pm0, pm1))
+    if "xs_near" in items:
+        items["xs_near"] = _scalars(items["xs_near"], 4)
+    if "scale" in items:
+        items["scale"] = impl.expr_init(items["scale"])
+    u = views["u"]
     halo = len(c2) - 1
     space_rows = tuple((halo, u.shape[2 + d] - halo) for d in range(ndim - 1))
-    per_axis: dict[str, tuple] = {}
-    for name in ("psi", "zeta", "psig", "zetag", "pbar", "pool_psi", "pool_zeta"):
-        if name + "0" in items:
-            per_axis[name] = tuple(items.pop(f"{name}{d}") for d in range(3))[:ndim]
-    return Arrays(u=u, xs=xs, pm=(pm0, pm1)[:ndim - 1], inv_h=ih, rows=((0, u.shape[1]),
-                  *space_rows), space_rows=space_rows, c1=c1, c2=c2, ndim=ndim, dtype=real,
-                  W=lanes, sponge=sponge, serial=serial, **per_axis, **items)
+    return Arrays(xs=xs, pm=(pm0, pm1)[:ndim - 1], inv_h=ih, rows=((0, u.shape[1]), *space_rows),
+                  space_rows=space_rows, c1=c1, c2=c2, ndim=ndim, dtype=real, W=lanes,
+                  sponge=sponge, serial=serial, **views, **items)
 
 
 @functools.cache
-def array_kernels(ndim: int, precision: str, lanes: int) -> tuple:
-    """``(forward, reverse, receiver_adjoint)`` of the array engine for one precision.
+def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, object]:
+    """The arena engine's kernels for one dimension and precision.
 
-    Every argument is an array (NumPy on the CPU) or a scalar, so each kernel compiles
-    once per process for each (order, boundary, loop kind) and serves every grid, shot
-    count, receiver count and record length. Layouts as :class:`Arrays`; a 2D caller
-    passes any small array for the third axis' ``psi2``, ``zeta2`` and friends.
+    The vector arrays live in the arena, a 1D vector field passed as a template and
+    addressed through the layout vector ``lay`` (:func:`arena_arrays`); everything else
+    is an ndarray (NumPy on the CPU) or a scalar, but for the inverse grid spacings ``ih``
+    (a template: as run-time values they made the update twice as slow). So each kernel
+    compiles once per arena pair and (order, spacing, boundary, loop kind), and serves
+    every grid, shot count, receiver count and record length that fits in the arenas.
 
-    * ``forward(...)``: with ``serial`` steps ``start … stop-1`` in one launch, saving
-      ``x[t]`` in pool slot ``saves[t - start]`` (``-1``: no save) for ``t`` in
-      ``start … stop``; without, one step ``start`` with parallel loops (no saves).
-    * ``reverse(...)``: with ``serial`` the reverse of steps ``top, top-1, …`` (``count``
-      of them), restoring ``x[t]`` from pool slot ``slots[i]`` first (``-1``: live), the
+    * ``forward``: with ``serial`` steps ``start … stop-1`` in one launch, saving ``x[t]``
+      (with ``save``) in checkpoint slot ``saves[t - start]`` (``-1``: no save) for ``t``
+      in ``start … stop``; without, one step ``start`` with parallel loops (no saves).
+      ``pools`` is the checkpoint arena (any field without ``save``).
+    * ``reverse``: with ``serial`` the reverse of steps ``top, top-1, …`` (``count`` of
+      them), restoring ``x[t]`` from pool slot ``slots[i]`` first (``-1``: live), the
       squared costate norm of each into ``norms[i]``; without, one step ``top``.
-    * ``receiver_adjoint(...)``: the receivers' adjoint at time ``t`` into ``ug[lvl]``.
+    * ``receiver_adjoint``: the receivers' adjoint at time ``t`` into ``ug[lvl]``.
+    * ``read`` / ``write`` / ``fill``: elements ``offset …`` of the arena to, from or
+      with NumPy (vectors of ``lanes``).
     """
     real = ti.f64 if precision == "f64" else ti.f32
     vec = ti.types.vector(lanes, real)
-    state = ti.types.ndarray(dtype=vec, ndim=ndim + 2)
-    pool = ti.types.ndarray(dtype=vec, ndim=ndim + 3)
-    grid = ti.types.ndarray(dtype=vec, ndim=ndim)
-    lane1 = ti.types.ndarray(dtype=vec, ndim=1)
+    nl = layout_size(ndim)
+    lay_t = ti.types.ndarray(dtype=ti.i32, ndim=1)
+    flat = ti.types.ndarray(dtype=vec, ndim=1)
     prof = ti.types.ndarray(dtype=real, ndim=2)
     r3 = ti.types.ndarray(dtype=real, ndim=3)
     r4 = ti.types.ndarray(dtype=real, ndim=4)
@@ -723,31 +818,25 @@ def array_kernels(ndim: int, precision: str, lanes: int) -> tuple:
     i1 = ti.types.ndarray(dtype=ti.i32, ndim=1)
     f1 = ti.types.ndarray(dtype=ti.f64, ndim=1)
     iv4 = ti.types.vector(4, ti.i32)
-    hv = ti.types.vector(3, real)
     const = dict(ndim=ndim, real=real, lanes=lanes)
 
     @ti.kernel
-    def forward(u: state, psi0: state, psi1: state, psi2: state, zeta0: state, zeta1: state,
-                zeta2: state, kc: grid, sg: grid, pa: prof, pb: prof, pax: lane1, pbx: lane1,
-                mx: lane1, amp: r3, traces: r3, src_pos: pos, src_w: r4, rec_pos: pos,
-                rec_w: r4, pool_u: pool, pool_psi0: pool, pool_psi1: pool, pool_psi2: pool,
-                pool_zeta0: pool, pool_zeta1: pool, pool_zeta2: pool, saves: i1, xs: iv4,
-                pm0: iv4, pm1: iv4, ih: hv, scale: real, start: ti.i32, stop: ti.i32,
-                c1: ti.template(), c2: ti.template(), sponge: ti.template(),
-                serial: ti.template()):
+    def forward(arena: ti.template(), pools: ti.template(), lay: lay_t, pa: prof, pb: prof,
+                amp: r3, traces: r3, src_pos: pos, src_w: r4, rec_pos: pos, rec_w: r4,
+                saves: i1, xs: iv4, pm0: iv4, pm1: iv4, ih: ti.template(), scale: real,
+                start: ti.i32, stop: ti.i32, c1: ti.template(), c2: ti.template(),
+                sponge: ti.template(), serial: ti.template(), save: ti.template()):
         f = ti.static(_arrays(
-            c1, c2, sponge=sponge, serial=serial, u=u, xs=xs, pm0=pm0, pm1=pm1, ih=ih,
-            psi0=psi0, psi1=psi1, psi2=psi2, zeta0=zeta0, zeta1=zeta1, zeta2=zeta2, kc=kc,
-            sg=sg, pa=pa, pb=pb, pax=pax, pbx=pbx, mx=mx, amp=amp, traces=traces,
-            src_pos=src_pos, src_w=src_w, rec_pos=rec_pos, rec_w=rec_w, scale=scale,
-            pool_u=pool_u, pool_psi0=pool_psi0, pool_psi1=pool_psi1, pool_psi2=pool_psi2,
-            pool_zeta0=pool_zeta0, pool_zeta1=pool_zeta1, pool_zeta2=pool_zeta2, **const))
+            arena, pools, _locals(lay, nl), c1, c2, sponge=sponge, serial=serial, xs=xs,
+            pm0=pm0, pm1=pm1, ih=ih, pa=pa, pb=pb, amp=amp, traces=traces, src_pos=src_pos,
+            src_w=src_w, rec_pos=rec_pos, rec_w=rec_w, scale=scale, **const))
         if ti.static(serial):
             ti.loop_config(serialize=True)
             for t in range(start, stop + 1):
-                slot = saves[t - start]
-                if slot >= 0:
-                    _copy_state(f, slot, (t + 2) % 3, t % 3, t % 2, True)
+                if ti.static(save):
+                    slot = saves[t - start]
+                    if slot >= 0:
+                        _copy_state(f, slot, (t + 2) % 3, t % 3, t % 2, True)
                 if t < stop:
                     _fused_step(f, (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2, t)
         else:
@@ -755,27 +844,16 @@ def array_kernels(ndim: int, precision: str, lanes: int) -> tuple:
                         (start + 1) % 2, start)
 
     @ti.kernel
-    def reverse(u: state, psi0: state, psi1: state, psi2: state, zeta0: state, zeta1: state,
-                zeta2: state, ug: state, psig0: state, psig1: state, psig2: state,
-                zetag0: state, zetag1: state, zetag2: state, pbar0: state, pbar1: state,
-                pbar2: state, kc: grid, kg: grid, kcg: grid, sg: grid, pa: prof, pb: prof,
-                near: prof, pax: lane1, pbx: lane1, mx: lane1, ampg: r3, tracesg: r3,
-                src_pos: pos, src_w: r4, rec_pos: pos, rec_w: r4, pool_u: pool,
-                pool_psi0: pool, pool_psi1: pool, pool_psi2: pool, pool_zeta0: pool,
-                pool_zeta1: pool, pool_zeta2: pool, slots: i1, norms: f1, xs: iv4,
-                xs_near: iv4, pm0: iv4, pm1: iv4, ih: hv, scale: real, top: ti.i32,
-                count: ti.i32, c1: ti.template(), c2: ti.template(), sponge: ti.template(),
-                serial: ti.template()):
+    def reverse(arena: ti.template(), pools: ti.template(), lay: lay_t, pa: prof, pb: prof,
+                near: prof, ampg: r3, tracesg: r3, src_pos: pos, src_w: r4, rec_pos: pos,
+                rec_w: r4, slots: i1, norms: f1, xs: iv4, xs_near: iv4, pm0: iv4, pm1: iv4,
+                ih: ti.template(), scale: real, top: ti.i32, count: ti.i32, c1: ti.template(),
+                c2: ti.template(), sponge: ti.template(), serial: ti.template()):
         f = ti.static(_arrays(
-            c1, c2, sponge=sponge, serial=serial, u=u, xs=xs, pm0=pm0, pm1=pm1, ih=ih,
-            psi0=psi0, psi1=psi1, psi2=psi2, zeta0=zeta0, zeta1=zeta1, zeta2=zeta2, ug=ug,
-            psig0=psig0, psig1=psig1, psig2=psig2, zetag0=zetag0, zetag1=zetag1,
-            zetag2=zetag2, pbar0=pbar0, pbar1=pbar1, pbar2=pbar2, kc=kc, kg=kg, kcg=kcg,
-            sg=sg, pa=pa, pb=pb, near=near, pax=pax, pbx=pbx, mx=mx, ampg=ampg,
-            tracesg=tracesg, src_pos=src_pos, src_w=src_w, rec_pos=rec_pos, rec_w=rec_w,
-            scale=scale, xs_near=xs_near, pool_u=pool_u, pool_psi0=pool_psi0,
-            pool_psi1=pool_psi1, pool_psi2=pool_psi2, pool_zeta0=pool_zeta0,
-            pool_zeta1=pool_zeta1, pool_zeta2=pool_zeta2, **const))
+            arena, pools, _locals(lay, nl), c1, c2, sponge=sponge, serial=serial, xs=xs,
+            pm0=pm0, pm1=pm1, ih=ih, pa=pa, pb=pb, near=near, ampg=ampg, tracesg=tracesg,
+            src_pos=src_pos, src_w=src_w, rec_pos=rec_pos, rec_w=rec_w, scale=scale,
+            xs_near=xs_near, **const))
         if ti.static(serial):
             ti.loop_config(serialize=True)
             for i in range(count):
@@ -791,10 +869,33 @@ def array_kernels(ndim: int, precision: str, lanes: int) -> tuple:
             norms[0] = sq
 
     @ti.kernel
-    def receiver_adjoint(ug: state, tracesg: r3, rec_pos: pos, rec_w: r4, lvl: ti.i32,
-                         t: ti.i32):
-        f = ti.static(Arrays(ug=ug, tracesg=tracesg, rec_pos=rec_pos, rec_w=rec_w, ndim=ndim,
-                             dtype=real, W=lanes))
+    def receiver_adjoint(arena: ti.template(), lay: lay_t, tracesg: r3, rec_pos: pos,
+                         rec_w: r4, lvl: ti.i32, t: ti.i32):
+        f = ti.static(Arrays(ug=_views(arena, arena, _locals(lay, nl),
+                                       ndim)["ug"], tracesg=tracesg, rec_pos=rec_pos,
+                             rec_w=rec_w, ndim=ndim, dtype=real, W=lanes))
         _receiver_adjoint(f, lvl, t)
 
-    return forward, reverse, receiver_adjoint
+    @ti.kernel
+    def read(arena: ti.template(), offset: ti.i32, out: flat):
+        for i in range(out.shape[0]):
+            out[i] = arena[offset + i]
+
+    @ti.kernel
+    def write(arena: ti.template(), offset: ti.i32, src: flat):
+        for i in range(src.shape[0]):
+            arena[offset + i] = src[i]
+
+    @ti.kernel
+    def fill(arena: ti.template(), offset: ti.i32, count: ti.i32):
+        for i in range(offset, offset + count):
+            arena[i] = ti.zero(arena[i])
+
+    @ti.kernel
+    def copy(src: ti.template(), src_offset: ti.i32, dst: ti.template(), dst_offset: ti.i32,
+             count: ti.i32):
+        for i in range(count):
+            dst[dst_offset + i] = src[src_offset + i]
+
+    return dict(forward=forward, reverse=reverse, receiver_adjoint=receiver_adjoint, read=read,
+                write=write, fill=fill, copy=copy)

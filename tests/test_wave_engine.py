@@ -1,4 +1,4 @@
-"""The acoustic engines: compile once per process, functional calls keep their stepper."""
+"""The acoustic engines: the arena engine compiles once per process and frees its space."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 import diffsim.wave as wave
 from diffsim import StoreAll, rollout
-from diffsim.kernels.wave import array_kernels
+from diffsim.kernels.wave import arena_kernels
 from diffsim.wave import AcousticStepper, FieldAcousticStepper, ricker, stepper_misfit_gradient
 
 
@@ -25,8 +25,8 @@ def case(shape: tuple[int, int], shots: int, receivers: int, nt: int) -> dict:
 
 
 def compiled() -> int:
-    fwd, rev, rec = array_kernels(2, "f64", wave.LANES["f64"])
-    return sum(len(k._primal.compiled_kernels) for k in (fwd, rev, rec))
+    kernels = arena_kernels(2, "f64", wave.LANES["f64"])
+    return sum(len(k._primal.compiled_kernels) for k in kernels.values())
 
 
 def test_a_new_grid_shot_count_receiver_count_or_record_length_compiles_nothing() -> None:
@@ -63,42 +63,44 @@ def test_engines_agree() -> None:
     fields.destroy()
 
 
-def test_functional_calls_keep_and_refill_their_stepper(monkeypatch) -> None:
-    wave.clear_kept()
-    kwargs = case((20, 24), 2, 6, 50)
+def test_functional_calls_compile_nothing_new_and_give_their_arena_space_back() -> None:
     opts = dict(order=4, pml_width=5)
+    kwargs = case((20, 24), 2, 6, 50)
     observed = wave.simulate(**kwargs, **opts)
-    results = []
-    for k in range(wave.FIELDS_AFTER):
-        vel = kwargs["velocity"] * (1.0 + 0.02 * (k + 1))
-        res = wave.misfit_gradient(**{**kwargs, "velocity": vel}, observed=observed, **opts)
-        kept = list(wave._KEPT.values())
-        assert len(kept) == 1
-        results.append((type(kept[0]), res))
-    # simulate and the first misfit_gradient ran on the array engine; then a field stepper
-    assert results[0][0] is AcousticStepper
-    assert issubclass(results[-1][0], FieldAcousticStepper)
-    # each call equals a fresh stepper built for its values
-    vel = kwargs["velocity"] * (1.0 + 0.02 * wave.FIELDS_AFTER)
-    fresh = AcousticStepper(**{**kwargs, "velocity": vel}, **opts)
-    ref = stepper_misfit_gradient(fresh, observed)
-    got = results[-1][1]
-    assert got.loss == pytest.approx(ref.loss, rel=1e-12)
+    wave.misfit_gradient(**kwargs, observed=observed * 0.5, **opts)
+    before = compiled()
+    state, pools = wave._arena("f64", wave.LANES["f64"]), wave._arena("f64", wave.LANES["f64"],
+                                                                        "pools")
+    used = (dict(state._used), dict(pools._used))
+    other = case((26, 19), 3, 4, 61)
+    got = wave.misfit_gradient(**other, observed=np.zeros((3, 4, 61)), **opts)
+    assert compiled() == before
+    assert (state._used, pools._used) == used
+    fresh = AcousticStepper(**other, **opts, engine="fields")
+    ref = stepper_misfit_gradient(fresh, np.zeros((3, 4, 61)))
     assert np.max(np.abs(got.gradient - ref.gradient)) <= 1e-12 * np.abs(ref.gradient).max()
-    # new positions and wavelet on the kept stepper: the same as a fresh one
-    moved = {**kwargs, "sources": kwargs["sources"] + 15.0, "wavelet": kwargs["wavelet"] * 2}
-    got = wave.simulate(**moved, **opts)
-    fresh = AcousticStepper(**moved, **opts)
-    rollout(fresh)
-    np.testing.assert_allclose(got, fresh.traces_array(), rtol=0,
-                               atol=1e-12 * np.abs(got).max())
-    wave.clear_kept()
-    assert not wave._KEPT
+    fresh.destroy()
+
+
+def test_arena_grows_and_keeps_live_steppers() -> None:
+    opts = dict(order=4, pml_width=5)
+    small = AcousticStepper(**case((20, 24), 1, 5, 40), **opts)
+    rollout(small)
+    before = small.traces_array()
+    arena = small._arena
+    capacity = arena.capacity
+    big_shape = (int(np.sqrt(capacity * wave.LANES["f64"]) // 2) + 40,) * 2
+    big = AcousticStepper(**case(big_shape, 1, 5, 3), **opts)
+    assert arena.capacity > capacity
+    rollout(small)
+    np.testing.assert_array_equal(small.traces_array(), before)
+    big.destroy()
+    small.destroy()
 
 
 def test_bad_engine_and_unknown_option() -> None:
     kwargs = case((20, 24), 1, 5, 40)
     with pytest.raises(ValueError, match="engine='gpu'"):
         AcousticStepper(**kwargs, engine="gpu")
-    with pytest.raises(TypeError, match="unknown option"):
+    with pytest.raises(TypeError, match="colour"):
         wave.simulate(**kwargs, colour="red")
