@@ -1,12 +1,14 @@
 """Acoustic forward: Taichi's parallel loops against serial loops with whole-range launches.
 
-Calibrates ``diffsim.wave.SERIAL_CELL_THREADS``, the size below which the stepper runs
+Calibrates ``diffsim.wave.SERIAL_CELL_THREADS`` (``--engine fields``) and
+``ARENA_SERIAL_CELL_THREADS`` (``--engine arrays``), the size below which the stepper runs
 its loops in the launching thread (and a run of forward steps as one launch). For each
 grid size the reference case of ``wave_vs_deepwave.py`` (order 4, PML 20, f32, one
 shot, 1,000 steps) runs both ways on the same thread count, each in its own process,
 interleaved round by round; the table gives median wall and CPU seconds.
 
-    python benchmarks/wave_loops.py [--threads 2] [--sizes 200 400 600 800 1000] [--write]
+    python benchmarks/wave_loops.py [--threads 2] [--engine arrays] [--sizes 200 400 600 800 1000]
+        [--write]
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import time
 from _harness import report, table
 
 
-def one(n: int, threads: int, serial: bool, nt: int) -> dict:
+def one(n: int, threads: int, serial: bool, nt: int, engine: str) -> dict:
+    import numpy as np
     from wave_vs_deepwave import case
 
     import diffsim
@@ -29,11 +32,12 @@ def one(n: int, threads: int, serial: bool, nt: int) -> dict:
     from diffsim import rollout
 
     diffsim.init("cpu", "f32", threads=threads)
-    wave._serial_loops = lambda cells: serial  # noqa: ARG005 - forced either way
+    wave._serial_loops = lambda cells, limit=0: serial  # noqa: ARG005 - forced either way
     c = case(n, nt)
     stepper = wave.AcousticStepper(c["vel"], c["h"], c["dt"], c["wavelet"],
                                    c["src"][None] * c["h"], c["rec"] * c["h"], order=4,
-                                   pml_width=20, interpolation="nearest")
+                                   pml_width=20, interpolation="nearest",
+                                   engine=engine)
     rollout(stepper)
     walls, cpus = [], []
     for _ in range(3):
@@ -41,7 +45,7 @@ def one(n: int, threads: int, serial: bool, nt: int) -> dict:
         rollout(stepper)
         walls.append(time.perf_counter() - t)
         cpus.append(time.process_time() - p)
-    cells = int(stepper.u.shape[1] * stepper.u.shape[2] * stepper.u.shape[3] * stepper.u.n)
+    cells = int(stepper.shots * np.prod(stepper.geometry.padded))
     return {"wall": min(walls), "cpu": min(cpus), "cells": cells}
 
 
@@ -51,19 +55,21 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 400, 600, 800, 1000])
     parser.add_argument("--nt", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--engine", choices=("arrays", "fields"), default="arrays")
     parser.add_argument("--write", action="store_true", help="append to BENCHMARKS.md")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         n, serial = args.case.split(":")
-        print("RESULT " + json.dumps(one(int(n), args.threads, serial == "1", args.nt)))
+        print("RESULT " + json.dumps(one(int(n), args.threads, serial == "1", args.nt,
+                                         args.engine)))
         return
     runs: dict[tuple[int, bool], list[dict]] = {}
     for _ in range(args.rounds):
         for n in args.sizes:
             for serial in (False, True):
                 cmd = [sys.executable, __file__, "--case", f"{n}:{int(serial)}", "--threads",
-                       str(args.threads), "--nt", str(args.nt)]
+                       str(args.threads), "--nt", str(args.nt), "--engine", args.engine]
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
                 line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
                 if line is None:
@@ -79,7 +85,8 @@ def main() -> None:
         rows.append([f"{n} x {n}", f"{cells:,}", f"{cells * args.threads:,}", f"{pw:.3f}",
                      f"{pc:.3f}", f"{sw:.3f}", f"{sc:.3f}", f"{sw / pw:.2f}"])
     body = "\n".join([
-        f"Forward of the reference case (order 4, PML 20, f32, 1 shot, {args.nt} steps) with "
+        f"Forward of the reference case (order 4, PML 20, f32, 1 shot, {args.nt} steps, "
+        f"{args.engine} engine) with "
         f"{args.threads} Taichi threads: parallel loops (one launch per step) against serial "
         "loops (one launch per run of steps). Minimum of 3 calls per process, median over "
         f"{args.rounds} interleaved rounds; seconds. Cells: padded cells per step "
@@ -89,7 +96,8 @@ def main() -> None:
                "serial wall", "serial CPU", "serial / parallel"], rows),
         "",
         "The stepper goes serial where cells x threads is below "
-        "`diffsim.wave.SERIAL_CELL_THREADS` (1.6 million).",
+        "`diffsim.wave.SERIAL_CELL_THREADS` (fields, 1.6 million) or "
+        "`ARENA_SERIAL_CELL_THREADS` (arrays, 6 million).",
     ])
     report(f"Acoustic loops: parallel vs serial, {args.threads} thread(s)", body,
            write=args.write)

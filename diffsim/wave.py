@@ -204,10 +204,11 @@ class _AcousticSetup:
     """
 
     def _setup(self, velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
-               sources: np.ndarray, receivers: np.ndarray, *, order: int, pml_width: object,
-               free_surface: bool, interpolation: str, adjoint: str,
-               pml_velocity: float | None, pml_frequency: float | None,
-               boundary: str) -> None:
+               sources: np.ndarray, receivers: np.ndarray, *, order: int = 8,
+               pml_width: object = 20, free_surface: bool = False,
+               interpolation: str = "hicks", adjoint: str = "hand",
+               pml_velocity: float | None = None, pml_frequency: float | None = None,
+               boundary: str = "pml") -> None:
         vel = np.asarray(velocity, dtype=np.float64)
         if vel.ndim not in (2, 3):
             raise ValueError(f"velocity must be [z, x] or [z, y, x]; got shape {vel.shape}")
@@ -590,7 +591,8 @@ class AcousticStepper(_AcousticSetup, Stepper):
         w = self.lanes
         self._real = real
         self._kernels = arena_kernels(g.ndim, rt.precision, w)
-        self.serial = _serial_loops(int(np.prod(self._row_shape)) * w)
+        self.serial = _serial_loops(int(np.prod(self._row_shape)) * w,
+                                    ARENA_SERIAL_CELL_THREADS)
         # Every vector array lives in the process arena: its shape (lanes last, not
         # listed) and its place there.
         grid = (*g.padded[:-1], self.blocks)
@@ -921,29 +923,10 @@ class FieldAcousticStepper(_AcousticSetup, TaichiStepper):
     :class:`AcousticStepper`.
     """
 
-    def __init__(
-        self,
-        velocity: np.ndarray,
-        spacing: object,
-        dt: float,
-        wavelet: np.ndarray,
-        sources: np.ndarray,
-        receivers: np.ndarray,
-        *,
-        order: int = 8,
-        pml_width: object = 20,
-        free_surface: bool = False,
-        interpolation: str = "hicks",
-        adjoint: str = "hand",
-        pml_velocity: float | None = None,
-        pml_frequency: float | None = None,
-        boundary: str = "pml",
-        engine: str = "fields",
-    ) -> None:
-        self._setup(velocity, spacing, dt, wavelet, sources, receivers, order=order,
-                    pml_width=pml_width, free_surface=free_surface,
-                    interpolation=interpolation, adjoint=adjoint, pml_velocity=pml_velocity,
-                    pml_frequency=pml_frequency, boundary=boundary)
+    def __init__(self, velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
+                 sources: np.ndarray, receivers: np.ndarray, *, engine: str = "fields",
+                 **options: object) -> None:
+        self._setup(velocity, spacing, dt, wavelet, sources, receivers, **options)
         super().__init__(steps=self.steps)
         g = self.geometry
         w, nb = self.lanes, self.blocks
@@ -960,7 +943,7 @@ class FieldAcousticStepper(_AcousticSetup, TaichiStepper):
         prof.update({name: self._tree.field((nb,), vector=w) for name in ("pax", "pbx", "mx")})
         self.sg = self._tree.field((*g.padded[:-1], nb), vector=w)
         # g kc, the sponge-damped coefficient the adjoint gathers (kc itself for a PML).
-        self.kg = (self._tree.field((*g.padded[:-1], nb), vector=w) if boundary == "sponge"
+        self.kg = (self._tree.field((*g.padded[:-1], nb), vector=w) if self.boundary == "sponge"
                    else self.kc)
         points = []
         for pos, wt in self._points:
@@ -981,7 +964,7 @@ class FieldAcousticStepper(_AcousticSetup, TaichiStepper):
             src_w=points[0][1], rec_pos=points[1][0], rec_w=points[1][1],
             scale=self._scale, inv_h=self._inv_h, c1=self._c1, c2=self._c2, rows=self._rows,
             space_rows=self._space_rows, xs=self._xs, xs_near=self._xs_near, pm=self._pm,
-            sg=self.sg, kg=self.kg, sponge=boundary == "sponge", ndim=g.ndim, dtype=real_type(),
+            sg=self.sg, kg=self.kg, sponge=self.boundary == "sponge", ndim=g.ndim, dtype=real_type(),
             W=w, serial=_serial_loops(int(np.prod(self.u.shape[1:])) * w), **prof)
         self.serial = self._f.serial
         self._pool_f: _Bundle | None = None
@@ -1162,22 +1145,27 @@ _SPONGE_AUTODIFF = (
 #: 0.19 vs 0.34 s; 800^2: 0.64 vs 0.76 s; 1000^2: 1.19 vs 0.86 s;
 #: ``benchmarks/wave_loops.py``, BENCHMARKS.md).
 SERIAL_CELL_THREADS = 1_600_000
+#: The same for the arena engine (one launch a step costs it more): 1000^2 on 2 threads
+#: ran 0.92 s serial against 1.70 s parallel, 2000^2 5.1 s against 3.7 s
+#: (``benchmarks/wave_vs_deepwave.py``, BENCHMARKS.md).
+ARENA_SERIAL_CELL_THREADS = 6_000_000
 
 
-def _serial_loops(cells: int) -> bool:
+def _serial_loops(cells: int, limit: int = SERIAL_CELL_THREADS) -> bool:
     """Whether the step kernels run their loops in the launching thread (CPU only).
 
     Each parallel loop of a Taichi CPU kernel is a task handed to its thread pool, which
     costs tens of microseconds per step even with one thread, and the parallel code did
     about half again the CPU work of the serial code here; serial loops also let the
     forward run whole ranges of steps per launch. So: serial on one thread, and on more
-    threads while ``cells * threads`` is below :data:`SERIAL_CELL_THREADS`.
+    threads while ``cells * threads`` is below ``limit`` (:data:`SERIAL_CELL_THREADS`
+    for the field engine, :data:`ARENA_SERIAL_CELL_THREADS` for the arena engine).
     """
     rt = ensure_init()
     if rt.arch != "cpu":
         return False
     threads = rt.threads or os.cpu_count() or 1
-    return threads == 1 or cells * threads < SERIAL_CELL_THREADS
+    return threads == 1 or cells * threads < limit
 
 
 def _check_cfl(dt: float, max_velocity: float, spacing: tuple[float, ...], order: int) -> None:

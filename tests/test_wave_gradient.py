@@ -184,7 +184,7 @@ def test_serial_loops_equal_parallel_loops(wave2d, monkeypatch) -> None:
     stepper, start, observed = wave2d
     assert stepper.serial
     runs = {}
-    monkeypatch.setattr(wave, "_serial_loops", lambda cells: False)
+    monkeypatch.setattr(wave, "_serial_loops", lambda cells, limit=0: False)
     parallel_stepper, _, _ = problem(2)
     assert not parallel_stepper.serial
     for serial, s in ((True, stepper), (False, parallel_stepper)):
