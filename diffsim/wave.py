@@ -540,8 +540,9 @@ class AcousticStepper(_AcousticSetup, Stepper):
     process-wide arena (:class:`_Arena`, one Taichi field) and the checkpoints in a
     second one; the kernels take the arenas as templates and every offset and extent as
     run-time values, so they compile once per process for each order, dimension,
-    precision, boundary and grid spacing, and a new grid, shot count, receiver count or
-    record length compiles nothing (unless it outgrows an arena, which then doubles and
+    precision, boundary and ratio of grid spacings (one compilation serves every square
+    grid), and a new grid, spacing, shot count, receiver count or record length compiles
+    nothing (unless it outgrows an arena, which then doubles and
     compiles once more). Each launch runs a whole range of forward or reverse steps
     (serial loops) or one step with Taichi's parallel loops (large grids on several
     threads, see :func:`_serial_loops`). With ``engine="fields"``,
@@ -632,8 +633,13 @@ class AcousticStepper(_AcousticSetup, Stepper):
         self.traces = np.zeros((self.steps + 1, self.shots, self.receivers), dtype=real)
         self.tracesg = np.zeros_like(self.traces)
         pm = [*self._pm, (0, 0, 0, 0), (0, 0, 0, 0)]
+        # The kernels run in units of the first spacing: their compile-time inverse
+        # spacings are ratios (all 1.0 on a square grid, so every square grid shares
+        # one compilation), kc holds dt^2 c^2 / h_ref^2 and the PML memory is scaled
+        # to match (psi by h_ref, zeta by h_ref^2; the wavefield is not).
+        self._h_ref = g.spacing[0]
         self._geom = dict(xs=self._xs, xs_near=self._xs_near, pm0=pm[0], pm1=pm[1],
-                          ih=self._inv_h, scale=self._scale)
+                          ih=tuple(self._h_ref / h for h in g.spacing), scale=self._scale)
         self._slots = 0
         self._pool_bases: list[int] = []
         weakref.finalize(self, self._release_pools, self._pools, self._pool_bases)
@@ -698,7 +704,7 @@ class AcousticStepper(_AcousticSetup, Stepper):
         if name == "velocity":
             arr = self._check_padded_velocity(value)
             self._velocity = arr.copy()
-            kc = self._kc(arr)
+            kc = self._kc(arr) / self._h_ref**2
             self._write("kc", self._pack(kc))
             if self.boundary == "sponge":
                 self._write("kg", self._pack(kc * self._damp))
@@ -714,7 +720,7 @@ class AcousticStepper(_AcousticSetup, Stepper):
 
     def gradients(self) -> dict[str, np.ndarray]:
         """``d loss / d parameter``; ``"velocity"`` on the padded grid (see :meth:`fold`)."""
-        return {"velocity": self._velocity_gradient(self._read("kcg")),
+        return {"velocity": self._velocity_gradient(self._read("kcg")) / self._h_ref**2,
                 "wavelet": self.ampg.copy()}
 
     def outputs(self) -> dict[str, np.ndarray]:

@@ -791,9 +791,10 @@ def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, object]:
     The vector arrays live in the arena, a 1D vector field passed as a template and
     addressed through the layout vector ``lay`` (:func:`arena_arrays`); everything else
     is an ndarray (NumPy on the CPU) or a scalar, but for the inverse grid spacings ``ih``
-    (a template: as run-time values they made the update twice as slow). So each kernel
-    compiles once per arena pair and (order, spacing, boundary, loop kind), and serves
-    every grid, shot count, receiver count and record length that fits in the arenas.
+    (a template: as run-time values they made the update twice as slow; the caller
+    passes ratios to one reference spacing, so every square grid shares them). So each
+    kernel compiles once per arena pair and (order, spacing ratios, boundary, loop kind),
+    and serves every grid, shot count, receiver count and record length that fits.
 
     * ``forward``: with ``serial`` steps ``start … stop-1`` in one launch, saving ``x[t]``
       (with ``save``) in checkpoint slot ``saves[t - start]`` (``-1``: no save) for ``t``

@@ -49,7 +49,7 @@ def test_engines_agree() -> None:
     arrays = AcousticStepper(**kwargs)
     fields = AcousticStepper(**kwargs, engine="fields")
     assert type(arrays) is AcousticStepper and isinstance(fields, FieldAcousticStepper)
-    assert isinstance(fields, AcousticStepper)
+    assert isinstance(fields, AcousticStepper)  # a registered virtual subclass
     rollout(arrays)
     rollout(fields)
     np.testing.assert_allclose(arrays.traces_array(), fields.traces_array(), rtol=0,
@@ -76,7 +76,7 @@ def test_functional_calls_compile_nothing_new_and_give_their_arena_space_back() 
     got = wave.misfit_gradient(**other, observed=np.zeros((3, 4, 61)), **opts)
     assert compiled() == before
     assert (state._used, pools._used) == used
-    fresh = AcousticStepper(**other, **opts, engine="fields")
+    fresh = AcousticStepper(**other, **opts)
     ref = stepper_misfit_gradient(fresh, np.zeros((3, 4, 61)))
     assert np.max(np.abs(got.gradient - ref.gradient)) <= 1e-12 * np.abs(ref.gradient).max()
     fresh.destroy()
@@ -86,14 +86,14 @@ def test_arena_grows_and_keeps_live_steppers() -> None:
     opts = dict(order=4, pml_width=5)
     small = AcousticStepper(**case((20, 24), 1, 5, 40), **opts)
     rollout(small)
-    before = small.traces_array()
+    before = {name: small._read(name) for name in ("u", "kc", "psi0", "zeta1")}
     arena = small._arena
     capacity = arena.capacity
     big_shape = (int(np.sqrt(capacity * wave.LANES["f64"]) // 2) + 40,) * 2
     big = AcousticStepper(**case(big_shape, 1, 5, 3), **opts)
     assert arena.capacity > capacity
-    rollout(small)
-    np.testing.assert_array_equal(small.traces_array(), before)
+    for name, value in before.items():  # the live state moved with the arena, bit for bit
+        np.testing.assert_array_equal(small._read(name), value)
     big.destroy()
     small.destroy()
 
