@@ -602,8 +602,9 @@ class AcousticStepper(_AcousticSetup, Stepper):
         for name, levels in (("psi", 2), ("zeta", 2), ("psig", 2), ("zetag", 2), ("pbar", 1)):
             for d in range(g.ndim):
                 shapes[f"{name}{d}"] = (levels, *self._strips[d])
-        for name in ("kc", "kg", "kcg", "sg"):
+        for name in ("kc", "kg", "sg"):
             shapes[name] = grid
+        shapes["kcg"] = (self.shots, *grid)  # one kc gradient per shot, summed on reading
         for name in ("pax", "pbx", "mx"):
             shapes[name] = (self.blocks,)
         if boundary != "sponge":
@@ -643,7 +644,7 @@ class AcousticStepper(_AcousticSetup, Stepper):
         self._slots = 0
         self._pool_bases: list[int] = []
         weakref.finalize(self, self._release_pools, self._pools, self._pool_bases)
-        self.norms = np.zeros(max(self.steps, 1), dtype=np.float64)
+        self.norms = np.zeros(max(self.steps, 1) * self.shots, dtype=np.float64)
         self.set_param("velocity", self._velocity)
         self.set_param("wavelet", self._amp)
 
@@ -720,7 +721,8 @@ class AcousticStepper(_AcousticSetup, Stepper):
 
     def gradients(self) -> dict[str, np.ndarray]:
         """``d loss / d parameter``; ``"velocity"`` on the padded grid (see :meth:`fold`)."""
-        return {"velocity": self._velocity_gradient(self._read("kcg")) / self._h_ref**2,
+        kcg = self._read("kcg").astype(np.float64).sum(axis=0)
+        return {"velocity": self._velocity_gradient(kcg) / self._h_ref**2,
                 "wavelet": self.ampg.copy()}
 
     def outputs(self) -> dict[str, np.ndarray]:
@@ -890,7 +892,8 @@ class AcousticStepper(_AcousticSetup, Stepper):
         marks = np.array([-1 if s is None else s for s in slots], dtype=np.int32)
         if self.serial:
             self._launch_reverse(steps[0], len(steps), marks)
-            sq = self.norms[:len(steps)]
+            n = len(steps)
+            sq = self.norms[:n * self.shots].reshape(n, self.shots).sum(axis=1)
         else:
             sq = np.empty(len(steps))
             for i, (t, slot) in enumerate(zip(steps, slots, strict=True)):
@@ -971,6 +974,7 @@ class FieldAcousticStepper(_AcousticSetup, TaichiStepper):
             scale=self._scale, inv_h=self._inv_h, c1=self._c1, c2=self._c2, rows=self._rows,
             space_rows=self._space_rows, xs=self._xs, xs_near=self._xs_near, pm=self._pm,
             sg=self.sg, kg=self.kg, sponge=self.boundary == "sponge", ndim=g.ndim, dtype=real_type(),
+            shots=(0, self.shots), kcg_per_shot=False,
             W=w, serial=_serial_loops(int(np.prod(self.u.shape[1:])) * w), **prof)
         self.serial = self._f.serial
         self._pool_f: _Bundle | None = None

@@ -301,10 +301,10 @@ def _sample(f: ti.template(), lvl: ti.i32, t: ti.i32, P: ti.template()):
 def _record(f: ti.template(), lvl: ti.i32, t: ti.i32):
     """``traces[t] = sum_k w_k u[lvl]`` over each receiver's stencil (serial: a few cells)."""
     ti.loop_config(serialize=True)
-    for s, r in ti.ndrange(f.traces.shape[1], f.traces.shape[2]):
+    for s, r in ti.ndrange(f.shots, f.traces.shape[2]):
         f.traces[t, s, r] = 0.0
     ti.loop_config(serialize=True)
-    for P in ti.grouped(ti.ndrange(f.rec_pos.shape[0], f.rec_pos.shape[1],
+    for P in ti.grouped(ti.ndrange(f.shots, f.rec_pos.shape[1],
                                    *([f.rec_w.shape[3]] * f.ndim))):
         _sample(f, lvl, t, P)
 
@@ -337,7 +337,7 @@ def _fused_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti
             for xb in range(f.xs[0], f.xs[1]):
                 _update_block(f, prv, cur, nxt, src, dst, J, xb, False, False)
     ti.loop_config(serialize=True)  # a few cells: cheaper than a parallel task
-    for P in ti.grouped(ti.ndrange(f.src_pos.shape[0], f.src_pos.shape[1],
+    for P in ti.grouped(ti.ndrange(f.shots, f.src_pos.shape[1],
                                    *([f.src_w.shape[3]] * f.ndim))):
         _inject(f, nxt, step, P)
     _record(f, nxt, step + 1)
@@ -353,7 +353,7 @@ def _copy_state(f: ti.template(), slot: ti.i32, u0: ti.i32, u1: ti.i32, lvl: ti.
     """
     u, pu = ti.static((f.u, f.pool_u))
     ti.loop_config(serialize=f.serial)
-    for K in ti.grouped(ti.ndrange(*u.shape[1:])):
+    for K in ti.grouped(ti.ndrange(f.shots, *u.shape[2:])):
         if ti.static(save):
             pu[(slot, 0, *K)] = u[(u0, *K)]
             pu[(slot, 1, *K)] = u[(u1, *K)]
@@ -363,7 +363,7 @@ def _copy_state(f: ti.template(), slot: ti.i32, u0: ti.i32, u1: ti.i32, lvl: ti.
     for d in ti.static(range(f.ndim)):
         psi, zeta, pp, pz = ti.static((f.psi[d], f.zeta[d], f.pool_psi[d], f.pool_zeta[d]))
         ti.loop_config(serialize=f.serial)
-        for K in ti.grouped(ti.ndrange(*psi.shape[1:])):
+        for K in ti.grouped(ti.ndrange(f.shots, *psi.shape[2:])):
             if ti.static(save):
                 pp[(slot, 0, *K)] = psi[(lvl, *K)]
                 pz[(slot, 0, *K)] = zeta[(lvl, *K)]
@@ -389,6 +389,15 @@ def _copy_state(f: ti.template(), slot: ti.i32, u0: ti.i32, u1: ti.i32, lvl: ti.
 # P (into pbar) goes from pass A to pass B. Pass A also recomputes psi' of the step,
 # which the velocity gradient of pass B reads.
 # ---------------------------------------------------------------------------------------
+
+
+@ti.func
+def _kcg_at(f: ti.template(), J: ti.template(), xb: ti.i32):
+    """Element of ``kcg`` for block ``xb`` of row ``J``: per shot (``f.kcg_per_shot``) or summed."""
+    if ti.static(f.kcg_per_shot):
+        return _at(J, xb)
+    else:
+        return _sp(J, xb)
 
 
 @ti.func
@@ -530,7 +539,7 @@ def _adj_b_block(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: t
         ug[(prv, *at)] = -sg[_sp(J, xb)] * lup
     else:
         ug[(prv, *at)] = -lup
-    kcg[_sp(J, xb)] = kcg[_sp(J, xb)] + lup * lap
+    kcg[_kcg_at(f, J, xb)] = kcg[_kcg_at(f, J, xb)] + lup * lap
     return lup_raw * lup_raw + lcur * lcur
 
 
@@ -539,7 +548,7 @@ def _receiver_adjoint(f: ti.template(), lvl: ti.i32, t: ti.i32):
     """Reverse of :func:`_record` at time ``t``: ``ug[lvl] += w tracesg[t]`` (serial)."""
     W, weight = ti.static((f.W, f.rec_w))
     ti.loop_config(serialize=True)
-    for P in ti.grouped(ti.ndrange(f.rec_pos.shape[0], f.rec_pos.shape[1],
+    for P in ti.grouped(ti.ndrange(f.shots, f.rec_pos.shape[1],
                                    *([weight.shape[3]] * f.ndim))):
         w = f.tracesg[t, P[0], P[1]]
         cell = _cell(f.rec_pos, P)
@@ -577,7 +586,7 @@ def _adjoint(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i3
     ti.loop_config(serialize=f.serial)
     for R in ti.grouped(ti.ndrange(*f.space_rows)):
         row_sq = ti.Vector.zero(f.dtype, W)
-        for s in range(f.u.shape[1]):
+        for s in range(f.shots[0], f.shots[1]):
             J = ti.Vector([s] + [R[k] for k in ti.static(range(R.n))])
             for j in range(f.xs_near[3]):
                 row_sq += _adj_b_block(f, prv, cur, nxt, src, dst, J, _xblock(j, f.xs_near), True)
@@ -586,7 +595,7 @@ def _adjoint(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i3
         sq += ti.cast(row_sq.sum(), ti.f64)
     weight = ti.static(f.src_w)
     ti.loop_config(serialize=True)
-    for P in ti.grouped(ti.ndrange(f.src_pos.shape[0], f.src_pos.shape[1],
+    for P in ti.grouped(ti.ndrange(f.shots, f.src_pos.shape[1],
                                    *([weight.shape[3]] * f.ndim))):
         w = ti.cast(f.scale, f.dtype)
         cell = _cell(f.src_pos, P)
@@ -686,7 +695,7 @@ def arena_arrays(ndim: int) -> tuple[tuple[str, int], ...]:
                 for d in range(ndim)]
     pools = [(f"pool_{name}{d}", ndim + 3) for name in ("psi", "zeta") for d in range(ndim)]
     return (("u", ndim + 2), ("ug", ndim + 2), *per_axis, ("kc", ndim), ("kg", ndim),
-            ("kcg", ndim), ("sg", ndim), ("pax", 1), ("pbx", 1), ("mx", 1),
+            ("kcg", ndim + 1), ("sg", ndim), ("pax", 1), ("pbx", 1), ("mx", 1),
             ("pool_u", ndim + 3), *pools)
 
 
@@ -780,8 +789,15 @@ def _arrays(arena: object, pools: object, layout: list, c1: tuple, c2: tuple, nd
     halo = len(c2) - 1
     space_rows = tuple((halo, u.shape[2 + d] - halo) for d in range(ndim - 1))
     return Arrays(xs=xs, pm=(pm0, pm1)[:ndim - 1], inv_h=ih, rows=((0, u.shape[1]), *space_rows),
-                  space_rows=space_rows, c1=c1, c2=c2, ndim=ndim, dtype=real, W=lanes,
+                  space_rows=space_rows, shots=(0, u.shape[1]), kcg_per_shot=True, c1=c1,
+                  c2=c2, ndim=ndim, dtype=real, W=lanes,
                   sponge=sponge, serial=serial, **views, **items)
+
+
+def _one_shot(f: Arrays, s: object) -> Arrays:
+    """``f`` restricted to shot ``s`` (plain Python, run while a kernel compiles)."""
+    shot = (s, s + 1)
+    return Arrays(**{**f.__dict__, "rows": (shot, *f.space_rows), "shots": shot})
 
 
 @functools.cache
@@ -832,14 +848,18 @@ def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, object]:
             pm0=pm0, pm1=pm1, ih=ih, pa=pa, pb=pb, amp=amp, traces=traces, src_pos=src_pos,
             src_w=src_w, rec_pos=rec_pos, rec_w=rec_w, scale=scale, **const))
         if ti.static(serial):
+            # Shot by shot, each through the whole range: one shot's wavefield stays in
+            # cache (a batched step sweeping every shot fell out of it, measured).
             ti.loop_config(serialize=True)
-            for t in range(start, stop + 1):
-                if ti.static(save):
-                    slot = saves[t - start]
-                    if slot >= 0:
-                        _copy_state(f, slot, (t + 2) % 3, t % 3, t % 2, True)
-                if t < stop:
-                    _fused_step(f, (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2, t)
+            for s in range(f.u.shape[1]):
+                g = ti.static(_one_shot(f, s))
+                for t in range(start, stop + 1):
+                    if ti.static(save):
+                        slot = saves[t - start]
+                        if slot >= 0:
+                            _copy_state(g, slot, (t + 2) % 3, t % 3, t % 2, True)
+                    if t < stop:
+                        _fused_step(g, (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2, t)
         else:
             _fused_step(f, (start + 2) % 3, start % 3, (start + 1) % 3, start % 2,
                         (start + 1) % 2, start)
@@ -856,14 +876,18 @@ def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, object]:
             src_pos=src_pos, src_w=src_w, rec_pos=rec_pos, rec_w=rec_w, scale=scale,
             xs_near=xs_near, **const))
         if ti.static(serial):
+            # Shot by shot (as the forward); every shot sums its own kc gradient over the
+            # steps in reverse order, so all schedules give the same bits.
             ti.loop_config(serialize=True)
-            for i in range(count):
-                t = top - i
-                slot = slots[i]
-                if slot >= 0:
-                    _copy_state(f, slot, (t + 2) % 3, t % 3, t % 2, False)
-                norms[i] = _adjoint(f, (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2, t,
-                                    t + 1)
+            for s in range(f.u.shape[1]):
+                g = ti.static(_one_shot(f, s))
+                for i in range(count):
+                    t = top - i
+                    slot = slots[i]
+                    if slot >= 0:
+                        _copy_state(g, slot, (t + 2) % 3, t % 3, t % 2, False)
+                    norms[i * f.u.shape[1] + s] = _adjoint(g, (t + 2) % 3, t % 3, (t + 1) % 3,
+                                                          t % 2, (t + 1) % 2, t, t + 1)
         else:
             sq = _adjoint(f, (top + 2) % 3, top % 3, (top + 1) % 3, top % 2, (top + 1) % 2,
                           top, top + 1)
@@ -874,7 +898,8 @@ def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, object]:
                          rec_w: r4, lvl: ti.i32, t: ti.i32):
         f = ti.static(Arrays(ug=_views(arena, arena, _locals(lay, nl),
                                        ndim)["ug"], tracesg=tracesg, rec_pos=rec_pos,
-                             rec_w=rec_w, ndim=ndim, dtype=real, W=lanes))
+                             rec_w=rec_w, ndim=ndim, dtype=real, W=lanes,
+                             shots=(0, rec_pos.shape[0])))
         _receiver_adjoint(f, lvl, t)
 
     @ti.kernel

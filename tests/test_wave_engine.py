@@ -104,3 +104,18 @@ def test_bad_engine_and_unknown_option() -> None:
         AcousticStepper(**kwargs, engine="gpu")
     with pytest.raises(TypeError, match="colour"):
         wave.simulate(**kwargs, colour="red")
+
+
+def test_batched_gradient_is_the_sum_of_single_shot_gradients() -> None:
+    """Shots run one after another inside a launch, each with its own kc gradient."""
+    opts = dict(order=4, pml_width=5)
+    batch = case((22, 26), 3, 7, 60)
+    observed = wave.simulate(**batch, **opts) * 0.7
+    got = wave.misfit_gradient(**batch, observed=observed * 0.5, **opts)
+    total = np.zeros_like(got.gradient)
+    for s in range(3):
+        single = {**batch, "sources": batch["sources"][s:s + 1]}
+        res = wave.misfit_gradient(**single, observed=observed[s:s + 1] * 0.5, **opts)
+        total += res.gradient
+        np.testing.assert_array_equal(res.wavelet_gradient[0], got.wavelet_gradient[s])
+    assert np.max(np.abs(got.gradient - total)) <= 1e-13 * np.abs(total).max()
