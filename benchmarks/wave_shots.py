@@ -17,6 +17,7 @@ import argparse
 
 import numpy as np
 from _harness import median_time, report, table
+from wave_vs_deepwave import run_deepwave
 
 import diffsim
 from diffsim import rollout
@@ -46,34 +47,6 @@ def run_diffsim(c: dict, repeats: int) -> dict:
     return out
 
 
-def run_deepwave(c: dict, repeats: int, threads: int) -> dict | None:
-    try:
-        import deepwave
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(threads)
-    shots = c["src"].shape[0]
-    v = torch.tensor(c["vel"], dtype=torch.float32)
-    amp = torch.tensor(c["wavelet"], dtype=torch.float32).reshape(1, 1, -1).repeat(shots, 1, 1)
-    src = torch.tensor(c["src"], dtype=torch.long).reshape(shots, 1, 2)
-    rec = torch.tensor(c["rec"], dtype=torch.long).reshape(1, -1, 2).repeat(shots, 1, 1)
-    kwargs = dict(source_amplitudes=amp, source_locations=src, receiver_locations=rec,
-                  accuracy=4, pml_width=20, pml_freq=25.0)
-
-    def forward() -> None:
-        with torch.no_grad():
-            deepwave.scalar(v, c["h"], c["dt"], **kwargs)
-
-    def grad() -> None:
-        model = v.clone().requires_grad_()
-        out = deepwave.scalar(model, c["h"], c["dt"], **kwargs)
-        (out.receivers["u"] ** 2).sum().backward()
-
-    return {"forward": median_time(forward, repeats=repeats),
-            "grad": median_time(grad, repeats=repeats)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -88,7 +61,7 @@ def main() -> None:
     for shots in args.shots:
         c = case(args.n, args.nt, shots)
         ours = run_diffsim(c, args.repeats)
-        peer = run_deepwave(c, args.repeats, args.threads)
+        peer = run_deepwave(c, 4, args.repeats, args.threads, True)
         updates = shots * args.n * args.n * (args.nt - 1)
         row = [str(shots), f"{ours['forward']:.3f}", f"{updates / ours['forward'] / 1e9:.2f}",
                f"{ours['grad']:.3f}"]

@@ -72,16 +72,22 @@ def run_diffsim(c: dict, order: int, repeats: int, gradient: bool) -> dict:
 
 
 def run_deepwave(c: dict, order: int, repeats: int, threads: int, gradient: bool) -> dict | None:
+    """Deepwave's forward (and forward+gradient) for case ``c``, every shot in one call.
+
+    ``c["src"]`` holds one source cell a shot ``[shot, 2]``; every shot records at
+    ``c["rec"]``. ``None`` when Deepwave is not installed.
+    """
     try:
         import deepwave
         import torch
     except ImportError:
         return None
     torch.set_num_threads(threads)
+    shots = c["src"].shape[0]
     v = torch.tensor(c["vel"], dtype=torch.float32)
-    amp = torch.tensor(c["wavelet"], dtype=torch.float32).reshape(1, 1, -1)
-    src = torch.tensor(c["src"], dtype=torch.long).reshape(1, 1, 2)
-    rec = torch.tensor(c["rec"], dtype=torch.long).reshape(1, -1, 2)
+    amp = torch.tensor(c["wavelet"], dtype=torch.float32).reshape(1, 1, -1).repeat(shots, 1, 1)
+    src = torch.tensor(c["src"], dtype=torch.long).reshape(shots, 1, 2)
+    rec = torch.tensor(c["rec"], dtype=torch.long).reshape(1, -1, 2).repeat(shots, 1, 1)
     kwargs = dict(source_amplitudes=amp, source_locations=src, receiver_locations=rec,
                   accuracy=order, pml_width=20, pml_freq=25.0)
 

@@ -609,19 +609,13 @@ class AcousticStepper(_AcousticSetup, Stepper):
             shapes[name] = (self.blocks,)
         if boundary != "sponge":
             shapes.pop("kg")  # kg is kc itself
-        self._shapes = shapes
-        sizes = {k: int(np.prod(v)) for k, v in shapes.items()}
-        self._arena = _arena(rt.precision, w)
-        base = self._arena.allocate(sum(sizes.values()))
-        self._region = (base, sum(sizes.values()))
-        weakref.finalize(self, self._arena.release, base)
+        self._shapes: dict[str, tuple[int, ...]] = {}
         self._offset: dict[str, int] = {}
-        at = base
-        for name, size in sizes.items():
-            self._offset[name] = at
-            at += size
+        self._arena = _arena(rt.precision, w)
+        self._base = self._place(self._arena, shapes)
+        weakref.finalize(self, self._arena.release, self._base)
         if boundary != "sponge":
-            self._offset["kg"], shapes["kg"] = self._offset["kc"], grid
+            self._offset["kg"], self._shapes["kg"] = self._offset["kc"], grid
         self._pools = _arena(rt.precision, w, "pools")
         self._pool_region: int | None = None
         self._set_layout()
@@ -657,6 +651,16 @@ class AcousticStepper(_AcousticSetup, Stepper):
             layout += [self._offset.get(name, 0), *shape]
             assert len(shape) == axes
         self._layout = np.array(layout, dtype=np.int32)
+
+    def _place(self, arena: _Arena, shapes: dict[str, tuple[int, ...]]) -> int:
+        """Take one region of ``arena`` for ``shapes`` (in order); return its start."""
+        sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
+        at = base = arena.allocate(sum(sizes.values()))
+        for name, size in sizes.items():
+            self._offset[name] = at
+            at += size
+        self._shapes.update(shapes)
+        return base
 
     def _span(self, name: str, level: int | None) -> tuple[int, tuple[int, ...]]:
         shape = self._shapes[name]
@@ -777,18 +781,11 @@ class AcousticStepper(_AcousticSetup, Stepper):
         for name in ("psi", "zeta"):
             for d in range(nd):
                 shapes[f"pool_{name}{d}"] = (slots, 1, *self._shapes[f"{name}{d}"][1:])
-        sizes = {k: int(np.prod(v)) for k, v in shapes.items()}
         if self._pool_region is not None:
             self._pools.release(self._pool_region)
             self._pool_bases.remove(self._pool_region)
-        base = self._pools.allocate(sum(sizes.values()))
-        self._pool_region = base
-        self._pool_bases.append(base)
-        at = base
-        for name, size in sizes.items():
-            self._offset[name] = at
-            at += size
-        self._shapes.update(shapes)
+        self._pool_region = self._place(self._pools, shapes)
+        self._pool_bases.append(self._pool_region)
         self._slots = slots
         self._set_layout()
 
@@ -916,7 +913,7 @@ class AcousticStepper(_AcousticSetup, Stepper):
 
     def destroy(self) -> None:
         """Give the stepper's arena space back and drop its checkpoints; it is unusable after."""
-        self._arena.release(self._region[0])
+        self._arena.release(self._base)
         self._release_pools(self._pools, self._pool_bases)
         self._pool_bases.clear()
         self._pool_region = None

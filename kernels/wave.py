@@ -737,17 +737,12 @@ class View:
         return impl.subscript(None, self.field, self.offset + flat)
 
 
-def _locals(lay: object, count: int) -> list:
-    """The layout entries as kernel locals (plain Python, run while a kernel compiles).
+def _scalars(vector: object, count: int) -> tuple:
+    """Entries ``0 … count-1`` of an argument as scalar kernel locals (plain Python).
 
     Loaded once at the kernel's start: an ndarray element read inside the loops would be
-    reloaded after every store.
+    reloaded after every store, and a vector local indexed there is slower than scalars.
     """
-    return [impl.expr_init(impl.subscript(None, lay, k)) for k in range(count)]
-
-
-def _scalars(vector: object, count: int) -> tuple:
-    """The entries of a vector argument as scalar kernel locals (plain Python)."""
     return tuple(impl.expr_init(impl.subscript(None, vector, k)) for k in range(count))
 
 
@@ -767,19 +762,16 @@ def _views(arena: object, pools: object, layout: list, ndim: int) -> dict[str, o
     return out
 
 
-def _arrays(arena: object, pools: object, layout: list, c1: tuple, c2: tuple, ndim: int,
-            real: object,
-            lanes: int, sponge: bool, serial: bool, xs: object, pm0: object, pm1: object,
-            ih: object, **items: object) -> Arrays:
+def _arrays(arena: object, pools: object, layout: tuple, c1: tuple, c2: tuple, ndim: int,
+            real: object, lanes: int, sponge: bool, serial: bool, xs: object, pm0: object,
+            pm1: object, ih: tuple, **items: object) -> Arrays:
     """The :class:`Arrays` of an arena kernel (plain Python, run while it compiles).
 
-    Tuples of per-axis pools arrive as ``name0, name1, name2``; 2D drops the third.
+    Vector arguments become tuples of scalar kernel locals. The inverse spacings ``ih``
+    are compile-time constants (ratios to one reference spacing): as run-time values the
+    interior update took twice as long (measured).
     """
     views = _views(arena, pools, layout, ndim)
-    # Vector arguments as tuples of scalar kernel locals. The inverse spacings ``ih``
-    # come as compile-time constants: as run-time values the interior update took twice
-    # as long (measured; the stencil coefficients no longer fold), so each spacing
-    # compiles its own kernels.
     xs, pm0, pm1 = (_scalars(v, 4) for v in (xs, pm0, pm1))
     if "xs_near" in items:
         items["xs_near"] = _scalars(items["xs_near"], 4)
@@ -844,7 +836,7 @@ def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, object]:
                 start: ti.i32, stop: ti.i32, c1: ti.template(), c2: ti.template(),
                 sponge: ti.template(), serial: ti.template(), save: ti.template()):
         f = ti.static(_arrays(
-            arena, pools, _locals(lay, nl), c1, c2, sponge=sponge, serial=serial, xs=xs,
+            arena, pools, _scalars(lay, nl), c1, c2, sponge=sponge, serial=serial, xs=xs,
             pm0=pm0, pm1=pm1, ih=ih, pa=pa, pb=pb, amp=amp, traces=traces, src_pos=src_pos,
             src_w=src_w, rec_pos=rec_pos, rec_w=rec_w, scale=scale, **const))
         if ti.static(serial):
@@ -871,7 +863,7 @@ def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, object]:
                 ih: ti.template(), scale: real, top: ti.i32, count: ti.i32, c1: ti.template(),
                 c2: ti.template(), sponge: ti.template(), serial: ti.template()):
         f = ti.static(_arrays(
-            arena, pools, _locals(lay, nl), c1, c2, sponge=sponge, serial=serial, xs=xs,
+            arena, pools, _scalars(lay, nl), c1, c2, sponge=sponge, serial=serial, xs=xs,
             pm0=pm0, pm1=pm1, ih=ih, pa=pa, pb=pb, near=near, ampg=ampg, tracesg=tracesg,
             src_pos=src_pos, src_w=src_w, rec_pos=rec_pos, rec_w=rec_w, scale=scale,
             xs_near=xs_near, **const))
@@ -896,7 +888,7 @@ def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, object]:
     @ti.kernel
     def receiver_adjoint(arena: ti.template(), lay: lay_t, tracesg: r3, rec_pos: pos,
                          rec_w: r4, lvl: ti.i32, t: ti.i32):
-        f = ti.static(Arrays(ug=_views(arena, arena, _locals(lay, nl),
+        f = ti.static(Arrays(ug=_views(arena, arena, _scalars(lay, nl),
                                        ndim)["ug"], tracesg=tracesg, rec_pos=rec_pos,
                              rec_w=rec_w, ndim=ndim, dtype=real, W=lanes,
                              shots=(0, rec_pos.shape[0])))
