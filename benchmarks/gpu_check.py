@@ -25,7 +25,7 @@ import numpy as np
 
 
 def problem(n: int, nt: int) -> dict:
-    from diffsim.wave import ricker
+    from diffsim.acoustic import ricker
 
     zz, xx = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     vel = 1500.0 + 300.0 * np.exp(-((zz - n / 2) ** 2 + (xx - n / 3) ** 2) / (2 * (n / 8) ** 2))
@@ -39,7 +39,7 @@ def problem(n: int, nt: int) -> dict:
 def child(arch: str, out: str, n_big: int) -> None:
     import diffsim
     from diffsim import rollout
-    from diffsim.wave import AcousticStepper, stepper_misfit_gradient
+    from diffsim.acoustic import AcousticStepper, stepper_misfit_gradient
 
     diffsim.init(arch, "f32")
     p = problem(120, 400)

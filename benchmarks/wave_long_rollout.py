@@ -17,7 +17,7 @@ from _harness import report, table
 
 import diffsim
 from diffsim import Budget
-from diffsim.wave import AcousticStepper, ricker, stepper_misfit_gradient
+from diffsim.acoustic import AcousticStepper, ricker, stepper_misfit_gradient
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Acoustic forward: Taichi's parallel loops against serial loops with whole-range launches.
 
-Calibrates ``diffsim.wave.SERIAL_CELL_THREADS`` (``--engine fields``) and
+Calibrates ``diffsim.acoustic.SERIAL_CELL_THREADS`` (``--engine fields``) and
 ``ARENA_SERIAL_CELL_THREADS`` (``--engine arrays``), the size below which the stepper runs
 its loops in the launching thread (and a run of forward steps as one launch). For each
 grid size the reference case of ``wave_vs_deepwave.py`` (order 4, PML 20, f32, one
@@ -28,7 +28,7 @@ def one(n: int, threads: int, serial: bool, nt: int, engine: str) -> dict:
     from wave_vs_deepwave import case
 
     import diffsim
-    import diffsim.wave as wave
+    import diffsim.acoustic as wave
     from diffsim import rollout
 
     diffsim.init("cpu", "f32", threads=threads)
@@ -96,7 +96,7 @@ def main() -> None:
                "serial wall", "serial CPU", "serial / parallel"], rows),
         "",
         "The stepper goes serial where cells x threads is below "
-        "`diffsim.wave.SERIAL_CELL_THREADS` (fields, 1.6 million) or "
+        "`diffsim.acoustic.SERIAL_CELL_THREADS` (fields, 1.6 million) or "
         "`ARENA_SERIAL_CELL_THREADS` (arrays, 6 million).",
     ])
     report(f"Acoustic loops: parallel vs serial, {args.threads} thread(s)", body,

@@ -30,7 +30,7 @@ CASES = {
 def run_case(mode: str, shots: int, budget: str | None, threads: int) -> dict:
     import diffsim
     from diffsim import Budget, StoreAll, rollout
-    from diffsim.wave import AcousticStepper, ricker, stepper_misfit_gradient
+    from diffsim.acoustic import AcousticStepper, ricker, stepper_misfit_gradient
 
     diffsim.init("cpu", "f32", threads=threads)
     n, h, dt, nt = 400, 4.0, 5e-4, 1000

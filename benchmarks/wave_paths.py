@@ -31,7 +31,7 @@ def child(mode: str, threads: int) -> dict:
 
     import diffsim
     from diffsim import Budget, rollout
-    from diffsim.wave import AcousticStepper, misfit_gradient, ricker, simulate, stepper_misfit_gradient
+    from diffsim.acoustic import AcousticStepper, misfit_gradient, ricker, simulate, stepper_misfit_gradient
 
     diffsim.init("cpu", "f32", threads=threads)
     out: dict[str, object] = {"import_s": time.perf_counter() - t_import}

@@ -24,7 +24,7 @@ from _harness import median_time, report, table
 
 import diffsim
 from diffsim import rollout
-from diffsim.wave import AcousticStepper, misfit_gradient, ricker, simulate, stepper_misfit_gradient
+from diffsim.acoustic import AcousticStepper, misfit_gradient, ricker, simulate, stepper_misfit_gradient
 
 #: Bytes a cell-update must move at best in f32: read u[t], u[t-1] and kc, write u[t+1].
 BYTES_PER_CELL = 16
@@ -89,7 +89,7 @@ def run_deepwave(c: dict, order: int, repeats: int, threads: int, gradient: bool
     src = torch.tensor(c["src"], dtype=torch.long).reshape(shots, 1, 2)
     rec = torch.tensor(c["rec"], dtype=torch.long).reshape(1, -1, 2).repeat(shots, 1, 1)
     kwargs = dict(source_amplitudes=amp, source_locations=src, receiver_locations=rec,
-                  accuracy=order, pml_width=20, pml_freq=25.0)
+                  accuracy=order, pml_width=c.get("pml", 20), pml_freq=c.get("freq", 25.0))
 
     def forward() -> None:
         with torch.no_grad():

@@ -11,8 +11,9 @@ from __future__ import annotations
 import abc
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import taichi as ti
@@ -42,6 +43,7 @@ from diffsim.kernels.common import (
 )
 
 __all__ = [
+    "ValueAndGrad",
     "DEFAULT_BUDGET",
     "DataAccessError",
     "Launch",
@@ -549,6 +551,29 @@ class TapeReport:
         )
 
 
+@dataclass(frozen=True)
+class ValueAndGrad:
+    """A loss, its gradients, the outputs it was computed from, and what the tape did.
+
+    Attributes:
+        loss: the loss value.
+        grads: ``∂loss/∂p`` per requested parameter, float64, shaped like the parameter.
+        outputs: the outputs the loss read, by name.
+        report: the tape's :class:`~diffsim.TapeReport` (schedule, recomputation,
+            checkpoint memory, time split, costate norm ``‖λ[t]‖`` at every step).
+
+    It unpacks like ``jax.value_and_grad``'s result: ``loss, grads = result``.
+    """
+
+    loss: float
+    grads: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    report: TapeReport | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.loss, self.grads))
+
+
 class Tape:
     """Run a stepper forward under a checkpoint schedule, then its reverse sweep.
 
@@ -655,17 +680,19 @@ class Tape:
 
     def value_and_grad(
         self, loss: Callable[[dict[str, np.ndarray]], tuple[float, Mapping[str, np.ndarray]]]
-    ) -> tuple[float, dict[str, np.ndarray]]:
+    ) -> ValueAndGrad:
         """Forward, loss, backward in one call.
 
         Args:
             loss: maps the outputs to ``(value, cotangents)``.
 
         Returns:
-            ``(value, gradients)``.
+            A :class:`ValueAndGrad` (unpacks as ``value, gradients``), gradients in the
+            stepper's own shapes.
         """
-        value, cot = loss(self.forward())
-        return float(value), self.backward(cot)
+        outputs = self.forward()
+        value, cot = loss(outputs)
+        return ValueAndGrad(float(value), self.backward(cot), outputs, self.report)
 
     def _check_finite(self, step: int) -> None:
         if not self.stepper.live_is_finite(step):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["as_array"]
+__all__ = ["as_array", "check_positions"]
 
 
 def as_array(name: str, value: object, shape: tuple[int, ...], *, positive: bool = False,
@@ -49,3 +49,19 @@ def as_array(name: str, value: object, shape: tuple[int, ...], *, positive: bool
     if arr.ndim == 0 and not keep_scalar:
         arr = np.full(shape, float(arr))
     return arr
+
+
+def check_positions(name: str, value: object) -> np.ndarray:
+    """``value`` as float64 ``[n, d]`` points (n >= 1, d = 2 or 3), every coordinate finite."""
+    try:
+        x = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array of numbers [n, d]") from None
+    if x.ndim != 2 or x.shape[1] not in (2, 3) or x.shape[0] < 1:
+        raise ValueError(f"{name} must be [n, d] with n >= 1 and d = 2 or 3; got shape {x.shape}")
+    bad = ~np.isfinite(x)
+    if np.any(bad):
+        i = int(np.argwhere(bad)[0][0])
+        raise ValueError(f"{name} of particle {i} is {x[i].tolist()}: NaN or Inf; every "
+                         "coordinate must be finite")
+    return x

@@ -18,11 +18,12 @@ import numpy as np
 import taichi as ti
 
 from diffsim._runtime import np_real
+from diffsim._simulation import Simulation as _Simulation
 from diffsim._tape import Launch, TaichiStepper
 from diffsim._validate import as_array
 from diffsim.kernels.chain import chain_adjoint, chain_forces, chain_integrate, chain_record
 
-__all__ = ["OscillatorChain", "energy", "period"]
+__all__ = ["OscillatorChain", "Simulation", "energy", "period", "simulate"]
 
 
 class OscillatorChain(TaichiStepper):
@@ -152,6 +153,61 @@ class OscillatorChain(TaichiStepper):
         else:
             chain_adjoint(self.q, self.v, self.k, self.beta, self.mass, self.forcing,
                           self.level(step), self.level(step + 1), step, self.dt)
+
+
+class Simulation(_Simulation):
+    """The chain behind diffsim's one front-end shape (see :class:`OscillatorChain`).
+
+    Built from the same keyword arguments as :class:`OscillatorChain` (and
+    :func:`simulate`); one stepper is compiled and kept, :meth:`update` changes values.
+
+    Outputs: ``"positions"`` (m) and ``"velocities"`` (m/s), ``[steps + 1, R]``.
+    Parameters (``wrt``, :meth:`update`): ``"stiffness"`` ``[N+1]``, ``"beta"``
+    ``[N+1]``, ``"mass"`` ``[N]``, ``"forcing"`` ``[steps, N]``.
+
+    Example::
+
+        sim = Simulation(stiffness=100.0, mass=1.0, dt=0.01, forcing=f, observed=[0, 7])
+        res = sim.value_and_grad(L2(observed_positions, output="positions"),
+                                 wrt=("stiffness", "mass"))
+    """
+
+    parameter_names = ("stiffness", "beta", "mass", "forcing")
+    default_wrt = ("stiffness",)
+
+    def __init__(self, **chain: object) -> None:
+        self.chain = OscillatorChain(**chain)  # type: ignore[arg-type]
+
+    def _stepper(self, loss: object = None) -> OscillatorChain:
+        return self.chain
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Current values by name."""
+        return self.chain.parameters()
+
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``"positions"`` and ``"velocities"``: ``(steps + 1, R)``."""
+        shape = (self.chain.steps + 1, int(self.chain.obs.shape[0]))
+        return {"positions": shape, "velocities": shape}
+
+    def update(self, **params: object) -> None:
+        """New parameter values (a scalar fills the array); nothing recompiles."""
+        unknown = set(params) - set(self.parameter_names)
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}; allowed: "
+                             f"{list(self.parameter_names)}")
+        for name, value in params.items():
+            self.chain.set_param(name, value)
+
+    def close(self) -> None:
+        """Free the stepper's fields."""
+        self.chain.destroy()
+
+
+def simulate(**chain: object) -> dict[str, np.ndarray]:
+    """Outputs of one rollout of :class:`OscillatorChain` (same keyword arguments)."""
+    with Simulation(**chain) as sim:
+        return sim.simulate()
 
 
 def energy(positions: np.ndarray, velocities: np.ndarray, stiffness: np.ndarray,

@@ -146,7 +146,7 @@ class ShotData:
                                   self.receivers.tobytes())).encode()).hexdigest()
 
     def stepper_options(self) -> dict[str, object]:
-        """Keyword arguments of :class:`diffsim.wave.AcousticStepper` for this experiment."""
+        """Keyword arguments of :class:`diffsim.acoustic.AcousticStepper` for this experiment."""
         return dict(order=self.order, pml_width=self.pml_width, free_surface=self.free_surface,
                     pml_velocity=self.pml_velocity, pml_frequency=self.pml_frequency)
 
@@ -161,7 +161,7 @@ class _ShotGroup:
 
     def __init__(self, velocity: np.ndarray, data: ShotData, checkpoint: str | None) -> None:
         from diffsim.checkpoint import parse_schedule
-        from diffsim.wave import AcousticStepper
+        from diffsim.acoustic import AcousticStepper
 
         self.checkpoint = parse_schedule(checkpoint) if checkpoint else None
         # Kept for the whole inversion: the field engine's faster kernels pay for its
@@ -177,7 +177,7 @@ class _ShotGroup:
         return s
 
     def __call__(self, velocity: np.ndarray, data: ShotData) -> tuple[float, np.ndarray]:
-        from diffsim.wave import stepper_misfit_gradient
+        from diffsim.acoustic import stepper_misfit_gradient
 
         result = stepper_misfit_gradient(self.prepare(velocity, data), data.observed,
                                          checkpoint=self.checkpoint)
@@ -588,7 +588,7 @@ class InversionResult:
 # -- the job behind `diffsim run <fwi scenario>` -------------------------------------------------
 
 def _auto_dt(vmax: float, spacing: float, order: int) -> float:
-    from diffsim.wave import max_stable_dt
+    from diffsim.acoustic import max_stable_dt
 
     return float(np.floor(0.8 * max_stable_dt(vmax, (spacing, spacing), order) * 1e6) / 1e6)
 
@@ -622,7 +622,7 @@ def run_scenario(scenario: object, options: object) -> dict[str, object]:
     """
     from diffsim.models import smooth
     from diffsim.segy import read_segy, write_segy
-    from diffsim.wave import ricker
+    from diffsim.acoustic import ricker
 
     out = pathlib.Path(options.out)
     if options.iterations is not None:

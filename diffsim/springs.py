@@ -26,7 +26,6 @@ atomics), so the same inputs give bit-identical trajectories and gradients.
 
 from __future__ import annotations
 
-import abc
 import math
 from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple
@@ -36,8 +35,10 @@ import taichi as ti
 
 from diffsim._fields import FieldTree
 from diffsim._runtime import ensure_init, np_real, real
-from diffsim._tape import Launch, Stepper, TaichiStepper, Tape, TapeReport
-from diffsim._validate import as_array
+from diffsim._simulation import Simulation as _Simulation
+from diffsim._simulation import ValueAndGrad
+from diffsim._tape import Launch, Stepper, TaichiStepper
+from diffsim._validate import as_array, check_positions
 from diffsim.checkpoint import Schedule
 from diffsim.kernels.springs import (
     spring_adjoint,
@@ -55,6 +56,7 @@ from diffsim.kernels.springs import (
     spring_zero_adjoints,
     spring_zero_force,
 )
+from diffsim.losses import CenterOfMass, FinalPosition, Loss, Tracking
 
 __all__ = [
     "PARAMETERS",
@@ -63,6 +65,7 @@ __all__ = [
     "Gradient",
     "Loss",
     "SpringSimulation",
+    "Simulation",
     "SpringSystem",
     "Tracking",
     "Trajectory",
@@ -126,7 +129,7 @@ class SpringSystem:
         friction: float = 0.0,
         actuators: object = None,
     ) -> None:
-        x = _check_positions("positions", positions)
+        x = check_positions("positions", positions)
         n, d = x.shape
         pairs = np.asarray(springs)
         if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.shape[0] < 1:
@@ -268,21 +271,6 @@ class SpringSystem:
         return _stability(self)[0]
 
 
-def _check_positions(name: str, value: object) -> np.ndarray:
-    try:
-        x = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an array of numbers [n, d]") from None
-    if x.ndim != 2 or x.shape[1] not in (2, 3) or x.shape[0] < 1:
-        raise ValueError(f"{name} must be [n, d] with n >= 1 and d = 2 or 3; got shape {x.shape}")
-    bad = ~np.isfinite(x)
-    if np.any(bad):
-        i = int(np.argwhere(bad)[0][0])
-        raise ValueError(f"{name} of particle {i} is {x[i].tolist()}: NaN or Inf; every "
-                         "coordinate must be finite")
-    return x
-
-
 def _stability(system: SpringSystem) -> tuple[float, int, float, float]:
     """``(dt_max, particle, w2, gamma)`` of the most restrictive free particle."""
     n = system.n_particles
@@ -347,7 +335,7 @@ def _check_actuation(system: SpringSystem, steps: int, actuation: object) -> np.
 def _check_velocities(system: SpringSystem, velocities: object) -> np.ndarray:
     if velocities is None:
         return np.zeros_like(system.positions)
-    v = _check_positions("velocities", velocities)
+    v = check_positions("velocities", velocities)
     if v.shape != system.positions.shape:
         raise ValueError(f"velocities has shape {v.shape}; expected {system.positions.shape} "
                          "(like positions)")
@@ -377,162 +365,8 @@ class Trajectory(NamedTuple):
         return self.dt * np.arange(self.positions.shape[0])
 
 
-class Gradient(NamedTuple):
-    """Result of :func:`value_and_grad`.
-
-    Attributes:
-        loss: the loss value.
-        grads: ``∂loss/∂p`` for each name in ``wrt``, shaped like that parameter (for
-            ``"positions"``/``"velocities"``: ``[n, d]``; ``"actuation"``: ``[steps, channels]``).
-        report: what the tape did (forward/recomputed steps, checkpoints, times).
-    """
-
-    loss: float
-    grads: dict[str, np.ndarray]
-    report: TapeReport
-
-
-# -- losses --------------------------------------------------------------------------
-class Loss(abc.ABC):
-    """A loss on recorded positions.
-
-    A loss names the time levels it reads (:meth:`times`) and maps the positions
-    recorded there, ``[len(times), n, d]``, to its value, the cotangent ``∂L/∂x`` of the
-    same shape, and any direct parameter derivatives (e.g. through masses).
-    """
-
-    @abc.abstractmethod
-    def times(self, steps: int) -> tuple[int, ...]:
-        """Time levels the loss reads, increasing."""
-
-    @abc.abstractmethod
-    def evaluate(self, positions: np.ndarray, mass: np.ndarray
-                 ) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
-        """``(value, ∂L/∂positions, direct)``; ``direct`` maps ``"mass"`` to ``∂L/∂m`` ``[n]``."""
-
-    def check(self, system: SpringSystem, steps: int) -> None:  # noqa: B027
-        """Raise ValueError when the loss does not fit the system (default: nothing)."""
-
-
-def _subset(particles: object, n: int) -> np.ndarray | None:
-    if particles is None:
-        return None
-    idx = np.asarray(particles, dtype=np.int64).reshape(-1)
-    if idx.size == 0 or idx.min() < 0 or idx.max() >= n:
-        raise ValueError(f"particles {idx.tolist()} must be indices in [0, {n - 1}]")
-    return idx
-
-
-class FinalPosition(Loss):
-    """``0.5 * ||x[steps] - target||^2`` over all particles, or over ``particles``.
-
-    Args:
-        target: ``[n, d]`` in m (or ``[len(particles), d]``).
-        particles: optional indices of the particles the target is for.
-    """
-
-    def __init__(self, target: object, particles: Sequence[int] | None = None) -> None:
-        self.target = _check_positions("target", target)
-        self.particles = particles
-
-    def times(self, steps: int) -> tuple[int, ...]:
-        """The final time level."""
-        return (steps,)
-
-    def check(self, system: SpringSystem, steps: int) -> None:
-        """Target shape against the system."""
-        idx = _subset(self.particles, system.n_particles)
-        count = system.n_particles if idx is None else idx.size
-        if self.target.shape != (count, system.dim):
-            raise ValueError(f"target has shape {self.target.shape}; expected {(count, system.dim)}")
-
-    def evaluate(self, positions: np.ndarray, mass: np.ndarray
-                 ) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
-        """See :meth:`Loss.evaluate`."""
-        idx = _subset(self.particles, positions.shape[1])
-        cot = np.zeros_like(positions, dtype=np.float64)
-        sel = slice(None) if idx is None else idx
-        r = positions[-1][sel] - self.target
-        cot[-1][sel] = r
-        return 0.5 * float(np.sum(r * r)), cot, {}
-
-
-class Tracking(Loss):
-    """``0.5 * sum_t ||x[t] - observed[t]||^2`` over every time level.
-
-    Args:
-        observed: ``[steps + 1, n, d]`` in m (or ``[steps + 1, len(particles), d]``).
-        particles: optional indices of the observed particles.
-    """
-
-    def __init__(self, observed: object, particles: Sequence[int] | None = None) -> None:
-        obs = np.asarray(observed, dtype=np.float64)
-        if obs.ndim != 3 or not np.all(np.isfinite(obs)):
-            raise ValueError(f"observed must be a finite array [steps + 1, n, d]; got shape "
-                             f"{obs.shape}")
-        self.observed = obs
-        self.particles = particles
-
-    def times(self, steps: int) -> tuple[int, ...]:
-        """Every time level."""
-        return tuple(range(steps + 1))
-
-    def check(self, system: SpringSystem, steps: int) -> None:
-        """Observed shape against the system and the step count."""
-        idx = _subset(self.particles, system.n_particles)
-        count = system.n_particles if idx is None else idx.size
-        if self.observed.shape != (steps + 1, count, system.dim):
-            raise ValueError(f"observed has shape {self.observed.shape}; expected "
-                             f"{(steps + 1, count, system.dim)} ([steps + 1, particles, d])")
-
-    def evaluate(self, positions: np.ndarray, mass: np.ndarray
-                 ) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
-        """See :meth:`Loss.evaluate`."""
-        idx = _subset(self.particles, positions.shape[1])
-        cot = np.zeros_like(positions, dtype=np.float64)
-        sel = slice(None) if idx is None else idx
-        r = positions[:, sel] - self.observed
-        cot[:, sel] = r
-        return 0.5 * float(np.sum(r * r)), cot, {}
-
-
-class CenterOfMass(Loss):
-    """``-direction · (com[steps] - com[0])``: minimising it moves the centre of mass along ``direction``.
-
-    ``com[t] = sum_i m_i x_i[t] / sum_i m_i`` (masses included in the gradient).
-
-    Args:
-        direction: a ``d``-vector (e.g. ``(1, 0)`` to walk right); it is not normalised.
-    """
-
-    def __init__(self, direction: Sequence[float]) -> None:
-        self.direction = np.asarray(direction, dtype=np.float64)
-        if self.direction.ndim != 1 or not np.all(np.isfinite(self.direction)):
-            raise ValueError(f"direction must be a finite vector; got {direction!r}")
-
-    def times(self, steps: int) -> tuple[int, ...]:
-        """The first and the last time level."""
-        return (0, steps)
-
-    def check(self, system: SpringSystem, steps: int) -> None:
-        """Direction length against the dimension."""
-        if self.direction.shape != (system.dim,):
-            raise ValueError(f"direction has shape {self.direction.shape}; expected ({system.dim},)")
-
-    def evaluate(self, positions: np.ndarray, mass: np.ndarray
-                 ) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
-        """See :meth:`Loss.evaluate`."""
-        total = float(mass.sum())
-        w = mass / total
-        disp = positions[-1] - positions[0]                      # [n, d]
-        com = w @ disp
-        value = -float(self.direction @ com)
-        cot = np.zeros_like(positions, dtype=np.float64)
-        cot[-1] = -np.outer(w, self.direction)
-        cot[0] = np.outer(w, self.direction)
-        proj = disp @ self.direction                             # [n]
-        dmass = -(proj - float(w @ proj)) / total
-        return value, cot, {"mass": dmass}
+#: The result of :func:`value_and_grad` (``.loss``, ``.grads``, ``.outputs``, ``.report``).
+Gradient = ValueAndGrad
 
 
 # -- the stepper ---------------------------------------------------------------------
@@ -546,18 +380,6 @@ def _csr(n: int, springs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     counts = np.bincount(ends, minlength=n)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     return offsets, ids[order], sign[order]
-
-
-def _fill_costate(costate: np.ndarray, squared: np.ndarray) -> np.ndarray:
-    """The tape's costate trace with ``sqrt(squared)`` where the tape left NaN (t >= 1).
-
-    The spring adjoint kernels add ``|λ[t]|^2`` into ``squared[t]`` themselves.
-    """
-    trace = costate.copy()
-    if trace.size:
-        measured = np.sqrt(squared[: trace.size])
-        trace[1:] = np.where(np.isnan(trace[1:]), measured[1:], trace[1:])
-    return trace
 
 
 #: Topology arrays in upload order and in the fused kernels' order (see :func:`_topology`).
@@ -731,8 +553,7 @@ class _SpringStepper(TaichiStepper):
         """Reverse step ``step``.
 
         The gather adjoint reads a checkpoint in place (no restore) and adds
-        ``|λ[step+1]|^2`` to :attr:`norms` itself; it returns NaN, and
-        :meth:`costate` gives the trace afterwards.
+        ``|λ[step+1]|^2`` to :attr:`norms` in the same kernel; this returns its root.
         """
         self._flush()
         if self.adjoint == "autodiff":
@@ -744,13 +565,7 @@ class _SpringStepper(TaichiStepper):
             slot = self._pool_slots
             spring_save(self.x, self.v, self._pool["x"], self._pool["v"], self.level(step), slot)
         self._adjoint(self._pool["x"], self._pool["v"], slot, step, measure)
-        return math.nan
-
-    def costate(self, report: TapeReport) -> np.ndarray:
-        """``report.costate`` with the norms the gather adjoint measured filled in."""
-        if self.adjoint != "hand":
-            return report.costate.copy()
-        return _fill_costate(report.costate, self.norms.to_numpy())
+        return math.sqrt(self.norms[step + 1]) if measure else math.nan
 
     # Checkpoints: a flat pool [slots, n] per state field. A save is deferred and done by
     # the next step's kernel when that step starts from the saved state (StoreAll and
@@ -1010,8 +825,7 @@ class _FusedSpringStepper(Stepper):
                       measure: bool) -> list[float]:
         """Reverse consecutive ``steps`` (descending) in one launch.
 
-        The kernel adds ``|λ[t+1]|^2`` to :attr:`norms` itself; this returns NaNs and
-        :meth:`costate` gives the trace afterwards.
+        The kernel adds ``|λ[t+1]|^2`` to :attr:`norms` itself; this returns their roots.
         """
         table = np.array([-1 if s is None else s for s in slots], dtype=np.int32)
         sc, g = self.scratch, self.grads
@@ -1021,7 +835,9 @@ class _FusedSpringStepper(Stepper):
                       g["stiffness"], g["rest_length"], g["damping"], g["mass"], g["actuation"],
                       self.norms, table, self.rows, steps[0], len(steps), self._pool_slots,
                       int(measure), *self._world())
-        return [math.nan] * len(steps)
+        if not measure:
+            return [math.nan] * len(steps)
+        return [math.sqrt(self.norms[t + 1]) for t in steps]
 
     def finish_reverse(self, *, measure: bool) -> float:
         """Add the time-0 cotangent into ``λ[0]``; its norm when ``measure``."""
@@ -1031,10 +847,6 @@ class _FusedSpringStepper(Stepper):
             return math.nan
         return math.sqrt(float(np.sum(self.xg[0].astype(np.float64) ** 2)
                                + np.sum(self.vg[0].astype(np.float64) ** 2)))
-
-    def costate(self, report: TapeReport) -> np.ndarray:
-        """``report.costate`` with the norms the adjoint kernel measured filled in."""
-        return _fill_costate(report.costate, self.norms)
 
     def outputs(self) -> dict[str, np.ndarray]:
         """The recorded positions ``[len(times), n, d]``."""
@@ -1059,15 +871,17 @@ _ADJOINTS = ("hand", "autodiff")
 _FUSED_ON_CPU = True
 
 
-class SpringSimulation:
+class Simulation(_Simulation):
     """A reusable simulation of one system topology for ``steps`` steps of ``dt``.
 
-    On the CPU (hand adjoint, the default) the kernels take NumPy arrays and compile once
-    per process for every system, and each launch runs a whole range of steps. On a GPU,
-    and with ``adjoint="autodiff"``, the per-step kernels take Taichi fields and compile
-    for each new simulation (tenths of a second), so an optimisation loop keeps one
-    ``SpringSimulation`` and changes its values with :meth:`update` (cheap either way).
-    :func:`simulate` and :func:`value_and_grad` make a temporary one.
+    The front-end every diffsim physics shares: :meth:`simulate` (named outputs),
+    :meth:`vjp`, :meth:`value_and_grad` and :meth:`update`. On the CPU (hand adjoint, the
+    default) the kernels take NumPy arrays and compile once per process for every
+    system, and each launch runs a whole range of steps. On a GPU, and with
+    ``adjoint="autodiff"``, the per-step kernels take Taichi fields and compile for each
+    new simulation (tenths of a second), so an optimisation loop keeps one simulation and
+    changes its values with :meth:`update` (cheap either way). :func:`simulate` and
+    :func:`value_and_grad` make a temporary one.
 
     Args:
         system: the system; its parameters and positions are the starting values.
@@ -1077,7 +891,14 @@ class SpringSimulation:
         actuation: ``[steps, channels]`` actuation signal (default zero).
         adjoint: ``"hand"`` (gather-form adjoint kernel, default) or ``"autodiff"``
             (Taichi's ``kernel.grad`` of the step; slower, for cross-checks).
+
+    Outputs: ``"positions"`` and ``"velocities"``, ``[steps + 1, n, d]`` (m, m/s).
+    Parameters (``wrt``, :meth:`update`): :data:`PARAMETERS`. Gradients flow from the
+    positions; a cotangent on ``"velocities"`` must be zero.
     """
+
+    parameter_names = PARAMETERS
+    default_wrt = ("stiffness",)
 
     def __init__(self, system: SpringSystem, steps: int, dt: float, *,
                  velocities: object = None, actuation: object = None,
@@ -1092,9 +913,21 @@ class SpringSimulation:
         self.system = system
         self.velocities = _check_velocities(system, velocities)
         self.actuation = _check_actuation(system, self.steps, actuation)
-        self._steppers: dict[tuple[int, ...], _SpringStepper] = {}
+        self._steppers: dict[tuple[int, ...], _SpringStepper | _FusedSpringStepper] = {}
 
     # -- values -------------------------------------------------------------------------
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Current values by name.
+
+        The system's parameters (scalars stay scalars), its initial ``positions``, the
+        initial ``velocities`` and the ``actuation``.
+        """
+        s = self.system
+        return {"stiffness": np.array(s.stiffness), "rest_length": np.array(s.rest_length),
+                "damping": np.array(s.damping), "mass": np.array(s.mass),
+                "positions": s.positions.copy(), "velocities": self.velocities.copy(),
+                "actuation": self.actuation.copy()}
+
     def update(self, **values: object) -> None:
         """Change parameter or initial-state values (the topology stays).
 
@@ -1122,26 +955,35 @@ class SpringSimulation:
                      if "actuation" in values else self.actuation)
         self.system, self.velocities, self.actuation = system, velocities, actuation
 
-    def _stepper(self, times: tuple[int, ...]) -> _SpringStepper | _FusedSpringStepper:
-        stepper = self._steppers.get(times)
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``"positions"`` and ``"velocities"``: ``(steps + 1, n, d)``."""
+        shape = (self.steps + 1, self.system.n_particles, self.system.dim)
+        return {"positions": shape, "velocities": shape}
+
+    def _stepper(self, loss: object = None) -> _SpringStepper | _FusedSpringStepper:
+        """The stepper recording the levels ``loss.times`` names (every level by default)."""
+        times = getattr(loss, "times", None)
+        levels = times(self.steps) if times is not None else None
+        key = tuple(range(self.steps + 1)) if levels is None else tuple(levels)
+        stepper = self._steppers.get(key)
         if stepper is None:
             if self.adjoint == "hand" and _FUSED_ON_CPU and ensure_init().arch == "cpu":
-                stepper = _FusedSpringStepper(self.system, self.steps, self.dt, times)
+                stepper = _FusedSpringStepper(self.system, self.steps, self.dt, key)
             else:
-                stepper = _SpringStepper(self.system, self.steps, self.dt, times, self.adjoint)
-            self._steppers[times] = stepper
+                stepper = _SpringStepper(self.system, self.steps, self.dt, key, self.adjoint)
+            self._steppers[key] = stepper
         stepper.load_system(self.system)
         stepper.v0 = self.velocities
         stepper.set_param("actuation", np.broadcast_to(self.actuation, stepper.act.shape))
         return stepper
 
     # -- forward ------------------------------------------------------------------------
-    def simulate(self) -> Trajectory:
+    def simulate(self) -> dict[str, np.ndarray]:
         """Run the rollout and return every time level (no tape; on the CPU one launch).
 
         Returns:
-            A :class:`Trajectory`; its arrays have the runtime precision's dtype
-            (float32 or float64).
+            ``{"positions", "velocities"}``, each ``[steps + 1, n, d]`` in the runtime
+            precision's dtype (float32 or float64).
 
         Raises:
             FloatingPointError: the state became NaN or Inf, naming the first such step.
@@ -1152,11 +994,11 @@ class SpringSimulation:
         if not (np.isfinite(positions[-1]).all() and np.isfinite(velocities[-1]).all()):
             bad = ~(np.isfinite(positions).all(axis=(1, 2)) & np.isfinite(velocities).all(axis=(1, 2)))
             raise FloatingPointError(_blow_up(int(np.argmax(bad)), self.dt))
-        return Trajectory(positions, velocities, self.dt)
+        return {"positions": positions, "velocities": velocities}
 
     def _rollout(self) -> tuple[np.ndarray, np.ndarray]:
         """Run every step, writing the trajectory straight into new NumPy arrays."""
-        s = self._stepper((self.steps,))
+        s = self._stepper()
         if isinstance(s, _FusedSpringStepper):
             return s.trajectory()
         n, d = self.system.n_particles, self.system.dim
@@ -1171,33 +1013,32 @@ class SpringSimulation:
             velocities[step + 1] = s.v.to_numpy()[s.level(step + 1)]
         return positions, velocities
 
+    def _blew_up(self, exc: FloatingPointError) -> None:
+        self.simulate()  # raises, naming the exact step
+
     # -- gradients ----------------------------------------------------------------------
-    def value_and_grad(self, loss: Loss, *, wrt: Sequence[str] = ("stiffness",),
-                       checkpoint: Schedule | None = None) -> Gradient:
-        """The loss and its gradient with respect to ``wrt`` (see :func:`value_and_grad`)."""
-        if not isinstance(loss, Loss):
-            raise TypeError(f"loss must be a FinalPosition, Tracking or CenterOfMass, got "
-                            f"{type(loss).__name__}")
-        wrt = _check_wrt(wrt, self.system)
-        loss.check(self.system, self.steps)
-        stepper = self._stepper(loss.times(self.steps))
-        mass = self.system.per_particle_mass()
-        direct: dict[str, np.ndarray] = {}
+    def _outputs(self, stepper: Stepper, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"positions": raw["positions"]}
 
-        def fn(outputs: Mapping[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
-            value, cot, extra = loss.evaluate(outputs["positions"].astype(np.float64), mass)
-            direct.update(extra)
-            return value, {"positions": cot}
+    def _cotangents(self, stepper: Stepper, cot: dict[str, np.ndarray]
+                    ) -> dict[str, np.ndarray]:
+        if "velocities" in cot and np.any(cot["velocities"] != 0):
+            raise ValueError("a cotangent on 'velocities' is not supported: gradients flow "
+                             "from the positions; give the loss on 'positions' (the velocity "
+                             "at step t is (x[t+1] - x[t]) / dt)")
+        levels = len(stepper.times)  # type: ignore[attr-defined]
+        shape = (levels, self.system.n_particles, self.system.dim)
+        return {"positions": cot.get("positions", np.zeros(shape))}
 
-        tape = Tape(stepper, checkpoint=checkpoint)
-        try:
-            value, raw = tape.value_and_grad(fn)
-        except FloatingPointError:
-            self.simulate()  # names the exact step
-            raise
-        tape.report.costate = stepper.costate(tape.report)
+    def _check_wrt(self, wrt: tuple[str, ...]) -> None:
+        if "actuation" in wrt and self.system.channels == 0:
+            raise ValueError("wrt contains 'actuation' but the system has no actuated springs")
+
+    def _gradients(self, stepper: Stepper, raw: dict[str, np.ndarray], wrt: tuple[str, ...],
+                   partials: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        direct = partials or {}
         grads: dict[str, np.ndarray] = {}
-        init = stepper.initial_state_gradient()
+        init = stepper.initial_state_gradient()  # type: ignore[attr-defined]
         for name in wrt:
             if name == "positions":
                 g = init["x"].astype(np.float64)
@@ -1211,7 +1052,7 @@ class SpringSimulation:
                 if np.ndim(getattr(self.system, name)) == 0:
                     g = np.asarray(g.sum())
             grads[name] = g
-        return Gradient(value, grads, tape.report)
+        return grads
 
     def close(self) -> None:
         """Free every Taichi field of this simulation."""
@@ -1219,31 +1060,28 @@ class SpringSimulation:
             stepper.destroy()
         self._steppers.clear()
 
-    def __enter__(self) -> SpringSimulation:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+class SpringSimulation(Simulation):
+    """:class:`Simulation` whose :meth:`simulate` returns a :class:`Trajectory`.
+
+    The first release's result type; everything else is the same.
+    """
+
+    def simulate(self) -> Trajectory:  # type: ignore[override]
+        """The rollout as a :class:`Trajectory` (see :meth:`Simulation.simulate`)."""
+        out = super().simulate()
+        return Trajectory(out["positions"], out["velocities"], self.dt)
+
+    def value_and_grad(self, loss: Loss, *, wrt: Sequence[str] = ("stiffness",),  # type: ignore[override]
+                       checkpoint: Schedule | None = None) -> Gradient:
+        """The loss and its gradient with respect to ``wrt`` (see :func:`value_and_grad`)."""
+        return super().value_and_grad(loss, wrt=wrt, checkpoint=checkpoint)
 
 
 def _blow_up(step: int, dt: float) -> str:
     return (f"the simulation blew up: positions or velocities became NaN or Inf at step {step} "
             f"(t = {step * dt:.6g} s). The time step may be too large for these springs, or "
             "the parameters are extreme; reduce dt or check stiffness, mass and actuation")
-
-
-def _check_wrt(wrt: object, system: SpringSystem) -> tuple[str, ...]:
-    if isinstance(wrt, str):
-        wrt = (wrt,)
-    names = tuple(wrt)
-    for name in names:
-        if name not in PARAMETERS:
-            raise ValueError(f"wrt contains {name!r}; choose from {', '.join(PARAMETERS)}")
-    if "actuation" in names and system.channels == 0:
-        raise ValueError("wrt contains 'actuation' but the system has no actuated springs")
-    if not names:
-        raise ValueError(f"wrt is empty; name at least one of {', '.join(PARAMETERS)}")
-    return names
 
 
 def simulate(system: SpringSystem, steps: int, dt: float, velocities: object = None, *,

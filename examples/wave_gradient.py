@@ -1,6 +1,6 @@
 """Model a shot gather through a velocity anomaly and compute the misfit gradient.
 
-Demonstrates diffsim.wave: a layered model with a slow lens as the truth, the layers
+Demonstrates diffsim.acoustic: a layered model with a slow lens as the truth, the layers
 alone as the starting model, `simulate` for the observed gather, `misfit_gradient`
 under a memory budget, and figures of the model, the gather and the gradient (the
 gradient lights up where the lens is missing).
@@ -17,7 +17,7 @@ import numpy as np
 
 import diffsim
 from diffsim import Budget
-from diffsim.wave import misfit_gradient, ricker, simulate
+from diffsim.acoustic import misfit_gradient, ricker, simulate
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -119,7 +119,9 @@ def test_bad_run_arguments() -> None:
         value_and_grad(system, 5, 0.01, loss=CenterOfMass((1.0, 0.0, 0.0)))
     with pytest.raises(ValueError, match=r"particles \[7\] must be indices in \[0, 2\]"):
         value_and_grad(system, 5, 0.01, loss=FinalPosition([[0.0, 0.0]], particles=[7]))
-    with pytest.raises(TypeError, match="loss must be a FinalPosition, Tracking or CenterOfMass"):
+    with pytest.raises(TypeError, match=r"the loss returned float; a loss must return \(value, cot"):
         value_and_grad(system, 5, 0.01, loss=lambda x: 0.0)
+    with pytest.raises(TypeError, match="loss must be a diffsim.losses loss or a callable"):
+        value_and_grad(system, 5, 0.01, loss="final")
     with pytest.raises(ValueError, match="adjoint='jax'; choose 'hand' or 'autodiff'"):
         value_and_grad(system, 5, 0.01, target=POS, adjoint="jax")

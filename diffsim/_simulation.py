@@ -1,0 +1,237 @@
+"""The one front-end shape every physics shares: :class:`Simulation` and :class:`ValueAndGrad`.
+
+A physics module builds its ``Simulation`` from the same arguments as its ``simulate()``
+function and implements three small hooks (which stepper to run, how its raw outputs,
+cotangents and gradients map to the public names and shapes). Everything a user calls is
+written here once:
+
+- ``simulate() -> dict`` of named outputs;
+- ``vjp(cotangents, wrt=, checkpoint=) -> dict``: the vector-Jacobian product of the
+  outputs for any cotangent (the primitive that custom losses and interop wrap);
+- ``value_and_grad(loss, wrt=, checkpoint=) -> ValueAndGrad``;
+- ``update(**params)``: new parameter values without recompiling.
+
+Gradients are those of the discrete simulation (discretise-then-differentiate), computed
+by a :class:`~diffsim.Tape` under any checkpoint schedule.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from diffsim._tape import Stepper, Tape, TapeReport, ValueAndGrad, rollout
+from diffsim.checkpoint import Schedule
+
+__all__ = ["LossFunction", "Simulation", "ValueAndGrad"]
+
+#: Any callable ``outputs -> (value, cotangents)``: the loss protocol. ``cotangents``
+#: maps output names to ``∂L/∂output`` shaped like that output (missing names: zero).
+LossFunction = Callable[[Mapping[str, np.ndarray]], tuple[float, Mapping[str, np.ndarray]]]
+
+
+def check_cotangents(cotangents: object, shapes: Mapping[str, tuple[int, ...]]
+                     ) -> dict[str, np.ndarray]:
+    """``cotangents`` as float64 arrays, checked against the output ``shapes``.
+
+    Raises:
+        TypeError: not a mapping.
+        ValueError: an unknown output name, a wrong shape, NaN or Inf.
+    """
+    if not isinstance(cotangents, Mapping):
+        raise TypeError(f"cotangents must be a dict of output name -> array, got "
+                        f"{type(cotangents).__name__}")
+    out: dict[str, np.ndarray] = {}
+    for name, value in cotangents.items():
+        if name not in shapes:
+            raise ValueError(f"cotangent for unknown output {name!r}; the outputs are "
+                             f"{sorted(shapes)}")
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.shape != tuple(shapes[name]):
+            raise ValueError(f"cotangent for output {name!r} has shape {arr.shape}; expected "
+                             f"{tuple(shapes[name])} (the shape of the output)")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"cotangent for output {name!r} contains NaN or Inf")
+        out[name] = arr
+    return out
+
+
+def _call_loss(loss: LossFunction, outputs: Mapping[str, np.ndarray]
+               ) -> tuple[float, Mapping[str, np.ndarray]]:
+    """``loss(outputs)`` checked to be ``(finite value, cotangents)``."""
+    result = loss(outputs)
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise TypeError(f"the loss returned {type(result).__name__}; a loss must return "
+                        "(value, cotangents): the value and a dict of d value / d output "
+                        "shaped like the outputs")
+    value = float(result[0])
+    if not np.isfinite(value):
+        raise FloatingPointError(f"the loss is {value}; it must be finite")
+    return value, result[1]
+
+
+def _wrt(wrt: object, allowed: Sequence[str], default: Sequence[str]) -> tuple[str, ...]:
+    if wrt is None:
+        return tuple(default)
+    names = (wrt,) if isinstance(wrt, str) else tuple(wrt)  # type: ignore[arg-type]
+    if not names:
+        raise ValueError(f"wrt is empty; name at least one of {', '.join(allowed)}")
+    for name in names:
+        if name not in allowed:
+            raise ValueError(f"wrt contains {name!r}; choose from {', '.join(allowed)}")
+    return names
+
+
+class Simulation(abc.ABC):
+    """A reusable differentiable simulation: the shape every physics module shares.
+
+    Subclasses set :attr:`parameter_names` and :attr:`default_wrt` and implement
+    :meth:`_stepper`, :meth:`output_shapes`, :meth:`_outputs`, :meth:`_cotangents`,
+    :meth:`_gradients`, :meth:`parameters` and :meth:`update`. A physics whose stepper
+    already speaks in public names and shapes only needs :meth:`_stepper`,
+    :meth:`parameters` and :meth:`update` (the defaults pass arrays through).
+
+    Use it as a context manager (or call :meth:`close`) to free its Taichi memory early.
+    """
+
+    #: Names ``wrt`` and :meth:`update` accept.
+    parameter_names: tuple[str, ...] = ()
+    #: What ``wrt=None`` means.
+    default_wrt: tuple[str, ...] = ()
+    #: The tape report of the last :meth:`vjp`.
+    last_report: TapeReport | None = None
+
+    # -- hooks -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _stepper(self, loss: object = None) -> Stepper:
+        """The stepper to run, holding the current parameter values.
+
+        ``loss`` may narrow what it records (its ``times``).
+        """
+
+    @abc.abstractmethod
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Current parameter values by name, shaped as the user gave them."""
+
+    @abc.abstractmethod
+    def update(self, **params: object) -> None:
+        """New parameter values (validated); nothing recompiles."""
+
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of each named output (what :meth:`simulate` returns)."""
+        s = self._stepper()
+        return {name: tuple(arr.shape) for name, arr in self._outputs(s, s.outputs()).items()}
+
+    def _outputs(self, stepper: Stepper, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The stepper's outputs (time first) as the public outputs (default: the same)."""
+        return raw
+
+    def _cotangents(self, stepper: Stepper, cot: dict[str, np.ndarray]
+                    ) -> dict[str, np.ndarray]:
+        """Public cotangents as the stepper's (default: the same)."""
+        return cot
+
+    def _gradients(self, stepper: Stepper, raw: dict[str, np.ndarray], wrt: tuple[str, ...],
+                   partials: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """The stepper's gradients as the public ones for ``wrt``, plus a loss's partials.
+
+        Default: the stepper's arrays as they are; a scalar parameter receives the sum of
+        a per-entry partial.
+        """
+        grads = {name: np.asarray(raw[name], dtype=np.float64) for name in wrt}
+        for name, direct in (partials or {}).items():
+            if name in grads:
+                d = np.asarray(direct, dtype=np.float64)
+                grads[name] = grads[name] + (d.sum() if grads[name].ndim == 0 else
+                                             d.reshape(grads[name].shape))
+        return grads
+
+    def _check_wrt(self, wrt: tuple[str, ...]) -> None:  # noqa: B027
+        """Hook: reject names that this instance cannot differentiate (default: none)."""
+
+    def _blew_up(self, exc: FloatingPointError) -> None:  # noqa: B027
+        """Hook: re-raise a blow-up of a taped rollout with a better message (default: no)."""
+
+    # -- the four methods --------------------------------------------------------------
+    def simulate(self) -> dict[str, np.ndarray]:
+        """Run the rollout (nothing recorded for a reverse sweep) and return the outputs.
+
+        Raises:
+            FloatingPointError: the state became NaN or Inf, naming the step.
+        """
+        stepper = self._stepper()
+        return self._outputs(stepper, rollout(stepper))
+
+    def vjp(self, cotangents: Mapping[str, np.ndarray], *, wrt: Sequence[str] | None = None,
+            checkpoint: Schedule | None = None) -> dict[str, np.ndarray]:
+        """``(∂outputs/∂params)ᵀ · cotangents``: gradients of ``Σ <cotangent, output>``.
+
+        Args:
+            cotangents: per output name, an array shaped like that output (missing
+                outputs count as zero).
+            wrt: parameter names (default :attr:`default_wrt`).
+            checkpoint: a schedule; ``None`` means a ``Budget`` of ``diffsim.DEFAULT_BUDGET``.
+
+        Returns:
+            Per name in ``wrt``, a float64 array shaped like the parameter.
+        """
+        names = _wrt(wrt, self.parameter_names, self.default_wrt)
+        self._check_wrt(names)
+        cot = check_cotangents(cotangents, self.output_shapes())
+        stepper = self._stepper()
+        tape = Tape(stepper, checkpoint=checkpoint)
+        self._forward(tape)
+        raw = tape.backward(self._cotangents(stepper, cot))
+        grads = self._gradients(stepper, raw, names)
+        self.last_report = tape.report
+        return grads
+
+    def value_and_grad(self, loss: LossFunction, *, wrt: Sequence[str] | None = None,
+                       checkpoint: Schedule | None = None) -> ValueAndGrad:
+        """A loss of the outputs and its exact gradient.
+
+        Args:
+            loss: a loss from :mod:`diffsim.losses` or any callable
+                ``outputs -> (value, cotangents)``.
+            wrt: parameter names (default :attr:`default_wrt`).
+            checkpoint: a schedule; ``None`` means a ``Budget`` of ``diffsim.DEFAULT_BUDGET``.
+
+        Returns:
+            A :class:`ValueAndGrad`: ``.loss``, ``.grads``, ``.outputs``, ``.report``.
+        """
+        if not callable(loss):
+            raise TypeError(f"loss must be a diffsim.losses loss or a callable outputs -> "
+                            f"(value, cotangents); got {type(loss).__name__}")
+        names = _wrt(wrt, self.parameter_names, self.default_wrt)
+        self._check_wrt(names)
+        bind = getattr(loss, "bind", None)
+        if bind is not None:
+            bind(self)
+        stepper = self._stepper(loss)
+        tape = Tape(stepper, checkpoint=checkpoint)
+        outputs = self._outputs(stepper, self._forward(tape))
+        value, cot = _call_loss(loss, outputs)
+        shapes = {name: tuple(arr.shape) for name, arr in outputs.items()}
+        raw = tape.backward(self._cotangents(stepper, check_cotangents(cot, shapes)))
+        partials = getattr(loss, "partials", None)
+        grads = self._gradients(stepper, raw, names, partials() if partials else None)
+        return ValueAndGrad(value, grads, outputs, tape.report)
+
+    def _forward(self, tape: Tape) -> dict[str, np.ndarray]:
+        try:
+            return tape.forward()
+        except FloatingPointError as exc:
+            self._blew_up(exc)
+            raise
+
+    # -- resources ---------------------------------------------------------------------
+    def close(self) -> None:  # noqa: B027
+        """Free this simulation's Taichi memory (default: nothing to free)."""
+
+    def __enter__(self) -> Simulation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
