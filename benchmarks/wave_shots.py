@@ -28,8 +28,7 @@ from wave_vs_deepwave import run_deepwave
 
 import diffsim
 from diffsim import rollout
-from diffsim.acoustic import (AcousticStepper, misfit_gradient, ricker, simulate,
-                          stepper_misfit_gradient)
+from diffsim.acoustic import AcousticStepper, misfit_gradient, ricker, simulate, stepper_misfit_gradient
 
 
 def case(n: int, nt: int, shots: int) -> dict:

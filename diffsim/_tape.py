@@ -562,7 +562,9 @@ class ValueAndGrad:
         report: the tape's :class:`~diffsim.TapeReport` (schedule, recomputation,
             checkpoint memory, time split, costate norm ``‖λ[t]‖`` at every step).
 
-    It unpacks like ``jax.value_and_grad``'s result: ``loss, grads = result``.
+    It also behaves as the pair ``(loss, grads)`` (``jax.value_and_grad``'s result, and
+    what :meth:`Tape.value_and_grad` returned before): ``loss, grads = result``,
+    ``result[1]``.
     """
 
     loss: float
@@ -572,6 +574,12 @@ class ValueAndGrad:
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.loss, self.grads))
+
+    def __getitem__(self, index: int) -> Any:
+        return (self.loss, self.grads)[index]
+
+    def __len__(self) -> int:
+        return 2
 
 
 class Tape:

@@ -160,8 +160,8 @@ class _ShotGroup:
     """One compiled stepper for a fixed set of shots, reused across velocities and stages."""
 
     def __init__(self, velocity: np.ndarray, data: ShotData, checkpoint: str | None) -> None:
-        from diffsim.checkpoint import parse_schedule
         from diffsim.acoustic import AcousticStepper
+        from diffsim.checkpoint import parse_schedule
 
         self.checkpoint = parse_schedule(checkpoint) if checkpoint else None
         # Kept for the whole inversion: the field engine's faster kernels pay for its
@@ -620,9 +620,9 @@ def run_scenario(scenario: object, options: object) -> dict[str, object]:
     iteration, ``history.json``, ``summary.json`` and the figures. With ``options.resume``
     the finished iterations are read back, not recomputed.
     """
+    from diffsim.acoustic import ricker
     from diffsim.models import smooth
     from diffsim.segy import read_segy, write_segy
-    from diffsim.acoustic import ricker
 
     out = pathlib.Path(options.out)
     if options.iterations is not None:

@@ -124,9 +124,11 @@ def test_acoustic_wavelet_gradient_per_shot(acoustic) -> None:
 def test_errors_name_the_fix(acoustic) -> None:
     sim, _, _ = acoustic
     shape = sim.output_shapes()["traces"]
-    with pytest.raises(ValueError, match=r"cotangent for unknown output 'receivers'; the outputs are \['traces'\]"):
+    with pytest.raises(ValueError,
+                       match=r"cotangent for unknown output 'receivers'; the outputs are \['traces'\]"):
         sim.vjp({"receivers": np.zeros(shape)})
-    with pytest.raises(ValueError, match=r"cotangent for output 'traces' has shape \(1,\); expected \(2, 3, 40\)"):
+    with pytest.raises(ValueError,
+                       match=r"cotangent for output 'traces' has shape \(1,\); expected \(2, 3, 40\)"):
         sim.vjp({"traces": np.zeros(1)})
     with pytest.raises(ValueError, match="contains NaN or Inf"):
         sim.vjp({"traces": np.full(shape, np.nan)})
