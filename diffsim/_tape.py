@@ -41,6 +41,7 @@ from diffsim.kernels.common import (
     sumsq_slot_vec,
     zero_slot,
 )
+from diffsim.stores import CheckpointStore, DeviceStore
 
 __all__ = [
     "ValueAndGrad",
@@ -112,6 +113,24 @@ class Stepper(abc.ABC):
     @abc.abstractmethod
     def live_is_finite(self, step: int) -> bool:
         """Whether every value of the live state ``x[step]`` is finite."""
+
+    # A complete state as plain arrays: what checkpoint stores other than the stepper's
+    # own device pool (host RAM, disk) keep. A stepper that cannot export its state works
+    # with the device store only.
+    def state_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Name, shape and dtype of each array of one complete state ``x[t]``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not export its state, so it works only with the "
+            "device checkpoint store (diffsim.stores.DeviceStore, the default); implement "
+            "state_spec/export_state/import_state to use other stores")
+
+    def export_state(self, step: int, out: Mapping[str, np.ndarray]) -> None:
+        """Copy the live ``x[step]`` into ``out`` (arrays shaped by :meth:`state_spec`)."""
+        raise NotImplementedError(self.state_spec.__doc__)
+
+    def import_state(self, step: int, values: Mapping[str, np.ndarray]) -> None:
+        """Make ``x[step]``, given as arrays shaped by :meth:`state_spec`, the live state."""
+        raise NotImplementedError(self.state_spec.__doc__)
 
     @abc.abstractmethod
     def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
@@ -355,6 +374,24 @@ class TaichiStepper(Stepper):
             for j, lvl in enumerate(self._levels(name, step)):
                 load_level(self._pool[name], slot, j, f, lvl)
 
+    def state_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Each state field's levels of ``x[t]``: ``(history, *shape[, n])``."""
+        return {name: ((self._history[name], *f.shape[1:],
+                        *((f.n,) if hasattr(f, "n") else ())), np.dtype(np_real()))
+                for name, f in self._states.items()}
+
+    def export_state(self, step: int, out: Mapping[str, np.ndarray]) -> None:
+        """Copy the levels of the live ``x[step]`` into ``out``."""
+        for name, f in self._states.items():
+            out[name][...] = f.to_numpy()[self._levels(name, step)]
+
+    def import_state(self, step: int, values: Mapping[str, np.ndarray]) -> None:
+        """Write ``values`` into the ring levels of ``x[step]``."""
+        for name, f in self._states.items():
+            arr = f.to_numpy()
+            arr[self._levels(name, step)] = values[name]
+            f.from_numpy(arr)
+
     def _sumsq(self, f: object, slot: int) -> float:
         return (sumsq_slot_vec if hasattr(f, "n") else sumsq_slot)(f, slot)
 
@@ -521,6 +558,7 @@ class TapeReport:
             time of the forward sweep, of recomputation, of reverse steps, and of
             checkpoint copies.
         costate: ``‖λ[t]‖`` for ``t = 0 … n`` (float64 ``[n+1]``); NaN where not measured.
+        store: the checkpoint store's name (``"device"``, ``"host"``).
     """
 
     schedule: Schedule
@@ -538,6 +576,7 @@ class TapeReport:
     reverse_seconds: float = 0.0
     checkpoint_seconds: float = 0.0
     costate: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    store: str = "device"
 
     def summary(self) -> str:
         """A few human-readable lines."""
@@ -601,6 +640,9 @@ class Tape:
         costate: record ``‖λ[t]‖`` at every step (one reduction per step).
         check_finite_every: check the live state for NaN/Inf every this many forward
             steps (``None`` to skip).
+        store: where checkpoints live, a :mod:`diffsim.stores` store owned by this tape
+            (default :class:`~diffsim.stores.DeviceStore`: the stepper's device pool,
+            read in place by its kernels).
     """
 
     def __init__(
@@ -612,6 +654,7 @@ class Tape:
         validate: bool = False,
         costate: bool = True,
         check_finite_every: int | None = 100,
+        store: CheckpointStore | None = None,
     ) -> None:
         if not isinstance(stepper, Stepper):
             raise TypeError(f"stepper must be a diffsim Stepper, got {type(stepper).__name__}")
@@ -639,10 +682,16 @@ class Tape:
             stepper.enable_validation()
         elif validate:
             raise ValueError(f"{type(stepper).__name__} does not support validate=True")
-        stepper.allocate_checkpoints(self.predicted.slots)
+        if store is None:
+            store = DeviceStore()
+        if not isinstance(store, CheckpointStore):
+            raise TypeError(f"store must be a diffsim.stores store such as DeviceStore() or "
+                            f"HostStore(); got {store!r}")
+        self.store = store
+        store.bind(stepper, self.predicted.slots)
         self._state = "new"
         self.report = TapeReport(schedule=self.schedule, steps=steps,
-                                 state_nbytes=stepper.state_nbytes)
+                                 state_nbytes=stepper.state_nbytes, store=store.name)
 
     def forward(self) -> dict[str, np.ndarray]:
         """Run the forward sweep (storing checkpoints) and return the outputs.
@@ -655,7 +704,7 @@ class Tape:
         """
         self.report = TapeReport(schedule=self.schedule, steps=self.steps,
                                  state_nbytes=self.stepper.state_nbytes,
-                                 costate=np.full(self.steps + 1, np.nan))
+                                 costate=np.full(self.steps + 1, np.nan), store=self.store.name)
         self._held: set[int] = set()
         self.stepper.reset()
         self._last_finite = 0
@@ -728,7 +777,7 @@ class Tape:
             elif kind is Restore:
                 t0 = time.perf_counter()
                 act = actions[i]
-                self.stepper.restore(act.step, act.slot)
+                self.store.load(act.step, act.slot)
                 self.report.restores += 1
                 self.report.checkpoint_seconds += time.perf_counter() - t0
                 i += 1
@@ -763,6 +812,9 @@ class Tape:
         # split where the forward sweep checks for NaN/Inf (after steps check, 2 check, …)
         cuts = [stop] if check is None else [
             *range((start // check + 1) * check, stop, check), stop]
+        if not self.store.in_place:
+            self._advance_saving(start, stop, saves, cuts, check)
+            cuts = []
         lo = start
         pending = iter(saves.items())  # in step order
         ahead = next(pending, None)
@@ -776,12 +828,57 @@ class Tape:
                 self._check_finite(hi)
             lo = hi
         rep.forward_steps += stop - start
+        t0 += self._store_seconds  # time spent in the store is checkpoint time
+        self._store_seconds = 0.0
         if recompute:
             rep.recompute_steps += stop - start
             rep.recompute_seconds += time.perf_counter() - t0
         else:
             rep.forward_seconds += time.perf_counter() - t0
         return i
+
+    _store_seconds = 0.0
+
+    def _store_save(self, step: int, slot: int) -> None:
+        t0 = time.perf_counter()
+        self.store.save(step, slot)
+        dt = time.perf_counter() - t0
+        self.report.checkpoint_seconds += dt
+        self._store_seconds += dt
+
+    def _advance_saving(self, start: int, stop: int, saves: Mapping[int, int],
+                        cuts: Sequence[int], check: int | None) -> None:
+        """Steps ``start … stop-1`` with the store saving ``x[t]`` between runs of steps."""
+        if start in saves:
+            self._store_save(start, saves[start])
+        lo = start
+        for hi in sorted({*cuts, *(t for t in saves if start < t <= stop)}):
+            self.stepper.advance_range(lo, hi, {})
+            if hi in saves:
+                self._store_save(hi, saves[hi])
+            if check is not None and hi in cuts and hi > lo and (hi % check == 0
+                                                                 or hi == self.steps):
+                self._check_finite(hi)
+            lo = hi
+
+    def _reverse_loading(self, steps: list[int], slots: list[int | None]) -> list[float]:
+        """Reverse ``steps``, the store loading each checkpointed ``x[t]`` first."""
+        norms: list[float] = []
+        i, n = 0, len(steps)
+        while i < n:
+            if slots[i] is not None:
+                t0 = time.perf_counter()
+                self.store.load(steps[i], slots[i])
+                dt = time.perf_counter() - t0
+                self.report.checkpoint_seconds += dt
+                self._store_seconds += dt
+            j = i + 1
+            while j < n and slots[j] is None:
+                j += 1
+            norms += self.stepper.reverse_range(steps[i:j], [None] * (j - i),
+                                                measure=self._costate)
+            i = j
+        return norms
 
     def _reverse_run(self, actions: Sequence[object], i: int) -> int:
         """Execute the run of Reverse (and Free) actions starting at ``actions[i]``."""
@@ -801,13 +898,17 @@ class Tape:
                 break
             i += 1
         t0 = time.perf_counter()
-        norms = self.stepper.reverse_range(steps, slots, measure=self._costate)
+        if self.store.in_place:
+            norms = self.stepper.reverse_range(steps, slots, measure=self._costate)
+        else:
+            norms = self._reverse_loading(steps, slots)
         rep = self.report
         for t, norm in zip(steps, norms, strict=True):
             rep.costate[t + 1] = norm
         rep.reverse_steps += len(steps)
         rep.restores += sum(slot is not None for slot in slots)
-        rep.reverse_seconds += time.perf_counter() - t0
+        rep.reverse_seconds += time.perf_counter() - t0 - self._store_seconds
+        self._store_seconds = 0.0
         for slot in frees:
             self._held.discard(slot)
         return i

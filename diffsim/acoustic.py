@@ -865,6 +865,24 @@ class AcousticStepper(_AcousticSetup, Stepper):
         """Whether the newest wavefield level is finite (a blow-up shows there first)."""
         return bool(np.isfinite(self._read("u", step % 3)).all())
 
+    def state_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """``u`` (two levels: ``u[t-1]``, ``u[t]``) and one level of each PML array."""
+        spec: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        for name, _, j in self._state_levels(0):
+            shape = self._shapes[name][1:]
+            spec[name] = ((j + 1 if name == "u" else 1, *shape, self.lanes), np.dtype(self._real))
+        return spec
+
+    def export_state(self, step: int, out: Mapping[str, np.ndarray]) -> None:
+        """Copy the live ``x[step]`` into ``out`` (lanes last)."""
+        for name, level, j in self._state_levels(step):
+            self._read(name, level, out=out[name][j])
+
+    def import_state(self, step: int, values: Mapping[str, np.ndarray]) -> None:
+        """Write ``values`` into the ring levels of ``x[step]``."""
+        for name, level, j in self._state_levels(step):
+            self._write(name, values[name][j], level)
+
     def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
         """Zero every adjoint and take ``d loss / d traces`` ``[nt, shot, receiver]``."""
         unknown = set(cotangents) - {"receivers"}
@@ -1130,6 +1148,8 @@ class FieldAcousticStepper(_AcousticSetup, TaichiStepper):
         """See :meth:`TaichiStepper.allocate_checkpoints`."""
         super().allocate_checkpoints(slots)
         pool = self._pool
+        if not pool:
+            return  # no slots: a store outside the stepper keeps the states
         nd = self.geometry.ndim
         self._pool_f = _Bundle(**self._f.__dict__, pool_u=pool["u"],
                                pool_psi=tuple(pool[f"psi{d}"] for d in range(nd)),

@@ -44,12 +44,10 @@ def run_chain_demo(
     Returns:
         The summary: misfits, stiffness errors (relative L2), gradient check, tape report.
     """
-    from diffsim.scenarios.chain import synthesize
-
     start = time.perf_counter()
     chain = scenario.build()
     truth = scenario.true_stiffness()
-    observed = synthesize(scenario, chain)
+    observed = scenario.synthesize(chain)
     scale = scenario.stiffness_mean
 
     def loss(outputs: dict[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:

@@ -804,6 +804,20 @@ class _FusedSpringStepper(Stepper):
         """Whether ``x[step]`` and ``v[step]`` are finite."""
         return bool(np.isfinite(self.x[step % 2]).all() and np.isfinite(self.v[step % 2]).all())
 
+    def state_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Positions ``x`` and velocities ``v``, ``[n, d]`` each."""
+        return {"x": (self.x.shape[1:], self.x.dtype), "v": (self.v.shape[1:], self.v.dtype)}
+
+    def export_state(self, step: int, out: Mapping[str, np.ndarray]) -> None:
+        """Copy the live ``x[step]``, ``v[step]`` into ``out``."""
+        out["x"][...] = self.x[step % 2]
+        out["v"][...] = self.v[step % 2]
+
+    def import_state(self, step: int, values: Mapping[str, np.ndarray]) -> None:
+        """Make ``values`` the live ``x[step]``, ``v[step]``."""
+        self.x[step % 2] = values["x"]
+        self.v[step % 2] = values["v"]
+
     def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
         """Zero the adjoints and gradients, keep the positions' cotangent."""
         if set(cotangents) != {"positions"}:
@@ -964,7 +978,10 @@ class Simulation(_Simulation):
         """The stepper recording the levels ``loss.times`` names (every level by default)."""
         times = getattr(loss, "times", None)
         levels = times(self.steps) if times is not None else None
-        key = tuple(range(self.steps + 1)) if levels is None else tuple(levels)
+        return self._recording(tuple(range(self.steps + 1)) if levels is None else tuple(levels))
+
+    def _recording(self, key: tuple[int, ...]) -> _SpringStepper | _FusedSpringStepper:
+        """The stepper recording the positions at time levels ``key``, current values loaded."""
         stepper = self._steppers.get(key)
         if stepper is None:
             if self.adjoint == "hand" and _FUSED_ON_CPU and ensure_init().arch == "cpu":
@@ -998,7 +1015,7 @@ class Simulation(_Simulation):
 
     def _rollout(self) -> tuple[np.ndarray, np.ndarray]:
         """Run every step, writing the trajectory straight into new NumPy arrays."""
-        s = self._stepper()
+        s = self._recording((self.steps,))  # the trajectory is written separately
         if isinstance(s, _FusedSpringStepper):
             return s.trajectory()
         n, d = self.system.n_particles, self.system.dim

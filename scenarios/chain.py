@@ -105,17 +105,21 @@ class ChainScenario(Scenario):
             adjoint=adjoint,
         )
 
+    def synthesize(self, chain: OscillatorChain) -> np.ndarray:
+        """Observed positions from the true stiffness (plus noise), ``[steps + 1, R]`` in m.
+
+        Runs ``chain`` with the true stiffness and then restores the stiffness it had.
+        """
+        from diffsim import rollout
+
+        before = chain.parameters()["stiffness"]
+        chain.set_param("stiffness", self.true_stiffness())
+        observed = rollout(chain)["positions"]
+        chain.set_param("stiffness", before)
+        rng = np.random.default_rng(self.seed + 1)
+        return observed + self.noise * rng.normal(size=observed.shape)
+
 
 def synthesize(scenario: ChainScenario, chain: OscillatorChain) -> np.ndarray:
-    """Observed positions from the true stiffness (plus noise), ``[steps + 1, R]`` in m.
-
-    Runs ``chain`` with the true stiffness and then restores the stiffness it had.
-    """
-    from diffsim import rollout
-
-    before = chain.parameters()["stiffness"]
-    chain.set_param("stiffness", scenario.true_stiffness())
-    observed = rollout(chain)["positions"]
-    chain.set_param("stiffness", before)
-    rng = np.random.default_rng(scenario.seed + 1)
-    return observed + scenario.noise * rng.normal(size=observed.shape)
+    """Observed positions (see :meth:`ChainScenario.synthesize`)."""
+    return scenario.synthesize(chain)
