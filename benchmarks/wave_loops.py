@@ -1,6 +1,6 @@
 """Acoustic forward: Taichi's parallel loops against serial loops with whole-range launches.
 
-Calibrates ``diffsim.acoustic.SERIAL_CELL_THREADS`` (``--engine fields``) and
+Calibrates ``diffsim.acoustic._setup.SERIAL_CELL_THREADS`` (``--engine fields``) and
 ``ARENA_SERIAL_CELL_THREADS`` (``--engine arrays``), the size below which the stepper runs
 its loops in the launching thread (and a run of forward steps as one launch). For each
 grid size the reference case of ``wave_vs_deepwave.py`` (order 4, PML 20, f32, one
@@ -30,9 +30,11 @@ def one(n: int, threads: int, serial: bool, nt: int, engine: str) -> dict:
     import diffsim
     import diffsim.acoustic as wave
     from diffsim import rollout
+    from diffsim.acoustic import fields, stepper
 
     diffsim.init("cpu", "f32", threads=threads)
-    wave._serial_loops = lambda cells, limit=0: serial  # noqa: ARG005 - forced either way
+    for module in (fields, stepper):  # the two engines, forced either way
+        module._serial_loops = lambda cells, limit=0: serial  # noqa: ARG005
     c = case(n, nt)
     stepper = wave.AcousticStepper(c["vel"], c["h"], c["dt"], c["wavelet"],
                                    c["src"][None] * c["h"], c["rec"] * c["h"], order=4,
@@ -96,7 +98,7 @@ def main() -> None:
                "serial wall", "serial CPU", "serial / parallel"], rows),
         "",
         "The stepper goes serial where cells x threads is below "
-        "`diffsim.acoustic.SERIAL_CELL_THREADS` (fields, 1.6 million) or "
+        "`diffsim.acoustic._setup.SERIAL_CELL_THREADS` (fields, 1.6 million) or "
         "`ARENA_SERIAL_CELL_THREADS` (arrays, 6 million).",
     ])
     report(f"Acoustic loops: parallel vs serial, {args.threads} thread(s)", body,

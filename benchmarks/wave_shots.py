@@ -43,8 +43,9 @@ def case(n: int, nt: int, shots: int) -> dict:
 
 def marmousi2_case(data: str) -> dict:
     """The ``marmousi2`` scenario's model, time axis and acquisition, in cells."""
-    from diffsim.fwi import _auto_dt, surface_acquisition
+    from diffsim.fwi import surface_acquisition
     from diffsim.scenarios import get
+    from diffsim.scenarios._fwi_job import _auto_dt
 
     sc = get("marmousi2")
     vel, h = sc.true_model(data)

@@ -130,7 +130,7 @@ def run_chain_demo(
 
 def _write_outputs(out: pathlib.Path, summary: dict, history: list, costate: np.ndarray,
                    truth: np.ndarray, fitted: np.ndarray, initial: np.ndarray) -> None:
-    from diffsim import figures
+    from diffsim.viz import figures
 
     plt = figures.pyplot()
 

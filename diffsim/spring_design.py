@@ -204,8 +204,8 @@ def run_design(problem: DesignProblem, *, iterations: int, out: pathlib.Path | N
 def _write_figures(problem: DesignProblem, sim: SpringSimulation, x0: np.ndarray,
                    x: np.ndarray, history: list[dict], out: pathlib.Path, frames: int,
                    size: tuple[int, int]) -> None:
-    from diffsim.render import frames as make_frames
-    from diffsim.render import plot_loss, save_filmstrip, save_gif
+    from diffsim.viz.render import frames as make_frames
+    from diffsim.viz.render import plot_loss, save_filmstrip, save_gif
 
     for tag, point in (("before", x0), ("after", x)):
         sim.update(**problem.apply(point))

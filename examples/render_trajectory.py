@@ -14,9 +14,9 @@ import pathlib
 import numpy as np
 
 import diffsim
-from diffsim.render import ffmpeg_available, render
 from diffsim.scenarios.springs import lattice
 from diffsim.springs import SpringSystem, simulate
+from diffsim.viz.render import ffmpeg_available, render
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -147,6 +147,6 @@ class FwiScenario(Scenario):
 
     def run(self, options: RunOptions) -> dict[str, object]:
         """Synthesise (or read) the data, invert, write models, history, summary, figures."""
-        from diffsim.fwi import run_scenario
+        from diffsim.scenarios._fwi_job import run_scenario
 
         return run_scenario(self, options)

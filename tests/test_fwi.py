@@ -285,3 +285,34 @@ def test_cli_kill_minus_9_then_resume_matches_an_uninterrupted_run(tmp_path: pat
         assert (cut / name).stat().st_size > 0, name
     res = cli(*args, "--out", str(cut), "--resume", "--set", "shots=3")
     assert res.returncode == 2 and "differs from the one in" in res.stderr and "shots" in res.stderr
+
+
+def test_evaluators_take_any_simulation_factory() -> None:
+    """The evaluators speak only the Simulation front-end: a factory chooses the physics."""
+    from diffsim.acoustic import Simulation
+    from diffsim.fwi import acoustic_simulation
+
+    truth, initial, data = tiny_problem()
+    built = []
+
+    def arrays_engine(velocity: np.ndarray, d: ShotData) -> Simulation:
+        built.append(d.shots)
+        return Simulation(velocity, d.spacing, d.dt, d.wavelet, d.sources, d.receivers,
+                          engine="arrays", **d.stepper_options())
+
+    default, custom = serial_evaluator(), serial_evaluator(simulation=arrays_engine)
+    try:
+        loss_f, grad_f = default(initial, data)
+        loss_a, grad_a = custom(initial, data)
+        assert built == [2]
+        custom(initial * 1.01, data)          # the kept simulation is reused
+        assert built == [2]
+        assert loss_a == pytest.approx(loss_f, rel=1e-12)
+        np.testing.assert_allclose(grad_a, grad_f, rtol=1e-9, atol=1e-12 * np.abs(grad_f).max())
+        np.testing.assert_allclose(custom.forward(truth, data), data.observed, rtol=1e-10,
+                                   atol=1e-14)
+        with acoustic_simulation(truth, data) as sim:
+            np.testing.assert_array_equal(sim.simulate()["traces"], default.forward(truth, data))
+    finally:
+        default.close()
+        custom.close()

@@ -20,7 +20,7 @@ for rank, names in enumerate([
     ["_runtime", "_fields", "_validate", "_tape", "_simulation", "checkpoint", "stores",
      "losses", "gradcheck", "io", "units", "segy", "models", "__init__"],
     ["acoustic", "wave", "springs", "chain"],
-    ["fwi", "spring_design", "demo", "figures", "render"],
+    ["fwi", "spring_design", "demo", "viz", "render"],
     ["scenarios", "cli"],
 ]):
     for name in names:
@@ -30,6 +30,7 @@ NAMES = ["kernels", "core", "physics", "drivers and figures", "scenarios and the
 
 def modules() -> list[tuple[str, pathlib.Path]]:
     found = [(p.stem, p) for p in sorted((ROOT / "diffsim").glob("*.py"))]
+    found += [(p.parent.name, p) for p in sorted((ROOT / "diffsim").glob("*/*.py"))]
     found += [("kernels", p) for p in sorted((ROOT / "kernels").glob("*.py"))]
     found += [("scenarios", p) for p in sorted((ROOT / "scenarios").glob("*.py"))]
     return found
@@ -52,7 +53,8 @@ def imported(path: pathlib.Path) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("key,path", modules(), ids=lambda v: getattr(v, "name", v))
+@pytest.mark.parametrize("key,path", modules(),
+                         ids=lambda v: str(v.relative_to(ROOT)) if isinstance(v, pathlib.Path) else v)
 def test_imports_flow_down(key: str, path: pathlib.Path) -> None:
     # the package's __init__ re-exports the core only; the alias wave.py imports acoustic
     assert key in LAYERS, f"{path.name} is not placed in a layer (add it to LAYERS)"

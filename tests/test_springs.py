@@ -195,7 +195,7 @@ def test_per_step_kernels_equal_fused_kernels_bitwise(case: dict, schedule, monk
     import diffsim.springs as springs
 
     fused = case["sim"]
-    monkeypatch.setattr(springs, "_FUSED_ON_CPU", False)
+    monkeypatch.setattr(springs.api, "_FUSED_ON_CPU", False)
     with SpringSimulation(case["system"], STEPS, DT, velocities=case["v0"],
                           actuation=case["act"]) as per_step:
         assert type(per_step._stepper((STEPS,))).__name__ == "_SpringStepper"

@@ -13,8 +13,8 @@ from PIL import Image
 
 from diffsim import scenarios
 from diffsim.io import RunOptions
-from diffsim.render import ffmpeg_available, frames, render, strain_colour
 from diffsim.springs import SpringSystem, simulate
+from diffsim.viz.render import ffmpeg_available, frames, render, strain_colour
 
 SPRING_SCENARIOS = ["spring-bridge", "spring-identify", "spring-robot"]
 
@@ -107,7 +107,7 @@ def test_frames_use_equal_axes_and_draw_the_ground(falling: tuple) -> None:
 
 
 def test_view_has_equal_axes() -> None:
-    from diffsim.render import _View
+    from diffsim.viz.render import _View
 
     view = _View(np.array([0.0, 0.0]), np.array([4.0, 1.0]), (300, 300))
     o, ex, ey = view(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))

@@ -40,7 +40,7 @@ def chain(adjoint: str) -> tuple[OscillatorChain, dict]:
 
 
 def spring(fused: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[object, dict]:
-    monkeypatch.setattr(springs, "_FUSED_ON_CPU", fused)
+    monkeypatch.setattr(springs.api, "_FUSED_ON_CPU", fused)
     system = contact_system(2)
     v0, act = contact_inputs(system, 25)
     sim = springs.Simulation(system, 25, 2e-3, velocities=v0, actuation=act)

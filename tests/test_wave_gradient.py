@@ -174,12 +174,12 @@ def test_serial_loops_equal_parallel_loops(wave2d, monkeypatch) -> None:
     loops are compiled separately and fast math may contract them differently). The
     small shared problem runs serially; a second stepper is forced parallel.
     """
-    import diffsim.wave as wave
+    from diffsim.acoustic import stepper as engine
 
     stepper, start, observed = wave2d
     assert stepper.serial
     runs = {}
-    monkeypatch.setattr(wave, "_serial_loops", lambda cells, limit=0: False)
+    monkeypatch.setattr(engine, "_serial_loops", lambda cells, limit=0: False)
     parallel_stepper, _, _ = problem(2)
     assert not parallel_stepper.serial
     for serial, s in ((True, stepper), (False, parallel_stepper)):

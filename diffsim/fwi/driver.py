@@ -1,0 +1,247 @@
+"""The resumable FWI driver: L-BFGS-B stage by stage on a scaled, preconditioned variable."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import pathlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+from scipy.optimize import minimize
+
+from diffsim.fwi.data import ShotData
+from diffsim.fwi.evaluators import ILLUMINATION_FLOOR, Evaluator
+from diffsim.io import atomic_write, read_json, write_json, write_npy
+
+# -- the driver ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Stage:
+    """One frequency stage: data and wavelet low-passed at ``cutoff`` Hz (``None``: full band)."""
+
+    cutoff: float | None
+    iterations: int
+
+
+@dataclass
+class Inversion:
+    """L-BFGS-B full-waveform inversion with frequency stages, resumable from ``out``.
+
+    Attributes:
+        data: the experiment (observed traces included).
+        initial: starting velocity ``[z, x]`` in m/s.
+        stages: frequency stages, low to high.
+        bounds: ``(vmin, vmax)`` in m/s.
+        evaluator: velocity -> (loss, gradient) over all shots.
+        out: output folder (models, history, evaluation store).
+        truth: the true model, when known (for the model error).
+        fixed_rows: top rows kept at their initial values (e.g. a known water layer).
+        depth_power: the preconditioner weights cells by ``(z / z_max) ** depth_power``
+            (0 for none).
+        smoothing: Gaussian smoothing of the update in cells (0 for none).
+        illumination: source illumination ``[z, x]`` (see :func:`illumination`); when given,
+            the update is scaled by ``1 / sqrt(E / max E + floor)`` (a diagonal
+            pseudo-Hessian: well-lit cells near the sources move less).
+        step: the largest velocity change in m/s of each stage's first iteration (the
+            objective is scaled so that L-BFGS-B's first step, minus the gradient, has this
+            size; later steps follow the curvature).
+        max_line_search: L-BFGS-B's line-search evaluations per iteration.
+        echo: where progress lines go (``None`` for quiet).
+    """
+
+    data: ShotData
+    initial: np.ndarray
+    stages: Sequence[Stage]
+    bounds: tuple[float, float]
+    evaluator: Evaluator
+    out: pathlib.Path
+    truth: np.ndarray | None = None
+    fixed_rows: int = 0
+    depth_power: float = 1.0
+    smoothing: float = 0.0
+    illumination: np.ndarray | None = None
+    step: float = 50.0
+    max_line_search: int = 8
+    echo: Callable[[str], None] | None = print
+    _evaluations: int = field(default=0, init=False)
+    _last: tuple[str, tuple] | None = field(default=None, init=False, repr=False)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def model_error(self, v: np.ndarray) -> float | None:
+        """Relative L2 error against the truth (``None`` when unknown)."""
+        if self.truth is None:
+            return None
+        return float(np.linalg.norm(v - self.truth) / np.linalg.norm(self.truth))
+
+    @functools.cached_property
+    def _weights(self) -> np.ndarray:
+        """The diagonal of the preconditioner (largest entry 1).
+
+        A depth weight, zero on fixed rows, and on the model's edge cells divided by one
+        plus the padding cells they stand for (an edge cell's gradient sums the whole
+        padded strip outside it, which would otherwise make edges update first).
+        """
+        nz, nx = self.initial.shape
+        z = np.arange(nz, dtype=np.float64)
+        wz = ((z + 1) / nz) ** self.depth_power if self.depth_power else np.ones(nz)
+        wz[: self.fixed_rows] = 0.0
+        wz /= max(wz.max(), 1e-30)
+        wx = np.ones(nx)
+        halo = self.data.order // 2
+        top = halo + (0 if self.data.free_surface else self.data.pml_width)
+        side = halo + self.data.pml_width
+        wz[0] /= 1 + top
+        wz[-1] /= 1 + side
+        wx[0] /= 1 + side
+        wx[-1] /= 1 + side
+        w = wz[:, None] * wx[None, :]
+        if self.illumination is not None:
+            e = np.asarray(self.illumination, dtype=np.float64)
+            w = w / np.sqrt(e / max(float(e.max()), 1e-300) + ILLUMINATION_FLOOR)
+            w /= max(float(w.max()), 1e-300)
+        return w
+
+    def _apply(self, delta: np.ndarray) -> np.ndarray:
+        p = self._weights * delta.reshape(self.initial.shape)
+        if self.smoothing > 0:
+            p = ndimage.gaussian_filter(p, self.smoothing, mode="constant")
+            p[: self.fixed_rows] = 0.0
+        return p
+
+    def _apply_t(self, g: np.ndarray) -> np.ndarray:
+        if self.smoothing > 0:
+            g = g.copy()
+            g[: self.fixed_rows] = 0.0
+            g = ndimage.gaussian_filter(g, self.smoothing, mode="constant")
+        return (self._weights * g).ravel()
+
+    def _say(self, text: str) -> None:
+        if self.echo is not None:
+            self.echo(text)
+
+    # -- the evaluation store --------------------------------------------------------------
+    def _store(self) -> pathlib.Path:
+        return self.out / "evaluations"
+
+    def _evaluate(self, stage: int, start: np.ndarray, data: ShotData, delta: np.ndarray
+                  ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """(loss, dL/dδ, velocity, dL/dv) at ``δ``, from the store when already computed."""
+        key = hashlib.sha1(np.float64(stage).tobytes() + np.ascontiguousarray(start).tobytes()
+                           + np.ascontiguousarray(delta).tobytes()).hexdigest()[:24]
+        if self._last is not None and self._last[0] == key:   # L-BFGS-B's callback repeats fun
+            return self._last[1]
+        path = self._store() / f"s{stage}-{key}.npz"
+        v = np.clip(start + self._apply(delta), *self.bounds)
+        if path.is_file():
+            with np.load(path) as saved:
+                result = float(saved["loss"]), saved["grad"], v, saved["grad_v"]
+        else:
+            self._evaluations += 1
+            loss, grad_v = self.evaluator(v, data)
+            inside = (v > self.bounds[0]) & (v < self.bounds[1])
+            grad = self._apply_t(np.where(inside, grad_v, 0.0))
+            atomic_write(path, lambda h: np.savez(h, loss=loss, grad=grad, grad_v=grad_v),
+                         binary=True)
+            result = loss, grad, v, grad_v
+        self._last = (key, result)
+        return result
+
+    # -- run ---------------------------------------------------------------------------------
+    def run(self) -> InversionResult:
+        """Run every stage; returns the final model and what happened.
+
+        Writes ``model_NNNN.npy`` (``0000``: the start) and ``history.json`` after every
+        iteration.
+        """
+        self._store().mkdir(parents=True, exist_ok=True)
+        clock = time.perf_counter()
+        history_path = self.out / "history.json"
+        previous = read_json(history_path) if history_path.is_file() else []
+        offset = previous[-1]["seconds"] if previous else 0.0   # time of earlier sessions
+        history: list[dict[str, object]] = []
+        model = np.asarray(self.initial, dtype=np.float64).copy()
+        write_npy(self.out / "model_0000.npy", model)
+        stage_losses: list[tuple[float, float]] = []
+        lo, hi = self.bounds
+        total = sum(st.iterations for st in self.stages)
+        for s, stage in enumerate(self.stages):
+            data = self.data.stage(stage.cutoff)
+            start = model
+            f0, g0, _, g0_v = self._evaluate(s, start, data, np.zeros(model.size))
+            if s == 0:
+                first_gradient = g0_v
+            # L-BFGS-B's first step is minus the gradient: scale the objective so that this
+            # step changes the model by at most `step` m/s (later steps use curvature).
+            reach = float(np.abs(self._apply(g0)).max())
+            scale = (f0 if f0 > 0 else 1.0) if reach == 0 else reach / self.step
+
+            def fun(delta: np.ndarray, s: int = s, start: np.ndarray = start,
+                    data: ShotData = data, scale: float = scale) -> tuple[float, np.ndarray]:
+                loss, grad, _, _ = self._evaluate(s, start, data, delta)
+                return loss / scale, grad / scale
+
+            def callback(xk: np.ndarray, s: int = s, start: np.ndarray = start,
+                         data: ShotData = data, stage: Stage = stage) -> None:
+                loss, grad, v, _ = self._evaluate(s, start, data, xk)
+                n = len(history) + 1
+                seconds = (previous[n - 1]["seconds"] if len(previous) >= n
+                           else offset + time.perf_counter() - clock)
+                entry = {"iteration": n, "stage": s, "cutoff_hz": stage.cutoff or 0.0,
+                         "loss": loss, "gradient_norm": float(np.linalg.norm(grad)),
+                         "model_error": self.model_error(v), "seconds": seconds}
+                history.append(entry)
+                write_npy(self.out / f"model_{n:04d}.npy", v)
+                write_json(history_path, history)
+                err = "" if entry["model_error"] is None else f"  model error {entry['model_error']:.4f}"
+                bar = "#" * round(20 * n / total) if total else ""
+                self._say(f"[{bar:<20s}] {n:3d}/{total}  stage {s + 1}/{len(self.stages)} "
+                          f"({stage.cutoff or 'full band'} Hz)  loss {loss:.5e}  "
+                          f"|g| {entry['gradient_norm']:.3e}{err}  {seconds:.1f} s")
+
+            options = {"maxiter": stage.iterations, "maxls": self.max_line_search, "gtol": 0.0,
+                       "maxfun": stage.iterations * (self.max_line_search + 2)}
+            bounds = None
+            if self.smoothing == 0:   # v = start + w δ: velocity bounds are bounds on δ
+                w = self._weights.ravel()
+                safe = np.where(w > 0, w, 1.0)
+                bounds = list(zip(np.where(w > 0, (lo - start.ravel()) / safe, 0.0),
+                                  np.where(w > 0, (hi - start.ravel()) / safe, 0.0), strict=True))
+            last = f0
+            if stage.iterations > 0:
+                result = minimize(fun, np.zeros(model.size), jac=True, method="L-BFGS-B",
+                                  bounds=bounds, callback=callback, options=options)
+                model = np.clip(start + self._apply(result.x), lo, hi)
+                self._say(f"stage {s + 1} ended after {result.nit} iterations: {result.message}")
+                last = self._evaluate(s, start, data, result.x)[0]
+            stage_losses.append((f0, last))
+        return InversionResult(model=model, history=history, first_gradient=first_gradient,
+                               stage_losses=stage_losses,
+                               wall_seconds=offset + time.perf_counter() - clock,
+                               evaluations=self._evaluations)
+
+
+@dataclass
+class InversionResult:
+    """What :meth:`Inversion.run` returns.
+
+    Attributes:
+        model: the final velocity ``[z, x]``.
+        history: one entry per iteration (stage, loss, gradient norm, model error, seconds).
+        first_gradient: ``dL/dv`` at the starting model on the first stage's data.
+        stage_losses: ``(first, last)`` loss of every stage on that stage's data.
+        wall_seconds: time over every session of this run (resumed ones included).
+        evaluations: gradients computed in this session (not read back from the store).
+    """
+
+    model: np.ndarray
+    history: list[dict[str, object]]
+    first_gradient: np.ndarray
+    stage_losses: list[tuple[float, float]]
+    wall_seconds: float
+    evaluations: int
+
+

@@ -1,0 +1,244 @@
+"""Shot evaluators: ``velocity -> (misfit, d misfit / d velocity)`` summed over the shots.
+
+In this process (:class:`SerialShots`) or on Dask workers (:func:`dask_evaluator`). Each
+group of shots is one kept :class:`diffsim.Simulation` built by a factory
+(:func:`acoustic_simulation` by default), so any wave physics with the same front-end
+can be inverted: the evaluators only call ``update(velocity=, wavelet=)``,
+``value_and_grad(L2(observed))`` and ``simulate()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from diffsim._simulation import Simulation
+from diffsim.fwi.data import ShotData
+from diffsim.losses import L2
+
+#: Added to the normalised illumination before the inverse square root (caps the boost
+#: of dark cells at about 1 / sqrt(floor)).
+ILLUMINATION_FLOOR = 1e-2
+
+Evaluator = Callable[[np.ndarray, ShotData], tuple[float, np.ndarray]]
+#: ``factory(velocity, data) -> Simulation`` for one group of shots: outputs ``"traces"``
+#: ``[shot, receiver, nt]``, parameters ``"velocity"`` and ``"wavelet"`` (``[nt]``).
+SimulationFactory = Callable[[np.ndarray, ShotData], Simulation]
+
+
+def acoustic_simulation(velocity: np.ndarray, data: ShotData) -> Simulation:
+    """The default factory: constant-density acoustics on the field engine.
+
+    Kept for the whole inversion, the field engine's faster kernels pay for its one
+    compilation.
+    """
+    from diffsim.acoustic import Simulation as AcousticSimulation
+
+    return AcousticSimulation(velocity, data.spacing, data.dt, data.wavelet, data.sources,
+                              data.receivers, engine="fields", **data.stepper_options())
+
+
+class _ShotGroup:
+    """One kept simulation for a fixed set of shots, reused across velocities and stages."""
+
+    def __init__(self, velocity: np.ndarray, data: ShotData, checkpoint: str | None,
+                 factory: SimulationFactory | None = None) -> None:
+        from diffsim.checkpoint import parse_schedule
+
+        self.checkpoint = parse_schedule(checkpoint) if checkpoint else None
+        self.simulation = (factory or acoustic_simulation)(velocity, data)
+
+    def prepare(self, velocity: np.ndarray, data: ShotData) -> Simulation:
+        """The simulation, set to ``velocity`` and ``data``'s wavelet."""
+        self.simulation.update(velocity=velocity, wavelet=data.wavelet)
+        return self.simulation
+
+    def __call__(self, velocity: np.ndarray, data: ShotData) -> tuple[float, np.ndarray]:
+        result = self.prepare(velocity, data).value_and_grad(
+            L2(data.observed), wrt=("velocity",), checkpoint=self.checkpoint)
+        self.report = result.report
+        return result.loss, result.grads["velocity"]
+
+    def close(self) -> None:
+        self.simulation.close()
+
+
+class SerialShots:
+    """Shots in this process, ``batch`` at a time in one batched simulation (0: all at once).
+
+    Each group of shots builds its simulation once, at first use; every later call (new
+    velocity, new stage wavelet, forward modelling, snapshots) reuses it.
+
+    Args:
+        batch: shots per simulation; smaller bounds memory, larger amortises launches.
+        checkpoint: schedule text for every gradient (``None``: the default memory budget).
+        simulation: ``factory(velocity, data) -> Simulation`` for a group of shots
+            (default :func:`acoustic_simulation`).
+    """
+
+    def __init__(self, *, batch: int = 0, checkpoint: str | None = None,
+                 simulation: SimulationFactory | None = None) -> None:
+        self.batch = batch
+        self.checkpoint = checkpoint
+        self.factory = simulation
+        self._groups: dict[str, _ShotGroup] = {}
+
+    def _parts(self, velocity: np.ndarray, data: ShotData
+               ) -> list[tuple[_ShotGroup, ShotData]]:
+        size = self.batch if self.batch > 0 else data.shots
+        parts = []
+        for lo in range(0, data.shots, size):
+            part = data.subset(range(lo, min(lo + size, data.shots)))
+            key = part.geometry_key(velocity.shape)
+            if key not in self._groups:
+                self._groups[key] = _ShotGroup(velocity, part, self.checkpoint, self.factory)
+            parts.append((self._groups[key], part))
+        return parts
+
+    def __call__(self, velocity: np.ndarray, data: ShotData) -> tuple[float, np.ndarray]:
+        """Misfit and its gradient with respect to velocity, summed over every shot."""
+        loss, grad = 0.0, np.zeros(velocity.shape)
+        for group, part in self._parts(velocity, data):
+            value, g = group(velocity, part)
+            loss += value
+            grad += g
+        return loss, grad
+
+    def forward(self, velocity: np.ndarray, data: ShotData, *,
+                every: int | None = None,
+                snapshot: Callable[[int, int, np.ndarray], None] | None = None) -> np.ndarray:
+        """Traces ``[shot, receiver, nt]`` at ``velocity``.
+
+        With ``snapshot``, ``snapshot(t, first, u)`` receives every ``every`` steps the
+        wavefield ``u [shot, z, x]`` of each batch, whose first shot is number ``first``
+        (this needs a simulation whose stepper has ``wavefield(t)``, as the acoustic one).
+        """
+        traces = []
+        size = self.batch if self.batch > 0 else data.shots
+        for k, (group, part) in enumerate(self._parts(velocity, data)):
+            part_first = k * size
+            sim = group.prepare(velocity, part)
+            if snapshot is None:
+                traces.append(sim.simulate()["traces"].astype(np.float64))
+            else:
+                stepper = sim._stepper()
+                stepper.reset()
+                gap = every or 1
+                for start in range(0, stepper.steps, gap):
+                    stop = min(start + gap, stepper.steps)
+                    stepper.advance_range(start, stop, {})
+                    if stop % gap == 0:
+                        snapshot(stop, part_first, stepper.wavefield(stop))
+                traces.append(sim._outputs(stepper, stepper.outputs())["traces"]
+                              .astype(np.float64))
+        return np.concatenate(traces, axis=0)
+
+    def close(self) -> None:
+        """Free every kept simulation."""
+        for group in self._groups.values():
+            group.close()
+        self._groups.clear()
+
+
+def serial_evaluator(*, batch: int = 0, checkpoint: str | None = None,
+                     simulation: SimulationFactory | None = None) -> SerialShots:
+    """Shots in this process (see :class:`SerialShots`)."""
+    return SerialShots(batch=batch, checkpoint=checkpoint, simulation=simulation)
+
+
+_WORKER_GROUPS: dict[str, _ShotGroup] = {}
+
+
+def _worker_evaluate(key: str, runtime: tuple[str, str, int], velocity: np.ndarray,
+                     data: ShotData, checkpoint: str | None,
+                     factory: SimulationFactory | None = None) -> tuple[float, np.ndarray]:
+    """Run in a Dask worker: initialise Taichi once, keep one simulation per shot group."""
+    import diffsim
+    from diffsim import _runtime
+
+    arch, precision, threads = runtime
+    if not _runtime.is_initialized():
+        diffsim.init(arch, precision, threads=threads)
+    if key not in _WORKER_GROUPS:
+        _WORKER_GROUPS[key] = _ShotGroup(velocity, data, checkpoint, factory)
+    return _WORKER_GROUPS[key](velocity, data)
+
+
+def dask_evaluator(*, workers: int = 2, scheduler: str | None = None,
+                   checkpoint: str | None = None, retries: int = 3,
+                   simulation: SimulationFactory | None = None
+                   ) -> tuple[Evaluator, Callable[[], None]]:
+    """Shots spread over Dask workers (a local cluster, or the one at ``scheduler``).
+
+    A local cluster has ``workers`` single-threaded processes. Each worker builds one
+    simulation for its group of shots (``simulation``: a picklable factory, default
+    :func:`acoustic_simulation`) and keeps it; a task whose worker dies is rerun
+    elsewhere (``retries``), so a lost worker costs a recomputation.
+
+    Returns:
+        The evaluator and a function that shuts the cluster down.
+    """
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as exc:  # pragma: no cover - distributed is a dependency
+        raise ImportError("shots on a Dask cluster need 'distributed' (pip install distributed)"
+                          ) from exc
+    from diffsim._runtime import ensure_init
+
+    info = ensure_init()
+    if scheduler:
+        cluster = None
+        client = Client(scheduler)
+        groups = max(1, len(client.scheduler_info()["workers"]))
+    else:
+        if workers < 1:
+            raise ValueError(f"workers={workers} must be at least 1")
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client = Client(cluster)
+        groups = workers
+    runtime = (info.arch if info.arch in ("cpu", "cuda", "vulkan") else "cpu", info.precision, 1)
+
+    def evaluate(velocity: np.ndarray, data: ShotData) -> tuple[float, np.ndarray]:
+        parts = [p for p in np.array_split(np.arange(data.shots), min(groups, data.shots)) if p.size]
+        futures = []
+        for part in parts:
+            group = data.subset(part)
+            key = f"{group.geometry_key(velocity.shape)}-{checkpoint}"
+            futures.append(client.submit(_worker_evaluate, key, runtime, velocity, group,
+                                         checkpoint, simulation, pure=False, retries=retries))
+        loss, grad = 0.0, np.zeros(velocity.shape)
+        for value, g in client.gather(futures):
+            loss += value
+            grad += g
+        return loss, grad
+
+    def close() -> None:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+    evaluate.client = client  # type: ignore[attr-defined]
+    return evaluate, close
+
+
+def illumination(velocity: np.ndarray, data: ShotData, *, samples: int = 100,
+                 shots: SerialShots | None = None) -> np.ndarray:
+    """Source illumination ``E(x) = Σ_shots Σ_t u(x, t)²``, ``[z, x]``.
+
+    Summed over about ``samples`` evenly spaced time levels of a forward run of every shot
+    (on ``shots``' compiled steppers when given).
+    """
+    runner = shots or SerialShots()
+    energy = np.zeros(velocity.shape)
+
+    def add(_: int, __: int, u: np.ndarray) -> None:
+        energy[...] += np.sum(np.square(u, dtype=np.float64), axis=0)
+
+    runner.forward(velocity, data, every=max(1, (data.wavelet.size - 1) // samples), snapshot=add)
+    if shots is None:
+        runner.close()
+    return energy
+
+

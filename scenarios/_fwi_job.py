@@ -1,0 +1,179 @@
+"""The job behind ``diffsim run <fwi scenario>``: data, inversion, figures and summary."""
+
+from __future__ import annotations
+
+import pathlib
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from diffsim.fwi import (
+    Inversion,
+    SerialShots,
+    ShotData,
+    Stage,
+    dask_evaluator,
+    illumination,
+    surface_acquisition,
+)
+from diffsim.fwi.evaluators import Evaluator
+from diffsim.io import write_json, write_npy
+
+# -- the job behind `diffsim run <fwi scenario>` -------------------------------------------------
+
+def _auto_dt(vmax: float, spacing: float, order: int) -> float:
+    from diffsim.acoustic import max_stable_dt
+
+    return float(np.floor(0.8 * max_stable_dt(vmax, (spacing, spacing), order) * 1e6) / 1e6)
+
+
+def _check_out(scenario: object, out: pathlib.Path, resume: bool) -> None:
+    """Refuse to mix runs: a folder holding a run needs --resume, with the same scenario."""
+    saved = out / "scenario.toml"
+    has_run = saved.is_file() or (out / "evaluations").is_dir()
+    if has_run and not resume:
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose "
+                         "another --out (or delete the folder) to start afresh")
+    if resume and saved.is_file():
+        import tomllib
+
+        before = tomllib.loads(saved.read_text(encoding="utf-8"))
+        now = tomllib.loads(scenario.to_toml())
+        differ = sorted(k for k in set(before) | set(now)
+                        if k != "iterations" and before.get(k) != now.get(k))
+        if differ:
+            raise ValueError(f"--resume: the scenario differs from the one in {saved} in "
+                             f"{', '.join(differ)}; resume with the same settings or choose "
+                             "another --out")
+
+
+def run_scenario(scenario: object, options: object) -> dict[str, object]:
+    """Run an FWI scenario (a ``diffsim.scenarios.FwiScenario``) into ``options.out``.
+
+    Writes ``scenario.toml``, ``observed.npy`` and ``observed.sgy``, ``model_NNNN.npy`` per
+    iteration, ``history.json``, ``summary.json`` and the figures. With ``options.resume``
+    the finished iterations are read back, not recomputed.
+    """
+    from diffsim.acoustic import ricker
+    from diffsim.models import smooth
+    from diffsim.segy import read_segy, write_segy
+
+    out = pathlib.Path(options.out)
+    if options.iterations is not None:
+        scenario = scenario.with_(iterations=options.iterations)
+    _check_out(scenario, out, options.resume)
+    say = options.echo
+    truth, h = scenario.true_model(options.data)
+    fixed = int(np.ceil(scenario.water_depth / h - 1e-9))
+    if scenario.start_model == "background":
+        initial = np.full(truth.shape, float(truth[0].mean()))
+        initial[:fixed] = truth[:fixed]
+    else:
+        initial = smooth(truth, scenario.start_smoothing / h, fixed_rows=fixed)
+    initial = np.clip(initial, scenario.vmin, scenario.vmax)
+    dt = scenario.dt or _auto_dt(scenario.vmax, h, scenario.order)
+    nt = int(round(scenario.duration / dt)) + 1
+    src, rec = surface_acquisition(truth.shape, h, scenario.shots, scenario.receivers,
+                                   source_depth=scenario.source_depth,
+                                   receiver_depth=scenario.receiver_depth)
+    if float(truth.max()) > scenario.vmax or float(truth.min()) < scenario.vmin:
+        say(f"note: the true model spans {truth.min():.0f}-{truth.max():.0f} m/s, outside the "
+            f"bounds [{scenario.vmin:g}, {scenario.vmax:g}]")
+    # one experiment description; the PML is fixed so every stepper behaves the same
+    data = ShotData(h, dt, ricker(scenario.peak_frequency, dt, nt), src, rec,
+                    np.zeros((scenario.shots, scenario.receivers, nt)), order=scenario.order,
+                    pml_width=scenario.pml_width, free_surface=scenario.free_surface,
+                    pml_velocity=scenario.vmax, pml_frequency=scenario.peak_frequency)
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    scenario.save(out / "scenario.toml")
+    shots = SerialShots(batch=scenario.batch, checkpoint=options.checkpoint)
+    observed_path = out / "observed.npy"
+    if observed_path.is_file():
+        observed = np.load(observed_path)
+    elif scenario.observed_file:
+        path = pathlib.Path(scenario.observed_file)
+        observed = read_segy(path)[0] if path.suffix.lower() in (".sgy", ".segy") else np.load(path)
+        if observed.shape != data.observed.shape:
+            raise ValueError(f"observed_file {path} holds traces of shape {observed.shape}; this "
+                             f"scenario expects [shot, receiver, nt] = {list(data.observed.shape)}")
+        write_npy(observed_path, observed)
+    else:
+        say(f"synthesising {scenario.shots} shots on {truth.shape[0]} x {truth.shape[1]} cells, "
+            f"{nt} samples at dt {dt * 1e3:.3f} ms")
+        observed = shots.forward(truth, data)
+        if scenario.noise > 0:
+            rng = np.random.default_rng(scenario.seed)
+            rms = float(np.sqrt(np.mean(observed ** 2)))
+            observed = observed + scenario.noise * rms * rng.normal(size=observed.shape)
+        write_npy(observed_path, observed)
+    if not (out / "observed.sgy").is_file():
+        write_segy(out / "observed.sgy", observed, dt, src, rec)
+    data = replace(data, observed=np.asarray(observed, dtype=np.float64))
+    close = None
+    evaluator: Evaluator = shots
+    if options.workers > 1 or options.scheduler:
+        evaluator, close = dask_evaluator(workers=options.workers, scheduler=options.scheduler,
+                                          checkpoint=options.checkpoint)
+    light = illumination(initial, data, shots=shots) if scenario.illumination else None
+    stages = [Stage(f or None, scenario.iterations) for f in scenario.stages]
+    inversion = Inversion(data=data, initial=initial, stages=stages,
+                          bounds=(scenario.vmin, scenario.vmax), evaluator=evaluator, out=out,
+                          truth=truth, fixed_rows=fixed, depth_power=scenario.depth_power,
+                          illumination=light, smoothing=scenario.update_smoothing / h,
+                          echo=None if options.quiet else say)
+    try:
+        result = inversion.run()
+    finally:
+        if close is not None:
+            close()
+    final = result.model
+    syn0 = shots.forward(initial, data)
+    mid = scenario.shots // 2
+    frames: list[np.ndarray] = []
+    times: list[float] = []
+
+    def grab(t: int, first: int, u: np.ndarray) -> None:
+        if 0 <= mid - first < u.shape[0]:
+            frames.append(u[mid - first])
+            times.append(t * dt)
+
+    syn1 = shots.forward(final, data)
+    norm = float(np.linalg.norm(observed))
+    summary = {
+        "scenario": scenario.as_dict(),
+        "grid": list(truth.shape), "spacing_m": h, "dt_s": dt, "nt": nt,
+        "initial_misfit": float(np.linalg.norm(syn0 - observed) / norm),
+        "final_misfit": float(np.linalg.norm(syn1 - observed) / norm),
+        "initial_model_error": inversion.model_error(initial),
+        "final_model_error": inversion.model_error(final),
+        "iterations": len(result.history),
+        "stage_losses": [list(x) for x in result.stage_losses],
+        "wall_seconds": result.wall_seconds,
+        "gradients_this_session": result.evaluations,
+        "resumed": bool(options.resume),
+    }
+    write_npy(out / "model_final.npy", final)
+    from diffsim.viz import figures
+
+    figures.model_figure(out / "models.png", [("true", truth), ("initial", initial),
+                                              ("inverted", final)], h, sources=src, receivers=rec)
+    figures.shot_figure(out / "shot_gather.png", observed[mid], syn1[mid], dt, rec,
+                        f"shot {mid} at the inverted model")
+    figures.gradient_figure(out / "gradient.png", result.first_gradient, h)
+    group, part = shots._parts(initial, data)[0]   # one more gradient, for its costate trace
+    group(initial, part)
+    figures.costate_figure(out / "costate.png", group.report.costate, dt=dt,
+                           title=f"Adjoint state, shots 0-{part.shots - 1}, starting model")
+    if result.history:
+        figures.loss_figure(out / "loss.png", result.history)
+    shots.forward(truth, data, every=max(1, (nt - 1) // 24), snapshot=grab)
+    figures.wavefield_gif(out / "wavefield.gif", np.asarray(frames), truth, h, times)
+    shots.close()
+    summary["session_seconds"] = time.perf_counter() - start
+    write_json(out / "summary.json", summary)
+    say(f"misfit {summary['initial_misfit']:.4f} -> {summary['final_misfit']:.4f} (relative L2), "
+        f"model error {summary['initial_model_error']:.4f} -> {summary['final_model_error']:.4f}; "
+        f"{summary['iterations']} iterations, {summary['wall_seconds']:.1f} s; wrote {out}")
+    return summary
