@@ -77,3 +77,14 @@ def test_kernels_import_only_taichi_and_numpy() -> None:
             else:
                 continue
             assert roots <= allowed, f"kernels/{path.name} imports {roots - allowed}"
+
+
+def test_every_package_is_installed() -> None:
+    """A non-editable install ships exactly the packages pyproject lists: list every one."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {"diffsim", "diffsim.kernels", "diffsim.scenarios"}
+    found |= {f"diffsim.{p.parent.name}" for p in (ROOT / "diffsim").glob("*/__init__.py")}
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages"
