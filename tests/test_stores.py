@@ -18,7 +18,6 @@ from diffsim.chain import OscillatorChain
 from diffsim.stores import DeviceStore, HostStore
 
 
-
 def acoustic(engine: str) -> tuple[AcousticStepper, dict]:
     rng = np.random.default_rng(0)
     vel = 2000.0 + 50.0 * rng.random((12, 14))
