@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "info":
             print(json.dumps(diffsim.info().as_dict(), indent=2))
             return 0
-        from diffsim.demo import run_chain_demo
+        from diffsim.scenarios._chain_job import run_chain_demo
 
         scenario = scenarios.get(args.scenario)
         if scenario.kind != "chain":

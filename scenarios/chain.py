@@ -62,9 +62,9 @@ class ChainScenario(Scenario):
         return self.with_(masses=5, steps=40)
 
     def run(self, options: RunOptions) -> dict[str, object]:
-        """Stiffness identification with L-BFGS-B (see :func:`diffsim.demo.run_chain_demo`)."""
+        """Stiffness identification with L-BFGS-B (see ``scenarios._chain_job.run_chain_demo``)."""
         from diffsim.checkpoint import parse_schedule
-        from diffsim.demo import run_chain_demo
+        from diffsim.scenarios._chain_job import run_chain_demo
 
         iterations = options.iterations if options.iterations is not None else 30
         return run_chain_demo(self, checkpoint=parse_schedule(options.checkpoint or "binomial:8"),

@@ -1,4 +1,4 @@
-"""The gradient demo behind ``diffsim demo``: identify spring stiffness from a trajectory.
+"""The job behind ``diffsim demo`` and ``diffsim run chain``: stiffness from a trajectory.
 
 A driven nonlinear chain is observed at a few masses; starting from uniform stiffness,
 L-BFGS-B recovers the per-spring stiffness from the misfit gradient, which the tape
