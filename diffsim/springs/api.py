@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from diffsim._runtime import ensure_init, np_real
+from diffsim._runtime import ensure_init
 from diffsim._simulation import Simulation as _Simulation
 from diffsim._tape import Stepper
 from diffsim.checkpoint import Schedule
@@ -161,20 +161,7 @@ class Simulation(_Simulation):
 
     def _rollout(self) -> tuple[np.ndarray, np.ndarray]:
         """Run every step, writing the trajectory straight into new NumPy arrays."""
-        s = self._recording((self.steps,))  # the trajectory is written separately
-        if isinstance(s, _FusedSpringStepper):
-            return s.trajectory()
-        n, d = self.system.n_particles, self.system.dim
-        positions = np.empty((self.steps + 1, n, d), dtype=np_real())
-        velocities = np.empty_like(positions)
-        positions[0] = self.system.positions
-        velocities[0] = self.velocities
-        s.reset()
-        for step in range(self.steps):
-            s.advance(step)
-            positions[step + 1] = s.x.to_numpy()[s.level(step + 1)]
-            velocities[step + 1] = s.v.to_numpy()[s.level(step + 1)]
-        return positions, velocities
+        return self._recording((self.steps,)).trajectory()  # written apart from the record
 
     def _blew_up(self, exc: FloatingPointError) -> None:
         self.simulate()  # raises, naming the exact step

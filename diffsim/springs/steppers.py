@@ -322,6 +322,20 @@ class _SpringStepper(TaichiStepper):
         self._initial_gradient = {"x": lam_x, "v": lam_v}
         return out
 
+    def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
+        """Positions and velocities at every level, ``[steps + 1, n, d]`` (a step a launch)."""
+        n, d = self.system.n_particles, self.system.dim
+        positions = np.empty((self.steps + 1, n, d), dtype=np_real())
+        velocities = np.empty_like(positions)
+        positions[0] = self.x0
+        velocities[0] = self.v0
+        self.reset()
+        for step in range(self.steps):
+            self.advance(step)
+            positions[step + 1] = self.x.to_numpy()[self.level(step + 1)]
+            velocities[step + 1] = self.v.to_numpy()[self.level(step + 1)]
+        return positions, velocities
+
     def initial_state_gradient(self) -> dict[str, np.ndarray]:
         """``∂L/∂x[0]`` and ``∂L/∂v[0]`` (``[n, d]``), after :meth:`gradients`."""
         return dict(self._initial_gradient)
