@@ -31,7 +31,7 @@ NAMES = ["kernels", "core", "physics", "drivers and figures", "scenarios and the
 def modules() -> list[tuple[str, pathlib.Path]]:
     found = [(p.stem, p) for p in sorted((ROOT / "diffsim").glob("*.py"))]
     found += [(p.parent.name, p) for p in sorted((ROOT / "diffsim").glob("*/*.py"))]
-    found += [("kernels", p) for p in sorted((ROOT / "kernels").glob("*.py"))]
+    found += [("kernels", p) for p in sorted((ROOT / "kernels").rglob("*.py"))]
     found += [("scenarios", p) for p in sorted((ROOT / "scenarios").glob("*.py"))]
     return found
 
@@ -68,7 +68,7 @@ def test_imports_flow_down(key: str, path: pathlib.Path) -> None:
 def test_kernels_import_only_taichi_and_numpy() -> None:
     allowed = {"taichi", "numpy", "math", "__future__", "collections", "functools", "typing",
                "diffsim"}
-    for path in sorted((ROOT / "kernels").glob("*.py")):
+    for path in sorted((ROOT / "kernels").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 roots = {a.name.split(".")[0] for a in node.names}
@@ -87,4 +87,5 @@ def test_every_package_is_installed() -> None:
                  ["packages"])
     found = {"diffsim", "diffsim.kernels", "diffsim.scenarios"}
     found |= {f"diffsim.{p.parent.name}" for p in (ROOT / "diffsim").glob("*/__init__.py")}
+    found |= {f"diffsim.kernels.{p.parent.name}" for p in (ROOT / "kernels").glob("*/__init__.py")}
     assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages"

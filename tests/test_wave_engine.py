@@ -7,7 +7,7 @@ import pytest
 
 import diffsim.wave as wave
 from diffsim import StoreAll, rollout
-from diffsim.kernels.wave import arena_kernels
+from diffsim.kernels.acoustic import arena_kernels
 from diffsim.wave import AcousticStepper, FieldAcousticStepper, ricker, stepper_misfit_gradient
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from diffsim._fields import FieldTree
 from diffsim._runtime import np_real
-from diffsim.kernels.wave import (
+from diffsim.kernels.acoustic import (
     arena_kernels,
 )
 

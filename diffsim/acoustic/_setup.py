@@ -249,7 +249,7 @@ class _AcousticSetup:
         self._c1, self._c2 = FD_COEFFICIENTS[order]
         self._inv_h = tuple(1.0 / x for x in h)
         # Lane layout: x packed into vectors of W cells, cell x in block (x + W) // W;
-        # blocks 0 and nb - 1 hold no cells (see diffsim.kernels.wave).
+        # blocks 0 and nb - 1 hold no cells (see diffsim.kernels.acoustic).
         w = LANES[ensure_init().precision]
         nx = padded[-1]
         nb = (nx + w - 1) // w + 2

@@ -12,14 +12,14 @@ from diffsim._runtime import np_real
 from diffsim._runtime import real as real_type
 from diffsim._tape import Launch, TaichiStepper
 from diffsim.acoustic._setup import _SPONGE_AUTODIFF, _AcousticSetup, _Bundle, _serial_loops
-from diffsim.kernels.common import zero_slot
-from diffsim.kernels.wave import (
+from diffsim.kernels.acoustic import (
     adjoint_step,
     copy_state,
     record_traces,
     wave_step,
     wave_steps,
 )
+from diffsim.kernels.common import zero_slot
 
 
 class FieldAcousticStepper(_AcousticSetup, TaichiStepper):

@@ -13,7 +13,7 @@ from diffsim._tape import Stepper
 from diffsim.acoustic._arena import _Arena, _arena
 from diffsim.acoustic._setup import ARENA_SERIAL_CELL_THREADS, _AcousticSetup, _serial_loops
 from diffsim.acoustic.fields import FieldAcousticStepper
-from diffsim.kernels.wave import (
+from diffsim.kernels.acoustic import (
     arena_arrays,
     arena_kernels,
 )
@@ -53,7 +53,7 @@ class AcousticStepper(_AcousticSetup, Stepper):
             (arrays on the CPU with the hand adjoint, else fields).
 
     Two engines share the set-up and the block functions of
-    :mod:`diffsim.kernels.wave`. On the CPU with the hand adjoint (the default) the
+    :mod:`diffsim.kernels.acoustic`. On the CPU with the hand adjoint (the default) the
     vector arrays (wavefields, PML memory, their adjoints, coefficients) live in a
     process-wide arena (:class:`_Arena`, one Taichi field) and the checkpoints in a
     second one; the kernels take the arenas as templates and every offset and extent as
