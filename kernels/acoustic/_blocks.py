@@ -1,6 +1,5 @@
 """Lane and row helpers shared by the forward and adjoint blocks (see the package docstring)."""
 
-
 import taichi as ti
 
 

@@ -1,6 +1,5 @@
 """The hand-written adjoint of the step in gather form, and the field engine's adjoint kernel."""
 
-
 import taichi as ti
 
 from diffsim.kernels.acoustic._blocks import (

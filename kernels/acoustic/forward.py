@@ -4,7 +4,6 @@ Also the field engine's forward kernels (``wave_steps``, ``wave_step``, ``record
 ``copy_state``).
 """
 
-
 import taichi as ti
 
 from diffsim.kernels.acoustic._blocks import (
