@@ -24,6 +24,7 @@ import numpy as np
 
 from diffsim._tape import Stepper, Tape, TapeReport, ValueAndGrad, rollout
 from diffsim.checkpoint import Schedule
+from diffsim.stores import CheckpointStore
 
 __all__ = ["LossFunction", "Simulation", "ValueAndGrad"]
 
@@ -165,7 +166,8 @@ class Simulation(abc.ABC):
         return self._outputs(stepper, rollout(stepper))
 
     def vjp(self, cotangents: Mapping[str, np.ndarray], *, wrt: Sequence[str] | None = None,
-            checkpoint: Schedule | None = None) -> dict[str, np.ndarray]:
+            checkpoint: Schedule | None = None, store: CheckpointStore | None = None
+            ) -> dict[str, np.ndarray]:
         """``(∂outputs/∂params)ᵀ · cotangents``: gradients of ``Σ <cotangent, output>``.
 
         Args:
@@ -173,6 +175,7 @@ class Simulation(abc.ABC):
                 outputs count as zero).
             wrt: parameter names (default :attr:`default_wrt`).
             checkpoint: a schedule; ``None`` means a ``Budget`` of ``diffsim.DEFAULT_BUDGET``.
+            store: where the checkpoints live (:mod:`diffsim.stores`; default the device).
 
         Returns:
             Per name in ``wrt``, a float64 array shaped like the parameter.
@@ -181,7 +184,7 @@ class Simulation(abc.ABC):
         self._check_wrt(names)
         cot = check_cotangents(cotangents, self.output_shapes())
         stepper = self._stepper()
-        tape = Tape(stepper, checkpoint=checkpoint)
+        tape = Tape(stepper, checkpoint=checkpoint, store=store)
         self._forward(tape)
         raw = tape.backward(self._cotangents(stepper, cot))
         grads = self._gradients(stepper, raw, names)
@@ -189,7 +192,8 @@ class Simulation(abc.ABC):
         return grads
 
     def value_and_grad(self, loss: LossFunction, *, wrt: Sequence[str] | None = None,
-                       checkpoint: Schedule | None = None) -> ValueAndGrad:
+                       checkpoint: Schedule | None = None, store: CheckpointStore | None = None
+                       ) -> ValueAndGrad:
         """A loss of the outputs and its exact gradient.
 
         Args:
@@ -197,6 +201,7 @@ class Simulation(abc.ABC):
                 ``outputs -> (value, cotangents)``.
             wrt: parameter names (default :attr:`default_wrt`).
             checkpoint: a schedule; ``None`` means a ``Budget`` of ``diffsim.DEFAULT_BUDGET``.
+            store: where the checkpoints live (:mod:`diffsim.stores`; default the device).
 
         Returns:
             A :class:`ValueAndGrad`: ``.loss``, ``.grads``, ``.outputs``, ``.report``.
@@ -210,7 +215,7 @@ class Simulation(abc.ABC):
         if bind is not None:
             bind(self)
         stepper = self._stepper(loss)
-        tape = Tape(stepper, checkpoint=checkpoint)
+        tape = Tape(stepper, checkpoint=checkpoint, store=store)
         outputs = self._outputs(stepper, self._forward(tape))
         value, cot = _call_loss(loss, outputs)
         shapes = {name: tuple(arr.shape) for name, arr in outputs.items()}

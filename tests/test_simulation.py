@@ -17,6 +17,7 @@ import diffsim
 from diffsim import Binomial, StoreAll, Tape, Uniform, ValueAndGrad, chain, springs, wave
 from diffsim.gradcheck import fd_sweep, taylor_test
 from diffsim.losses import L2, CenterOfMass, FinalPosition
+from diffsim.stores import HostStore
 
 
 def smooth(shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -92,6 +93,9 @@ def test_acoustic_vjp_is_exact(acoustic) -> None:
     for schedule in (Uniform(every=7), Binomial(slots=4)):
         got = sim.vjp({"traces": cot}, checkpoint=schedule)["velocity"]
         np.testing.assert_array_equal(got, g)
+    host = sim.vjp({"traces": cot}, checkpoint=Binomial(slots=4), store=HostStore())
+    np.testing.assert_array_equal(host["velocity"], g)
+    assert sim.last_report.store == "host"
 
 
 def test_acoustic_update_equals_fresh_simulation(acoustic) -> None:

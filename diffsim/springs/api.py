@@ -23,6 +23,7 @@ from diffsim.springs.system import (
     _check_steps,
     _check_velocities,
 )
+from diffsim.stores import CheckpointStore
 
 # -- the user-facing simulation -------------------------------------------------------
 _ADJOINTS = ("hand", "autodiff")
@@ -223,9 +224,10 @@ class SpringSimulation(Simulation):
         return Trajectory(out["positions"], out["velocities"], self.dt)
 
     def value_and_grad(self, loss: Loss, *, wrt: Sequence[str] = ("stiffness",),  # type: ignore[override]
-                       checkpoint: Schedule | None = None) -> Gradient:
+                       checkpoint: Schedule | None = None,
+                       store: CheckpointStore | None = None) -> Gradient:
         """The loss and its gradient with respect to ``wrt`` (see :func:`value_and_grad`)."""
-        return super().value_and_grad(loss, wrt=wrt, checkpoint=checkpoint)
+        return super().value_and_grad(loss, wrt=wrt, checkpoint=checkpoint, store=store)
 
 
 def _blow_up(step: int, dt: float) -> str:
