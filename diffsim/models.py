@@ -2,8 +2,10 @@
 
 Real models are ``NAME.npy`` files (``[z, x]`` in m/s) with a JSON sidecar ``NAME.json``
 that gives the spacing, the public source and the SHA-256 of the ``.npy``. The folder comes
-from the caller (``--data DIR``) or the ``DIFFSIM_DATA`` environment variable; files are
-never bundled with diffsim.
+from the caller (``--data DIR``) or the ``DIFFSIM_DATA`` environment variable. Marmousi2
+(CC BY 4.0) ships inside the package (``diffsim/data``, with its attribution), so it loads
+with no folder at all; the other models have no licence to redistribute and are read from
+the folder only.
 """
 
 from __future__ import annotations
@@ -17,8 +19,22 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["KNOWN_MODELS", "VelocityModel", "builtin_model", "data_folder", "load_model",
+__all__ = ["KNOWN_MODELS", "PACKAGED", "VelocityModel", "builtin_model", "data_folder", "load_model",
            "smooth"]
+
+#: Where the models that cannot ship come from (GitHub repository, path at a commit,
+#: conversion); the sidecar of each repeats it with the SHA-256 of the ``.npy``.
+SOURCES = {
+    "overthrust_vp_25m": "github.com/slimgroup/JUDI.jl at commit 73c8e82, "
+                         "data/overthrust_model.h5 dataset 'm'; "
+                         "v = 1000 / sqrt(float64(h5['m'])) then float32",
+    "marmousi_vp_24m": "github.com/pablombarros/SeisUnix at commit a45da02, "
+                       "src/demos/Velocity_Profiles/Marmousi/marmhard.dat; "
+                       "np.loadtxt(src).reshape(384, 122).T then float32",
+}
+
+#: The models shipped in the package (``diffsim/data``), by file stem.
+PACKAGED = pathlib.Path(__file__).resolve().parent / "data"
 
 #: Real models diffsim knows by name: file stem in the data folder.
 KNOWN_MODELS = {
@@ -117,11 +133,13 @@ def _sha256(path: pathlib.Path) -> str:
 
 def load_model(name: str, data: os.PathLike | str | None = None, *, verify: bool = True
                ) -> VelocityModel:
-    """A real velocity model from the data folder.
+    """A real velocity model from the data folder, or from the package (Marmousi2).
 
     Args:
         name: ``marmousi2``, ``overthrust`` or ``marmousi`` (or a file stem in the folder).
-        data: the folder; ``None`` reads ``$DIFFSIM_DATA``.
+        data: the folder; ``None`` reads ``$DIFFSIM_DATA``. A model the folder does not
+            hold (or any model, with no folder) is read from the package when it ships
+            there (``marmousi2_vp_20m``, ``marmousi2_vs_20m``, ``marmousi2_rho_20m``).
         verify: check the ``.npy`` against the sidecar's SHA-256.
 
     Raises:
@@ -130,9 +148,13 @@ def load_model(name: str, data: os.PathLike | str | None = None, *, verify: bool
     """
     stem = KNOWN_MODELS.get(name, name)
     folder = data_folder(data)
+    source = SOURCES.get(stem)
+    how = (f" Make {stem}.npy from the public source: {source}." if source else "")
     where = (f"Pass --data DIR (or set DIFFSIM_DATA) to a folder holding {stem}.npy and "
-             f"{stem}.json; the sidecar names the public source repository, path and "
-             "checksum, and its 'conversion' field gives the one-line conversion to .npy.")
+             f"{stem}.json.{how}")
+    packaged = (PACKAGED / f"{stem}.npy").is_file() and (PACKAGED / f"{stem}.json").is_file()
+    if packaged and (folder is None or not (folder / f"{stem}.npy").is_file()):
+        folder = PACKAGED
     if folder is None:
         raise FileNotFoundError(f"model {name!r} needs a data folder, and none was given. {where}")
     npy, sidecar = folder / f"{stem}.npy", folder / f"{stem}.json"

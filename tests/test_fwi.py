@@ -110,10 +110,11 @@ def test_missing_or_corrupt_model_files_say_how_to_get_them(tmp_path: pathlib.Pa
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DIFFSIM_DATA", raising=False)
     with pytest.raises(FileNotFoundError, match="needs a data folder, and none was given. Pass "
-                       "--data DIR"):
-        load_model("marmousi2")
-    with pytest.raises(FileNotFoundError, match="marmousi2_vp_20m.npy does not exist"):
-        load_model("marmousi2", tmp_path)
+                       "--data DIR .* Make overthrust_vp_25m.npy from the public source: "
+                       "github.com/slimgroup/JUDI.jl"):
+        load_model("overthrust")
+    with pytest.raises(FileNotFoundError, match="overthrust_vp_25m.npy does not exist"):
+        load_model("overthrust", tmp_path)
     np.save(tmp_path / "marmousi2_vp_20m.npy", np.ones((2, 2), np.float32))
     (tmp_path / "marmousi2_vp_20m.json").write_text(json.dumps(
         {"nz": 2, "nx": 2, "dx": 20.0, "dz": 20.0, "sha256_npy": "0" * 64}))
@@ -248,7 +249,7 @@ def test_cli_fwi_bad_inputs(tmp_path: pathlib.Path) -> None:
     res = cli("run", str(bad))
     assert res.returncode == 2 and "shots='many' must be an integer" in res.stderr
     env = {k: v for k, v in os.environ.items() if k != "DIFFSIM_DATA"}
-    res = subprocess.run([sys.executable, "-m", "diffsim.cli", "run", "marmousi2", "--smoke"],
+    res = subprocess.run([sys.executable, "-m", "diffsim.cli", "run", "overthrust", "--smoke"],
                          capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 2 and "needs a data folder, and none was given" in res.stderr
     (tmp_path / "held" / "evaluations").mkdir(parents=True)
@@ -316,3 +317,27 @@ def test_evaluators_take_any_simulation_factory() -> None:
     finally:
         default.close()
         custom.close()
+
+
+def test_marmousi2_ships_with_the_package(tmp_path: pathlib.Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Marmousi2 (CC BY 4.0) loads with no data folder; the others never ship."""
+    from diffsim.models import PACKAGED
+
+    monkeypatch.delenv("DIFFSIM_DATA", raising=False)
+    shipped = sorted(p.name for p in PACKAGED.iterdir() if p.suffix in (".npy", ".json"))
+    assert shipped == sorted(f"marmousi2_{q}_20m.{e}" for q in ("vp", "vs", "rho")
+                             for e in ("npy", "json"))
+    assert "CC BY 4.0" in (PACKAGED / "README.md").read_text()
+    m = load_model("marmousi2")                      # SHA-256 checked against the sidecar
+    assert m.velocity.shape == (176, 851) and m.spacing == 20.0
+    for q in ("vs", "rho"):
+        assert load_model(f"marmousi2_{q}_20m").velocity.shape == (176, 851)
+    if (DATA / "marmousi2_vp_20m.npy").is_file():
+        np.testing.assert_array_equal(m.velocity, load_model("marmousi2", DATA).velocity)
+    env = {k: v for k, v in os.environ.items() if k != "DIFFSIM_DATA"}
+    res = subprocess.run([sys.executable, "-m", "diffsim.cli", "run", "marmousi2", "--smoke",
+                          "--out", str(tmp_path / "m2"), "--quiet"],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "m2" / "summary.json").is_file()
