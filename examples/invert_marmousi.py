@@ -1,10 +1,10 @@
 """Full-waveform inversion of Marmousi2 resampled to 40 m, from a smoothed start.
 
-Needs the Marmousi2 P-velocity file (marmousi2_vp_20m.npy and its JSON sidecar) in
---data DIR or $DIFFSIM_DATA; the sidecar names the public source and checksum. Twenty
-surface shots, 3 Hz then 5 Hz stages, the water layer kept at its known velocity.
+The Marmousi2 P velocity ships with diffsim (CC BY 4.0, see diffsim/data/README.md);
+--data DIR reads it from another folder instead. Twenty surface shots, 3 Hz then 5 Hz
+stages, the water layer kept at its known velocity.
 
-    python examples/invert_marmousi.py --data ../shared/data --out out/marmousi2
+    python examples/invert_marmousi.py --out out/marmousi2
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (for the tests)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/marmousi2"))
     parser.add_argument("--data", type=pathlib.Path, default=None,
-                        help="folder with marmousi2_vp_20m.npy/.json (default: $DIFFSIM_DATA)")
+                        help="folder with marmousi2_vp_20m.npy/.json (default: $DIFFSIM_DATA, "
+                             "else the copy shipped with diffsim)")
     parser.add_argument("--iterations", type=int, default=None, help="iterations per stage")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     args = parser.parse_args(argv)
