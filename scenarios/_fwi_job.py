@@ -18,7 +18,7 @@ from diffsim.fwi import (
     surface_acquisition,
 )
 from diffsim.fwi.evaluators import Evaluator
-from diffsim.io import write_json, write_npy
+from diffsim.io import read_json, write_json, write_npy
 
 # -- the job behind `diffsim run <fwi scenario>` -------------------------------------------------
 
@@ -28,10 +28,48 @@ def _auto_dt(vmax: float, spacing: float, order: int) -> float:
     return float(np.floor(0.8 * max_stable_dt(vmax, (spacing, spacing), order) * 1e6) / 1e6)
 
 
+def _finished_iterations(out: pathlib.Path) -> int:
+    """Iterations recorded in ``out/history.json`` (0 when there is none or it is unreadable)."""
+    try:
+        history = read_json(out / "history.json")
+    except (OSError, ValueError):
+        return 0
+    return len(history) if isinstance(history, list) else 0
+
+
+def _clear_failed_start(out: pathlib.Path) -> bool:
+    """Remove what a run that finished no iteration left in ``out``; whether there was any.
+
+    Only the files a run writes before its first iteration ends: the scenario, the
+    observed data, the start model, the evaluation store. Anything else stays.
+    """
+    found = False
+    for name in ("scenario.toml", "observed.npy", "observed.sgy", "history.json",
+                 "model_0000.npy"):
+        if (out / name).is_file():
+            (out / name).unlink()
+            found = True
+    store = out / "evaluations"
+    if store.is_dir():
+        for item in store.glob("*.npz"):
+            item.unlink()
+        if not any(store.iterdir()):
+            store.rmdir()
+        found = True
+    return found
+
+
 def _check_out(scenario: object, out: pathlib.Path, resume: bool) -> None:
-    """Refuse to mix runs: a folder holding a run needs --resume, with the same scenario."""
+    """Refuse to mix runs: a folder holding a run needs --resume, with the same scenario.
+
+    A folder whose run finished no iteration (a failed start: a bad time step, an
+    unreachable scheduler, a corrupt data file) is taken over by a new command.
+    """
     saved = out / "scenario.toml"
     has_run = saved.is_file() or (out / "evaluations").is_dir()
+    if has_run and _finished_iterations(out) == 0 and (not resume or not saved.is_file()):
+        _clear_failed_start(out)
+        return
     if has_run and not resume:
         raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose "
                          "another --out (or delete the folder) to start afresh")

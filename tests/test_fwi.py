@@ -253,8 +253,25 @@ def test_cli_fwi_bad_inputs(tmp_path: pathlib.Path) -> None:
                          capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 2 and "needs a data folder, and none was given" in res.stderr
     (tmp_path / "held" / "evaluations").mkdir(parents=True)
+    (tmp_path / "held" / "history.json").write_text(json.dumps([{"stage": 0, "loss": 1.0}]))
     res = cli("run", "layered", "--smoke", "--out", str(tmp_path / "held"))
     assert res.returncode == 2 and "already holds a run; pass --resume" in res.stderr
+
+
+def test_a_failed_start_never_blocks_the_corrected_command(tmp_path: pathlib.Path) -> None:
+    """What a start that finished no iteration leaves behind is replaced, not reused."""
+    out = tmp_path / "run"
+    (out / "evaluations").mkdir(parents=True)
+    (out / "scenario.toml").write_text('class = "FwiScenario"\nshots = 3\n')
+    np.save(out / "observed.npy", np.full((3, 2, 2), 7.0))   # stale data of another scenario
+    (out / "notes.txt").write_text("mine")
+    res = cli("run", "layered", "--smoke", "--quiet", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert np.load(out / "observed.npy").shape[0] == summary["scenario"]["shots"] != 3
+    assert (out / "notes.txt").read_text() == "mine"            # not ours: left alone
+    assert "FwiScenario" in (out / "scenario.toml").read_text()
+    assert len(json.loads((out / "history.json").read_text())) >= 1
 
 
 def test_cli_kill_minus_9_then_resume_matches_an_uninterrupted_run(tmp_path: pathlib.Path) -> None:
