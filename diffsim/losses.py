@@ -108,6 +108,18 @@ def _subset(particles: object, n: int) -> np.ndarray | None:
     return idx
 
 
+def _particle_l2(outputs: Mapping[str, np.ndarray], particles: object, levels: int | slice,
+                 reference: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+    """``0.5 |x[levels, particles] - reference|^2`` and its cotangent on ``"positions"``."""
+    positions = np.asarray(outputs["positions"], dtype=np.float64)
+    idx = _subset(particles, positions.shape[1])
+    sel = slice(None) if idx is None else idx
+    cot = np.zeros_like(positions)
+    r = positions[levels, sel] - reference
+    cot[levels, sel] = r
+    return 0.5 * float(np.sum(r * r)), {"positions": cot}
+
+
 def _positions(simulation: _Simulation) -> tuple[int, int, int]:
     """``(steps, n, d)`` of the simulation's ``"positions"`` output ``[steps + 1, n, d]``."""
     levels, n, d = _output(simulation, "positions")
@@ -141,13 +153,7 @@ class FinalPosition(Loss):
     def __call__(self, outputs: Mapping[str, np.ndarray]
                  ) -> tuple[float, dict[str, np.ndarray]]:
         """Value and ``∂/∂positions`` (nonzero at the last level read)."""
-        positions = np.asarray(outputs["positions"], dtype=np.float64)
-        idx = _subset(self.particles, positions.shape[1])
-        cot = np.zeros_like(positions)
-        sel = slice(None) if idx is None else idx
-        r = positions[-1][sel] - self.target
-        cot[-1][sel] = r
-        return 0.5 * float(np.sum(r * r)), {"positions": cot}
+        return _particle_l2(outputs, self.particles, -1, self.target)
 
 
 class Tracking(Loss):
@@ -182,13 +188,7 @@ class Tracking(Loss):
     def __call__(self, outputs: Mapping[str, np.ndarray]
                  ) -> tuple[float, dict[str, np.ndarray]]:
         """Value and the residual at every level."""
-        positions = np.asarray(outputs["positions"], dtype=np.float64)
-        idx = _subset(self.particles, positions.shape[1])
-        cot = np.zeros_like(positions)
-        sel = slice(None) if idx is None else idx
-        r = positions[:, sel] - self.observed
-        cot[:, sel] = r
-        return 0.5 * float(np.sum(r * r)), {"positions": cot}
+        return _particle_l2(outputs, self.particles, slice(None), self.observed)
 
 
 class CenterOfMass(Loss):
