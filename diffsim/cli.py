@@ -26,7 +26,10 @@ def _runtime_args(parser: argparse.ArgumentParser, precision: str | None = "f64"
 
 
 def _parser() -> argparse.ArgumentParser:
+    from diffsim import __version__
+
     parser = argparse.ArgumentParser(prog="diffsim", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"diffsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="print the runtime (arch, precision, threads, versions)")
     _runtime_args(info)
@@ -78,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             for name in scenarios.names():
-                print(f"{name:24s} {scenarios.get(name).kind}")
+                sc = scenarios.get(name)
+                need = sc.data_needed()
+                print(f"{name:16s} {sc.kind:8s} {sc.describe()}" + (f"  [{need}]" if need else ""))
             return 0
         if args.command == "show":
             print(scenarios.resolve(args.scenario).with_settings(args.set).to_toml(), end="")

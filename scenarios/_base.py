@@ -107,6 +107,14 @@ class Scenario:
     def check(self) -> None:
         """Raise ``ValueError`` naming the field when a value is out of range."""
 
+    def describe(self) -> str:
+        """One line for ``diffsim list`` (default: the first line of the class docstring)."""
+        return (type(self).__doc__ or type(self).__name__).strip().splitlines()[0].rstrip(".")
+
+    def data_needed(self) -> str:
+        """What the scenario needs beyond diffsim: ``""`` for nothing, else a short note."""
+        return ""
+
     # -- changes and round trips ------------------------------------------------------
     @classmethod
     def field_names(cls) -> list[str]:

@@ -132,6 +132,21 @@ class FwiScenario(Scenario):
                            duration=1.2)   # long enough for the water-bottom reflection
         return self.with_(**changes)
 
+    def describe(self) -> str:
+        """The model, the grid and the acquisition in one line."""
+        if self.model in ("layered", "camembert"):
+            grid = f"{self.shape[0]} x {self.shape[1]} cells at {self.spacing:g} m"
+        else:
+            grid = f"resampled to {self.spacing:g} m"
+        return (f"FWI of the {self.model} model ({grid}), {self.shots} shots, "
+                f"{self.receivers} receivers, stages {', '.join(f'{f:g}' for f in self.stages)} Hz")
+
+    def data_needed(self) -> str:
+        """Overthrust and the original Marmousi are read from --data; the rest ship."""
+        if self.model in ("overthrust", "marmousi"):
+            return "needs --data DIR (or $DIFFSIM_DATA) holding the model"
+        return ""
+
     def true_model(self, data: object = None) -> tuple[np.ndarray, float]:
         """The true velocity ``[z, x]`` in m/s and its spacing in m."""
         from diffsim.models import builtin_model, load_model

@@ -53,6 +53,19 @@ def test_cli_info_and_list() -> None:
     assert info["arch"] == "cpu" and info["precision"] == "f64"
     res = cli("list")
     assert "chain" in res.stdout.split()
+    lines = {line.split()[0]: line for line in res.stdout.splitlines()}
+    assert "FWI of the layered model (60 x 160 cells at 20 m)" in lines["layered"]
+    assert "needs --data DIR" in lines["overthrust"] and "needs" not in lines["marmousi2"]
+    assert "truss bridge" in lines["spring-bridge"]
+
+
+def test_python_m_diffsim_and_version() -> None:
+    import diffsim
+
+    res = subprocess.run([sys.executable, "-m", "diffsim", "--version"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == f"diffsim {diffsim.__version__}"
+    assert (ROOT / "diffsim" / "py.typed").is_file()
 
 
 def test_cli_bad_options() -> None:
