@@ -7,6 +7,7 @@ file that a resumed run could read back.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -22,6 +23,14 @@ import numpy as np
 __all__ = ["RunOptions", "atomic_write", "dump_toml", "read_json", "write_json", "write_npy"]
 
 
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read once (by setting and restoring it, before any thread writes)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: pathlib.Path, write: Callable[[Any], None], *, binary: bool = False) -> None:
     """Create ``path`` through ``write(handle)`` on a temporary file, then rename it.
 
@@ -34,6 +43,8 @@ def atomic_write(path: pathlib.Path, write: Callable[[Any], None], *, binary: bo
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())  # as open() would create it (mkstemp makes 0600)
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as h:
             write(h)
             h.flush()

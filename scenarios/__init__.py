@@ -73,6 +73,10 @@ def load(path: pathlib.Path) -> Scenario:
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML ({exc})") from None
     cls_name = data.get("class")
+    if cls_name is None:
+        raise ValueError(f"{path} has no 'class' key: add a line such as class = \"FwiScenario\" "
+                         f"(one of {', '.join(sorted(_CLASSES))}), or start from "
+                         "`diffsim show NAME > file.toml`, which writes it")
     if cls_name not in _CLASSES:
         raise ValueError(f"{path}: key 'class' is {cls_name!r}; allowed values: "
                          f"{', '.join(sorted(_CLASSES))}")

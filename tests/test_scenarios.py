@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -51,6 +52,10 @@ def test_load_rejects_bad_files(tmp_path: pathlib.Path) -> None:
     bad.write_text("masses = = 3\n")
     with pytest.raises(ValueError, match="not valid TOML"):
         scenarios.load(bad)
+    bad.write_text("masses = 3\n")
+    with pytest.raises(ValueError, match="has no 'class' key: add a line such as "
+                       "class = \"FwiScenario\".*diffsim show NAME > file.toml"):
+        scenarios.load(bad)
 
 
 def test_atomic_writers_leave_no_temporary_files(tmp_path: pathlib.Path) -> None:
@@ -63,6 +68,20 @@ def test_atomic_writers_leave_no_temporary_files(tmp_path: pathlib.Path) -> None
         write_json(tmp_path / "b.json", {"x": object()})
     assert not (tmp_path / "b.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "m.npy"]
+    # files follow the umask like open() would (the temporary file starts at 0600)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in ("a.json", "m.npy"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_the_optimisers_stop_reason_is_a_sentence() -> None:
+    from diffsim.fwi.driver import _stop_reason
+
+    assert _stop_reason("STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT") == (
+        "the iteration limit of the stage was reached")
+    assert _stop_reason("CONVERGENCE: REL_REDUCTION_OF_F_<=_FACTOR*EPSMCH").startswith("converged")
+    assert _stop_reason("STOP: SOMETHING NEW") == "something new"
 
 
 def test_dump_toml_tables_and_lists() -> None:

@@ -215,7 +215,8 @@ class Inversion:
                 result = minimize(fun, np.zeros(model.size), jac=True, method="L-BFGS-B",
                                   bounds=bounds, callback=callback, options=options)
                 model = np.clip(start + self._apply(result.x), lo, hi)
-                self._say(f"stage {s + 1} ended after {result.nit} iterations: {result.message}")
+                self._say(f"stage {s + 1} ended after {result.nit} iterations: "
+                          f"{_stop_reason(result.message)}")
                 last = self._evaluate(s, start, data, result.x)[0]
             stage_losses.append((f0, last))
         return InversionResult(model=model, history=history, first_gradient=first_gradient,
@@ -245,3 +246,18 @@ class InversionResult:
     evaluations: int
 
 
+def _stop_reason(message: object) -> str:
+    """SciPy's L-BFGS-B stop message as a plain sentence."""
+    text = str(message)
+    plain = {
+        "TOTAL NO. OF ITERATIONS REACHED LIMIT": "the iteration limit of the stage was reached",
+        "TOTAL NO. OF F,G EVALUATIONS EXCEEDS LIMIT": "the evaluation limit of the stage was reached",
+        "CONVERGENCE: REL_REDUCTION_OF_F_<=_FACTOR*EPSMCH": "converged (the misfit stopped decreasing)",
+        "CONVERGENCE: NORM_OF_PROJECTED_GRADIENT_<=_PGTOL": "converged (the projected gradient is tiny)",
+        "ABNORMAL_TERMINATION_IN_LNSRCH": "the line search found no lower misfit in the current "
+                                           "direction (often converged to the data's precision)",
+    }
+    for key, sentence in plain.items():
+        if key in text.upper():
+            return sentence
+    return text.removeprefix("STOP: ").lower()
