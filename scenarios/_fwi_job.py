@@ -100,6 +100,11 @@ def run_scenario(scenario: object, options: object) -> dict[str, object]:
     out = pathlib.Path(options.out)
     if options.iterations is not None:
         scenario = scenario.with_(iterations=options.iterations)
+    if scenario.observed_file and not pathlib.Path(scenario.observed_file).is_file():
+        raise ValueError(f"observed_file={scenario.observed_file!r}: no such file (looked in "
+                         f"{pathlib.Path(scenario.observed_file).resolve().parent}); give the path "
+                         "of a .npy or SEG-Y file of traces [shot, receiver, nt], or leave it empty "
+                         "to synthesise the data from the true model")
     _check_out(scenario, out, options.resume)
     say = options.echo
     truth, h = scenario.true_model(options.data)

@@ -252,6 +252,10 @@ def test_cli_fwi_bad_inputs(tmp_path: pathlib.Path) -> None:
     res = subprocess.run([sys.executable, "-m", "diffsim.cli", "run", "overthrust", "--smoke"],
                          capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 2 and "needs a data folder, and none was given" in res.stderr
+    res = cli("run", "layered", "--smoke", "--set", "observed_file=nowhere/obs.sgy",
+              "--out", str(tmp_path / "never"))
+    assert res.returncode == 2 and "observed_file='nowhere/obs.sgy': no such file" in res.stderr
+    assert not (tmp_path / "never").exists()               # checked before the folder is made
     (tmp_path / "held" / "evaluations").mkdir(parents=True)
     (tmp_path / "held" / "history.json").write_text(json.dumps([{"stage": 0, "loss": 1.0}]))
     res = cli("run", "layered", "--smoke", "--out", str(tmp_path / "held"))
