@@ -76,8 +76,9 @@ def _check_out(scenario: object, out: pathlib.Path, resume: bool) -> None:
     if resume and saved.is_file():
         import tomllib
 
-        before = tomllib.loads(saved.read_text(encoding="utf-8"))
-        now = tomllib.loads(scenario.to_toml())
+        # both sides as the current version writes them (fields that do not apply dropped)
+        before = type(scenario).from_dict(tomllib.loads(saved.read_text(encoding="utf-8"))).as_dict()
+        now = scenario.as_dict()
         differ = sorted(k for k in set(before) | set(now)
                         if k != "iterations" and before.get(k) != now.get(k))
         if differ:

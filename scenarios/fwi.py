@@ -15,14 +15,21 @@ __all__ = ["FwiScenario"]
 ModelName = Literal["layered", "camembert", "marmousi2", "overthrust", "marmousi"]
 
 
+#: Models made by diffsim itself (``shape`` applies to them only).
+BUILTIN_MODELS = ("layered", "camembert")
+#: The built-in models' default grid.
+DEFAULT_SHAPE = (60, 160)
+
+
 @dataclass(frozen=True)
 class FwiScenario(Scenario):
     """Invert a velocity model from surface shot gathers.
 
     Attributes:
-        model: ``layered`` or ``camembert`` (built in), or ``marmousi2``, ``overthrust``,
-            ``marmousi`` (read from the data folder).
-        shape: ``(nz, nx)`` of a built-in model, cells.
+        model: ``layered`` or ``camembert`` (built in), or ``marmousi2`` (shipped with
+            diffsim), ``overthrust``, ``marmousi`` (read from the data folder).
+        shape: ``(nz, nx)`` of a built-in model, cells (not shown, and refused, for real
+            models: they keep their own grid).
         spacing: grid spacing of the inversion in m (real models are resampled to it).
         crop_z: ``(top, bottom)`` depth range of a real model in m; empty for all of it.
         crop_x: ``(left, right)`` range of a real model in m; empty for all of it.
@@ -60,7 +67,7 @@ class FwiScenario(Scenario):
     precision = "f32"
 
     model: ModelName = "layered"
-    shape: tuple[int, int] = (60, 160)
+    shape: tuple[int, int] = DEFAULT_SHAPE
     spacing: float = 20.0
     crop_z: tuple[float, ...] = ()
     crop_x: tuple[float, ...] = ()
@@ -113,6 +120,11 @@ class FwiScenario(Scenario):
                                  "[start, end] in m")
         if min(self.shape) < 8:
             raise ValueError(f"shape={list(self.shape)} must be at least [8, 8] cells")
+        if self.model not in BUILTIN_MODELS and tuple(self.shape) != DEFAULT_SHAPE:
+            raise ValueError(f"shape={list(self.shape)} applies to the built-in models "
+                             f"({', '.join(BUILTIN_MODELS)}) only; {self.model} keeps its own "
+                             "grid: choose the part with crop_z/crop_x (m) and the cell size "
+                             "with spacing (m)")
         for name in ("iterations", "pml_width", "batch"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be 0 or more")
@@ -131,6 +143,13 @@ class FwiScenario(Scenario):
             changes.update(spacing=80.0, crop_x=(0.0, 3000.0), crop_z=(0.0, 1500.0),
                            duration=1.2)   # long enough for the water-bottom reflection
         return self.with_(**changes)
+
+    def as_dict(self) -> dict[str, object]:
+        """The fields that apply: ``shape`` only for the built-in models."""
+        out = super().as_dict()
+        if self.model not in BUILTIN_MODELS:
+            out.pop("shape")
+        return out
 
     def describe(self) -> str:
         """The model, the grid and the acquisition in one line."""

@@ -105,3 +105,12 @@ def test_cli_run_chain_from_a_toml_file(tmp_path: pathlib.Path) -> None:
     res = subprocess.run([sys.executable, "-m", "diffsim.cli", "run", "chain", "--set", "masses=x"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "masses='x' must be an integer" in res.stderr
+
+
+def test_fields_that_do_not_apply_are_not_shown_and_refused() -> None:
+    real = scenarios.get("marmousi2")
+    assert "shape =" not in real.to_toml() and "shape =" in scenarios.get("layered").to_toml()
+    with pytest.raises(ValueError, match=r"shape=\[30, 30\] applies to the built-in models "
+                       r"\(layered, camembert\) only; marmousi2 keeps its own grid"):
+        real.with_settings(["shape=[30, 30]"])
+    assert scenarios.get("layered").with_settings(["shape=[30, 30]"]).shape == (30, 30)
