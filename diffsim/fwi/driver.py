@@ -198,8 +198,11 @@ class Inversion:
                 write_json(history_path, history)
                 err = "" if entry["model_error"] is None else f"  model error {entry['model_error']:.4f}"
                 bar = "#" * round(20 * n / total) if total else ""
+                # 0.5 |d - d_obs|^2 as the relative L2 misfit |d - d_obs| / |d_obs| of the stage
+                norm = float(np.linalg.norm(data.observed))
+                rel = np.sqrt(2.0 * loss) / norm if norm > 0 else float("nan")
                 self._say(f"[{bar:<20s}] {n:3d}/{total}  stage {s + 1}/{len(self.stages)} "
-                          f"({stage.cutoff or 'full band'} Hz)  loss {loss:.5e}  "
+                          f"({stage.cutoff or 'full band'} Hz)  misfit {rel:.4f}  "
                           f"|g| {entry['gradient_norm']:.3e}{err}  {seconds:.1f} s")
 
             options = {"maxiter": stage.iterations, "maxls": self.max_line_search, "gtol": 0.0,
