@@ -123,7 +123,7 @@ def run_design(problem: DesignProblem, *, iterations: int, out: pathlib.Path | N
         frame_size: ``(width, height)`` of a frame in pixels.
 
     Returns:
-        The summary (also written to ``out/summary.json``): initial and final loss,
+        The summary (also written to ``out/summary.json``): initial, final and best loss,
         iterations, the tape's forward/recompute counts, wall time and the metrics.
     """
     start = time.perf_counter()
@@ -170,12 +170,16 @@ def run_design(problem: DesignProblem, *, iterations: int, out: pathlib.Path | N
         if problem.metrics is not None:
             final.update(problem.metrics(state.x))
         history = [h for h in history if h["iteration"] < state.iteration] + [final]
+        best = min(history, key=lambda h: h["loss"])   # Adam's loss need not fall every step
         echo(f"{problem.name}: loss {history[0]['loss']:.6e} -> {value:.6e} after "
-             f"{state.iteration} iterations")
+             f"{state.iteration} iterations (best {best['loss']:.6e} at iteration "
+             f"{best['iteration']})")
         summary: dict[str, object] = {
             "problem": problem.name,
             "initial_loss": history[0]["loss"],
             "final_loss": value,
+            "best_loss": best["loss"],
+            "best_iteration": best["iteration"],
             "iterations": state.iteration,
             "steps": problem.steps,
             "dt": problem.dt,

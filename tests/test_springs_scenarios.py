@@ -34,6 +34,8 @@ def test_scenario_smoke_run_writes_everything(name: str, tmp_path: pathlib.Path)
     history = json.loads((tmp_path / "history.json").read_text())
     assert [h["iteration"] for h in history] == [0, 1, 2]
     assert history[0]["loss"] == summary["initial_loss"]
+    best = min(history, key=lambda h: h["loss"])   # best and last are both reported
+    assert (written["best_loss"], written["best_iteration"]) == (best["loss"], best["iteration"])
     for tag in ("before", "after"):
         with Image.open(tmp_path / f"{tag}.gif") as gif:
             assert gif.n_frames > 5
