@@ -21,7 +21,7 @@ for rank, names in enumerate([
      "losses", "gradcheck", "io", "units", "segy", "models", "__init__"],
     ["acoustic", "wave", "springs", "chain"],
     ["fwi", "spring_design", "viz", "render"],
-    ["scenarios", "cli"],
+    ["scenarios", "cli", "__main__"],
 ]):
     for name in names:
         LAYERS[name] = rank
