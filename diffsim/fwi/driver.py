@@ -202,7 +202,7 @@ class Inversion:
                 norm = float(np.linalg.norm(data.observed))
                 rel = np.sqrt(2.0 * loss) / norm if norm > 0 else float("nan")
                 self._say(f"[{bar:<20s}] {n:3d}/{total}  stage {s + 1}/{len(self.stages)} "
-                          f"({stage.cutoff or 'full band'} Hz)  misfit {rel:.4f}  "
+                          f"({stage.cutoff or 'full band'} Hz)  stage misfit {rel:.4f}  "
                           f"|g| {entry['gradient_norm']:.3e}{err}  {seconds:.1f} s")
 
             options = {"maxiter": stage.iterations, "maxls": self.max_line_search, "gtol": 0.0,
