@@ -15,11 +15,11 @@ converted to velocity).
 Devito pins its own NumPy and SymPy, so it lives in a venv of its own, outside the repo
 (``examples.seismic`` imports pytest at module level, hence pytest)::
 
-    python3.11 -m venv /work/devito-venv
-    /work/devito-venv/bin/pip install devito==4.8.23 pytest
-    /work/devito-venv/bin/pip install -e /work/main      # diffsim too, for the ratios
+    python3.11 -m venv ../devito-venv                    # from the repository root
+    ../devito-venv/bin/pip install devito==4.8.23 pytest
+    ../devito-venv/bin/pip install -e .                  # diffsim too, for the ratios
 
-    /work/devito-venv/bin/python benchmarks/wave_vs_devito.py --threads 1 [--sizes 400]
+    ../devito-venv/bin/python benchmarks/wave_vs_devito.py --threads 1 [--sizes 400]
         [--orders 4] [--nt 1000] [--repeats 3] [--write]
 
 Threads: ``--threads`` sets ``OMP_NUM_THREADS`` (and ``DEVITO_LANGUAGE=openmp``) before Devito
