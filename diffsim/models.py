@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["KNOWN_MODELS", "PACKAGED", "VelocityModel", "builtin_model", "data_folder", "load_model",
+__all__ = ["KNOWN_MODELS", "MODEL_SUFFIXES", "PACKAGED", "VelocityModel", "builtin_model",
+           "model_from_file", "data_folder", "load_model",
            "smooth"]
 
 #: Where the models that cannot ship come from (GitHub repository, path at a commit,
@@ -173,6 +174,58 @@ def load_model(name: str, data: os.PathLike | str | None = None, *, verify: bool
     if meta.get("dz", meta.get("dx")) != meta.get("dx"):
         raise ValueError(f"model {name!r}: dz != dx in {sidecar}; only square cells are supported")
     return VelocityModel(v, float(meta["dx"]), name)
+
+
+#: File suffixes :func:`model_from_file` reads.
+MODEL_SUFFIXES = (".npy", ".sgy", ".segy")
+
+
+def model_from_file(path: os.PathLike | str, spacing: float) -> VelocityModel:
+    """A user's velocity model: ``.npy`` (``[z, x]``, m/s) or SEG-Y (one trace per x).
+
+    Args:
+        path: the file. A SEG-Y model holds one trace per x position, its samples down
+            in depth (read with segyio, headers not interpreted: depth sections store
+            their cell size in the sample-interval field in different units, so give it).
+        spacing: the cell size in m (the same in z and x).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a suffix other than .npy/.sgy/.segy, a missing spacing, not 2D, NaN or
+            Inf, values <= 0, or values that look like km/s.
+    """
+    path = pathlib.Path(path)
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        raise ValueError(f"model file {path}: the suffix must be one of {', '.join(MODEL_SUFFIXES)}")
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist (looked in "
+                                f"{path.resolve().parent})")
+    if not (isinstance(spacing, (int, float)) and spacing > 0):
+        raise ValueError(f"model file {path}: its cell size is needed; set model_spacing to the "
+                         "spacing of the file's grid in m (e.g. model_spacing = 12.5)")
+    if path.suffix.lower() == ".npy":
+        v = np.load(path).astype(np.float64)
+    else:
+        import segyio
+
+        try:
+            with segyio.open(str(path), ignore_geometry=True) as f:
+                v = f.trace.raw[:].astype(np.float64).T        # [trace, sample] -> [z, x]
+        except Exception as exc:  # segyio raises RuntimeError/OSError on corrupt files
+            raise ValueError(f"model file {path} is not a readable SEG-Y file ({exc})") from None
+    if v.ndim != 2 or min(v.shape) < 2:
+        raise ValueError(f"model file {path} holds an array of shape {v.shape}; expected a "
+                         "2D velocity model [z, x] of at least 2 x 2 cells")
+    if not np.all(np.isfinite(v)):
+        i = tuple(int(k) for k in np.argwhere(~np.isfinite(v))[0])
+        raise ValueError(f"model file {path}: NaN or Inf at [z, x] = {list(i)}")
+    if v.min() <= 0:
+        raise ValueError(f"model file {path}: velocities must be > 0 m/s; smallest "
+                         f"{v.min():g}")
+    if v.max() < 20.0:
+        raise ValueError(f"model file {path}: the largest value is {v.max():g}; velocities are "
+                         "in m/s, and these look like km/s (multiply by 1000)")
+    return VelocityModel(v, float(spacing), path.stem)
 
 
 def builtin_model(name: str, shape: tuple[int, int], spacing: float) -> VelocityModel:

@@ -87,9 +87,23 @@ def load(path: pathlib.Path) -> Scenario:
 
 
 def resolve(name_or_path: str) -> Scenario:
-    """A registered scenario by name, or one loaded from a ``.toml`` file."""
-    if name_or_path.endswith(".toml") or pathlib.Path(name_or_path).is_file():
-        return load(pathlib.Path(name_or_path))
+    """A registered scenario by name, or one loaded from a ``.toml`` file.
+
+    Raises:
+        ValueError: an unknown name, a bad TOML file, or another kind of file (a model
+            file gets the command that inverts it).
+    """
+    path = pathlib.Path(name_or_path)
+    if path.suffix.lower() in (".npy", ".sgy", ".segy"):
+        raise ValueError(f"{name_or_path} is a model file, not a scenario; invert it with an FWI "
+                         f"scenario: diffsim run layered --set model={name_or_path} "
+                         "--set model_spacing=CELL_SIZE_M (plus any other --set)")
+    if name_or_path.endswith(".toml") or path.is_file():
+        if path.suffix.lower() != ".toml":
+            raise ValueError(f"{name_or_path} is not a .toml scenario file; give a registered "
+                             f"name ({', '.join(names())}) or a .toml file "
+                             "(`diffsim show NAME > my.toml` writes one)")
+        return load(path)
     return get(name_or_path)
 
 

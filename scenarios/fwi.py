@@ -12,7 +12,8 @@ from diffsim.scenarios._base import Scenario
 
 __all__ = ["FwiScenario"]
 
-ModelName = Literal["layered", "camembert", "marmousi2", "overthrust", "marmousi"]
+#: The models known by name; ``model`` may also be the path of a ``.npy`` or SEG-Y file.
+MODEL_NAMES = ("layered", "camembert", "marmousi2", "overthrust", "marmousi")
 
 
 #: Models made by diffsim itself (``shape`` applies to them only).
@@ -27,7 +28,10 @@ class FwiScenario(Scenario):
 
     Attributes:
         model: ``layered`` or ``camembert`` (built in), or ``marmousi2`` (shipped with
-            diffsim), ``overthrust``, ``marmousi`` (read from the data folder).
+            diffsim), ``overthrust``, ``marmousi`` (read from the data folder), or the path
+            of your own model: a ``.npy`` file ``[z, x]`` in m/s or a SEG-Y file (one trace
+            per x, samples down in depth), with ``model_spacing``.
+        model_spacing: the cell size in m of a model file (both axes).
         shape: ``(nz, nx)`` of a built-in model, cells (not shown, and refused, for real
             models: they keep their own grid).
         spacing: grid spacing of the inversion in m (real models are resampled to it).
@@ -66,7 +70,8 @@ class FwiScenario(Scenario):
     kind = "fwi"
     precision = "f32"
 
-    model: ModelName = "layered"
+    model: str = "layered"
+    model_spacing: float = 0.0
     shape: tuple[int, int] = DEFAULT_SHAPE
     spacing: float = 20.0
     crop_z: tuple[float, ...] = ()
@@ -98,6 +103,18 @@ class FwiScenario(Scenario):
 
     def check(self) -> None:
         """Value ranges (each error names the field and what is allowed)."""
+        from diffsim.models import MODEL_SUFFIXES
+
+        if self.model not in MODEL_NAMES and not self.is_file_model():
+            raise ValueError(f"model={self.model!r} is not allowed; choose one of "
+                             f"{', '.join(repr(n) for n in MODEL_NAMES)}, or the path of a "
+                             f"model file ({', '.join(MODEL_SUFFIXES)}) with model_spacing")
+        if self.is_file_model() and not self.model_spacing > 0:
+            raise ValueError(f"model={self.model!r} is a file: set model_spacing to its cell "
+                             "size in m (e.g. --set model_spacing=12.5)")
+        if self.model_spacing < 0:
+            raise ValueError(f"model_spacing={self.model_spacing} must be 0 (named models) or "
+                             "the cell size of a model file in m")
         positive = ("spacing", "peak_frequency", "duration", "vmin", "vmax")
         for name in positive:
             if not getattr(self, name) > 0:
@@ -139,16 +156,40 @@ class FwiScenario(Scenario):
                                           pml_width=8, peak_frequency=8.0, stages=(0.0,))
         if self.model in ("layered", "camembert"):
             changes["shape"] = (24, 48)
+        elif self.is_file_model():
+            changes.update(duration=1.2)      # the user's grid as it is
         else:
             changes.update(spacing=80.0, crop_x=(0.0, 3000.0), crop_z=(0.0, 1500.0),
                            duration=1.2)   # long enough for the water-bottom reflection
         return self.with_(**changes)
 
+    def with_(self, **changes: object) -> FwiScenario:
+        """A copy with some fields changed.
+
+        A new model resets the fields it does not use (``shape`` of a built-in model,
+        ``model_spacing`` of a file) unless they are given too.
+        """
+        model = str(changes.get("model", self.model))
+        if "model" in changes and model not in BUILTIN_MODELS and "shape" not in changes:
+            changes["shape"] = DEFAULT_SHAPE
+        if ("model" in changes and not model.lower().endswith((".npy", ".sgy", ".segy"))
+                and "model_spacing" not in changes):
+            changes["model_spacing"] = 0.0
+        return super().with_(**changes)
+
+    def is_file_model(self) -> bool:
+        """Whether ``model`` names a file (by its suffix)."""
+        from diffsim.models import MODEL_SUFFIXES
+
+        return self.model.lower().endswith(MODEL_SUFFIXES)
+
     def as_dict(self) -> dict[str, object]:
-        """The fields that apply: ``shape`` only for the built-in models."""
+        """The fields that apply: ``shape`` for the built-in models, ``model_spacing`` for files."""
         out = super().as_dict()
         if self.model not in BUILTIN_MODELS:
             out.pop("shape")
+        if not self.is_file_model():
+            out.pop("model_spacing")
         return out
 
     def describe(self) -> str:
@@ -164,16 +205,19 @@ class FwiScenario(Scenario):
         """Overthrust and the original Marmousi are read from --data; the rest ship."""
         if self.model in ("overthrust", "marmousi"):
             return "needs --data DIR (or $DIFFSIM_DATA) holding the model"
+        if self.is_file_model():
+            return f"reads {self.model}"
         return ""
 
     def true_model(self, data: object = None) -> tuple[np.ndarray, float]:
         """The true velocity ``[z, x]`` in m/s and its spacing in m."""
-        from diffsim.models import builtin_model, load_model
+        from diffsim.models import builtin_model, load_model, model_from_file
 
         if self.model in ("layered", "camembert"):
             m = builtin_model(self.model, self.shape, self.spacing)
         else:
-            m = load_model(self.model, data)
+            m = (model_from_file(self.model, self.model_spacing) if self.is_file_model()
+                 else load_model(self.model, data))
             if self.crop_z or self.crop_x:
                 m = m.crop(tuple(self.crop_z) or None, tuple(self.crop_x) or None)
             m = m.resample(self.spacing)
