@@ -144,8 +144,12 @@ def init(
     if threads is not None:
         kwargs["cpu_max_num_threads"] = threads
     candidates: list[tuple[str, object]] = []
-    if arch in ("cuda", "gpu", "auto"):
+    skipped: list[str] = []
+    # "gpu" and "auto" skip CUDA without a driver library (Taichi would warn on every run)
+    if arch == "cuda" or (arch in ("gpu", "auto") and _cuda_driver_present()):
         candidates.append(("cuda", ti.cuda))
+    elif arch in ("gpu", "auto"):
+        skipped.append("cuda (no CUDA driver library found)")
     if arch in ("vulkan", "gpu", "auto"):
         candidates.append(("vulkan", ti.vulkan))
     if arch in ("cpu", "auto"):
@@ -159,7 +163,7 @@ def init(
             chosen = name
             break
     if chosen is None:
-        tried = ", ".join(name for name, _ in candidates)
+        tried = ", ".join(skipped + [name for name, _ in candidates])
         raise ValueError(
             f"arch={arch!r}: no usable backend among {tried} on this host (no GPU driver "
             "found). Use arch='cpu', or arch='auto' to fall back to the CPU."
@@ -180,6 +184,22 @@ def init(
         cpu=_cpu_model(),
     )
     return _info
+
+
+def _cuda_driver_present() -> bool:
+    """Whether the CUDA driver library can be loaded (without asking Taichi, which warns)."""
+    import ctypes
+    import ctypes.util
+
+    names = ["nvcuda.dll"] if sys.platform == "win32" else ["libcuda.so.1", "libcuda.so"]
+    found = ctypes.util.find_library("cuda")
+    for name in ([found] if found else []) + names:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 def is_initialized() -> bool:

@@ -53,6 +53,8 @@ def test_lazy_init_with_defaults() -> None:
     """)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["auto", "f32", "True"]
+    if not diffsim._runtime._cuda_driver_present():   # a CPU-only host: "auto" stays quiet
+        assert "libcuda" not in res.stderr, res.stderr
 
 
 def test_gpu_request_without_gpu_is_a_clear_error() -> None:
@@ -71,7 +73,8 @@ def test_gpu_request_without_gpu_is_a_clear_error() -> None:
     if "USING-GPU" in res.stdout:
         pytest.skip("this host has a usable GPU")
     lines = res.stdout.splitlines()
-    assert lines[0].startswith("ERR arch='gpu': no usable backend among cuda, vulkan")
+    assert lines[0].startswith("ERR arch='gpu': no usable backend among cuda")
+    assert "vulkan" in lines[0]
     assert "Use arch='cpu'" in lines[0]
     assert lines[1].startswith("ERR arch='cuda'")
     assert lines[2] == "cpu"
