@@ -44,7 +44,6 @@ from diffsim.kernels.common import (
 from diffsim.stores import CheckpointStore, DeviceStore
 
 __all__ = [
-    "ValueAndGrad",
     "DEFAULT_BUDGET",
     "DataAccessError",
     "Launch",
@@ -52,6 +51,7 @@ __all__ = [
     "TaichiStepper",
     "Tape",
     "TapeReport",
+    "ValueAndGrad",
     "rollout",
 ]
 
@@ -809,76 +809,68 @@ class Tape:
                 break
             i += 1
         t0 = time.perf_counter()
-        # split where the forward sweep checks for NaN/Inf (after steps check, 2 check, …)
+        # split where the forward sweep checks for NaN/Inf (after steps check, 2 check, …);
+        # a store that is not in place also splits where it saves, between the runs
         cuts = [stop] if check is None else [
             *range((start // check + 1) * check, stop, check), stop]
-        if not self.store.in_place:
-            self._advance_saving(start, stop, saves, cuts, check)
-            cuts = []
+        in_place = self.store.in_place
+        points = cuts if in_place else sorted({*cuts, *(t for t in saves if t > start)})
+        stored = 0.0   # seconds in the store: checkpoint time, not step time
+        if not in_place and start in saves:
+            stored += self._store_save(start, saves[start])
         lo = start
-        pending = iter(saves.items())  # in step order
+        pending = iter(saves.items() if in_place else ())  # in step order
         ahead = next(pending, None)
-        for hi in cuts:
+        for hi in points:
             part: dict[int, int] = {}
             while ahead is not None and (ahead[0] < hi or ahead[0] == hi == stop):
                 part[ahead[0]] = ahead[1]
                 ahead = next(pending, None)
             stepper.advance_range(lo, hi, part)
+            if not in_place and hi in saves:
+                stored += self._store_save(hi, saves[hi])
             if check is not None and hi > lo and (hi % check == 0 or hi == self.steps):
                 self._check_finite(hi)
             lo = hi
         rep.forward_steps += stop - start
-        t0 += self._store_seconds  # time spent in the store is checkpoint time
-        self._store_seconds = 0.0
+        elapsed = time.perf_counter() - t0 - stored
         if recompute:
             rep.recompute_steps += stop - start
-            rep.recompute_seconds += time.perf_counter() - t0
+            rep.recompute_seconds += elapsed
         else:
-            rep.forward_seconds += time.perf_counter() - t0
+            rep.forward_seconds += elapsed
         return i
 
-    _store_seconds = 0.0
-
-    def _store_save(self, step: int, slot: int) -> None:
+    def _store_save(self, step: int, slot: int) -> float:
+        """Have the store save the live ``x[step]``; the seconds it took."""
         t0 = time.perf_counter()
         self.store.save(step, slot)
         dt = time.perf_counter() - t0
         self.report.checkpoint_seconds += dt
-        self._store_seconds += dt
+        return dt
 
-    def _advance_saving(self, start: int, stop: int, saves: Mapping[int, int],
-                        cuts: Sequence[int], check: int | None) -> None:
-        """Steps ``start … stop-1`` with the store saving ``x[t]`` between runs of steps."""
-        if start in saves:
-            self._store_save(start, saves[start])
-        lo = start
-        for hi in sorted({*cuts, *(t for t in saves if start < t <= stop)}):
-            self.stepper.advance_range(lo, hi, {})
-            if hi in saves:
-                self._store_save(hi, saves[hi])
-            if check is not None and hi in cuts and hi > lo and (hi % check == 0
-                                                                 or hi == self.steps):
-                self._check_finite(hi)
-            lo = hi
+    def _reverse_loading(self, steps: list[int], slots: list[int | None]
+                         ) -> tuple[list[float], float]:
+        """Reverse ``steps``, the store loading each checkpointed ``x[t]`` first.
 
-    def _reverse_loading(self, steps: list[int], slots: list[int | None]) -> list[float]:
-        """Reverse ``steps``, the store loading each checkpointed ``x[t]`` first."""
+        Returns the norms and the seconds spent in the store.
+        """
         norms: list[float] = []
+        stored = 0.0
         i, n = 0, len(steps)
         while i < n:
             if slots[i] is not None:
                 t0 = time.perf_counter()
                 self.store.load(steps[i], slots[i])
-                dt = time.perf_counter() - t0
-                self.report.checkpoint_seconds += dt
-                self._store_seconds += dt
+                stored += time.perf_counter() - t0
             j = i + 1
             while j < n and slots[j] is None:
                 j += 1
             norms += self.stepper.reverse_range(steps[i:j], [None] * (j - i),
                                                 measure=self._costate)
             i = j
-        return norms
+        self.report.checkpoint_seconds += stored
+        return norms, stored
 
     def _reverse_run(self, actions: Sequence[object], i: int) -> int:
         """Execute the run of Reverse (and Free) actions starting at ``actions[i]``."""
@@ -898,17 +890,17 @@ class Tape:
                 break
             i += 1
         t0 = time.perf_counter()
+        stored = 0.0
         if self.store.in_place:
             norms = self.stepper.reverse_range(steps, slots, measure=self._costate)
         else:
-            norms = self._reverse_loading(steps, slots)
+            norms, stored = self._reverse_loading(steps, slots)
         rep = self.report
         for t, norm in zip(steps, norms, strict=True):
             rep.costate[t + 1] = norm
         rep.reverse_steps += len(steps)
         rep.restores += sum(slot is not None for slot in slots)
-        rep.reverse_seconds += time.perf_counter() - t0 - self._store_seconds
-        self._store_seconds = 0.0
+        rep.reverse_seconds += time.perf_counter() - t0 - stored
         for slot in frees:
             self._held.discard(slot)
         return i
