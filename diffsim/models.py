@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["KNOWN_MODELS", "MODEL_SUFFIXES", "PACKAGED", "VelocityModel", "builtin_model",
-           "model_from_file", "data_folder", "load_model",
+           "is_model_file", "model_from_file", "ships_with_diffsim", "data_folder", "load_model",
            "smooth"]
 
 #: Where the models that cannot ship come from (GitHub repository, path at a commit,
@@ -153,8 +153,7 @@ def load_model(name: str, data: os.PathLike | str | None = None, *, verify: bool
     how = (f" Make {stem}.npy from the public source: {source}." if source else "")
     where = (f"Pass --data DIR (or set DIFFSIM_DATA) to a folder holding {stem}.npy and "
              f"{stem}.json.{how}")
-    packaged = (PACKAGED / f"{stem}.npy").is_file() and (PACKAGED / f"{stem}.json").is_file()
-    if packaged and (folder is None or not (folder / f"{stem}.npy").is_file()):
+    if ships_with_diffsim(name) and (folder is None or not (folder / f"{stem}.npy").is_file()):
         folder = PACKAGED
     if folder is None:
         raise FileNotFoundError(f"model {name!r} needs a data folder, and none was given. {where}")
@@ -178,6 +177,17 @@ def load_model(name: str, data: os.PathLike | str | None = None, *, verify: bool
 
 #: File suffixes :func:`model_from_file` reads.
 MODEL_SUFFIXES = (".npy", ".sgy", ".segy")
+
+
+def is_model_file(name: str) -> bool:
+    """Whether ``name`` names a model file (by its suffix) rather than a known model."""
+    return str(name).lower().endswith(MODEL_SUFFIXES)
+
+
+def ships_with_diffsim(name: str) -> bool:
+    """Whether the model ``name`` (or file stem) is in the package, so it needs no folder."""
+    stem = KNOWN_MODELS.get(name, name)
+    return (PACKAGED / f"{stem}.npy").is_file() and (PACKAGED / f"{stem}.json").is_file()
 
 
 def model_from_file(path: os.PathLike | str, spacing: float) -> VelocityModel:

@@ -93,8 +93,10 @@ def resolve(name_or_path: str) -> Scenario:
         ValueError: an unknown name, a bad TOML file, or another kind of file (a model
             file gets the command that inverts it).
     """
+    from diffsim.models import is_model_file
+
     path = pathlib.Path(name_or_path)
-    if path.suffix.lower() in (".npy", ".sgy", ".segy"):
+    if is_model_file(name_or_path):
         raise ValueError(f"{name_or_path} is a model file, not a scenario; invert it with an FWI "
                          f"scenario: diffsim run layered --set model={name_or_path} "
                          "--set model_spacing=CELL_SIZE_M (plus any other --set)")

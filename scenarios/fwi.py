@@ -154,7 +154,7 @@ class FwiScenario(Scenario):
         """A tiny, quick version (a few seconds)."""
         changes: dict[str, object] = dict(shots=2, receivers=16, duration=0.5, iterations=2,
                                           pml_width=8, peak_frequency=8.0, stages=(0.0,))
-        if self.model in ("layered", "camembert"):
+        if self.model in BUILTIN_MODELS:
             changes["shape"] = (24, 48)
         elif self.is_file_model():
             changes.update(duration=1.2)      # the user's grid as it is
@@ -169,19 +169,20 @@ class FwiScenario(Scenario):
         A new model resets the fields it does not use (``shape`` of a built-in model,
         ``model_spacing`` of a file) unless they are given too.
         """
+        from diffsim.models import is_model_file
+
         model = str(changes.get("model", self.model))
         if "model" in changes and model not in BUILTIN_MODELS and "shape" not in changes:
             changes["shape"] = DEFAULT_SHAPE
-        if ("model" in changes and not model.lower().endswith((".npy", ".sgy", ".segy"))
-                and "model_spacing" not in changes):
+        if "model" in changes and not is_model_file(model) and "model_spacing" not in changes:
             changes["model_spacing"] = 0.0
         return super().with_(**changes)
 
     def is_file_model(self) -> bool:
         """Whether ``model`` names a file (by its suffix)."""
-        from diffsim.models import MODEL_SUFFIXES
+        from diffsim.models import is_model_file
 
-        return self.model.lower().endswith(MODEL_SUFFIXES)
+        return is_model_file(self.model)
 
     def as_dict(self) -> dict[str, object]:
         """The fields that apply: ``shape`` for the built-in models, ``model_spacing`` for files."""
@@ -194,7 +195,7 @@ class FwiScenario(Scenario):
 
     def describe(self) -> str:
         """The model, the grid and the acquisition in one line."""
-        if self.model in ("layered", "camembert"):
+        if self.model in BUILTIN_MODELS:
             grid = f"{self.shape[0]} x {self.shape[1]} cells at {self.spacing:g} m"
         else:
             grid = f"resampled to {self.spacing:g} m"
@@ -202,18 +203,20 @@ class FwiScenario(Scenario):
                 f"{self.receivers} receivers, stages {', '.join(f'{f:g}' for f in self.stages)} Hz")
 
     def data_needed(self) -> str:
-        """Overthrust and the original Marmousi are read from --data; the rest ship."""
-        if self.model in ("overthrust", "marmousi"):
-            return "needs --data DIR (or $DIFFSIM_DATA) holding the model"
+        """Named real models that do not ship with diffsim are read from --data."""
+        from diffsim.models import ships_with_diffsim
+
         if self.is_file_model():
             return f"reads {self.model}"
-        return ""
+        if self.model in BUILTIN_MODELS or ships_with_diffsim(self.model):
+            return ""
+        return "needs --data DIR (or $DIFFSIM_DATA) holding the model"
 
     def true_model(self, data: object = None) -> tuple[np.ndarray, float]:
         """The true velocity ``[z, x]`` in m/s and its spacing in m."""
         from diffsim.models import builtin_model, load_model, model_from_file
 
-        if self.model in ("layered", "camembert"):
+        if self.model in BUILTIN_MODELS:
             m = builtin_model(self.model, self.shape, self.spacing)
         else:
             m = (model_from_file(self.model, self.model_spacing) if self.is_file_model()
