@@ -61,8 +61,9 @@ class Simulation(_Simulation):
         ``[shot, source, nt]`` amplitudes.
         """
         sim = cls.__new__(cls)
-        sim._adopt(stepper, stepper._crop(stepper.parameters()["velocity"][None])[0],
-                   stepper.parameters()["wavelet"], owned=False)
+        params = stepper.parameters()
+        sim._adopt(stepper, stepper._crop(params["velocity"][None])[0], params["wavelet"],
+                   owned=False)
         return sim
 
     def _adopt(self, stepper: _AcousticSetup, velocity: np.ndarray, wavelet: object, *,
