@@ -7,9 +7,9 @@ n x n cells, dx 4 m, nt 1000, dt 0.5 ms, float32, 25 Hz Ricker peaking at 0.04 s
 devito wheel): ``Model``, ``AcquisitionGeometry``, ``AcousticWaveSolver`` with ``forward`` and
 ``gradient`` (``jacobian_adjoint``), store-all (``save=nt``) as Devito does by default. Its
 JIT (building and compiling the three operators) is timed once, apart from the medians.
-With diffsim importable in the same interpreter, diffsim's ``simulate`` / ``misfit_gradient``
-(the call path) run on the same case in the same process, for the ratios and a cross-check
-of the two gradient images (Pearson correlation over the model cells, Devito's gradient
+diffsim's ``simulate`` / ``misfit_gradient`` (the call path) run on the same case in the
+same process (diffsim is installed in Devito's venv), for the ratios and a cross-check of
+the two gradient images (Pearson correlation over the model cells, Devito's gradient
 converted to velocity).
 
 Devito pins its own NumPy and SymPy, so it lives in a venv of its own, outside the repo
@@ -39,29 +39,6 @@ from _harness import median_time, report, table
 
 NBL = 20  # absorbing cells on every face, both codes
 N_REC = 100
-
-
-def _ricker(freq: float, dt: float, nt: int, peak_time: float) -> np.ndarray:
-    """diffsim.acoustic.ricker's formula, for runs without diffsim."""
-    arg = (np.pi * freq * (np.arange(nt) * dt - peak_time)) ** 2
-    return (1.0 - 2.0 * arg) * np.exp(-arg)
-
-
-def _case(n: int, nt: int) -> dict:
-    """``wave_vs_deepwave.case`` when diffsim imports, else the same dictionary built here."""
-    try:
-        from wave_vs_deepwave import case
-    except ImportError:
-        pass
-    else:
-        return case(n, nt)
-    h, dt = 4.0, 5e-4
-    zz, xx = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    vel = 1500.0 + 200.0 * np.exp(-((zz - n / 2) ** 2 + (xx - n / 2) ** 2) / (2 * (n / 10) ** 2))
-    src_cells = np.array([[2, n // 2]])
-    rec_cells = np.stack([np.full(N_REC, 4), np.linspace(0, n - 1, N_REC).astype(int)], axis=1)
-    return dict(n=n, nt=nt, h=h, dt=dt, vel=vel, wavelet=_ricker(25.0, dt, nt, 0.04),
-                src=src_cells, rec=rec_cells)
 
 
 def _peak_rss_mib() -> float:
@@ -118,12 +95,10 @@ def run_devito(c: dict, order: int, repeats: int) -> dict:
     return out
 
 
-def run_diffsim(c: dict, order: int, repeats: int) -> dict | None:
-    """The call path of diffsim (``simulate`` / ``misfit_gradient``); ``None`` without it."""
-    try:
-        from diffsim.acoustic import misfit_gradient, simulate
-    except ImportError:
-        return None
+def run_diffsim(c: dict, order: int, repeats: int) -> dict:
+    """The call path of diffsim (``simulate`` / ``misfit_gradient``)."""
+    from diffsim.acoustic import misfit_gradient, simulate
+
     args = (c["vel"], c["h"], c["dt"], c["wavelet"], c["src"] * c["h"], c["rec"] * c["h"])
     opts = dict(order=order, pml_width=NBL, interpolation="nearest")
     observed = np.zeros((1, N_REC, c["nt"]))
@@ -179,36 +154,33 @@ def main() -> None:
         import examples.seismic  # noqa: F401
     except ImportError as exc:
         sys.exit(f"Devito with its seismic examples is needed ({exc}); see the module docstring.")
-    try:
-        import diffsim
-    except ImportError:
-        info = None
-    else:
-        info = diffsim.init("cpu", "f32", threads=args.threads)
+    from wave_vs_deepwave import case
+
+    import diffsim
+
+    info = diffsim.init("cpu", "f32", threads=args.threads)
 
     sizes = [int(s) for s in args.sizes.split(",")]
     orders = [int(s) for s in args.orders.split(",")]
     rows = []
     t0 = time.perf_counter()
     for n in sizes:
-        c = _case(n, args.nt)
+        c = case(n, args.nt)
         cells = n * n * (args.nt - 1)
         for order in orders:
             dv = run_devito(c, order, args.repeats)
-            ours = run_diffsim(c, order, args.repeats) if info else None
+            ours = run_diffsim(c, order, args.repeats)
             rate = cells / dv["forward"]
+            trace_corr = _corr(dv["traces"].T, ours["traces"][0])
             fwd = [f"{n} x {n}, order {order}, forward", f"{dv['forward']:.3f}",
-                   f"{dv['jit']:.1f}", "-", "-",
-                   f"Devito {rate / 1e9:.3f} G cell-updates/s"]
-            grd = [f"{n} x {n}, order {order}, forward+gradient", f"{dv['grad']:.3f}", "", "-",
-                   "-", f"Devito saved u {dv['saved_bytes'] / 2**20:.0f} MiB, peak RSS "
-                        f"{dv['rss_before']:.0f} -> {dv['rss_after']:.0f} MiB"]
-            if ours:
-                fwd[3:5] = [f"{ours['forward']:.3f}", f"{ours['forward'] / dv['forward']:.2f}"]
-                grd[3:5] = [f"{ours['grad']:.3f}", f"{ours['grad'] / dv['grad']:.2f}"]
-                trace_corr = _corr(dv["traces"].T, ours["traces"][0])
-                fwd[5] += f"; trace corr {trace_corr:.4f}"
-                grd[5] += "; gradient corr " + _gradient_corrs(c, dv["grad_v"], ours["grad_v"])
+                   f"{dv['jit']:.1f}", f"{ours['forward']:.3f}",
+                   f"{ours['forward'] / dv['forward']:.2f}",
+                   f"Devito {rate / 1e9:.3f} G cell-updates/s; trace corr {trace_corr:.4f}"]
+            grd = [f"{n} x {n}, order {order}, forward+gradient", f"{dv['grad']:.3f}", "",
+                   f"{ours['grad']:.3f}", f"{ours['grad'] / dv['grad']:.2f}",
+                   f"Devito saved u {dv['saved_bytes'] / 2**20:.0f} MiB, peak RSS "
+                   f"{dv['rss_before']:.0f} -> {dv['rss_after']:.0f} MiB; gradient corr "
+                   + _gradient_corrs(c, dv["grad_v"], ours["grad_v"])]
             rows += [fwd, grd]
     cfg = devito.configuration
     body = (
@@ -222,18 +194,16 @@ def main() -> None:
         f"it). Devito forward+gradient: `forward(save=True)` keeping all {args.nt} "
         f"wavefields, then `gradient` = the gradient of 0.5 sum(d^2) (d_obs = 0) with respect "
         f"to squared slowness m = 1/v^2, as Devito accumulates it (-sum_t u v_tt, no dt "
-        f"weight). diffsim: "
-        + (f"`simulate` / `misfit_gradient` calls (a new stepper each call; kernels compiled "
-           f"once in this process; PML {NBL}; default checkpoint budget), gradient with "
-           f"respect to velocity, arch {info.arch}, threads {info.threads}. Correlations: "
-           f"Pearson over receivers x time (traces) and over the model cells (gradient, "
-           f"Devito's converted to velocity by dm/dv = -2/v^3; all cells, without the "
-           f"source cell, where the equations differ by design, and below the receiver "
-           f"row); they measure agreement of shape and sign, not scale (the codes scale the "
-           f"source differently)."
-           if info else "not importable in this interpreter, so not run.")
-        + f" Rate: model cell-updates ({args.nt - 1} steps x n^2) per second of Devito's "
-        f"forward. Interpreter {sys.executable}. Whole run {time.perf_counter() - t0:.0f} s."
+        f"weight). diffsim: `simulate` / `misfit_gradient` calls (a new stepper each call; "
+        f"kernels compiled once in this process; PML {NBL}; default checkpoint budget), "
+        f"gradient with respect to velocity, arch {info.arch}, threads {info.threads}. "
+        f"Correlations: Pearson over receivers x time (traces) and over the model cells "
+        f"(gradient, Devito's converted to velocity by dm/dv = -2/v^3; all cells, without the "
+        f"source cell, where the equations differ by design, and below the receiver row); "
+        f"they measure agreement of shape and sign, not scale (the codes scale the source "
+        f"differently). Rate: model cell-updates ({args.nt - 1} steps x n^2) per second of "
+        f"Devito's forward. Devito's own venv, Python {sys.version.split()[0]}. Whole run "
+        f"{time.perf_counter() - t0:.0f} s."
         "\n\n"
         + table(["case", "Devito s", "Devito JIT s", "diffsim call s", "diffsim / Devito",
                  "notes"], rows)
