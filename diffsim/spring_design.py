@@ -1,53 +1,29 @@
-"""Gradient-based design with mass-spring systems: a resumable, bounded Adam driver.
+"""Gradient-based design with mass-spring systems, on the resumable optimisation driver.
 
 A :class:`DesignProblem` says what is optimised (a flat vector ``x`` with bounds), how
 ``x`` maps onto the simulation (``apply``) and how the simulation's gradients map back
-(``pullback``). :func:`run_design` runs projected Adam on it, writing after every
-iteration, atomically, the optimiser state (``optimizer.npz``: ``x``, Adam moments,
-iteration, history) and ``history.json``; with ``resume=True`` it continues from the
-last finished iteration and gives the same result as an uninterrupted run. At the end
-it writes ``summary.json``, before/after animations and the loss curve.
+(``pullback``). :func:`run_design` runs projected Adam on it through
+:func:`diffsim.optim.minimize`: every evaluation goes to ``out/evaluations`` and every
+iteration to ``history.json``, atomically; with ``resume=True`` the run replays its
+stored evaluations and ends with the result of an uninterrupted run. At the end it
+writes ``summary.json``, before/after animations and the loss curve.
 """
 
 from __future__ import annotations
 
-import io
-import json
+import hashlib
 import pathlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from diffsim.checkpoint import Schedule
-from diffsim.io import atomic_write, write_json
+from diffsim.io import write_json
+from diffsim.optim import Adam, EvaluationStore, History, minimize
 from diffsim.springs import Loss, SpringSimulation, SpringSystem
 
-__all__ = ["AdamState", "DesignProblem", "adam_step", "run_design"]
-
-
-@dataclass
-class AdamState:
-    """Projected Adam: the point, the moment estimates and the iteration count."""
-
-    x: np.ndarray
-    m: np.ndarray
-    v: np.ndarray
-    iteration: int = 0
-
-
-def adam_step(state: AdamState, grad: np.ndarray, *, lr: float, lower: np.ndarray,
-              upper: np.ndarray, beta1: float = 0.9, beta2: float = 0.999,
-              eps: float = 1e-12) -> AdamState:
-    """One Adam step, then clip ``x`` into ``[lower, upper]``."""
-    t = state.iteration + 1
-    m = beta1 * state.m + (1 - beta1) * grad
-    v = beta2 * state.v + (1 - beta2) * grad * grad
-    mhat = m / (1 - beta1**t)
-    vhat = v / (1 - beta2**t)
-    x = np.clip(state.x - lr * mhat / (np.sqrt(vhat) + eps), lower, upper)
-    return AdamState(x, m, v, t)
+__all__ = ["DesignProblem", "run_design"]
 
 
 @dataclass
@@ -88,22 +64,17 @@ class DesignProblem:
     extra: dict = field(default_factory=dict)
 
 
-def _save_state(path: pathlib.Path, state: AdamState, history: list[dict]) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, x=state.x, m=state.m, v=state.v, iteration=state.iteration,
-             history=np.array(json.dumps(history)))
-    atomic_write(path, lambda h: h.write(buffer.getvalue()), binary=True)
-
-
-def _load_state(path: pathlib.Path, size: int) -> tuple[AdamState, list[dict]]:
-    with np.load(path) as data:
-        state = AdamState(data["x"].copy(), data["m"].copy(), data["v"].copy(),
-                          int(data["iteration"]))
-        history = json.loads(str(data["history"]))
-    if state.x.shape != (size,):
-        raise ValueError(f"{path}: the saved design has {state.x.size} values but this problem "
-                         f"has {size}; run without --resume, or use another --out folder")
-    return state, history
+def _fingerprint(problem: DesignProblem) -> str:
+    """A digest of what defines the problem's evaluations (so a resume never reads another's)."""
+    h = hashlib.sha1(f"{problem.name}|{problem.steps}|{problem.dt!r}|{problem.wrt}|"
+                     f"{type(problem.loss).__name__}".encode())
+    system = problem.system
+    for array in (problem.x0, problem.lower, problem.upper, system.positions, system.springs,
+                  system.stiffness, system.rest_length, system.mass, problem.velocities,
+                  problem.actuation):
+        if array is not None:
+            h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()[:16]
 
 
 def run_design(problem: DesignProblem, *, iterations: int, out: pathlib.Path | None,
@@ -116,7 +87,8 @@ def run_design(problem: DesignProblem, *, iterations: int, out: pathlib.Path | N
         problem: the design problem.
         iterations: Adam iterations in total (a resumed run counts the finished ones).
         out: output folder, or ``None`` to write nothing (then ``resume`` is ignored).
-        resume: continue from ``out/optimizer.npz`` when it exists.
+        resume: replay the evaluations stored in ``out/evaluations`` (without it, a new
+            run forgets them).
         checkpoint: schedule for every gradient (default: the tape's memory budget).
         echo: progress lines.
         frames: frames per animation.
@@ -126,7 +98,6 @@ def run_design(problem: DesignProblem, *, iterations: int, out: pathlib.Path | N
         The summary (also written to ``out/summary.json``): initial, final and best loss,
         iterations, the tape's forward/recompute counts, wall time and the metrics.
     """
-    start = time.perf_counter()
     sim = SpringSimulation(problem.system, problem.steps, problem.dt,
                            velocities=problem.velocities, actuation=problem.actuation)
     report: dict[str, object] = {}
@@ -143,63 +114,55 @@ def run_design(problem: DesignProblem, *, iterations: int, out: pathlib.Path | N
                       peak_checkpoints=res.report.peak_checkpoints)
         return value, grad
 
-    state_path = None if out is None else pathlib.Path(out) / "optimizer.npz"
+    folder = None if out is None else pathlib.Path(out)
+    store = EvaluationStore(None if folder is None else folder / "evaluations",
+                            tag=_fingerprint(problem), fresh=not resume)
+    history = History(None if folder is None else folder / "history.json", resume=resume,
+                      total=iterations, echo=echo, label=problem.name)
+    if resume and history.previous:
+        echo(f"{problem.name}: resuming; {len(history.previous) - 1} finished iterations are "
+             f"read back from {folder}")
+
+    def metrics(n: int, x: np.ndarray, value: float, grad: np.ndarray) -> dict[str, object]:
+        return problem.metrics(x) if problem.metrics is not None else {}
+
     x0 = np.asarray(problem.x0, dtype=np.float64)
-    state = AdamState(x0.copy(), np.zeros_like(x0), np.zeros_like(x0), 0)
-    history: list[dict] = []
-    if resume and state_path is not None and state_path.exists():
-        state, history = _load_state(state_path, x0.size)
-        echo(f"{problem.name}: resuming after iteration {state.iteration} from {state_path}")
     try:
-        while state.iteration < iterations:
-            value, grad = evaluate(state.x)
-            entry = {"iteration": state.iteration, "loss": value,
-                     "gradient_norm": float(np.linalg.norm(grad))}
-            if problem.metrics is not None:
-                entry.update(problem.metrics(state.x))
-            history.append(entry)
-            echo(f"{problem.name}: iter {state.iteration:3d}  loss {value:.6e}  |grad| "
-                 f"{entry['gradient_norm']:.3e}")
-            state = adam_step(state, grad, lr=problem.lr, lower=problem.lower, upper=problem.upper)
-            if state_path is not None:
-                _save_state(state_path, state, history)
-                write_json(pathlib.Path(out) / "history.json", history)
-        value, grad = evaluate(state.x)
-        final = {"iteration": state.iteration, "loss": value,
-                 "gradient_norm": float(np.linalg.norm(grad))}
-        if problem.metrics is not None:
-            final.update(problem.metrics(state.x))
-        history = [h for h in history if h["iteration"] < state.iteration] + [final]
-        best = min(history, key=lambda h: h["loss"])   # Adam's loss need not fall every step
-        echo(f"{problem.name}: loss {history[0]['loss']:.6e} -> {value:.6e} after "
-             f"{state.iteration} iterations (best {best['loss']:.6e} at iteration "
+        result = minimize(store.objective(evaluate), x0, method=Adam(lr=problem.lr),
+                          iterations=iterations, history=history,
+                          bounds=(problem.lower, problem.upper), metrics=metrics)
+        if not report:   # every evaluation was read back: one more, for the tape's report
+            evaluate(result.x)
+        entries = history.entries
+        best = history.best()   # Adam's loss need not fall every step
+        first, final = entries[0], entries[-1]
+        echo(f"{problem.name}: loss {first['loss']:.6e} -> {result.loss:.6e} after "
+             f"{result.iterations} iterations (best {best['loss']:.6e} at iteration "
              f"{best['iteration']})")
+        skip = ("iteration", "loss", "seconds")
         summary: dict[str, object] = {
             "problem": problem.name,
-            "initial_loss": history[0]["loss"],
-            "final_loss": value,
+            "initial_loss": first["loss"],
+            "final_loss": result.loss,
             "best_loss": best["loss"],
             "best_iteration": best["iteration"],
-            "iterations": state.iteration,
+            "iterations": result.iterations,
             "steps": problem.steps,
             "dt": problem.dt,
             "particles": problem.system.n_particles,
             "springs": problem.system.n_springs,
             **report,
-            "wall_seconds": time.perf_counter() - start,
-            **{k: v for k, v in final.items() if k not in ("iteration", "loss")},
-            **{f"initial_{k}": v for k, v in history[0].items()
-               if k not in ("iteration", "loss", "gradient_norm")},
+            "wall_seconds": history.seconds,
+            **{k: v for k, v in final.items() if k not in skip},
+            **{f"initial_{k}": v for k, v in first.items() if k not in (*skip, "gradient_norm")},
             **problem.extra,
         }
-        if out is not None:
-            out = pathlib.Path(out)
-            write_json(out / "history.json", history)
-            _write_figures(problem, sim, x0, state.x, history, out, frames, frame_size)
-            write_json(out / "summary.json", summary)
-            echo(f"{problem.name}: wrote {out}/summary.json, history.json, before.gif, "
+        if folder is not None:
+            _write_figures(problem, sim, x0, result.x, entries, folder, frames, frame_size)
+            write_json(folder / "summary.json", summary)
+            echo(f"{problem.name}: wrote {folder}/summary.json, history.json, before.gif, "
                  "after.gif, loss.png")
-        summary["design"] = state.x
+        summary["design"] = result.x
         return summary
     finally:
         sim.close()
@@ -208,8 +171,9 @@ def run_design(problem: DesignProblem, *, iterations: int, out: pathlib.Path | N
 def _write_figures(problem: DesignProblem, sim: SpringSimulation, x0: np.ndarray,
                    x: np.ndarray, history: list[dict], out: pathlib.Path, frames: int,
                    size: tuple[int, int]) -> None:
+    from diffsim.viz.figures import loss_figure
     from diffsim.viz.render import frames as make_frames
-    from diffsim.viz.render import plot_loss, save_filmstrip, save_gif
+    from diffsim.viz.render import save_filmstrip, save_gif
 
     for tag, point in (("before", x0), ("after", x)):
         sim.update(**problem.apply(point))
@@ -218,4 +182,4 @@ def _write_figures(problem: DesignProblem, sim: SpringSimulation, x0: np.ndarray
                              label=f"{problem.name}, {tag}")
         save_gif(out / f"{tag}.gif", images)
         save_filmstrip(out / f"{tag}.png", images)
-    plot_loss(history, out / "loss.png", title=problem.name)
+    loss_figure(out / "loss.png", history, title=problem.name, error=None)

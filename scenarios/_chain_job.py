@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from scipy.optimize import minimize
 
 from diffsim._tape import Tape, rollout
 from diffsim.checkpoint import Schedule
 from diffsim.gradcheck import taylor_test
 from diffsim.io import write_json
+from diffsim.optim import LBFGSB, EvaluationStore, History, minimize
 
 __all__ = ["run_chain_demo"]
 
@@ -78,40 +78,26 @@ def run_chain_demo(
     echo(f"Taylor test: first-order remainder slope {taylor.first_order:.2f} (expect 1), "
          f"second-order {taylor.second_order:.2f} (expect 2)")
 
-    history: list[dict[str, float]] = []
+    def metrics(n: int, x: np.ndarray, value: float, grad: np.ndarray) -> dict[str, float]:
+        return {"stiffness_error": float(np.linalg.norm(x * scale - truth) / np.linalg.norm(truth))}
 
-    def record(x: np.ndarray, value: float, grad: np.ndarray) -> None:
-        err = float(np.linalg.norm(x * scale - truth) / np.linalg.norm(truth))
-        history.append({"iteration": len(history), "misfit": value,
-                        "gradient_norm": float(np.linalg.norm(grad)), "stiffness_error": err,
-                        "seconds": time.perf_counter() - start})
-        echo(f"iter {len(history) - 1:3d}  misfit {value:.6e}  stiffness error {err:.4f}")
-
-    record(x0, f0, g0)
-    cache: dict[bytes, tuple[float, np.ndarray]] = {}
-
-    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        key = x.tobytes()
-        if key not in cache:
-            value, grad, _ = value_and_grad(x)
-            cache[key] = (value, grad)
-        return cache[key]
-
-    x = x0
-    if iterations > 0:
-        result = minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=[(0.3, 3.0)] * x0.size,
-                          callback=lambda xk: record(xk, *fun(xk)),
-                          options={"maxiter": iterations})
-        x = result.x
-    final = fun(x)[0] if iterations > 0 else f0
+    store = EvaluationStore(None, tag="chain")
+    history = History(None, total=iterations, echo=echo, label="chain")
+    result = minimize(store.objective(lambda x: value_and_grad(x)[:2]), x0, method=LBFGSB(),
+                      iterations=iterations, history=history,
+                      bounds=(np.full(x0.size, 0.3), np.full(x0.size, 3.0)), metrics=metrics,
+                      describe=lambda e: (f"misfit {e['loss']:.6e}  "
+                                          f"stiffness error {e['stiffness_error']:.4f}"))
+    x, final = result.x, result.loss
+    entries = history.entries
     summary = {
         "scenario": scenario.as_dict(),
         "checkpoint": repr(tape.schedule),
         "initial_misfit": f0,
         "final_misfit": final,
-        "initial_stiffness_error": history[0]["stiffness_error"],
-        "final_stiffness_error": history[-1]["stiffness_error"],
-        "iterations": len(history) - 1,
+        "initial_stiffness_error": entries[0]["stiffness_error"],
+        "final_stiffness_error": metrics(0, x, final, result.grad)["stiffness_error"],
+        "iterations": result.iterations,
         "taylor_first_order": taylor.first_order,
         "taylor_second_order": taylor.second_order,
         "forward_steps": tape.report.forward_steps,
@@ -122,13 +108,13 @@ def run_chain_demo(
     echo(f"misfit {f0:.3e} -> {final:.3e}; stiffness error "
          f"{summary['initial_stiffness_error']:.4f} -> {summary['final_stiffness_error']:.4f}")
     if out is not None:
-        _write_outputs(out, summary, history, costate, truth, x * scale, x0 * scale)
-        echo(f"wrote {out}/summary.json, history.json, costate.png, stiffness.png")
+        _write_outputs(out, summary, entries, costate, truth, x * scale, x0 * scale)
+        echo(f"wrote {out}/summary.json, history.json, loss.png, costate.png, stiffness.png")
     chain.destroy()
     return summary
 
 
-def _write_outputs(out: pathlib.Path, summary: dict, history: list, costate: np.ndarray,
+def _write_outputs(out: pathlib.Path, summary: dict, history: list[dict], costate: np.ndarray,
                    truth: np.ndarray, fitted: np.ndarray, initial: np.ndarray) -> None:
     from diffsim.viz import figures
 
@@ -138,6 +124,8 @@ def _write_outputs(out: pathlib.Path, summary: dict, history: list, costate: np.
     write_json(out / "summary.json", summary)
     write_json(out / "history.json", history)
     figures.costate_figure(out / "costate.png", costate)
+    figures.loss_figure(out / "loss.png", history, title="chain: stiffness from a trajectory",
+                        error="stiffness_error", error_label="relative stiffness error")
     fig, ax = plt.subplots(figsize=(6, 3.5))
     springs = np.arange(truth.size)
     ax.plot(springs, truth, "k-o", label="true")

@@ -29,12 +29,14 @@ def _auto_dt(vmax: float, spacing: float, order: int) -> float:
 
 
 def _finished_iterations(out: pathlib.Path) -> int:
-    """Iterations recorded in ``out/history.json`` (0 when there is none or it is unreadable)."""
+    """Iterations finished in ``out/history.json`` (its start entry, iteration 0, not counted)."""
     try:
         history = read_json(out / "history.json")
     except (OSError, ValueError):
         return 0
-    return len(history) if isinstance(history, list) else 0
+    if not isinstance(history, list):
+        return 0
+    return sum(1 for h in history if not (isinstance(h, dict) and h.get("iteration") == 0))
 
 
 def _clear_failed_start(out: pathlib.Path) -> bool:
@@ -192,7 +194,7 @@ def run_scenario(scenario: object, options: object) -> dict[str, object]:
         "final_misfit": float(np.linalg.norm(syn1 - observed) / norm),
         "initial_model_error": inversion.model_error(initial),
         "final_model_error": inversion.model_error(final),
-        "iterations": len(result.history),
+        "iterations": int(result.history[-1]["iteration"]) if result.history else 0,
         "stage_losses": [list(x) for x in result.stage_losses],
         "wall_seconds": result.wall_seconds,
         "gradients_this_session": result.evaluations,
@@ -211,7 +213,7 @@ def run_scenario(scenario: object, options: object) -> dict[str, object]:
     figures.costate_figure(out / "costate.png", group.report.costate, dt=dt,
                            title=f"Adjoint state, shots 0-{part.shots - 1}, starting model")
     if result.history:
-        figures.loss_figure(out / "loss.png", result.history)
+        figures.loss_figure(out / "loss.png", result.history, title="FWI progress")
     shots.forward(truth, data, every=max(1, (nt - 1) // 24), snapshot=grab)
     figures.wavefield_gif(out / "wavefield.gif", np.asarray(frames), truth, h, times)
     shots.close()

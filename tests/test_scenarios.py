@@ -76,12 +76,13 @@ def test_atomic_writers_leave_no_temporary_files(tmp_path: pathlib.Path) -> None
 
 
 def test_the_optimisers_stop_reason_is_a_sentence() -> None:
-    from diffsim.fwi.driver import _stop_reason
+    from diffsim.optim import stop_reason
 
-    assert _stop_reason("STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT") == (
-        "the iteration limit of the stage was reached")
-    assert _stop_reason("CONVERGENCE: REL_REDUCTION_OF_F_<=_FACTOR*EPSMCH").startswith("converged")
-    assert _stop_reason("STOP: SOMETHING NEW") == "something new"
+    assert stop_reason("STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT") == (
+        "the iteration limit was reached")
+    assert stop_reason("CONVERGENCE: REL_REDUCTION_OF_F_<=_FACTOR*EPSMCH").startswith("converged")
+    assert stop_reason("CONVERGENCE: NORM OF PROJECTED GRADIENT <= PGTOL").startswith("converged")
+    assert stop_reason("STOP: SOMETHING NEW") == "something new"
 
 
 def test_dump_toml_tables_and_lists() -> None:

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import pathlib
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from scipy.optimize import minimize
 
 from diffsim.fwi.data import ShotData
 from diffsim.fwi.evaluators import ILLUMINATION_FLOOR, Evaluator
-from diffsim.io import atomic_write, read_json, write_json, write_npy
+from diffsim.io import write_npy
+from diffsim.optim import LBFGSB, EvaluationStore, History, minimize
 
 # -- the driver ---------------------------------------------------------------------------------
 
@@ -67,8 +65,6 @@ class Inversion:
     step: float = 50.0
     max_line_search: int = 8
     echo: Callable[[str], None] | None = print
-    _evaluations: int = field(default=0, init=False)
-    _last: tuple[str, tuple] | None = field(default=None, init=False, repr=False)
 
     # -- helpers ---------------------------------------------------------------------------
     def model_error(self, v: np.ndarray) -> float | None:
@@ -124,50 +120,37 @@ class Inversion:
             self.echo(text)
 
     # -- the evaluation store --------------------------------------------------------------
-    def _store(self) -> pathlib.Path:
-        return self.out / "evaluations"
+    @functools.cached_property
+    def _store(self) -> EvaluationStore:
+        return EvaluationStore(self.out / "evaluations", tag="fwi")
 
     def _evaluate(self, stage: int, start: np.ndarray, data: ShotData, delta: np.ndarray
                   ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
         """(loss, dL/dδ, velocity, dL/dv) at ``δ``, from the store when already computed."""
-        key = hashlib.sha1(np.float64(stage).tobytes() + np.ascontiguousarray(start).tobytes()
-                           + np.ascontiguousarray(delta).tobytes()).hexdigest()[:24]
-        if self._last is not None and self._last[0] == key:   # L-BFGS-B's callback repeats fun
-            return self._last[1]
-        path = self._store() / f"s{stage}-{key}.npz"
         v = np.clip(start + self._apply(delta), *self.bounds)
-        if path.is_file():
-            with np.load(path) as saved:
-                result = float(saved["loss"]), saved["grad"], v, saved["grad_v"]
-        else:
-            self._evaluations += 1
+
+        def compute() -> dict[str, np.ndarray | float]:
             loss, grad_v = self.evaluator(v, data)
             inside = (v > self.bounds[0]) & (v < self.bounds[1])
-            grad = self._apply_t(np.where(inside, grad_v, 0.0))
-            atomic_write(path, lambda h: np.savez(h, loss=loss, grad=grad, grad_v=grad_v),
-                         binary=True)
-            result = loss, grad, v, grad_v
-        self._last = (key, result)
-        return result
+            return {"loss": loss, "grad": self._apply_t(np.where(inside, grad_v, 0.0)),
+                    "grad_v": grad_v}
+
+        found = self._store.fetch(self._store.key(float(stage), start, delta), compute)
+        return float(found["loss"]), found["grad"], v, found["grad_v"]
 
     # -- run ---------------------------------------------------------------------------------
     def run(self) -> InversionResult:
         """Run every stage; returns the final model and what happened.
 
-        Writes ``model_NNNN.npy`` (``0000``: the start) and ``history.json`` after every
-        iteration.
+        Writes ``model_NNNN.npy`` (``0000``: the start) and ``history.json`` (iteration 0:
+        the start) after every iteration.
         """
-        self._store().mkdir(parents=True, exist_ok=True)
-        clock = time.perf_counter()
-        history_path = self.out / "history.json"
-        previous = read_json(history_path) if history_path.is_file() else []
-        offset = previous[-1]["seconds"] if previous else 0.0   # time of earlier sessions
-        history: list[dict[str, object]] = []
+        computed = self._store.computed
+        total = sum(st.iterations for st in self.stages)
+        history = History(self.out / "history.json", resume=True, total=total, echo=self.echo)
         model = np.asarray(self.initial, dtype=np.float64).copy()
-        write_npy(self.out / "model_0000.npy", model)
         stage_losses: list[tuple[float, float]] = []
         lo, hi = self.bounds
-        total = sum(st.iterations for st in self.stages)
         for s, stage in enumerate(self.stages):
             data = self.data.stage(stage.cutoff)
             start = model
@@ -178,54 +161,49 @@ class Inversion:
             # step changes the model by at most `step` m/s (later steps use curvature).
             reach = float(np.abs(self._apply(g0)).max())
             scale = (f0 if f0 > 0 else 1.0) if reach == 0 else reach / self.step
+            norm = float(np.linalg.norm(data.observed))
 
-            def fun(delta: np.ndarray, s: int = s, start: np.ndarray = start,
-                    data: ShotData = data, scale: float = scale) -> tuple[float, np.ndarray]:
+            def objective(delta: np.ndarray, s: int = s, start: np.ndarray = start,
+                          data: ShotData = data) -> tuple[float, np.ndarray]:
                 loss, grad, _, _ = self._evaluate(s, start, data, delta)
-                return loss / scale, grad / scale
+                return loss, grad
 
-            def callback(xk: np.ndarray, s: int = s, start: np.ndarray = start,
-                         data: ShotData = data, stage: Stage = stage) -> None:
-                loss, grad, v, _ = self._evaluate(s, start, data, xk)
-                n = len(history) + 1
-                seconds = (previous[n - 1]["seconds"] if len(previous) >= n
-                           else offset + time.perf_counter() - clock)
-                entry = {"iteration": n, "stage": s, "cutoff_hz": stage.cutoff or 0.0,
-                         "loss": loss, "gradient_norm": float(np.linalg.norm(grad)),
-                         "model_error": self.model_error(v), "seconds": seconds}
-                history.append(entry)
+            def metrics(n: int, delta: np.ndarray, loss: float, grad: np.ndarray, s: int = s,
+                        start: np.ndarray = start, stage: Stage = stage, norm: float = norm
+                        ) -> dict[str, object]:
+                v = np.clip(start + self._apply(delta), lo, hi)
                 write_npy(self.out / f"model_{n:04d}.npy", v)
-                write_json(history_path, history)
-                err = "" if entry["model_error"] is None else f"  model error {entry['model_error']:.4f}"
-                bar = "#" * round(20 * n / total) if total else ""
                 # 0.5 |d - d_obs|^2 as the relative L2 misfit |d - d_obs| / |d_obs| of the stage
-                norm = float(np.linalg.norm(data.observed))
                 rel = np.sqrt(2.0 * loss) / norm if norm > 0 else float("nan")
-                self._say(f"[{bar:<20s}] {n:3d}/{total}  stage {s + 1}/{len(self.stages)} "
-                          f"({stage.cutoff or 'full band'} Hz)  stage misfit {rel:.4f}  "
-                          f"|g| {entry['gradient_norm']:.3e}{err}  {seconds:.1f} s")
+                return {"stage": s, "cutoff_hz": stage.cutoff or 0.0, "stage_misfit": rel,
+                        "model_error": self.model_error(v)}
 
-            options = {"maxiter": stage.iterations, "maxls": self.max_line_search, "gtol": 0.0,
-                       "maxfun": stage.iterations * (self.max_line_search + 2)}
+            def describe(entry: dict[str, object], stage: Stage = stage, s: int = s) -> str:
+                err = entry["model_error"]
+                return (f"stage {s + 1}/{len(self.stages)} ({stage.cutoff or 'full band'} Hz)  "
+                        f"stage misfit {entry['stage_misfit']:.4f}  "
+                        f"|g| {entry['gradient_norm']:.3e}"
+                        + ("" if err is None else f"  model error {err:.4f}"))
+
             bounds = None
             if self.smoothing == 0:   # v = start + w δ: velocity bounds are bounds on δ
                 w = self._weights.ravel()
                 safe = np.where(w > 0, w, 1.0)
-                bounds = list(zip(np.where(w > 0, (lo - start.ravel()) / safe, 0.0),
-                                  np.where(w > 0, (hi - start.ravel()) / safe, 0.0), strict=True))
-            last = f0
+                bounds = (np.where(w > 0, (lo - start.ravel()) / safe, 0.0),
+                          np.where(w > 0, (hi - start.ravel()) / safe, 0.0))
+            method = LBFGSB(max_line_search=self.max_line_search, gtol=0.0,
+                            max_evaluations=stage.iterations * (self.max_line_search + 2))
+            result = minimize(objective, np.zeros(model.size), method=method,
+                              iterations=stage.iterations, history=history, bounds=bounds,
+                              scale=scale, metrics=metrics, describe=describe)
             if stage.iterations > 0:
-                result = minimize(fun, np.zeros(model.size), jac=True, method="L-BFGS-B",
-                                  bounds=bounds, callback=callback, options=options)
                 model = np.clip(start + self._apply(result.x), lo, hi)
-                self._say(f"stage {s + 1} ended after {result.nit} iterations: "
-                          f"{_stop_reason(result.message)}")
-                last = self._evaluate(s, start, data, result.x)[0]
-            stage_losses.append((f0, last))
-        return InversionResult(model=model, history=history, first_gradient=first_gradient,
-                               stage_losses=stage_losses,
-                               wall_seconds=offset + time.perf_counter() - clock,
-                               evaluations=self._evaluations)
+                self._say(f"stage {s + 1} ended after {result.iterations} iterations: "
+                          f"{result.message}")
+            stage_losses.append((f0, result.loss))
+        return InversionResult(model=model, history=history.entries, first_gradient=first_gradient,
+                               stage_losses=stage_losses, wall_seconds=history.seconds,
+                               evaluations=self._store.computed - computed)
 
 
 @dataclass
@@ -234,7 +212,8 @@ class InversionResult:
 
     Attributes:
         model: the final velocity ``[z, x]``.
-        history: one entry per iteration (stage, loss, gradient norm, model error, seconds).
+        history: one entry per iteration, iteration 0 the start (stage, loss, gradient norm,
+            stage misfit, model error, seconds).
         first_gradient: ``dL/dv`` at the starting model on the first stage's data.
         stage_losses: ``(first, last)`` loss of every stage on that stage's data.
         wall_seconds: time over every session of this run (resumed ones included).
@@ -247,20 +226,3 @@ class InversionResult:
     stage_losses: list[tuple[float, float]]
     wall_seconds: float
     evaluations: int
-
-
-def _stop_reason(message: object) -> str:
-    """SciPy's L-BFGS-B stop message as a plain sentence."""
-    text = str(message)
-    plain = {
-        "TOTAL NO. OF ITERATIONS REACHED LIMIT": "the iteration limit of the stage was reached",
-        "TOTAL NO. OF F,G EVALUATIONS EXCEEDS LIMIT": "the evaluation limit of the stage was reached",
-        "CONVERGENCE: REL_REDUCTION_OF_F_<=_FACTOR*EPSMCH": "converged (the misfit stopped decreasing)",
-        "CONVERGENCE: NORM_OF_PROJECTED_GRADIENT_<=_PGTOL": "converged (the projected gradient is tiny)",
-        "ABNORMAL_TERMINATION_IN_LNSRCH": "the line search found no lower misfit in the current "
-                                           "direction (often converged to the data's precision)",
-    }
-    for key, sentence in plain.items():
-        if key in text.upper():
-            return sentence
-    return text.removeprefix("STOP: ").lower()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import pathlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -101,20 +102,47 @@ def gradient_figure(path: pathlib.Path, gradient: np.ndarray, spacing: float) ->
     save_figure(fig, path)
 
 
-def loss_figure(path: pathlib.Path, history: Sequence[dict[str, object]]) -> None:
-    """Loss (on each stage's own data) and, when known, the model error per iteration."""
+def loss_figure(path: pathlib.Path, history: Sequence[dict[str, Any]], *, title: str = "",
+                error: str | None = "model_error", error_label: str = "relative model error"
+                ) -> None:
+    """The loss of every iteration of an optimisation history, for every driver.
+
+    Args:
+        path: the PNG to write.
+        history: :class:`diffsim.optim.History` entries (``iteration``, ``loss``, and
+            ``stage`` for staged runs: stage boundaries are marked and labelled).
+        title: the figure's title (default: "optimisation progress").
+        error: an entry key plotted on a second axis when every entry has it (e.g.
+            ``model_error``), or ``None``.
+        error_label: that axis's label.
+    """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     it = [h["iteration"] for h in history]
-    ax.semilogy(it, [h["loss"] for h in history], "k.-", label="loss (stage data)")
+    values = np.array([h["loss"] for h in history], dtype=np.float64)
+    staged = all("stage" in h for h in history)
+    ax.plot(it, values, "k.-", label="loss (each stage's data)" if staged else "loss")
+    if np.all(values > 0):
+        ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
-    errors = [h.get("model_error") for h in history]
+    if staged:
+        for a, b in zip(history, history[1:], strict=False):
+            if b["stage"] != a["stage"]:
+                ax.axvline(a["iteration"] + 0.5, color="0.6", lw=0.8, ls="--")
+        for stage in sorted({h["stage"] for h in history}):
+            first = next(h for h in history if h["stage"] == stage)
+            cutoff = first.get("cutoff_hz") or 0.0
+            ax.annotate(f"stage {stage + 1}" + (f"\n{cutoff:g} Hz" if cutoff else "\nfull band"),
+                        (first["iteration"], 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(2, -2), textcoords="offset points", va="top", fontsize=7)
+    errors = [h.get(error) for h in history] if error else []
     if errors and all(e is not None for e in errors):
         ax2 = ax.twinx()
-        ax2.plot(it, errors, "r.-", label="model error")
-        ax2.set_ylabel("relative model error", color="r")
-    ax.set_title("inversion progress")
+        ax2.plot(it, errors, "r.-")
+        ax2.set_ylabel(error_label, color="r")
+    ax.set_title(title or "optimisation progress")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
 

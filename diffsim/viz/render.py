@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from diffsim.springs import SpringSystem, Trajectory
 
-__all__ = ["draw_frame", "ffmpeg_available", "frames", "plot_loss", "render", "save_filmstrip",
+__all__ = ["draw_frame", "ffmpeg_available", "frames", "render", "save_filmstrip",
            "save_gif", "save_mp4", "strain_colour"]
 
 _BACKGROUND = (255, 255, 255)
@@ -217,23 +217,3 @@ def render(trajectory: Trajectory, system: SpringSystem, path: str | pathlib.Pat
     else:
         save_filmstrip(path, images)
     return path
-
-
-def plot_loss(history: Sequence[dict], path: pathlib.Path, *, key: str = "loss",
-              title: str = "") -> None:
-    """Loss against iteration (log scale when positive) as a PNG, via matplotlib."""
-    from diffsim.viz.figures import pyplot, save_figure
-
-    plt = pyplot()
-    its = [h["iteration"] for h in history]
-    values = np.array([h[key] for h in history], dtype=np.float64)
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    ax.plot(its, values, "o-", ms=3)
-    if np.all(values > 0):
-        ax.set_yscale("log")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(key)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, pathlib.Path(path))
