@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from diffsim.acoustic import CPML, Sponge
 from diffsim.wave import AcousticStepper, misfit_gradient, ricker, simulate
 
 V = np.full((20, 30), 2000.0)
@@ -60,6 +61,37 @@ def test_shapes_and_options() -> None:
         run(boundary="cpml")
     with pytest.raises(ValueError, match="adjoint='autodiff' is not available with boundary='sponge'"):
         AcousticStepper(V, H, DT, W, SRC, REC, boundary="sponge", adjoint="autodiff")
+
+
+def test_boundary_objects_say_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match=r"pml_width=10 given together with boundary=CPML\(.*put the "
+                                         r"settings in the boundary object"):
+        run(boundary=CPML(width=5), pml_width=10)
+    with pytest.raises(ValueError, match="CPML width=-3 must be a non-negative int or 4 ints"):
+        run(boundary=CPML(width=-3))
+    with pytest.raises(ValueError, match=r"Sponge width=\[1, 2, 3\] must be a non-negative int"):
+        run(boundary=Sponge(width=[1, 2, 3]))
+    with pytest.raises(ValueError, match="CPML velocity=-1.0 must be a positive number or None"):
+        CPML(velocity=-1.0)
+    with pytest.raises(ValueError, match="pml_frequency=0 must be a positive number or None"):
+        run(pml_frequency=0)
+    with pytest.raises(ValueError, match="pml_velocity=2000.0 tunes a C-PML; boundary='sponge' has no"):
+        run(boundary="sponge", pml_velocity=2000.0)
+    with pytest.raises(TypeError, match="boundary=20 must be CPML"):
+        run(boundary=20)
+
+
+def test_boundary_objects_equal_the_named_boundaries_bit_for_bit() -> None:
+    obs = np.zeros((1, 2, NT))
+    for name, obj, options in (("pml", CPML(width=[0, 7, 9, 11], velocity=2500.0, frequency=12.0),
+                                {"pml_width": [0, 7, 9, 11], "pml_velocity": 2500.0,
+                                 "pml_frequency": 12.0}),
+                               ("sponge", Sponge(width=[5, 7, 9, 11]), {"pml_width": [5, 7, 9, 11]})):
+        a = misfit_gradient(V, H, DT, W, SRC, REC, obs, order=4, boundary=name, **options)
+        b = misfit_gradient(V, H, DT, W, SRC, REC, obs, order=4, boundary=obj)
+        np.testing.assert_array_equal(a.traces, b.traces)
+        np.testing.assert_array_equal(a.gradient, b.gradient)
+        assert np.abs(a.traces).max() > 0
 
 
 def test_under_resolved_warning() -> None:

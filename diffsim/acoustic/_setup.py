@@ -13,6 +13,7 @@ import taichi as ti
 
 from diffsim._runtime import ensure_init
 from diffsim._validate import as_array
+from diffsim.acoustic.boundaries import CPML, Boundary, Sponge, Width, as_boundary
 
 #: Central-difference coefficients: order -> (first derivative c1[1..], second c2[0..]).
 FD_COEFFICIENTS: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -25,11 +26,6 @@ FD_COEFFICIENTS: dict[int, tuple[tuple[float, ...], tuple[float, ...]]] = {
 #: Hicks (2002) Kaiser-windowed sinc: half-width 4 cells, Kaiser parameter b = 6.31.
 HICKS_HALF_WIDTH = 4
 HICKS_B = 6.31
-PML_REFLECTION = 1e-3  # target reflection coefficient of the PML profile
-#: Cerjan sponge: ``g = exp(-(SPONGE_A depth / width)^2)``; the outermost cell keeps
-#: ``SPONGE_EDGE`` of the wave per step (Cerjan et al. 1985: 0.015 a cell over 20 cells).
-SPONGE_A = 0.3
-SPONGE_EDGE = math.exp(-(SPONGE_A**2))
 #: x cells per SIMD vector (lanes) by precision: one AVX-512 register of f32 or f64.
 LANES = {"f32": 16, "f64": 8}
 
@@ -130,19 +126,6 @@ def _as_spacing(spacing: object, ndim: int) -> tuple[float, ...]:
     return tuple(float(h) for h in arr)
 
 
-def _as_pml(pml_width: object, ndim: int, free_surface: bool) -> tuple[tuple[int, int], ...]:
-    widths = np.atleast_1d(np.asarray(pml_width))
-    if widths.size == 1:
-        widths = np.repeat(widths, 2 * ndim)
-    if widths.shape != (2 * ndim,) or np.any(widths < 0) or np.any(widths != np.round(widths)):
-        raise ValueError(f"pml_width={pml_width!r} must be a non-negative int or {2 * ndim} ints "
-                         "(low and high face of each axis, in array order)")
-    faces = [(int(widths[2 * d]), int(widths[2 * d + 1])) for d in range(ndim)]
-    if free_surface:
-        faces[0] = (0, faces[0][1])
-    return tuple(faces)
-
-
 def _as_points(name: str, value: object, shots: int | None, ndim: int) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64)
     if arr.ndim == 2 and arr.shape[1] == ndim:
@@ -182,10 +165,10 @@ class _AcousticSetup:
 
     def _setup(self, velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
                sources: np.ndarray, receivers: np.ndarray, *, order: int = 8,
-               pml_width: object = 20, free_surface: bool = False,
+               pml_width: Width | None = None, free_surface: bool = False,
                interpolation: str = "hicks", adjoint: str = "hand",
                pml_velocity: float | None = None, pml_frequency: float | None = None,
-               boundary: str = "pml") -> None:
+               boundary: str | Boundary = "pml") -> None:
         vel = np.asarray(velocity, dtype=np.float64)
         if vel.ndim not in (2, 3):
             raise ValueError(f"velocity must be [z, x] or [z, y, x]; got shape {vel.shape}")
@@ -194,10 +177,8 @@ class _AcousticSetup:
             raise ValueError(f"order={order!r} is not supported; choose 2, 4, 6 or 8")
         if adjoint not in ("hand", "autodiff"):
             raise ValueError(f"adjoint={adjoint!r}; choose 'hand' (gather kernels) or 'autodiff'")
-        if boundary not in ("pml", "sponge"):
-            raise ValueError(f"boundary={boundary!r}; choose 'pml' (convolutional PML) or "
-                             "'sponge' (Cerjan damping)")
-        if boundary == "sponge" and adjoint == "autodiff":
+        bnd = as_boundary(boundary, ndim, pml_width, pml_velocity, pml_frequency)
+        if isinstance(bnd, Sponge) and adjoint == "autodiff":
             raise ValueError(_SPONGE_AUTODIFF)
         if interpolation not in ("hicks", "nearest"):
             raise ValueError(f"interpolation={interpolation!r}; choose 'hicks' or 'nearest'")
@@ -216,7 +197,7 @@ class _AcousticSetup:
         nt = amp.shape[2]
         if nt < 2:
             raise ValueError(f"the wavelet has {nt} samples; at least 2 are needed")
-        pml = _as_pml(pml_width, ndim, free_surface)
+        pml = bnd.faces(ndim, free_surface)
         halo = order // 2
         for name, pts in (("sources", src), ("receivers", rec)):
             for d in range(ndim):
@@ -227,9 +208,6 @@ class _AcousticSetup:
                         f"{name} lie outside the grid on axis {d}: positions from {lo:.6g} to "
                         f"{hi:.6g} m, the grid spans 0 to {extent:.6g} m"
                     )
-        for name, value in (("pml_velocity", pml_velocity), ("pml_frequency", pml_frequency)):
-            if value is not None and not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{name}={value!r} must be a positive number or None")
         pad_lo = tuple(halo + pml[d][0] for d in range(ndim))
         padded = tuple(vel.shape[d] + 2 * halo + pml[d][0] + pml[d][1] for d in range(ndim))
         self.geometry = _Geometry(ndim, vel.shape, padded, pad_lo, pml, h, halo)
@@ -242,9 +220,10 @@ class _AcousticSetup:
         self.receivers = rec.shape[1]
         self.interpolation = interpolation
         self.adjoint = adjoint
-        self.boundary = boundary
+        self.boundary = bnd
+        self.sponge = isinstance(bnd, Sponge)
         layers = pml
-        if boundary == "sponge":  # the layers damp; the PML machinery is switched off
+        if self.sponge:  # the layers damp; the PML machinery is switched off
             pml = tuple((0, 0) for _ in range(ndim))
         self._c1, self._c2 = FD_COEFFICIENTS[order]
         self._inv_h = tuple(1.0 / x for x in h)
@@ -290,9 +269,9 @@ class _AcousticSetup:
         self._frame = frame
         self._cell = float(np.prod(h))
         self._scale = self.dt**2 / self._cell
-        self._profiles = self._pml_profiles(pml, pml_velocity or float(vel.max()),
-                                            pml_frequency or f_dom or 1.0 / (nt * dt), dt)
-        self._damp = self._sponge(layers if boundary == "sponge" else None)
+        self._profiles = self._pml_profiles(bnd, float(vel.max()), f_dom or 1.0 / (nt * dt), dt)
+        self._damp = (bnd.damping(self.geometry, layers) if isinstance(bnd, Sponge)
+                      else np.ones(self.geometry.padded))
         self._velocity = self.pad(vel)
 
     def _upload_constants(self) -> None:
@@ -313,35 +292,18 @@ class _AcousticSetup:
                     stacklevel=4,
                 )
 
-    def _pml_profiles(self, pml: tuple[tuple[int, int], ...], c_max: float, f_dom: float,
-                      dt: float) -> dict[str, np.ndarray]:
-        """C-PML profiles for velocity ``c_max`` and frequency ``f_dom``, as arrays.
+    def _pml_profiles(self, boundary: Boundary, c_max: float, f_dom: float, dt: float
+                      ) -> dict[str, np.ndarray]:
+        """The boundary's C-PML profiles (zero for a sponge) in the engines' layout.
 
         ``pa, pb, near`` ``[row axes, max padded]`` and the x profiles ``pax, pbx, mx`` in
-        lanes ``[nb, W]``. Both ``a`` and ``b`` are zero outside the layer, so the PML
-        memory stays zero there.
+        lanes ``[nb, W]``.
         """
         g = self.geometry
-        a = np.zeros((g.ndim, max(g.padded)))
-        b = np.zeros((g.ndim, max(g.padded)))
-        for d in range(g.ndim):
-            lo_w, hi_w = pml[d]
-            for i in range(g.padded[d]):
-                depth = 0.0
-                if lo_w and g.halo <= i < g.halo + lo_w:
-                    depth = (g.halo + lo_w - i) / lo_w
-                    width = lo_w
-                elif hi_w and g.padded[d] - g.halo - hi_w <= i < g.padded[d] - g.halo:
-                    depth = (i - (g.padded[d] - g.halo - hi_w) + 1) / hi_w
-                    width = hi_w
-                if depth > 0:
-                    length = width * g.spacing[d]
-                    d0 = 3.0 * c_max * math.log(1.0 / PML_REFLECTION) / (2.0 * length)
-                    damp = d0 * depth**2
-                    alpha = math.pi * f_dom * (1.0 - depth)
-                    bb = math.exp(-(damp + alpha) * dt)
-                    a[d, i] = damp / (damp + alpha) * (bb - 1.0)
-                    b[d, i] = bb
+        if isinstance(boundary, CPML):
+            a, b = boundary.profiles(g, c_max, f_dom, dt)
+        else:
+            a = b = np.zeros((g.ndim, max(g.padded)))
         rows = max(g.ndim - 1, 1)
         out = {"pa": np.zeros((rows, a.shape[1])), "pb": np.zeros((rows, a.shape[1])),
                "near": np.zeros((rows, a.shape[1]))}
@@ -356,24 +318,6 @@ class _AcousticSetup:
         out["pbx"] = self._pack(b[-1, :nx])
         out["mx"] = self._pack((a[-1, :nx] != 0).astype(np.float64))
         return out
-
-    def _sponge(self, layers: tuple[tuple[int, int], ...] | None) -> np.ndarray:
-        """Cerjan damping ``g = prod_d exp(-(a_d depth_d)^2)`` in the layers (1 elsewhere)."""
-        g = self.geometry
-        damp = np.ones(g.padded)
-        for d in range(g.ndim if layers is not None else 0):
-            prof = np.ones(g.padded[d])
-            for width, cells in ((layers[d][0], range(g.halo, g.halo + layers[d][0])),
-                                 (layers[d][1], range(g.padded[d] - g.halo - layers[d][1],
-                                                      g.padded[d] - g.halo))):
-                for i in cells:
-                    depth = (g.halo + width - i if i < g.halo + width
-                             else i - (g.padded[d] - g.halo - width) + 1)
-                    prof[i] = math.exp(-(SPONGE_A / width * depth) ** 2)
-            shape = [1] * g.ndim
-            shape[d] = g.padded[d]
-            damp = damp * prof.reshape(shape)
-        return damp
 
     def _pack(self, arr: np.ndarray) -> np.ndarray:
         """``[..., x]`` (padded grid) to lanes ``[..., block, lane]``; other lanes zero."""

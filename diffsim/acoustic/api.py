@@ -10,6 +10,7 @@ import numpy as np
 from diffsim._simulation import Simulation as _Simulation
 from diffsim._tape import Stepper, TapeReport
 from diffsim.acoustic._setup import _AcousticSetup, _broadcast_wavelet
+from diffsim.acoustic.boundaries import Boundary, Width
 from diffsim.acoustic.stepper import AcousticStepper
 from diffsim.checkpoint import Schedule
 from diffsim.losses import L2
@@ -46,7 +47,8 @@ class Simulation(_Simulation):
 
     def __init__(self, velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
                  sources: np.ndarray, receivers: np.ndarray, *, order: int = 8,
-                 pml_width: object = 20, free_surface: bool = False, boundary: str = "pml",
+                 pml_width: Width | None = None, free_surface: bool = False,
+                 boundary: str | Boundary = "pml",
                  **options: object) -> None:
         stepper = AcousticStepper(velocity, spacing, dt, wavelet, sources, receivers,
                                   order=order, pml_width=pml_width, free_surface=free_surface,
@@ -138,8 +140,8 @@ class Simulation(_Simulation):
 
 def simulate(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
              sources: np.ndarray, receivers: np.ndarray, *, order: int = 8,
-             pml_width: object = 20, free_surface: bool = False,
-             boundary: str = "pml", **options: object) -> np.ndarray:
+             pml_width: Width | None = None, free_surface: bool = False,
+             boundary: str | Boundary = "pml", **options: object) -> np.ndarray:
     """Forward-model shot gathers.
 
     Args:
@@ -150,9 +152,11 @@ def simulate(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarr
         sources: ``[shot, ndim]`` or ``[shot, source, ndim]`` in m from the grid origin.
         receivers: ``[receiver, ndim]`` or ``[shot, receiver, ndim]`` in m.
         order: 2, 4, 6 or 8.
-        pml_width: PML cells, one int or one per face.
+        pml_width: absorbing cells, one int or one per face (default 20), for a named
+            ``boundary``.
         free_surface: free surface on the top face.
-        boundary: ``"pml"`` or ``"sponge"`` (Cerjan damping over ``pml_width`` cells).
+        boundary: ``CPML(width=...)`` (the default, as ``"pml"``) or ``Sponge(width=...)``
+            (Cerjan damping, as ``"sponge"``); see :mod:`diffsim.acoustic.boundaries`.
         **options: further :class:`AcousticStepper` options (``interpolation``,
             ``pml_velocity``, ``pml_frequency``).
 
@@ -186,8 +190,8 @@ class MisfitGradient:
 
 def misfit_gradient(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
                     sources: np.ndarray, receivers: np.ndarray, observed: np.ndarray, *,
-                    order: int = 8, pml_width: object = 20, free_surface: bool = False,
-                    checkpoint: Schedule | None = None, boundary: str = "pml",
+                    order: int = 8, pml_width: Width | None = None, free_surface: bool = False,
+                    checkpoint: Schedule | None = None, boundary: str | Boundary = "pml",
                     **options: object) -> MisfitGradient:
     """L2 waveform misfit and its gradient with respect to velocity (and wavelet).
 
@@ -203,10 +207,12 @@ def misfit_gradient(velocity: np.ndarray, spacing: object, dt: float, wavelet: n
         receivers: ``[receiver, ndim]`` or ``[shot, receiver, ndim]`` in m.
         observed: traces ``[shot, receiver, nt]``.
         order: 2, 4, 6 or 8.
-        pml_width: PML cells, one int or one per face.
+        pml_width: absorbing cells, one int or one per face (default 20), for a named
+            ``boundary``.
         free_surface: free surface on the top face.
         checkpoint: a schedule; ``None`` picks one from ``diffsim.DEFAULT_BUDGET``.
-        boundary: ``"pml"`` or ``"sponge"`` (Cerjan damping over ``pml_width`` cells).
+        boundary: ``CPML(width=...)`` (the default, as ``"pml"``) or ``Sponge(width=...)``
+            (Cerjan damping, as ``"sponge"``); see :mod:`diffsim.acoustic.boundaries`.
         **options: further :class:`AcousticStepper` options.
 
     Returns:

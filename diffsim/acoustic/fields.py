@@ -51,7 +51,7 @@ class FieldAcousticStepper(_AcousticSetup, TaichiStepper):
         prof.update({name: self._tree.field((nb,), vector=w) for name in ("pax", "pbx", "mx")})
         self.sg = self._tree.field((*g.padded[:-1], nb), vector=w)
         # g kc, the sponge-damped coefficient the adjoint gathers (kc itself for a PML).
-        self.kg = (self._tree.field((*g.padded[:-1], nb), vector=w) if self.boundary == "sponge"
+        self.kg = (self._tree.field((*g.padded[:-1], nb), vector=w) if self.sponge
                    else self.kc)
         points = []
         for pos, wt in self._points:
@@ -72,7 +72,7 @@ class FieldAcousticStepper(_AcousticSetup, TaichiStepper):
             src_w=points[0][1], rec_pos=points[1][0], rec_w=points[1][1],
             scale=self._scale, inv_h=self._inv_h, c1=self._c1, c2=self._c2, rows=self._rows,
             space_rows=self._space_rows, xs=self._xs, xs_near=self._xs_near, pm=self._pm,
-            sg=self.sg, kg=self.kg, sponge=self.boundary == "sponge", ndim=g.ndim, dtype=real_type(),
+            sg=self.sg, kg=self.kg, sponge=self.sponge, ndim=g.ndim, dtype=real_type(),
             shots=(0, self.shots), kcg_per_shot=False,
             W=w, serial=_serial_loops(int(np.prod(self.u.shape[1:])) * w), **prof)
         self.serial = self._f.serial
@@ -98,7 +98,7 @@ class FieldAcousticStepper(_AcousticSetup, TaichiStepper):
         self._velocity = arr.copy()
         kc = self._kc(arr)
         self.kc.from_numpy(self._pack(kc).astype(np_real()))
-        if self.boundary == "sponge":
+        if self.sponge:
             self.kg.from_numpy(self._pack(kc * self._damp).astype(np_real()))
 
     def parameters(self) -> dict[str, np.ndarray]:
@@ -188,7 +188,7 @@ class FieldAcousticStepper(_AcousticSetup, TaichiStepper):
         adjoint_step(self._f, *self._levels_of(step), step, step + 1)
 
     def _reverse_autodiff(self, step: int) -> None:
-        if self.boundary == "sponge":
+        if self.sponge:
             raise ValueError(_SPONGE_AUTODIFF)
         for name, f in self._states.items():
             zero_slot(f.grad, self._levels(name, step)[0])

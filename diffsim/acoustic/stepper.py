@@ -12,6 +12,7 @@ from diffsim._runtime import ensure_init, np_real
 from diffsim._tape import Stepper
 from diffsim.acoustic._arena import _Arena, _arena
 from diffsim.acoustic._setup import ARENA_SERIAL_CELL_THREADS, _AcousticSetup, _serial_loops
+from diffsim.acoustic.boundaries import Boundary, Width
 from diffsim.acoustic.fields import FieldAcousticStepper
 from diffsim.kernels.acoustic import (
     arena_arrays,
@@ -31,23 +32,21 @@ class AcousticStepper(_AcousticSetup, Stepper):
         sources: ``[shot, ndim]`` or ``[shot, source, ndim]`` positions in m.
         receivers: ``[receiver, ndim]`` (every shot) or ``[shot, receiver, ndim]`` in m.
         order: spatial order, 2, 4, 6 or 8.
-        pml_width: cells of PML, one int or one per face ``[z_lo, z_hi, (y_lo, y_hi,)
-            x_lo, x_hi]``.
+        pml_width: cells of absorbing layer, one int or one per face ``[z_lo, z_hi,
+            (y_lo, y_hi,) x_lo, x_hi]`` (default 20), with a named ``boundary``; a
+            boundary object carries its own width.
         free_surface: no PML on the top face (``z`` low); ``u = 0`` in the ghost rows
             above the first model row, which puts the zero-pressure surface one cell
             (``h``) above it. Matches the image-source solution to 2 % at order 4 and
             3 % at order 8 (zero ghost rows rather than an antisymmetric mirror).
         interpolation: ``"hicks"`` (Kaiser-windowed sinc, 8 cells an axis, accurate off
             the grid) or ``"nearest"`` (the nearest cell).
-        pml_velocity: velocity in m/s the PML damping is scaled to (default: the model's
-            maximum). Fix it, with ``pml_frequency``, when one stepper must behave the same
-            whatever model and wavelet it was built with (inversions, resumable runs).
-        pml_frequency: frequency in Hz the PML's complex shift is tuned to (default: the
-            wavelet's dominant frequency).
+        pml_velocity, pml_frequency: ``CPML(velocity=, frequency=)`` for ``boundary="pml"``.
         adjoint: ``"hand"`` (gather kernels) or ``"autodiff"`` (Taichi autodiff).
-        boundary: ``"pml"`` (convolutional PML) or ``"sponge"`` (Cerjan et al. 1985
-            damping over the same ``pml_width`` cells: cheaper, no memory fields, but
-            reflects more; see :data:`SPONGE_EDGE`).
+        boundary: the absorbing faces: :class:`CPML` (default ``CPML(width=20)``) or
+            :class:`Sponge` (Cerjan et al. 1985 damping: cheaper, no memory fields, but
+            reflects more; see :data:`SPONGE_EDGE`); the names ``"pml"`` and ``"sponge"``
+            (with ``pml_width``, ``pml_velocity``, ``pml_frequency``) mean the same.
         engine: ``"arrays"`` (the arena engine below), ``"fields"`` (a
             :class:`FieldAcousticStepper`: compiles for each new stepper) or ``"auto"``
             (arrays on the CPU with the hand adjoint, else fields).
@@ -91,13 +90,13 @@ class AcousticStepper(_AcousticSetup, Stepper):
         receivers: np.ndarray,
         *,
         order: int = 8,
-        pml_width: object = 20,
+        pml_width: Width | None = None,
         free_surface: bool = False,
         interpolation: str = "hicks",
         adjoint: str = "hand",
         pml_velocity: float | None = None,
         pml_frequency: float | None = None,
-        boundary: str = "pml",
+        boundary: str | Boundary = "pml",
         engine: str = "auto",
     ) -> None:
         rt = ensure_init()
@@ -125,14 +124,14 @@ class AcousticStepper(_AcousticSetup, Stepper):
         shapes["kcg"] = (self.shots, *grid)  # one kc gradient per shot, summed on reading
         for name in ("pax", "pbx", "mx"):
             shapes[name] = (self.blocks,)
-        if boundary != "sponge":
+        if not self.sponge:
             shapes.pop("kg")  # kg is kc itself
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._offset: dict[str, int] = {}
         self._arena = _arena(rt.precision, w)
         self._base = self._place(self._arena, shapes)
         weakref.finalize(self, self._arena.release, self._base)
-        if boundary != "sponge":
+        if not self.sponge:
             self._offset["kg"], self._shapes["kg"] = self._offset["kc"], grid
         self._pools = _arena(rt.precision, w, "pools")
         self._pool_region: int | None = None
@@ -229,7 +228,7 @@ class AcousticStepper(_AcousticSetup, Stepper):
             self._velocity = arr.copy()
             kc = self._kc(arr) / self._h_ref**2
             self._write("kc", self._pack(kc))
-            if self.boundary == "sponge":
+            if self.sponge:
                 self._write("kg", self._pack(kc * self._damp))
         elif name == "wavelet":
             self.amp[...] = self._check_wavelet(value)
@@ -270,7 +269,7 @@ class AcousticStepper(_AcousticSetup, Stepper):
             self._arena.field, self._pool_field(), self._layout, p["pa"], p["pb"], self.amp,
             self.traces, self.src_pos, self.src_w, self.rec_pos, self.rec_w, saves, g["xs"],
             g["pm0"], g["pm1"], g["ih"], g["scale"], start, stop, self._c1, self._c2,
-            self.boundary == "sponge", self.serial, self._pool_region is not None)
+            self.sponge, self.serial, self._pool_region is not None)
 
     def _launch_reverse(self, top: int, count: int, slots: np.ndarray) -> None:
         p = self.prof
@@ -279,7 +278,7 @@ class AcousticStepper(_AcousticSetup, Stepper):
             self._arena.field, self._pool_field(), self._layout, p["pa"], p["pb"], p["near"],
             self.ampg, self.tracesg, self.src_pos, self.src_w, self.rec_pos, self.rec_w,
             slots, self.norms, g["xs"], g["xs_near"], g["pm0"], g["pm1"], g["ih"], g["scale"],
-            top, count, self._c1, self._c2, self.boundary == "sponge", self.serial)
+            top, count, self._c1, self._c2, self.sponge, self.serial)
 
     # -- Stepper protocol ---------------------------------------------------------------
     @property
