@@ -37,23 +37,23 @@ def chain(adjoint: str) -> tuple[OscillatorChain, dict]:
     return stepper, cot
 
 
-def spring(fused: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[object, dict]:
-    monkeypatch.setattr(springs.api, "_FUSED_ON_CPU", fused)
+def spring(fused: bool) -> tuple[object, dict]:
     system = contact_system(2)
     v0, act = contact_inputs(system, 25)
-    sim = springs.Simulation(system, 25, 2e-3, velocities=v0, actuation=act)
+    sim = springs.Simulation(system, 25, 2e-3, velocities=v0, actuation=act,
+                             backend="fused" if fused else "fields")
     stepper = sim._stepper()
     cot = {"positions": np.random.default_rng(1).normal(size=stepper.outputs()["positions"].shape)}
     return stepper, cot
 
 
-def steppers(monkeypatch: pytest.MonkeyPatch):
+def steppers():
     yield "acoustic arrays", *acoustic("arrays")
     yield "acoustic fields", *acoustic("fields")
     yield "chain autodiff", *chain("autodiff")
     yield "chain hand", *chain("hand")
-    yield "springs fused", *spring(True, monkeypatch)
-    yield "springs per-step", *spring(False, monkeypatch)
+    yield "springs fused", *spring(True)
+    yield "springs per-step", *spring(False)
 
 
 def run(stepper, cot, schedule, store):
@@ -63,11 +63,11 @@ def run(stepper, cot, schedule, store):
     return out, grads, tape.report
 
 
-def test_host_store_equals_device_store(monkeypatch) -> None:
+def test_host_store_equals_device_store() -> None:
     # Binomial restores checkpoints and reads them in place during reverse runs; Uniform
     # saves inside fused forward runs; store-all reverses from checkpoints only.
     schedules = [Binomial(slots=3), Uniform(every=5), StoreAll()]
-    for k, (name, stepper, cot) in enumerate(steppers(monkeypatch)):
+    for k, (name, stepper, cot) in enumerate(steppers()):
         schedule = schedules[k % 3]
         out_d, g_d, rep_d = run(stepper, cot, schedule, DeviceStore())
         out_h, g_h, rep_h = run(stepper, cot, schedule, HostStore())
@@ -88,8 +88,8 @@ def test_host_store_equals_device_store(monkeypatch) -> None:
         stepper.destroy()
 
 
-def test_export_import_round_trip(monkeypatch) -> None:
-    for name, stepper, _ in steppers(monkeypatch):
+def test_export_import_round_trip() -> None:
+    for name, stepper, _ in steppers():
         spec = stepper.state_spec()
         stepper.reset()
         for t in range(7):

@@ -7,12 +7,11 @@ from typing import Literal
 
 import numpy as np
 
-from diffsim._runtime import ensure_init
 from diffsim._simulation import Simulation as _Simulation
 from diffsim._tape import Stepper
 from diffsim.checkpoint import Schedule
 from diffsim.losses import FinalPosition, Loss
-from diffsim.springs.steppers import _FusedSpringStepper, _SpringStepper
+from diffsim.springs.steppers import SpringStepper, check_backend
 from diffsim.springs.system import (
     PARAMETERS,
     Gradient,
@@ -26,10 +25,6 @@ from diffsim.springs.system import (
 from diffsim.stores import CheckpointStore
 
 # -- the user-facing simulation -------------------------------------------------------
-_ADJOINTS = ("hand", "autodiff")
-#: Whether the hand adjoint on the CPU runs whole ranges of steps per launch
-#: (:class:`_FusedSpringStepper`); the per-step field kernels serve GPUs and the tests.
-_FUSED_ON_CPU = True
 
 
 class Simulation(_Simulation):
@@ -52,6 +47,10 @@ class Simulation(_Simulation):
         actuation: ``[steps, channels]`` actuation signal (default zero).
         adjoint: ``"hand"`` (gather-form adjoint kernel, default) or ``"autodiff"``
             (Taichi's ``kernel.grad`` of the step; slower, for cross-checks).
+        backend: ``"auto"`` (default: whole ranges of steps on NumPy buffers on the CPU
+            with the hand adjoint, else Taichi fields), ``"fused"`` or ``"fields"`` (see
+            :class:`~diffsim.springs.steppers.SpringStepper`); results are the same bit
+            for bit.
 
     Outputs: ``"positions"`` and ``"velocities"``, ``[steps + 1, n, d]`` (m, m/s).
     Parameters (``wrt``, :meth:`update`): :data:`PARAMETERS`. Gradients flow from the
@@ -63,18 +62,19 @@ class Simulation(_Simulation):
 
     def __init__(self, system: SpringSystem, steps: int, dt: float, *,
                  velocities: object = None, actuation: object = None,
-                 adjoint: Literal["hand", "autodiff"] = "hand") -> None:
+                 adjoint: Literal["hand", "autodiff"] = "hand",
+                 backend: Literal["auto", "fused", "fields"] = "auto") -> None:
         if not isinstance(system, SpringSystem):
             raise TypeError(f"system must be a SpringSystem, got {type(system).__name__}")
         self.steps = _check_steps(steps)
         self.dt = _check_dt(system, dt)
-        if adjoint not in _ADJOINTS:
-            raise ValueError(f"adjoint={adjoint!r}; choose 'hand' or 'autodiff'")
+        check_backend(backend, adjoint)
         self.adjoint = adjoint
+        self.backend = backend
         self.system = system
         self.velocities = _check_velocities(system, velocities)
         self.actuation = _check_actuation(system, self.steps, actuation)
-        self._steppers: dict[tuple[int, ...], _SpringStepper | _FusedSpringStepper] = {}
+        self._steppers: dict[tuple[int, ...], SpringStepper] = {}
 
     # -- values -------------------------------------------------------------------------
     def parameters(self) -> dict[str, np.ndarray]:
@@ -121,24 +121,20 @@ class Simulation(_Simulation):
         shape = (self.steps + 1, self.system.n_particles, self.system.dim)
         return {"positions": shape, "velocities": shape}
 
-    def _stepper(self, loss: object = None) -> _SpringStepper | _FusedSpringStepper:
+    def _stepper(self, loss: object = None) -> SpringStepper:
         """The stepper recording the levels ``loss.times`` names (every level by default)."""
         times = getattr(loss, "times", None)
         levels = times(self.steps) if times is not None else None
         return self._recording(tuple(range(self.steps + 1)) if levels is None else tuple(levels))
 
-    def _recording(self, key: tuple[int, ...]) -> _SpringStepper | _FusedSpringStepper:
+    def _recording(self, key: tuple[int, ...]) -> SpringStepper:
         """The stepper recording the positions at time levels ``key``, current values loaded."""
         stepper = self._steppers.get(key)
         if stepper is None:
-            if self.adjoint == "hand" and _FUSED_ON_CPU and ensure_init().arch == "cpu":
-                stepper = _FusedSpringStepper(self.system, self.steps, self.dt, key)
-            else:
-                stepper = _SpringStepper(self.system, self.steps, self.dt, key, self.adjoint)
+            stepper = SpringStepper(self.system, self.steps, self.dt, key, backend=self.backend,
+                                    adjoint=self.adjoint)
             self._steppers[key] = stepper
-        stepper.load_system(self.system)
-        stepper.v0 = self.velocities
-        stepper.set_param("actuation", np.broadcast_to(self.actuation, stepper.act.shape))
+        stepper.load(self.system, self.velocities, self.actuation)
         return stepper
 
     # -- forward ------------------------------------------------------------------------
@@ -177,7 +173,8 @@ class Simulation(_Simulation):
             raise ValueError("a cotangent on 'velocities' is not supported: gradients flow "
                              "from the positions; give the loss on 'positions' (the velocity "
                              "at step t is (x[t+1] - x[t]) / dt)")
-        levels = len(stepper.times)  # type: ignore[attr-defined]
+        assert isinstance(stepper, SpringStepper)
+        levels = len(stepper.times)
         shape = (levels, self.system.n_particles, self.system.dim)
         return {"positions": cot.get("positions", np.zeros(shape))}
 
@@ -189,7 +186,8 @@ class Simulation(_Simulation):
                    partials: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         direct = partials or {}
         grads: dict[str, np.ndarray] = {}
-        init = stepper.initial_state_gradient()  # type: ignore[attr-defined]
+        assert isinstance(stepper, SpringStepper)
+        init = stepper.initial_state_gradient()
         for name in wrt:
             if name == "positions":
                 g = init["x"].astype(np.float64)

@@ -1,4 +1,17 @@
-"""The tape's views of a mass-spring rollout: per-step Taichi fields and fused CPU ranges."""
+"""The tape's view of a mass-spring rollout: one :class:`SpringStepper`, two small backends.
+
+:class:`SpringStepper` is what the tape drives. It validates once (backend and adjoint
+names, cotangents, actuation), prepares the parameter arrays once, and hands the
+kernels' work to a backend:
+
+- :class:`_FusedBackend` (the CPU default): NumPy buffers used in place by two kernels
+  that run whole ranges of steps per launch (compiled once per process);
+- :class:`_FieldBackend` (GPUs, and the reference of the tests): Taichi fields and one
+  launch per step, with the hand-written gather adjoint or, as ``adjoint="autodiff"``,
+  Taichi's autodiff of the scatter (atomics) formulation.
+
+Both backends give the same results bit for bit (tested).
+"""
 
 from __future__ import annotations
 
@@ -48,6 +61,14 @@ _TOPOLOGY = ("sa", "sb", "channel", "offsets", "adj", "sign", "fixed", "gravity"
 _KERNEL_TOPOLOGY = ("channel", "sa", "sb", "offsets", "adj", "sign", "fixed", "gravity")
 
 
+def _parameter_arrays(system: SpringSystem) -> list[np.ndarray]:
+    """Per-spring stiffness, rest length, damping and per-particle mass, contiguous, runtime dtype."""
+    real_ = np_real()
+    arrays = [np.ascontiguousarray(system.per_spring(name), dtype=real_)
+              for name in ("stiffness", "rest_length", "damping")]
+    return [*arrays, np.ascontiguousarray(system.per_particle_mass(), dtype=real_)]
+
+
 def _topology(system: SpringSystem) -> dict[str, np.ndarray]:
     """The system's connectivity as contiguous kernel arrays (int32; signs, gravity real).
 
@@ -75,8 +96,8 @@ def _topology(system: SpringSystem) -> dict[str, np.ndarray]:
     }
 
 
-class _SpringStepper(TaichiStepper):
-    """The tape's view of a mass-spring rollout (see :class:`SpringSimulation`)."""
+class _FieldBackend(TaichiStepper):
+    """Per-step Taichi field kernels (GPUs; the reference of the tests). See :class:`SpringStepper`."""
 
     def __init__(self, system: SpringSystem, steps: int, dt: float, times: tuple[int, ...],
                  adjoint: str) -> None:
@@ -134,22 +155,15 @@ class _SpringStepper(TaichiStepper):
         self._use_ground = int(system.ground is not None)
         self.x0 = system.positions
         self.v0 = np.zeros_like(system.positions)
-        self.load_system(system)
-        self.set_param("actuation", np.zeros((steps, c)))
 
-    def load_system(self, system: SpringSystem) -> None:
-        """Copy the parameters and initial positions of ``system`` (same topology) into the fields.
-
-        One launch for the four parameters (``system`` validated them already).
-        """
+    def upload(self, system: SpringSystem, params: Sequence[np.ndarray]) -> None:
+        """Take ``system`` (same topology) and its :func:`_parameter_arrays`, in one launch."""
         self.system = system
-        real_ = np_real()
-        spring_upload_params(self.k, self.rest, self.c, self.mass,
-                             system.per_spring("stiffness").astype(real_),
-                             system.per_spring("rest_length").astype(real_),
-                             system.per_spring("damping").astype(real_),
-                             system.per_particle_mass().astype(real_))
-        self.x0 = system.positions
+        spring_upload_params(self.k, self.rest, self.c, self.mass, *params)
+
+    def set_actuation(self, actuation: np.ndarray) -> None:
+        """The actuation ``[steps, max(channels, 1)]`` (validated by the caller)."""
+        self.set_param("actuation", actuation)
 
     def _common(self) -> tuple:
         return (self.x, self.v, self.k, self.rest, self.c, self.mass, self.act, self.channel,
@@ -289,16 +303,9 @@ class _SpringStepper(TaichiStepper):
         return super().live_is_finite(step)
 
     def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
-        """Zero every adjoint (one launch), then seed the positions' cotangent."""
+        """Zero every adjoint (one launch), then seed the positions' cotangent (checked)."""
         self._flush()
-        if set(cotangents) != {"positions"}:
-            raise ValueError(f"cotangents for {sorted(cotangents)}; this stepper's only output "
-                             "is 'positions'")
-        cot = np.asarray(cotangents["positions"])
-        expected = (*self.out.shape, self.out.n)
-        if cot.shape != expected or not np.all(np.isfinite(cot)):
-            raise ValueError(f"cotangent for 'positions' must be finite with shape {expected}; "
-                             f"got shape {cot.shape}")
+        cot = cotangents["positions"]
         spring_zero_adjoints(self.x.grad, self.v.grad, self.k.grad, self.rest.grad,
                              self.c.grad, self.mass.grad, self.act.grad, self.out.grad,
                              self.norms)
@@ -341,15 +348,15 @@ class _SpringStepper(TaichiStepper):
         return dict(self._initial_gradient)
 
 
-class _FusedSpringStepper(Stepper):
-    """The tape's view of a mass-spring rollout on the CPU: whole runs of steps per launch.
+class _FusedBackend(Stepper):
+    """Whole runs of steps per launch on NumPy buffers (the CPU). See :class:`SpringStepper`.
 
     Every buffer is a NumPy array (state ring, checkpoints, adjoints, gradients, outputs)
     that the kernels of :func:`~diffsim.kernels.springs.spring_fused` use in place, so the
     two kernels compile once per process for every system, and saving, restoring,
     zeroing and reading results are plain NumPy operations. The tape hands over whole
     runs of steps (:meth:`advance_range`, :meth:`reverse_range`); single steps go through
-    the same two kernels. Results equal :class:`_SpringStepper`'s bit for bit.
+    the same two kernels. Results equal :class:`_FieldBackend`'s bit for bit.
     """
 
     def __init__(self, system: SpringSystem, steps: int, dt: float,
@@ -387,24 +394,19 @@ class _FusedSpringStepper(Stepper):
         self.norms = np.zeros(steps + 1, dtype=np.float64)
         self._pool_slots = 0
         self.px = self.pv = np.zeros((1, n, d), dtype=real_)
+        self.x0 = system.positions
         self.v0 = np.zeros((n, d))
-        self.load_system(system)
+        self.params = _parameter_arrays(system)
 
     # -- values ---------------------------------------------------------------------
-    def load_system(self, system: SpringSystem) -> None:
-        """Take the parameters and initial positions of ``system`` (same topology)."""
-        real_ = np_real()
+    def upload(self, system: SpringSystem, params: Sequence[np.ndarray]) -> None:
+        """Take ``system`` (same topology) and its :func:`_parameter_arrays`."""
         self.system = system
-        self.params = [np.ascontiguousarray(system.per_spring(name), dtype=real_)
-                       for name in ("stiffness", "rest_length", "damping")]
-        self.params.append(np.ascontiguousarray(system.per_particle_mass(), dtype=real_))
-        self.x0 = system.positions
+        self.params = list(params)
 
-    def set_param(self, name: str, value: object) -> None:
-        """Set the actuation signal ``[steps, max(channels, 1)]``."""
-        if name != "actuation":
-            raise ValueError(f"unknown parameter {name!r}; use load_system for the others")
-        self.act[...] = value
+    def set_actuation(self, actuation: np.ndarray) -> None:
+        """The actuation ``[steps, max(channels, 1)]`` (validated by the caller)."""
+        self.act[...] = actuation
 
     def _world(self) -> tuple:
         ground = self.system.ground
@@ -494,15 +496,8 @@ class _FusedSpringStepper(Stepper):
         self.v[step % 2] = values["v"]
 
     def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
-        """Zero the adjoints and gradients, keep the positions' cotangent."""
-        if set(cotangents) != {"positions"}:
-            raise ValueError(f"cotangents for {sorted(cotangents)}; this stepper's only output "
-                             "is 'positions'")
-        cot = np.asarray(cotangents["positions"])
-        if cot.shape != self.out.shape or not np.all(np.isfinite(cot)):
-            raise ValueError(f"cotangent for 'positions' must be finite with shape "
-                             f"{self.out.shape}; got shape {cot.shape}")
-        self.cot[...] = cot
+        """Zero the adjoints and gradients, keep the positions' cotangent (checked)."""
+        self.cot[...] = cotangents["positions"]
         for a in (self.xg, self.vg, self.norms, *self.grads.values()):
             a.fill(0)
 
@@ -553,3 +548,170 @@ class _FusedSpringStepper(Stepper):
         """Nothing to free (NumPy buffers)."""
 
 
+
+
+#: Backend names of :class:`SpringStepper`.
+BACKENDS = ("auto", "fused", "fields")
+ADJOINTS = ("hand", "autodiff")
+
+
+def check_backend(backend: str, adjoint: str) -> None:
+    """Raise ``ValueError`` for an unknown backend or adjoint, or a pair that cannot run."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}; choose one of {BACKENDS}")
+    if adjoint not in ADJOINTS:
+        raise ValueError(f"adjoint={adjoint!r}; choose 'hand' or 'autodiff'")
+    if backend == "fused" and adjoint == "autodiff":
+        raise ValueError("adjoint='autodiff' runs on the fields backend only; use "
+                         "backend='fields' (or 'auto')")
+
+
+class SpringStepper(Stepper):
+    """The tape's view of a mass-spring rollout, on one of two backends.
+
+    Args:
+        system: the system (topology fixed for the stepper's life).
+        steps: rollout length.
+        dt: time step in s (checked by the caller against the system's stability).
+        times: the time levels whose positions are recorded as the output
+            ``"positions"`` ``[len(times), n, d]``.
+        backend: ``"fused"`` (NumPy buffers, whole ranges of steps per launch: the CPU),
+            ``"fields"`` (Taichi fields, one launch per step: GPUs and the tests) or
+            ``"auto"`` (fused on the CPU with the hand adjoint, else fields).
+        adjoint: ``"hand"`` (the gather adjoint) or ``"autodiff"`` (Taichi autodiff of
+            the scatter formulation; fields backend only: the reference of the tests).
+
+    Parameters (gradients): ``stiffness``, ``rest_length``, ``damping`` ``[m]``, ``mass``
+    ``[n]``, ``actuation`` ``[steps, max(channels, 1)]``; :meth:`initial_state_gradient`
+    gives ``∂L/∂x[0]`` and ``∂L/∂v[0]``.
+    """
+
+    def __init__(self, system: SpringSystem, steps: int, dt: float, times: Sequence[int], *,
+                 backend: str = "auto", adjoint: str = "hand") -> None:
+        check_backend(backend, adjoint)
+        if backend == "auto":
+            backend = "fused" if adjoint == "hand" and ensure_init().arch == "cpu" else "fields"
+        self.backend = backend
+        self.steps = steps
+        self.times = tuple(int(t) for t in times)
+        self.system = system
+        self._impl: _FusedBackend | _FieldBackend = (
+            _FusedBackend(system, steps, dt, self.times) if backend == "fused"
+            else _FieldBackend(system, steps, dt, self.times, adjoint))
+        shape = (len(self.times), system.n_particles, system.dim)
+        self._output_shape = shape
+        self._actuation_shape = (steps, max(system.channels, 1))
+
+    # -- values -------------------------------------------------------------------------
+    def load(self, system: SpringSystem, velocities: np.ndarray, actuation: np.ndarray) -> None:
+        """Take ``system``'s parameters and positions, the initial velocities and actuation.
+
+        ``system`` must have the stepper's topology; ``velocities`` ``[n, d]``;
+        ``actuation`` broadcasts to ``[steps, max(channels, 1)]``.
+        """
+        if system.springs.shape != self.system.springs.shape or system.dim != self.system.dim:
+            raise ValueError("the system's topology differs from the stepper's; build a new "
+                             "stepper for it")
+        act = np.broadcast_to(np.asarray(actuation), self._actuation_shape)
+        self.system = system
+        self._impl.upload(system, _parameter_arrays(system))
+        self._impl.x0 = system.positions
+        self._impl.v0 = velocities
+        self._impl.set_actuation(np.ascontiguousarray(act, dtype=np_real()))
+
+    def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
+        """Positions and velocities at every level ``[steps + 1, n, d]`` (no tape)."""
+        return self._impl.trajectory()
+
+    def initial_state_gradient(self) -> dict[str, np.ndarray]:
+        """``∂L/∂x[0]`` and ``∂L/∂v[0]`` (``[n, d]``), after :meth:`gradients`."""
+        return self._impl.initial_state_gradient()
+
+    # -- the Stepper protocol -----------------------------------------------------------
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes of one state: positions and velocities."""
+        return self._impl.state_nbytes
+
+    def allocate_checkpoints(self, slots: int) -> None:
+        """Make room for ``slots`` stored states."""
+        self._impl.allocate_checkpoints(slots)
+
+    def reset(self) -> None:
+        """Make ``x[0]`` live."""
+        self._impl.reset()
+
+    def advance(self, step: int) -> None:
+        """Run step ``step``."""
+        self._impl.advance(step)
+
+    def advance_range(self, start: int, stop: int, saves: Mapping[int, int]) -> None:
+        """Run steps ``start … stop-1`` with the saves among them."""
+        self._impl.advance_range(start, stop, saves)
+
+    def save(self, step: int, slot: int) -> None:
+        """Store the live ``x[step]`` in checkpoint ``slot``."""
+        self._impl.save(step, slot)
+
+    def restore(self, step: int, slot: int) -> None:
+        """Make checkpoint ``slot`` (``x[step]``) live."""
+        self._impl.restore(step, slot)
+
+    def live_is_finite(self, step: int) -> bool:
+        """Whether the live ``x[step]`` is finite."""
+        return self._impl.live_is_finite(step)
+
+    def state_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Name, shape and dtype of each array of one state."""
+        return self._impl.state_spec()
+
+    def export_state(self, step: int, out: Mapping[str, np.ndarray]) -> None:
+        """Copy the live ``x[step]`` into ``out``."""
+        self._impl.export_state(step, out)
+
+    def import_state(self, step: int, values: Mapping[str, np.ndarray]) -> None:
+        """Make ``values`` the live ``x[step]``."""
+        self._impl.import_state(step, values)
+
+    def enable_validation(self) -> None:
+        """Taichi's global-data-access checks on every forward step (fields backend only)."""
+        if not isinstance(self._impl, _FieldBackend):
+            raise ValueError("validate=True checks Taichi field kernels; build the stepper "
+                             "with backend='fields'")
+        self._impl.enable_validation()
+
+    def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
+        """Check the positions' cotangent, then zero the adjoints and seed it."""
+        if set(cotangents) != {"positions"}:
+            raise ValueError(f"cotangents for {sorted(cotangents)}; this stepper's only output "
+                             "is 'positions'")
+        cot = np.asarray(cotangents["positions"])
+        if cot.shape != self._output_shape or not np.all(np.isfinite(cot)):
+            raise ValueError(f"cotangent for 'positions' must be finite with shape "
+                             f"{self._output_shape}; got shape {cot.shape}")
+        self._impl.begin_reverse({"positions": np.ascontiguousarray(cot, dtype=np_real())})
+
+    def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
+        """Reverse step ``step``; ``‖λ[step+1]‖`` when ``measure``."""
+        return self._impl.reverse(step, slot, measure=measure)
+
+    def reverse_range(self, steps: Sequence[int], slots: Sequence[int | None], *,
+                      measure: bool) -> list[float]:
+        """Reverse consecutive ``steps`` (descending)."""
+        return self._impl.reverse_range(steps, slots, measure=measure)
+
+    def finish_reverse(self, *, measure: bool) -> float:
+        """Add the time-0 cotangent; ``‖λ[0]‖`` when ``measure``."""
+        return self._impl.finish_reverse(measure=measure)
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        """``"positions"`` ``[len(times), n, d]``."""
+        return self._impl.outputs()
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """``∂L/∂θ`` for every parameter."""
+        return self._impl.gradients()
+
+    def destroy(self) -> None:
+        """Free the backend's storage."""
+        self._impl.destroy()
