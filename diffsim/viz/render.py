@@ -16,7 +16,8 @@ from __future__ import annotations
 import pathlib
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -128,7 +129,7 @@ def save_gif(path: pathlib.Path, images: Sequence[Image.Image], *, fps: float = 
     """Write an animated GIF (looping) through a temporary file."""
     from diffsim.io import atomic_write
 
-    def write(handle: object) -> None:
+    def write(handle: IO[bytes]) -> None:
         images[0].save(handle, format="GIF", save_all=True, append_images=list(images[1:]),
                        duration=max(int(1000 / fps), 20), loop=0)
 
@@ -219,7 +220,7 @@ def render(trajectory: Trajectory, system: SpringSystem, path: str | pathlib.Pat
     return path
 
 
-def plot_loss(history: Sequence[dict], path: pathlib.Path, *, key: str = "loss",
+def plot_loss(history: Sequence[Mapping[str, object]], path: pathlib.Path, *, key: str = "loss",
               title: str = "") -> None:
     """Loss against iteration (log scale when positive) as a PNG, via matplotlib."""
     from diffsim.viz.figures import pyplot, save_figure
