@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
 import taichi as ti
 
-from diffsim._runtime import ensure_init, real
+from diffsim._runtime import DType, ensure_init, real
 
-__all__ = ["FieldTree", "field_nbytes"]
+__all__ = ["Field", "FieldTree", "field_nbytes"]
+
+#: A Taichi field (``ti.ScalarField`` or ``ti.MatrixField``). Taichi ships no type hints, so
+#: to a type checker this is ``Any``; the name says what is meant.
+Field: TypeAlias = Any
 
 
-def field_nbytes(f: object) -> int:
+def field_nbytes(f: Field) -> int:
     """Bytes held by a Taichi field (vector fields count every component)."""
     count = 1
     for extent in f.shape:
@@ -18,7 +24,7 @@ def field_nbytes(f: object) -> int:
     return count * components * _itemsize(f.dtype)
 
 
-def _itemsize(dtype: object) -> int:
+def _itemsize(dtype: DType) -> int:
     return {ti.f64: 8, ti.f32: 4, ti.i32: 4, ti.i64: 8, ti.u8: 1, ti.f16: 2}.get(dtype, 8)
 
 
@@ -32,9 +38,9 @@ class FieldTree:
     def __init__(self) -> None:
         ensure_init()
         self._builder = ti.FieldsBuilder()
-        self._tree: object | None = None
+        self._tree: Any | None = None  # the finalized Taichi SNode tree (a ti.SNodeTree)
         self._destroyed = False
-        self._vector_grads: list[object] = []
+        self._vector_grads: list[Field] = []
         self.nbytes = 0
 
     def field(
@@ -42,9 +48,9 @@ class FieldTree:
         shape: tuple[int, ...],
         *,
         vector: int | None = None,
-        dtype: object | None = None,
+        dtype: DType | None = None,
         needs_grad: bool = False,
-    ) -> object:
+    ) -> Field:
         """Declare a dense field.
 
         Args:

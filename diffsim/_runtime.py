@@ -14,14 +14,18 @@ import os
 import platform
 import sys
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeAlias
 
 os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "0")
 
 import numpy as np  # noqa: E402
 import taichi as ti  # noqa: E402
 
-__all__ = ["RuntimeInfo", "ensure_init", "info", "init", "is_initialized", "real", "np_real"]
+__all__ = ["DType", "RuntimeInfo", "ensure_init", "info", "init", "is_initialized", "real", "np_real"]
+
+#: A Taichi primitive type such as ``ti.f32`` or ``ti.i32``. Taichi ships no type hints, so
+#: to a type checker this is ``Any``; the name says what is meant.
+DType: TypeAlias = Any
 
 Arch = Literal["cpu", "cuda", "vulkan", "gpu", "auto"]
 Precision = Literal["f32", "f64"]
@@ -75,7 +79,8 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _try_init(arch: object, **kwargs: object) -> bool:
+def _try_init(arch: Any, **kwargs: object) -> bool:
+    """``ti.init`` on ``arch`` (a Taichi arch such as ``ti.cuda``); whether it worked."""
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             ti.init(arch=arch, enable_fallback=False, **kwargs)
@@ -143,7 +148,7 @@ def init(
     }
     if threads is not None:
         kwargs["cpu_max_num_threads"] = threads
-    candidates: list[tuple[str, object]] = []
+    candidates: list[tuple[str, Any]] = []  # (name, Taichi arch)
     skipped: list[str] = []
     # "gpu" and "auto" skip CUDA without a driver library (Taichi would warn on every run)
     if arch == "cuda" or (arch in ("gpu", "auto") and _cuda_driver_present()):
@@ -219,11 +224,11 @@ def info() -> RuntimeInfo:
     return ensure_init()
 
 
-def real() -> object:
+def real() -> DType:
     """The Taichi float type of the runtime precision (``ti.f32`` or ``ti.f64``)."""
     return ti.f64 if ensure_init().precision == "f64" else ti.f32
 
 
-def np_real() -> type:
+def np_real() -> type[np.floating[Any]]:
     """The NumPy float type of the runtime precision."""
     return np.float64 if ensure_init().precision == "f64" else np.float32

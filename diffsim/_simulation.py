@@ -21,6 +21,7 @@ import abc
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from diffsim._tape import Stepper, Tape, TapeReport, ValueAndGrad, rollout
 from diffsim.checkpoint import Schedule
@@ -73,10 +74,11 @@ def _call_loss(loss: LossFunction, outputs: Mapping[str, np.ndarray]
     return value, result[1]
 
 
-def _wrt(wrt: object, allowed: Sequence[str], default: Sequence[str]) -> tuple[str, ...]:
+def _wrt(wrt: Sequence[str] | None, allowed: Sequence[str], default: Sequence[str]
+         ) -> tuple[str, ...]:
     if wrt is None:
         return tuple(default)
-    names = (wrt,) if isinstance(wrt, str) else tuple(wrt)  # type: ignore[arg-type]
+    names = (wrt,) if isinstance(wrt, str) else tuple(wrt)
     if not names:
         raise ValueError(f"wrt is empty; name at least one of {', '.join(allowed)}")
     for name in names:
@@ -106,7 +108,7 @@ class Simulation(abc.ABC):
 
     # -- hooks -------------------------------------------------------------------------
     @abc.abstractmethod
-    def _stepper(self, loss: object = None) -> Stepper:
+    def _stepper(self, loss: LossFunction | None = None) -> Stepper:
         """The stepper to run, holding the current parameter values.
 
         ``loss`` may narrow what it records (its ``times``).
@@ -117,7 +119,7 @@ class Simulation(abc.ABC):
         """Current parameter values by name, shaped as the user gave them."""
 
     @abc.abstractmethod
-    def update(self, **params: object) -> None:
+    def update(self, **params: ArrayLike) -> None:
         """New parameter values (validated); nothing recompiles."""
 
     def output_shapes(self) -> dict[str, tuple[int, ...]]:

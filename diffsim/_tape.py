@@ -13,18 +13,20 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import taichi as ti
+from numpy.typing import ArrayLike
 from taichi._lib.core.taichi_python import SNodeGradType
 from taichi.lang.enums import AutodiffMode
 from taichi.lang.exception import TaichiAssertionError
 
-from diffsim._fields import FieldTree, field_nbytes
+from diffsim._fields import Field, FieldTree, field_nbytes
 from diffsim._runtime import ensure_init, np_real
 from diffsim._validate import as_array
 from diffsim.checkpoint import (
+    Action,
     Advance,
     Budget,
     Free,
@@ -46,6 +48,7 @@ from diffsim.stores import CheckpointStore, DeviceStore
 __all__ = [
     "DEFAULT_BUDGET",
     "DataAccessError",
+    "Kernel",
     "Launch",
     "Stepper",
     "TaichiStepper",
@@ -58,8 +61,12 @@ __all__ = [
 #: Checkpoint memory a tape may use when no schedule is given.
 DEFAULT_BUDGET = "1GiB"
 
+#: A Taichi kernel (``@ti.kernel``): called with its arguments, its reverse is ``kernel.grad``.
+#: Taichi ships no type hints, so to a type checker this is ``Any``; the name says what is meant.
+Kernel: TypeAlias = Any
+
 #: One kernel launch of a step: ``(kernel, args)``; the tape may also call ``kernel.grad(*args)``.
-Launch = tuple[Callable[..., object], tuple[object, ...]]
+Launch: TypeAlias = tuple[Kernel, tuple[Any, ...]]
 
 
 class DataAccessError(RuntimeError):
@@ -214,12 +221,12 @@ class TaichiStepper(Stepper):
             raise ValueError(f"steps={steps!r} must be an int >= 1")
         self.steps = steps
         self._tree = FieldTree()
-        self._states: dict[str, object] = {}
+        self._states: dict[str, Field] = {}
         self._history: dict[str, int] = {}
-        self._params: dict[str, object] = {}
-        self._outputs: dict[str, object] = {}
-        self._scratches: dict[str, object] = {}
-        self._pool: dict[str, object] = {}
+        self._params: dict[str, Field] = {}
+        self._outputs: dict[str, Field] = {}
+        self._scratches: dict[str, Field] = {}
+        self._pool: dict[str, Field] = {}
         self._pool_tree: FieldTree | None = None
         self._pool_slots = 0
         self._validate = False
@@ -227,7 +234,7 @@ class TaichiStepper(Stepper):
 
     # -- declarations ---------------------------------------------------------------
     def _state(self, name: str, shape: tuple[int, ...], *, vector: int | None = None,
-               history: int = 1) -> object:
+               history: int = 1) -> Field:
         """Declare a state field that keeps ``history`` time levels (a ring of ``history + 1``)."""
         if history not in (1, 2):
             raise ValueError(f"history={history!r}: a state keeps 1 or 2 time levels")
@@ -246,17 +253,17 @@ class TaichiStepper(Stepper):
         h = self._history[name]
         return [(t - h + 1 + j) % (h + 1) for j in range(h)]
 
-    def _param(self, name: str, shape: tuple[int, ...], *, vector: int | None = None) -> object:
+    def _param(self, name: str, shape: tuple[int, ...], *, vector: int | None = None) -> Field:
         f = self._tree.field(shape, vector=vector, needs_grad=True)
         self._params[name] = f
         return f
 
-    def _output(self, name: str, shape: tuple[int, ...], *, vector: int | None = None) -> object:
+    def _output(self, name: str, shape: tuple[int, ...], *, vector: int | None = None) -> Field:
         f = self._tree.field((self.steps + 1, *shape), vector=vector, needs_grad=True)
         self._outputs[name] = f
         return f
 
-    def _scratch(self, name: str, shape: tuple[int, ...], *, vector: int | None = None) -> object:
+    def _scratch(self, name: str, shape: tuple[int, ...], *, vector: int | None = None) -> Field:
         f = self._tree.field(shape, vector=vector, needs_grad=True)
         self._scratches[name] = f
         return f
@@ -392,7 +399,7 @@ class TaichiStepper(Stepper):
             arr[self._levels(name, step)] = values[name]
             f.from_numpy(arr)
 
-    def _sumsq(self, f: object, slot: int) -> float:
+    def _sumsq(self, f: Field, slot: int) -> float:
         return (sumsq_slot_vec if hasattr(f, "n") else sumsq_slot)(f, slot)
 
     def live_is_finite(self, step: int) -> bool:
@@ -453,7 +460,7 @@ class TaichiStepper(Stepper):
         """Current parameter values, each a NumPy copy shaped like the parameter."""
         return {name: f.to_numpy() for name, f in self._params.items()}
 
-    def set_param(self, name: str, value: object) -> None:
+    def set_param(self, name: str, value: ArrayLike) -> None:
         """Replace a parameter's values in place (no recompilation, unlike a new stepper).
 
         Args:
@@ -756,7 +763,7 @@ class Tape:
             raise FloatingPointError(_blow_up_message(self._last_finite, step))
         self._last_finite = step
 
-    def _execute(self, actions: Sequence[object], *, recompute: bool) -> None:
+    def _execute(self, actions: Sequence[Action], *, recompute: bool) -> None:
         """Run ``actions``: each run of consecutive steps goes to the stepper in one call.
 
         A run of :class:`Advance` and :class:`Save` actions that follow the live step
@@ -769,25 +776,24 @@ class Tape:
         check = None if recompute else self._check_every
         i, n = 0, len(actions)
         while i < n:
-            kind = type(actions[i])
-            if kind is Advance or kind is Save:
+            act = actions[i]
+            if type(act) is Advance or type(act) is Save:
                 i = self._advance_run(actions, i, check, recompute=recompute)
-            elif kind is Reverse:
+            elif type(act) is Reverse:
                 i = self._reverse_run(actions, i)
-            elif kind is Restore:
+            elif type(act) is Restore:
                 t0 = time.perf_counter()
-                act = actions[i]
                 self.store.load(act.step, act.slot)
                 self.report.restores += 1
                 self.report.checkpoint_seconds += time.perf_counter() - t0
                 i += 1
-            elif kind is Free:
-                self._held.discard(actions[i].slot)
+            elif type(act) is Free:
+                self._held.discard(act.slot)
                 i += 1
             else:  # pragma: no cover - schedules emit only the five actions
-                raise TypeError(f"unknown checkpoint action {actions[i]!r}")
+                raise TypeError(f"unknown checkpoint action {act!r}")
 
-    def _advance_run(self, actions: Sequence[object], i: int, check: int | None, *,
+    def _advance_run(self, actions: Sequence[Action], i: int, check: int | None, *,
                      recompute: bool) -> int:
         """Execute the run of Advance/Save actions starting at ``actions[i]``."""
         stepper, rep = self.stepper, self.report
@@ -797,10 +803,9 @@ class Tape:
         n = len(actions)
         while i < n:
             act = actions[i]
-            kind = type(act)
-            if kind is Advance and act.start == stop:
+            if type(act) is Advance and act.start == stop:
                 stop = act.stop
-            elif kind is Save and act.step == stop and stop not in saves:
+            elif type(act) is Save and act.step == stop and stop not in saves:
                 saves[act.step] = act.slot
                 self._held.add(act.slot)
                 rep.saves += 1
@@ -859,9 +864,10 @@ class Tape:
         stored = 0.0
         i, n = 0, len(steps)
         while i < n:
-            if slots[i] is not None:
+            slot = slots[i]
+            if slot is not None:
                 t0 = time.perf_counter()
-                self.store.load(steps[i], slots[i])
+                self.store.load(steps[i], slot)
                 stored += time.perf_counter() - t0
             j = i + 1
             while j < n and slots[j] is None:
@@ -872,7 +878,7 @@ class Tape:
         self.report.checkpoint_seconds += stored
         return norms, stored
 
-    def _reverse_run(self, actions: Sequence[object], i: int) -> int:
+    def _reverse_run(self, actions: Sequence[Action], i: int) -> int:
         """Execute the run of Reverse (and Free) actions starting at ``actions[i]``."""
         steps: list[int] = []
         slots: list[int | None] = []
@@ -880,11 +886,10 @@ class Tape:
         n = len(actions)
         while i < n:
             act = actions[i]
-            kind = type(act)
-            if kind is Reverse and (not steps or act.step == steps[-1] - 1):
+            if type(act) is Reverse and (not steps or act.step == steps[-1] - 1):
                 steps.append(act.step)
                 slots.append(act.slot)
-            elif kind is Free and steps:
+            elif type(act) is Free and steps:
                 frees.append(act.slot)
             else:
                 break

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["as_array", "check_positions"]
 
 
-def as_array(name: str, value: object, shape: tuple[int, ...], *, positive: bool = False,
+def as_array(name: str, value: ArrayLike, shape: tuple[int, ...], *, positive: bool = False,
              minimum: float | None = None, strict: bool = False, keep_scalar: bool = False,
              what: str = "") -> np.ndarray:
     """``value`` as a float64 array of ``shape`` (or a scalar), finite, optionally bounded.
@@ -51,7 +52,7 @@ def as_array(name: str, value: object, shape: tuple[int, ...], *, positive: bool
     return arr
 
 
-def check_positions(name: str, value: object) -> np.ndarray:
+def check_positions(name: str, value: ArrayLike) -> np.ndarray:
     """``value`` as float64 ``[n, d]`` points (n >= 1, d = 2 or 3), every coordinate finite."""
     try:
         x = np.array(value, dtype=np.float64)

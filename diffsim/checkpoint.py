@@ -39,7 +39,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import NamedTuple, final
 
 __all__ = [
     "Action",
@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 
+@final
 class Advance(NamedTuple):
     """Run forward steps ``start … stop-1``: the live state goes from ``x[start]`` to ``x[stop]``."""
 
@@ -67,6 +68,7 @@ class Advance(NamedTuple):
     stop: int
 
 
+@final
 class Save(NamedTuple):
     """Copy the live state ``x[step]`` into checkpoint slot ``slot``."""
 
@@ -74,6 +76,7 @@ class Save(NamedTuple):
     slot: int
 
 
+@final
 class Restore(NamedTuple):
     """Copy checkpoint slot ``slot`` (holding ``x[step]``) into the live state."""
 
@@ -81,6 +84,7 @@ class Restore(NamedTuple):
     slot: int
 
 
+@final
 class Reverse(NamedTuple):
     """Run the reverse step of step ``step``.
 
@@ -93,6 +97,7 @@ class Reverse(NamedTuple):
     slot: int | None
 
 
+@final
 class Free(NamedTuple):
     """Release checkpoint slot ``slot`` (holding ``x[step]``)."""
 
@@ -537,8 +542,7 @@ def simulate(actions: Iterable[Action], n: int) -> ScheduleCost:
     reached_end = False
     forward = recompute = saves = restores = peak = max_slot = 0
     for index, act in enumerate(actions):
-        kind = type(act)
-        if kind is Advance:
+        if type(act) is Advance:
             if live != act.start or act.stop <= act.start or act.stop > pending + 1:
                 raise ValueError(f"action {index} {act}: live state is x[{live}], "
                                  f"next reverse step is {pending}")
@@ -547,7 +551,7 @@ def simulate(actions: Iterable[Action], n: int) -> ScheduleCost:
                 recompute += act.stop - act.start
             live, last = act.stop, act.stop - 1
             reached_end = reached_end or act.stop == n
-        elif kind is Save:
+        elif type(act) is Save:
             if live != act.step or act.slot in held or act.slot < 0:
                 raise ValueError(f"action {index} {act}: live state is x[{live}], "
                                  f"slot {act.slot} holds {held.get(act.slot)}")
@@ -555,16 +559,16 @@ def simulate(actions: Iterable[Action], n: int) -> ScheduleCost:
             saves += 1
             peak = max(peak, len(held))
             max_slot = max(max_slot, act.slot + 1)
-        elif kind is Restore:
+        elif type(act) is Restore:
             if held.get(act.slot) != act.step:
                 raise ValueError(f"action {index} {act}: slot holds {held.get(act.slot)}")
             live, last = act.step, None
             restores += 1
-        elif kind is Free:
+        elif type(act) is Free:
             if held.get(act.slot) != act.step:
                 raise ValueError(f"action {index} {act}: slot holds {held.get(act.slot)}")
             del held[act.slot]
-        elif kind is Reverse:
+        elif type(act) is Reverse:
             if act.step != pending or not reached_end:
                 raise ValueError(f"action {index} {act}: expected reverse of step {pending}"
                                  f"{'' if reached_end else ' after x[n] is computed'}")

@@ -16,7 +16,7 @@ import pathlib
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, Literal, overload
 
 import numpy as np
 
@@ -31,7 +31,17 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: pathlib.Path, write: Callable[[Any], None], *, binary: bool = False) -> None:
+@overload
+def atomic_write(path: pathlib.Path, write: Callable[[IO[str]], object], *,
+                 binary: Literal[False] = False) -> None: ...
+
+
+@overload
+def atomic_write(path: pathlib.Path, write: Callable[[IO[bytes]], object], *,
+                 binary: Literal[True]) -> None: ...
+
+
+def atomic_write(path: pathlib.Path, write: Callable[[Any], object], *, binary: bool = False) -> None:
     """Create ``path`` through ``write(handle)`` on a temporary file, then rename it.
 
     Args:
@@ -45,7 +55,8 @@ def atomic_write(path: pathlib.Path, write: Callable[[Any], None], *, binary: bo
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, 0o666 & ~_umask())  # as open() would create it (mkstemp makes 0600)
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as h:
+        handle: IO[Any] = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")
+        with handle as h:
             write(h)
             h.flush()
             os.fsync(h.fileno())

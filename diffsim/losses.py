@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from diffsim._validate import check_positions
 
@@ -77,7 +78,7 @@ class L2(Loss):
         output: the output's name (default ``"traces"``).
     """
 
-    def __init__(self, observed: object, output: str = "traces") -> None:
+    def __init__(self, observed: ArrayLike, output: str = "traces") -> None:
         obs = np.asarray(observed, dtype=np.float64)
         if not np.all(np.isfinite(obs)):
             raise ValueError(f"observed {output} contain NaN or Inf")
@@ -99,7 +100,7 @@ class L2(Loss):
 
 
 # -- trajectory losses (outputs "positions" [levels, n, d]) ----------------------------------
-def _subset(particles: object, n: int) -> np.ndarray | None:
+def _subset(particles: Sequence[int] | None, n: int) -> np.ndarray | None:
     if particles is None:
         return None
     idx = np.asarray(particles, dtype=np.int64).reshape(-1)
@@ -108,8 +109,9 @@ def _subset(particles: object, n: int) -> np.ndarray | None:
     return idx
 
 
-def _particle_l2(outputs: Mapping[str, np.ndarray], particles: object, levels: int | slice,
-                 reference: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+def _particle_l2(outputs: Mapping[str, np.ndarray], particles: Sequence[int] | None,
+                 levels: int | slice, reference: np.ndarray
+                 ) -> tuple[float, dict[str, np.ndarray]]:
     """``0.5 |x[levels, particles] - reference|^2`` and its cotangent on ``"positions"``."""
     positions = np.asarray(outputs["positions"], dtype=np.float64)
     idx = _subset(particles, positions.shape[1])
@@ -134,7 +136,7 @@ class FinalPosition(Loss):
         particles: optional indices of the particles the target is for.
     """
 
-    def __init__(self, target: object, particles: Sequence[int] | None = None) -> None:
+    def __init__(self, target: ArrayLike, particles: Sequence[int] | None = None) -> None:
         self.target = check_positions("target", target)
         self.particles = particles
 
@@ -164,7 +166,7 @@ class Tracking(Loss):
         particles: optional indices of the observed particles.
     """
 
-    def __init__(self, observed: object, particles: Sequence[int] | None = None) -> None:
+    def __init__(self, observed: ArrayLike, particles: Sequence[int] | None = None) -> None:
         obs = np.asarray(observed, dtype=np.float64)
         if obs.ndim != 3 or not np.all(np.isfinite(obs)):
             raise ValueError(f"observed must be a finite array [steps + 1, n, d]; got shape "

@@ -50,7 +50,7 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(name: str) -> object:
+def get(name: str) -> Scenario:
     """A fresh instance of the scenario registered as ``name``.
 
     Raises:

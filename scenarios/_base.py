@@ -12,8 +12,9 @@ import pathlib
 import tomllib
 import types
 import typing
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from diffsim._runtime import Precision
 from diffsim.io import RunOptions, atomic_write, dump_toml
 
 __all__ = ["Scenario"]
@@ -95,11 +96,16 @@ class Scenario:
 
     kind: ClassVar[str] = "scenario"
     #: precision ``diffsim run`` uses unless ``--precision`` says otherwise.
-    precision: ClassVar[str] = "f64"
+    precision: ClassVar[Precision] = "f64"
+
+    if TYPE_CHECKING:
+        # Every scenario is a dataclass (its subclass is); this tells the type checker, so
+        # that ``dataclasses.fields``/``replace``/``asdict`` accept a Scenario.
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             value = _coerce(f.name, getattr(self, f.name), hints[f.name])
             object.__setattr__(self, f.name, value)
         self.check()
@@ -119,18 +125,18 @@ class Scenario:
     @classmethod
     def field_names(cls) -> list[str]:
         """The scenario's field names."""
-        return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        return [f.name for f in dataclasses.fields(cls)]
 
-    def with_(self, **changes: object) -> Any:
+    def with_(self, **changes: object) -> Self:
         """A copy with some fields changed (unknown names and wrong types raise)."""
         known = self.field_names()
         for key in changes:
             if key not in known:
                 raise ValueError(f"{type(self).__name__} has no field {key!r}; fields: "
                                  f"{', '.join(known)}")
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        return dataclasses.replace(self, **changes)
 
-    def with_settings(self, settings: list[str]) -> Any:
+    def with_settings(self, settings: list[str]) -> Self:
         """A copy changed by ``key=value`` strings (``diffsim run --set``)."""
         return self.with_(**dict(_parse_setting(s) for s in settings))
 
@@ -138,7 +144,7 @@ class Scenario:
         """The fields as a plain dict (tuples become lists)."""
         def plain(v: object) -> object:
             return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
-        return {k: plain(v) for k, v in dataclasses.asdict(self).items()}  # type: ignore[call-overload]
+        return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
 
     def to_toml(self) -> str:
         """TOML text: a ``kind`` line, then the fields."""
@@ -150,7 +156,7 @@ class Scenario:
         atomic_write(pathlib.Path(path), lambda h: h.write(text))
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Any:
+    def from_dict(cls, data: dict[str, object]) -> Self:
         """Build from a dict such as :meth:`as_dict` gives (unknown keys raise)."""
         data = {k: v for k, v in data.items() if k not in ("kind", "class")}
         unknown = sorted(set(data) - set(cls.field_names()))
@@ -159,7 +165,7 @@ class Scenario:
                              f"allowed keys: {', '.join(cls.field_names())}")
         return cls(**data)
 
-    def smoke(self) -> Any:
+    def smoke(self) -> Self:
         """A tiny version of this scenario for tests (default: itself)."""
         return self
 

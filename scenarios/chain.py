@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -92,8 +93,8 @@ class ChainScenario(Scenario):
         idx = set(range(0, self.masses, self.observed_every)) | {self.masses - 1}
         return sorted(idx)
 
-    def build(self, stiffness: np.ndarray | None = None, *, adjoint: str = "autodiff"
-              ) -> OscillatorChain:
+    def build(self, stiffness: np.ndarray | None = None, *,
+              adjoint: Literal["autodiff", "hand"] = "autodiff") -> OscillatorChain:
         """The stepper, with the given stiffness (the initial guess by default)."""
         return OscillatorChain(
             stiffness=self.initial_stiffness() if stiffness is None else stiffness,

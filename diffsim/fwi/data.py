@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TypedDict
 
 import numpy as np
 from scipy import signal
@@ -119,9 +120,20 @@ class ShotData:
                                   self.stepper_options(), self.sources.tobytes(),
                                   self.receivers.tobytes())).encode()).hexdigest()
 
-    def stepper_options(self) -> dict[str, object]:
+    def stepper_options(self) -> StepperOptions:
         """Keyword arguments of :class:`diffsim.acoustic.AcousticStepper` for this experiment."""
-        return dict(order=self.order, pml_width=self.pml_width, free_surface=self.free_surface,
-                    pml_velocity=self.pml_velocity, pml_frequency=self.pml_frequency)
+        return StepperOptions(order=self.order, pml_width=self.pml_width,
+                              free_surface=self.free_surface, pml_velocity=self.pml_velocity,
+                              pml_frequency=self.pml_frequency)
+
+
+class StepperOptions(TypedDict):
+    """The :class:`diffsim.acoustic.AcousticStepper` keywords a :class:`ShotData` fixes (a dict)."""
+
+    order: int
+    pml_width: int
+    free_surface: bool
+    pml_velocity: float | None
+    pml_frequency: float | None
 
 

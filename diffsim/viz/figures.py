@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import io
 import pathlib
+import types
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from diffsim.io import atomic_write
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 __all__ = ["costate_figure", "gradient_figure", "loss_figure", "model_figure", "pyplot",
            "save_figure", "shot_figure", "wavefield_gif"]
 
 
-def pyplot():  # noqa: ANN201 - matplotlib's pyplot module
+def pyplot() -> types.ModuleType:
     """``matplotlib.pyplot`` on the non-interactive Agg backend."""
     import matplotlib
 
@@ -28,7 +32,7 @@ def pyplot():  # noqa: ANN201 - matplotlib's pyplot module
     return plt
 
 
-def save_figure(fig: object, path: pathlib.Path, *, dpi: int = 110) -> None:
+def save_figure(fig: Figure, path: pathlib.Path, *, dpi: int = 110) -> None:
     """Write ``fig`` as a PNG atomically and close it."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
@@ -178,7 +182,7 @@ def wavefield_gif(path: pathlib.Path, frames: np.ndarray, velocity: np.ndarray, 
         fig.savefig(buffer, format="png", dpi=70)
         plt.close(fig)
         buffer.seek(0)
-        images.append(Image.open(buffer).convert("P", palette=Image.ADAPTIVE))
+        images.append(Image.open(buffer).convert("P", palette=Image.Palette.ADAPTIVE))
     out = io.BytesIO()
     images[0].save(out, format="GIF", save_all=True, append_images=images[1:], duration=120,
                    loop=0)

@@ -17,6 +17,7 @@ import pathlib
 import shutil
 import subprocess
 from collections.abc import Sequence
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -128,7 +129,7 @@ def save_gif(path: pathlib.Path, images: Sequence[Image.Image], *, fps: float = 
     """Write an animated GIF (looping) through a temporary file."""
     from diffsim.io import atomic_write
 
-    def write(handle: object) -> None:
+    def write(handle: IO[bytes]) -> None:
         images[0].save(handle, format="GIF", save_all=True, append_images=list(images[1:]),
                        duration=max(int(1000 / fps), 20), loop=0)
 

@@ -1,5 +1,7 @@
 """Lane and row helpers shared by the forward and adjoint blocks (see the package docstring)."""
 
+from typing import TYPE_CHECKING, Any
+
 import taichi as ti
 
 
@@ -24,6 +26,10 @@ class Arrays(tuple):
         obj = super().__new__(cls, ())
         obj.__dict__.update(items)
         return obj
+
+    if TYPE_CHECKING:
+        # The attributes are whatever ``items`` held (Taichi arrays, tuples, constants).
+        def __getattr__(self, name: str) -> Any: ...
 
 
 # -- lanes ---------------------------------------------------------------------------------

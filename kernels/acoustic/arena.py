@@ -1,6 +1,13 @@
-"""The arena engine's kernels: every vector array a view into one field, compiled once."""
+"""The arena engine's kernels: every vector array a view into one field, compiled once.
+
+The helpers here run as plain Python while a kernel compiles; their Taichi arguments and
+results (fields, kernel arguments, expressions) are typed ``Any``: Taichi ships no type
+hints.
+"""
 
 import functools
+from collections.abc import Sequence
+from typing import Any, TypeAlias, cast
 
 import taichi as ti
 from taichi.lang import impl
@@ -43,12 +50,12 @@ class View:
     vectorising: 3-5x slower kernels, measured).
     """
 
-    def __init__(self, field: object, offset: object, shape: tuple) -> None:
+    def __init__(self, field: Any, offset: Any, shape: Sequence[Any]) -> None:
         self.field, self.offset, self.shape = field, offset, tuple(shape)
 
-    def __getitem__(self, index: object) -> object:
+    def __getitem__(self, index: Any) -> Any:
         index = index if isinstance(index, tuple) else (index,)
-        parts: list[object] = []
+        parts: list[Any] = []
         for i in index:  # vectors of indices (grouped loop indices) count axis by axis
             if isinstance(i, Matrix):
                 parts += i.to_list()
@@ -63,7 +70,7 @@ class View:
         return impl.subscript(None, self.field, self.offset + flat)
 
 
-def _scalars(vector: object, count: int) -> tuple:
+def _scalars(vector: Any, count: int) -> tuple[Any, ...]:
     """Entries ``0 … count-1`` of an argument as scalar kernel locals (plain Python).
 
     Loaded once at the kernel's start: an ndarray element read inside the loops would be
@@ -72,25 +79,26 @@ def _scalars(vector: object, count: int) -> tuple:
     return tuple(impl.expr_init(impl.subscript(None, vector, k)) for k in range(count))
 
 
-def _views(arena: object, pools: object, layout: list, ndim: int) -> dict[str, object]:
+def _views(arena: Any, pools: Any, layout: Sequence[Any], ndim: int
+           ) -> dict[str, View | tuple[View, ...]]:
     """The arena arrays as :class:`View`s from the layout entries (plain Python).
 
     The checkpoint pools (``pool_*``) are views into ``pools``, a second arena.
     """
-    out: dict[str, object] = {}
+    out: dict[str, View | tuple[View, ...]] = {}
     k = 0
     for name, axes in arena_arrays(ndim):
         field = pools if name.startswith("pool_") else arena
         out[name] = View(field, layout[k], layout[k + 1:k + 1 + axes])
         k += 1 + axes
     for name in ("psi", "zeta", "psig", "zetag", "pbar", "pool_psi", "pool_zeta"):
-        out[name] = tuple(out.pop(f"{name}{d}") for d in range(ndim))
+        out[name] = tuple(cast(View, out.pop(f"{name}{d}")) for d in range(ndim))
     return out
 
 
-def _arrays(arena: object, pools: object, layout: tuple, c1: tuple, c2: tuple, ndim: int,
-            real: object, lanes: int, sponge: bool, serial: bool, xs: object, pm0: object,
-            pm1: object, ih: tuple, **items: object) -> Arrays:
+def _arrays(arena: Any, pools: Any, layout: Sequence[Any], c1: tuple[float, ...],
+            c2: tuple[float, ...], ndim: int, real: Any, lanes: int, sponge: bool, serial: bool,
+            xs: Any, pm0: Any, pm1: Any, ih: tuple[float, ...], **items: Any) -> Arrays:
     """The :class:`Arrays` of an arena kernel (plain Python, run while it compiles).
 
     Vector arguments become tuples of scalar kernel locals. The inverse spacings ``ih``
@@ -103,7 +111,7 @@ def _arrays(arena: object, pools: object, layout: tuple, c1: tuple, c2: tuple, n
         items["xs_near"] = _scalars(items["xs_near"], 4)
     if "scale" in items:
         items["scale"] = impl.expr_init(items["scale"])
-    u = views["u"]
+    u = cast(View, views["u"])
     halo = len(c2) - 1
     space_rows = tuple((halo, u.shape[2 + d] - halo) for d in range(ndim - 1))
     return Arrays(xs=xs, pm=(pm0, pm1)[:ndim - 1], inv_h=ih, rows=((0, u.shape[1]), *space_rows),
@@ -112,14 +120,14 @@ def _arrays(arena: object, pools: object, layout: tuple, c1: tuple, c2: tuple, n
                   sponge=sponge, serial=serial, **views, **items)
 
 
-def _one_shot(f: Arrays, s: object) -> Arrays:
+def _one_shot(f: Arrays, s: Any) -> Arrays:
     """``f`` restricted to shot ``s`` (plain Python, run while a kernel compiles)."""
     shot = (s, s + 1)
     return Arrays(**{**f.__dict__, "rows": (shot, *f.space_rows), "shots": shot})
 
 
 @functools.cache
-def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, object]:
+def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
     """The arena engine's kernels for one dimension and precision.
 
     The vector arrays live in the arena, a 1D vector field passed as a template and
@@ -141,18 +149,19 @@ def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, object]:
     * ``read`` / ``write`` / ``fill``: elements ``offset …`` of the arena to, from or
       with NumPy (vectors of ``lanes``).
     """
+    # Taichi types of the kernels' arguments; as TypeAliases they are Any to a type checker
     real = ti.f64 if precision == "f64" else ti.f32
-    vec = ti.types.vector(lanes, real)
+    vec: TypeAlias = ti.types.vector(lanes, real)
     nl = layout_size(ndim)
-    lay_t = ti.types.ndarray(dtype=ti.i32, ndim=1)
-    flat = ti.types.ndarray(dtype=vec, ndim=1)
-    prof = ti.types.ndarray(dtype=real, ndim=2)
-    r3 = ti.types.ndarray(dtype=real, ndim=3)
-    r4 = ti.types.ndarray(dtype=real, ndim=4)
-    pos = ti.types.ndarray(dtype=ti.types.vector(ndim, ti.i32), ndim=2)
-    i1 = ti.types.ndarray(dtype=ti.i32, ndim=1)
-    f1 = ti.types.ndarray(dtype=ti.f64, ndim=1)
-    iv4 = ti.types.vector(4, ti.i32)
+    lay_t: TypeAlias = ti.types.ndarray(dtype=ti.i32, ndim=1)
+    flat: TypeAlias = ti.types.ndarray(dtype=vec, ndim=1)
+    prof: TypeAlias = ti.types.ndarray(dtype=real, ndim=2)
+    r3: TypeAlias = ti.types.ndarray(dtype=real, ndim=3)
+    r4: TypeAlias = ti.types.ndarray(dtype=real, ndim=4)
+    pos: TypeAlias = ti.types.ndarray(dtype=ti.types.vector(ndim, ti.i32), ndim=2)
+    i1: TypeAlias = ti.types.ndarray(dtype=ti.i32, ndim=1)
+    f1: TypeAlias = ti.types.ndarray(dtype=ti.f64, ndim=1)
+    iv4: TypeAlias = ti.types.vector(4, ti.i32)
     const = dict(ndim=ndim, real=real, lanes=lanes)
 
     @ti.kernel
