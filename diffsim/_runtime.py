@@ -50,7 +50,7 @@ class RuntimeInfo:
 
     arch: str
     requested_arch: str
-    precision: str
+    precision: Precision
     threads: int | None
     debug: bool
     taichi_version: str

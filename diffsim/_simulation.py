@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping, Sequence
+from typing import Self
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -167,6 +168,36 @@ class Simulation(abc.ABC):
         stepper = self._stepper()
         return self._outputs(stepper, rollout(stepper))
 
+    def snapshots(self, every: int, callback: Callable[[int, dict[str, np.ndarray]], None]
+                  ) -> dict[str, np.ndarray]:
+        """Run the rollout, showing the state to ``callback(t, state)`` every ``every`` steps.
+
+        Args:
+            every: steps between snapshots (>= 1); ``t = every, 2 every, ...``.
+            callback: receives the time level and the state by name (copies; the
+                physics decides what it shows: the acoustic simulation gives
+                ``{"wavefield": [shot, *model shape]}``, others their exported state).
+
+        Returns:
+            The outputs, as :meth:`simulate` returns them.
+        """
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every={every!r} must be a positive number of steps")
+        stepper = self._stepper()
+        stepper.reset()
+        for start in range(0, stepper.steps, every):
+            stop = min(start + every, stepper.steps)
+            stepper.advance_range(start, stop, {})
+            if stop % every == 0:
+                callback(stop, self._snapshot(stepper, stop))
+        return self._outputs(stepper, stepper.outputs())
+
+    def _snapshot(self, stepper: Stepper, t: int) -> dict[str, np.ndarray]:
+        """The live state ``x[t]`` as :meth:`snapshots` shows it (default: the exported state)."""
+        out = {name: np.empty(shape, dtype) for name, (shape, dtype) in stepper.state_spec().items()}
+        stepper.export_state(t, out)
+        return out
+
     def vjp(self, cotangents: Mapping[str, np.ndarray], *, wrt: Sequence[str] | None = None,
             checkpoint: Schedule | None = None, store: CheckpointStore | None = None
             ) -> dict[str, np.ndarray]:
@@ -237,7 +268,7 @@ class Simulation(abc.ABC):
     def close(self) -> None:  # noqa: B027
         """Free this simulation's Taichi memory (default: nothing to free)."""
 
-    def __enter__(self) -> Simulation:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

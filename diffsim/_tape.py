@@ -615,8 +615,8 @@ class ValueAndGrad:
 
     loss: float
     grads: dict[str, np.ndarray]
-    outputs: dict[str, np.ndarray] = field(default_factory=dict)
-    report: TapeReport | None = None
+    outputs: dict[str, np.ndarray]
+    report: TapeReport
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.loss, self.grads))

@@ -12,12 +12,14 @@ Units: displacement m, velocity m/s, mass kg, stiffness N/m, beta 1/m^2, force N
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import taichi as ti
+from numpy.typing import ArrayLike
 
 from diffsim._runtime import np_real
+from diffsim._simulation import LossFunction
 from diffsim._simulation import Simulation as _Simulation
 from diffsim._tape import Launch, TaichiStepper
 from diffsim._validate import as_array
@@ -47,14 +49,14 @@ class OscillatorChain(TaichiStepper):
     def __init__(
         self,
         *,
-        stiffness: object,
-        mass: object,
-        beta: object = 0.0,
+        stiffness: ArrayLike,
+        mass: ArrayLike,
+        beta: ArrayLike = 0.0,
         forcing: np.ndarray,
         dt: float,
         observed: Sequence[int],
-        q0: object = 0.0,
-        v0: object = 0.0,
+        q0: ArrayLike = 0.0,
+        v0: ArrayLike = 0.0,
         adjoint: Literal["autodiff", "hand"] = "autodiff",
     ) -> None:
         forcing = np.asarray(forcing, dtype=np.float64)
@@ -117,7 +119,7 @@ class OscillatorChain(TaichiStepper):
             self._check_stability(k_max, m_min)
             self._k_max, self._m_min = k_max, m_min
 
-    def set_initial(self, *, q0: object = None, v0: object = None) -> None:
+    def set_initial(self, *, q0: ArrayLike | None = None, v0: ArrayLike | None = None) -> None:
         """Set the initial displacement ``q0`` (m) and/or velocity ``v0`` (m/s), ``[N]`` or scalars."""
         if q0 is not None:
             self._q0 = as_array("q0", q0, (self.n,), positive=False).astype(np_real())
@@ -175,10 +177,10 @@ class Simulation(_Simulation):
     parameter_names = ("stiffness", "beta", "mass", "forcing")
     default_wrt = ("stiffness",)
 
-    def __init__(self, **chain: object) -> None:
-        self.chain = OscillatorChain(**chain)  # type: ignore[arg-type]
+    def __init__(self, **chain: Any) -> None:
+        self.chain = OscillatorChain(**chain)
 
-    def _stepper(self, loss: object = None) -> OscillatorChain:
+    def _stepper(self, loss: LossFunction | None = None) -> OscillatorChain:
         return self.chain
 
     def parameters(self) -> dict[str, np.ndarray]:
@@ -190,7 +192,7 @@ class Simulation(_Simulation):
         shape = (self.chain.steps + 1, int(self.chain.obs.shape[0]))
         return {"positions": shape, "velocities": shape}
 
-    def update(self, **params: object) -> None:
+    def update(self, **params: ArrayLike) -> None:
         """New parameter values (a scalar fills the array); nothing recompiles."""
         unknown = set(params) - set(self.parameter_names)
         if unknown:
@@ -204,7 +206,7 @@ class Simulation(_Simulation):
         self.chain.destroy()
 
 
-def simulate(**chain: object) -> dict[str, np.ndarray]:
+def simulate(**chain: Any) -> dict[str, np.ndarray]:
     """Outputs of one rollout of :class:`OscillatorChain` (same keyword arguments)."""
     with Simulation(**chain) as sim:
         return sim.simulate()

@@ -95,9 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(diffsim.info().as_dict(), indent=2))
             return 0
         from diffsim.scenarios._chain_job import run_chain_demo
+        from diffsim.scenarios.chain import ChainScenario
 
         scenario = scenarios.get(args.scenario)
-        if scenario.kind != "chain":
+        if not isinstance(scenario, ChainScenario):
             raise ValueError(f"demo runs a chain scenario; {args.scenario!r} is a {scenario.kind} "
                              f"scenario: use `diffsim run {args.scenario}`")
         if args.smoke:

@@ -15,6 +15,7 @@ import hashlib
 import pathlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,7 @@ def _fingerprint(problem: DesignProblem) -> str:
 def run_design(problem: DesignProblem, *, iterations: int, out: pathlib.Path | None,
                resume: bool = False, checkpoint: Schedule | None = None,
                echo: Callable[[str], None] = print, frames: int = 90,
-               frame_size: tuple[int, int] = (480, 360)) -> dict[str, object]:
+               frame_size: tuple[int, int] = (480, 360)) -> dict[str, Any]:
     """Optimise ``problem`` with projected Adam for ``iterations`` iterations.
 
     Args:
@@ -140,7 +141,7 @@ def run_design(problem: DesignProblem, *, iterations: int, out: pathlib.Path | N
              f"{result.iterations} iterations (best {best['loss']:.6e} at iteration "
              f"{best['iteration']})")
         skip = ("iteration", "loss", "seconds")
-        summary: dict[str, object] = {
+        summary: dict[str, Any] = {
             "problem": problem.name,
             "initial_loss": first["loss"],
             "final_loss": result.loss,
@@ -169,7 +170,7 @@ def run_design(problem: DesignProblem, *, iterations: int, out: pathlib.Path | N
 
 
 def _write_figures(problem: DesignProblem, sim: SpringSimulation, x0: np.ndarray,
-                   x: np.ndarray, history: list[dict], out: pathlib.Path, frames: int,
+                   x: np.ndarray, history: list[dict[str, Any]], out: pathlib.Path, frames: int,
                    size: tuple[int, int]) -> None:
     from diffsim.viz.figures import loss_figure
     from diffsim.viz.render import frames as make_frames

@@ -39,6 +39,8 @@ a whole range of steps in one launch on NumPy arrays (:func:`spring_fused`), com
 once per process for every system. They give identical results bit for bit.
 """
 
+from typing import Any, TypeAlias
+
 import taichi as ti
 
 
@@ -177,7 +179,7 @@ def spring_step(x: ti.template(), v: ti.template(), stiffness: ti.template(),
                        ti.cast(ground, x.dtype), use_ground, ti.cast(friction, x.dtype), i, True)
 
 
-def spring_fused(dim: int, dtype: object) -> tuple[object, object]:
+def spring_fused(dim: int, dtype: Any) -> tuple[Any, Any]:
     """The whole-range forward and reverse kernels for ``dim``-vectors of ``dtype``.
 
     Built once per pair and shared by every system: all arguments are arrays (NumPy
@@ -208,13 +210,14 @@ def spring_fused(dim: int, dtype: object) -> tuple[object, object]:
     return _FUSED_KERNELS[key]
 
 
-def _build_fused(vec: object, dtype: object) -> tuple[object, object]:
-    v1 = ti.types.ndarray(dtype=vec, ndim=1)
-    v2 = ti.types.ndarray(dtype=vec, ndim=2)
-    s1 = ti.types.ndarray(dtype=dtype, ndim=1)
-    s2 = ti.types.ndarray(dtype=dtype, ndim=2)
-    i1 = ti.types.ndarray(dtype=ti.i32, ndim=1)
-    f1 = ti.types.ndarray(dtype=ti.f64, ndim=1)
+def _build_fused(vec: Any, dtype: Any) -> tuple[Any, Any]:
+    # Taichi types of the kernels' arguments; as TypeAliases they are Any to a type checker
+    v1: TypeAlias = ti.types.ndarray(dtype=vec, ndim=1)
+    v2: TypeAlias = ti.types.ndarray(dtype=vec, ndim=2)
+    s1: TypeAlias = ti.types.ndarray(dtype=dtype, ndim=1)
+    s2: TypeAlias = ti.types.ndarray(dtype=dtype, ndim=2)
+    i1: TypeAlias = ti.types.ndarray(dtype=ti.i32, ndim=1)
+    f1: TypeAlias = ti.types.ndarray(dtype=ti.f64, ndim=1)
 
     @ti.kernel
     def forward(x: v2, v: v2, px: v2, pv: v2, out: v2, stiffness: s1, rest: s1, damping: s1,
@@ -297,7 +300,7 @@ def _build_fused(vec: object, dtype: object) -> tuple[object, object]:
 
 
 #: Compiled (forward, reverse) kernels by (dimension, dtype); see :func:`spring_fused`.
-_FUSED_KERNELS: dict = {}
+_FUSED_KERNELS: dict[tuple[int, Any], tuple[Any, Any]] = {}
 
 
 @ti.kernel

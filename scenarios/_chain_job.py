@@ -12,6 +12,7 @@ from __future__ import annotations
 import pathlib
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,11 +22,14 @@ from diffsim.gradcheck import taylor_test
 from diffsim.io import write_json
 from diffsim.optim import LBFGSB, EvaluationStore, History, minimize
 
+if TYPE_CHECKING:
+    from diffsim.scenarios.chain import ChainScenario
+
 __all__ = ["run_chain_demo"]
 
 
 def run_chain_demo(
-    scenario: object,
+    scenario: ChainScenario,
     *,
     checkpoint: Schedule,
     iterations: int,

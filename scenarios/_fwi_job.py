@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,7 +19,10 @@ from diffsim.fwi import (
     surface_acquisition,
 )
 from diffsim.fwi.evaluators import Evaluator
-from diffsim.io import read_json, write_json, write_npy
+from diffsim.io import RunOptions, read_json, write_json, write_npy
+
+if TYPE_CHECKING:
+    from diffsim.scenarios.fwi import FwiScenario
 
 # -- the job behind `diffsim run <fwi scenario>` -------------------------------------------------
 
@@ -61,7 +65,7 @@ def _clear_failed_start(out: pathlib.Path) -> bool:
     return found
 
 
-def _check_out(scenario: object, out: pathlib.Path, resume: bool) -> None:
+def _check_out(scenario: FwiScenario, out: pathlib.Path, resume: bool) -> None:
     """Refuse to mix runs: a folder holding a run needs --resume, with the same scenario.
 
     A folder whose run finished no iteration (a failed start: a bad time step, an
@@ -89,7 +93,7 @@ def _check_out(scenario: object, out: pathlib.Path, resume: bool) -> None:
                              "another --out")
 
 
-def run_scenario(scenario: object, options: object) -> dict[str, object]:
+def run_scenario(scenario: FwiScenario, options: RunOptions) -> dict[str, object]:
     """Run an FWI scenario (a ``diffsim.scenarios.FwiScenario``) into ``options.out``.
 
     Writes ``scenario.toml``, ``observed.npy`` and ``observed.sgy``, ``model_NNNN.npy`` per
@@ -194,7 +198,8 @@ def run_scenario(scenario: object, options: object) -> dict[str, object]:
         "final_misfit": float(np.linalg.norm(syn1 - observed) / norm),
         "initial_model_error": inversion.model_error(initial),
         "final_model_error": inversion.model_error(final),
-        "iterations": int(result.history[-1]["iteration"]) if result.history else 0,
+        "iterations": (int(result.history[-1]["iteration"])
+                       if result.history else 0),
         "stage_losses": [list(x) for x in result.stage_losses],
         "wall_seconds": result.wall_seconds,
         "gradients_this_session": result.evaluations,

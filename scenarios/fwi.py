@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -212,7 +213,7 @@ class FwiScenario(Scenario):
             return ""
         return "needs --data DIR (or $DIFFSIM_DATA) holding the model"
 
-    def true_model(self, data: object = None) -> tuple[np.ndarray, float]:
+    def true_model(self, data: os.PathLike[str] | str | None = None) -> tuple[np.ndarray, float]:
         """The true velocity ``[z, x]`` in m/s and its spacing in m."""
         from diffsim.models import builtin_model, load_model, model_from_file
 
@@ -222,7 +223,7 @@ class FwiScenario(Scenario):
             m = (model_from_file(self.model, self.model_spacing) if self.is_file_model()
                  else load_model(self.model, data))
             if self.crop_z or self.crop_x:
-                m = m.crop(tuple(self.crop_z) or None, tuple(self.crop_x) or None)
+                m = m.crop(_range(self.crop_z), _range(self.crop_x))
             m = m.resample(self.spacing)
         return m.velocity, m.spacing
 
@@ -231,3 +232,11 @@ class FwiScenario(Scenario):
         from diffsim.scenarios._fwi_job import run_scenario
 
         return run_scenario(self, options)
+
+
+def _range(bounds: tuple[float, ...]) -> tuple[float, float] | None:
+    """A ``crop_z``/``crop_x`` value as ``(start, end)``, or ``None`` when empty (no crop)."""
+    if not bounds:
+        return None
+    start, end = bounds      # check() allows 0 or 2 entries only
+    return start, end

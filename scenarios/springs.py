@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from diffsim.io import RunOptions
 from diffsim.scenarios._base import Scenario
+
+if TYPE_CHECKING:
+    from diffsim.checkpoint import Schedule
+    from diffsim.spring_design import DesignProblem
+    from diffsim.springs import SpringSystem
 
 __all__ = ["BridgeDesign", "SoftRobotWalk", "SpringIdentification", "lattice"]
 
@@ -48,7 +54,7 @@ def lattice(nx: int, ny: int, spacing: float, *, origin: tuple[float, float] = (
     return pts, np.array(springs)
 
 
-def _checkpoint(options: RunOptions) -> object:
+def _checkpoint(options: RunOptions) -> Schedule | None:
     from diffsim.checkpoint import parse_schedule
 
     return None if options.checkpoint is None else parse_schedule(options.checkpoint)
@@ -60,7 +66,8 @@ def _positive(scenario: Scenario, *names: str) -> None:
             raise ValueError(f"{name}={getattr(scenario, name)} must be positive")
 
 
-def _run(scenario: Scenario, options: RunOptions, default_iterations: int) -> dict[str, object]:
+def _run(scenario: BridgeDesign | SpringIdentification | SoftRobotWalk, options: RunOptions,
+         default_iterations: int) -> dict[str, Any]:
     from diffsim.spring_design import run_design
 
     iterations = options.iterations if options.iterations is not None else default_iterations
@@ -142,7 +149,7 @@ class BridgeDesign(Scenario):
             springs += [(i, top_id[i + 1]), (top_id[i], i + 1)]
         return pos, np.array(springs), np.arange(p + 1)
 
-    def system(self) -> object:
+    def system(self) -> SpringSystem:
         """The truss with every member at ``k_start``."""
         from diffsim.springs import SpringSystem
 
@@ -154,7 +161,7 @@ class BridgeDesign(Scenario):
         return SpringSystem(pos, springs, stiffness=np.full(len(springs), self.k_start),
                             damping=self.damping, mass=mass, fixed=fixed, gravity=(0.0, -9.81))
 
-    def problem(self) -> object:
+    def problem(self) -> DesignProblem:
         """The design problem (see the class docstring)."""
         from diffsim.spring_design import DesignProblem
         from diffsim.springs import FinalPosition
@@ -240,7 +247,8 @@ class SpringIdentification(Scenario):
         """A 3 x 3 net, 100 steps."""
         return self.with_(nx=3, ny=3, steps=100)
 
-    def system(self, stiffness: object = None, damping: float | None = None) -> object:
+    def system(self, stiffness: np.ndarray | float | None = None, damping: float | None = None
+               ) -> SpringSystem:
         """The net (stiffness ``k0`` and ``damping_start`` unless given)."""
         from diffsim.springs import SpringSystem
 
@@ -272,7 +280,7 @@ class SpringIdentification(Scenario):
         rng = np.random.default_rng(self.seed + 2)
         return traj.positions + self.noise * rng.normal(size=traj.positions.shape)
 
-    def problem(self) -> object:
+    def problem(self) -> DesignProblem:
         """The identification problem (see the class docstring)."""
         from diffsim.spring_design import DesignProblem
         from diffsim.springs import Tracking
@@ -365,7 +373,7 @@ class SoftRobotWalk(Scenario):
         """A 4 x 2 robot, 200 steps."""
         return self.with_(nx=4, ny=2, steps=200, channels=2)
 
-    def system(self) -> object:
+    def system(self) -> SpringSystem:
         """The robot standing on the ground, springs grouped into bands."""
         from diffsim.springs import SpringSystem
 
@@ -393,7 +401,7 @@ class SoftRobotWalk(Scenario):
         a = self.amplitude * np.tanh(z)
         return a, self.amplitude * (1.0 - np.tanh(z) ** 2)
 
-    def problem(self) -> object:
+    def problem(self) -> DesignProblem:
         """The locomotion problem (see the class docstring)."""
         from diffsim.spring_design import DesignProblem
         from diffsim.springs import CenterOfMass

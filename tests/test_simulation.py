@@ -235,3 +235,30 @@ def test_every_physics_has_the_four_methods(module) -> None:
     for name in ("simulate", "vjp", "value_and_grad", "update", "parameters", "output_shapes"):
         assert callable(getattr(cls, name)), name
     assert set(cls.default_wrt) <= set(cls.parameter_names)
+
+
+def test_snapshots_show_the_state_and_return_the_outputs(acoustic) -> None:
+    sim, args, opts = acoustic
+    seen: list[tuple[int, np.ndarray]] = []
+    out = sim.snapshots(10, lambda t, state: seen.append((t, state["wavefield"])))
+    np.testing.assert_array_equal(out["traces"], sim.simulate()["traces"])
+    assert [t for t, _ in seen] == [10, 20, 30]                     # nt 40: 39 steps
+    assert seen[0][1].shape == (2, *args[0].shape) and np.abs(seen[-1][1]).max() > 0
+    # the wavefield at a receiver cell is that receiver's trace sample (nearest cell)
+    with wave.Simulation(*args, **opts, interpolation="nearest") as near:
+        frames: dict[int, np.ndarray] = {}
+        traces = near.snapshots(10, lambda t, s: frames.setdefault(t, s["wavefield"]))["traces"]
+    at_receiver = np.array([frames[t][:, 2, 13] for t in (10, 20, 30)])  # receiver (20 m, 130 m)
+    np.testing.assert_array_equal(at_receiver, traces[:, 2, [10, 20, 30]].T)
+    assert np.abs(at_receiver).max() > 0
+    system = contact_system(2)
+    v0, act = contact_inputs(system, 25)
+    with springs.Simulation(system, 25, 2e-3, velocities=v0, actuation=act) as bodies:
+        states: dict[int, dict[str, np.ndarray]] = {}
+        bodies.snapshots(5, lambda t, s: states.setdefault(t, s))
+        full = bodies.simulate()
+    assert sorted(states) == [5, 10, 15, 20, 25]
+    np.testing.assert_array_equal(states[25]["x"], full["positions"][25])
+    np.testing.assert_array_equal(states[10]["v"], full["velocities"][10])
+    with pytest.raises(ValueError, match="every=0 must be a positive number of steps"):
+        sim.snapshots(0, lambda t, s: None)

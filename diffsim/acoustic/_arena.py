@@ -67,6 +67,7 @@ class _Arena:
         field = tree.field((capacity,), vector=self.lanes)
         tree.finalize()
         if self.field is not None:
+            assert self._tree is not None   # set together with the field
             kernels = arena_kernels(2, self.precision, self.lanes)
             real = np_real()
             for start, size in self._used.items():

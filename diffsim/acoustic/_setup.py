@@ -7,9 +7,11 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import taichi as ti
+from numpy.typing import ArrayLike
 
 from diffsim._runtime import ensure_init
 from diffsim._validate import as_array
@@ -82,6 +84,29 @@ def dominant_frequency(wavelet: np.ndarray, dt: float) -> float:
     return float(np.fft.rfftfreq(n, dt)[int(np.argmax(spectrum))])
 
 
+class Options(TypedDict, total=False):
+    """The keyword options of every acoustic engine (see :class:`AcousticStepper`)."""
+
+    order: int
+    pml_width: Width | None
+    free_surface: bool
+    interpolation: str
+    adjoint: str
+    pml_velocity: float | None
+    pml_frequency: float | None
+    boundary: str | Boundary
+
+
+class ExtraOptions(TypedDict, total=False):
+    """The :class:`AcousticStepper` options the functional API passes through as ``**options``."""
+
+    interpolation: str
+    adjoint: str
+    pml_velocity: float | None
+    pml_frequency: float | None
+    engine: str
+
+
 @ti.data_oriented
 class _Bundle:
     """Fields and compile-time constants handed to a kernel as one template argument.
@@ -92,6 +117,9 @@ class _Bundle:
 
     def __init__(self, **items: object) -> None:
         self.__dict__.update(items)
+
+    if TYPE_CHECKING:
+        def __getattr__(self, name: str) -> Any: ...
 
 
 def _hicks_weights(frac: float, half: int) -> tuple[int, np.ndarray]:
@@ -126,7 +154,7 @@ def _as_spacing(spacing: object, ndim: int) -> tuple[float, ...]:
     return tuple(float(h) for h in arr)
 
 
-def _as_points(name: str, value: object, shots: int | None, ndim: int) -> np.ndarray:
+def _as_points(name: str, value: ArrayLike, shots: int | None, ndim: int) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64)
     if arr.ndim == 2 and arr.shape[1] == ndim:
         arr = arr[:, None, :] if name == "sources" else arr[None, :, :]
@@ -141,7 +169,7 @@ def _as_points(name: str, value: object, shots: int | None, ndim: int) -> np.nda
     return arr
 
 
-def _broadcast_wavelet(wavelet: object, shots: int, sources: int) -> np.ndarray:
+def _broadcast_wavelet(wavelet: ArrayLike, shots: int, sources: int) -> np.ndarray:
     """``[nt]``, ``[shot, nt]`` or ``[shot, source, nt]`` as a float64 ``[shot, source, nt]`` view."""
     amp = np.asarray(wavelet, dtype=np.float64)
     if amp.ndim == 1:
@@ -162,6 +190,13 @@ class _AcousticSetup:
     :meth:`_setup` checks the arguments and computes every constant array as NumPy
     (float64; positions int32); an engine then places them in its own storage.
     """
+
+    if TYPE_CHECKING:   # provided by the engine's Stepper base (declared for the type checker)
+        def set_param(self, name: str, value: ArrayLike) -> None: ...
+        def gradients(self) -> dict[str, np.ndarray]: ...
+        def outputs(self) -> dict[str, np.ndarray]: ...
+        def parameters(self) -> dict[str, np.ndarray]: ...
+        def destroy(self) -> None: ...
 
     def _setup(self, velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
                sources: np.ndarray, receivers: np.ndarray, *, order: int = 8,
@@ -357,12 +392,12 @@ class _AcousticSetup:
         """``dt^2 c^2`` on the padded grid, zero on the frame (float64, not packed)."""
         return self.dt**2 * padded_velocity * padded_velocity * self._frame
 
-    def _check_padded_velocity(self, value: object) -> np.ndarray:
+    def _check_padded_velocity(self, value: ArrayLike) -> np.ndarray:
         arr = as_array("parameter 'velocity'", value, self.geometry.padded, positive=True)
         _check_cfl(self.dt, float(arr.max()), self.geometry.spacing, self.order)
         return arr
 
-    def _check_wavelet(self, value: object) -> np.ndarray:
+    def _check_wavelet(self, value: ArrayLike) -> np.ndarray:
         return as_array("parameter 'wavelet'", value, self._amp.shape)
 
     def pad(self, model: np.ndarray) -> np.ndarray:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Unpack
 
 import numpy as np
 
 from diffsim._simulation import Simulation as _Simulation
 from diffsim._tape import Stepper, TapeReport
-from diffsim.acoustic._setup import _AcousticSetup, _broadcast_wavelet
+from diffsim.acoustic._setup import ExtraOptions, _AcousticSetup, _broadcast_wavelet
 from diffsim.acoustic.boundaries import Boundary, Width
 from diffsim.acoustic.stepper import AcousticStepper
 from diffsim.checkpoint import Schedule
@@ -49,7 +50,7 @@ class Simulation(_Simulation):
                  sources: np.ndarray, receivers: np.ndarray, *, order: int = 8,
                  pml_width: Width | None = None, free_surface: bool = False,
                  boundary: str | Boundary = "pml",
-                 **options: object) -> None:
+                 **options: Unpack[ExtraOptions]) -> None:
         stepper = AcousticStepper(velocity, spacing, dt, wavelet, sources, receivers,
                                   order=order, pml_width=pml_width, free_surface=free_surface,
                                   boundary=boundary, **options)
@@ -74,6 +75,11 @@ class Simulation(_Simulation):
         self._owned = owned
         self._velocity = velocity.copy()
         self._wavelet = np.array(wavelet, dtype=np.float64)
+
+    def _snapshot(self, stepper: Stepper, t: int) -> dict[str, np.ndarray]:
+        """The pressure ``{"wavefield": [shot, *model shape]}`` at time level ``t``."""
+        assert isinstance(stepper, AcousticStepper)
+        return {"wavefield": stepper.wavefield(t)}
 
     def _stepper(self, loss: object = None) -> Stepper:
         return self.stepper  # type: ignore[return-value]
@@ -141,7 +147,7 @@ class Simulation(_Simulation):
 def simulate(velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
              sources: np.ndarray, receivers: np.ndarray, *, order: int = 8,
              pml_width: Width | None = None, free_surface: bool = False,
-             boundary: str | Boundary = "pml", **options: object) -> np.ndarray:
+             boundary: str | Boundary = "pml", **options: Unpack[ExtraOptions]) -> np.ndarray:
     """Forward-model shot gathers.
 
     Args:
@@ -192,7 +198,7 @@ def misfit_gradient(velocity: np.ndarray, spacing: object, dt: float, wavelet: n
                     sources: np.ndarray, receivers: np.ndarray, observed: np.ndarray, *,
                     order: int = 8, pml_width: Width | None = None, free_surface: bool = False,
                     checkpoint: Schedule | None = None, boundary: str | Boundary = "pml",
-                    **options: object) -> MisfitGradient:
+                    **options: Unpack[ExtraOptions]) -> MisfitGradient:
     """L2 waveform misfit and its gradient with respect to velocity (and wavelet).
 
     ``Simulation(...).value_and_grad(L2(observed), wrt=("velocity", "wavelet"))`` with

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Unpack
 
 import numpy as np
 import taichi as ti
+from numpy.typing import ArrayLike
 
 from diffsim._runtime import np_real
 from diffsim._runtime import real as real_type
 from diffsim._tape import Launch, TaichiStepper
-from diffsim.acoustic._setup import _SPONGE_AUTODIFF, _AcousticSetup, _Bundle, _serial_loops
+from diffsim.acoustic._setup import _SPONGE_AUTODIFF, Options, _AcousticSetup, _Bundle, _serial_loops
 from diffsim.kernels.acoustic import (
     adjoint_step,
     copy_state,
@@ -33,7 +35,7 @@ class FieldAcousticStepper(_AcousticSetup, TaichiStepper):
 
     def __init__(self, velocity: np.ndarray, spacing: object, dt: float, wavelet: np.ndarray,
                  sources: np.ndarray, receivers: np.ndarray, *, engine: str = "fields",
-                 **options: object) -> None:
+                 **options: Unpack[Options]) -> None:
         self._setup(velocity, spacing, dt, wavelet, sources, receivers, **options)
         super().__init__(steps=self.steps)
         g = self.geometry
@@ -89,7 +91,7 @@ class FieldAcousticStepper(_AcousticSetup, TaichiStepper):
             w_f.from_numpy(wt.astype(real))
 
     # -- the velocity parameter, held as kc = dt^2 c^2 in lanes ----------------------
-    def set_param(self, name: str, value: object) -> None:
+    def set_param(self, name: str, value: ArrayLike) -> None:
         """Replace a parameter; ``"velocity"`` is the padded grid ``[z, (y,) x]`` in m/s."""
         if name != "velocity":
             super().set_param(name, value)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from diffsim._runtime import ensure_init, np_real
 from diffsim._tape import Stepper
@@ -71,13 +73,14 @@ class AcousticStepper(_AcousticSetup, Stepper):
     and ``"wavelet"`` ``[shot, source, nt]``. Output: ``"receivers"`` ``[nt, shot, receiver]``.
     """
 
-    def __new__(cls, *args: object, adjoint: str = "hand", engine: str = "auto",
-                **kwargs: object) -> object:
+    def __new__(cls, *args: Any, adjoint: str = "hand", engine: str = "auto",
+                **kwargs: Any) -> AcousticStepper:
         """The array engine, or a :class:`FieldAcousticStepper` (see ``engine``)."""
         if engine not in ENGINES:
             raise ValueError(f"engine={engine!r}; choose one of {ENGINES}")
         if cls is AcousticStepper and _engine(engine, adjoint) == "fields":
-            return FieldAcousticStepper(*args, adjoint=adjoint, **kwargs)
+            # a registered virtual subclass (see the end of this module)
+            return cast(AcousticStepper, FieldAcousticStepper(*args, adjoint=adjoint, **kwargs))
         return super().__new__(cls)
 
     def __init__(
@@ -218,7 +221,7 @@ class AcousticStepper(_AcousticSetup, Stepper):
         self.src_w, self.rec_w = sw.astype(real), rw.astype(real)
 
     # -- parameters -------------------------------------------------------------------
-    def set_param(self, name: str, value: object) -> None:
+    def set_param(self, name: str, value: ArrayLike) -> None:
         """Replace ``"velocity"`` (padded grid ``[z, (y,) x]``, m/s) or ``"wavelet"``.
 
         No recompilation: the kernels read the new values at the next launch.

@@ -6,6 +6,7 @@ import functools
 import pathlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -221,7 +222,7 @@ class InversionResult:
     """
 
     model: np.ndarray
-    history: list[dict[str, object]]
+    history: list[dict[str, Any]]
     first_gradient: np.ndarray
     stage_losses: list[tuple[float, float]]
     wall_seconds: float

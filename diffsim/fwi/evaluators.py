@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from diffsim._runtime import Arch, Precision
 from diffsim._simulation import Simulation
 from diffsim.fwi.data import ShotData
 from diffsim.losses import L2
@@ -112,7 +113,8 @@ class SerialShots:
 
         With ``snapshot``, ``snapshot(t, first, u)`` receives every ``every`` steps the
         wavefield ``u [shot, z, x]`` of each batch, whose first shot is number ``first``
-        (this needs a simulation whose stepper has ``wavefield(t)``, as the acoustic one).
+        (through :meth:`Simulation.snapshots`; the simulation must show a ``"wavefield"``,
+        as the acoustic one does).
         """
         traces = []
         size = self.batch if self.batch > 0 else data.shots
@@ -122,16 +124,10 @@ class SerialShots:
             if snapshot is None:
                 traces.append(sim.simulate()["traces"].astype(np.float64))
             else:
-                stepper = sim._stepper()
-                stepper.reset()
-                gap = every or 1
-                for start in range(0, stepper.steps, gap):
-                    stop = min(start + gap, stepper.steps)
-                    stepper.advance_range(start, stop, {})
-                    if stop % gap == 0:
-                        snapshot(stop, part_first, stepper.wavefield(stop))
-                traces.append(sim._outputs(stepper, stepper.outputs())["traces"]
-                              .astype(np.float64))
+                def show(t: int, state: dict[str, np.ndarray], first: int = part_first) -> None:
+                    snapshot(t, first, state["wavefield"])
+
+                traces.append(sim.snapshots(every or 1, show)["traces"].astype(np.float64))
         return np.concatenate(traces, axis=0)
 
     def close(self) -> None:
@@ -150,7 +146,7 @@ def serial_evaluator(*, batch: int = 0, checkpoint: str | None = None,
 _WORKER_GROUPS: dict[str, _ShotGroup] = {}
 
 
-def _worker_evaluate(key: str, runtime: tuple[str, str, int], velocity: np.ndarray,
+def _worker_evaluate(key: str, runtime: tuple[Arch, Precision, int], velocity: np.ndarray,
                      data: ShotData, checkpoint: str | None,
                      factory: SimulationFactory | None = None) -> tuple[float, np.ndarray]:
     """Run in a Dask worker: initialise Taichi once, keep one simulation per shot group."""
@@ -198,10 +194,12 @@ def dask_evaluator(*, workers: int = 2, scheduler: str | None = None,
                                dashboard_address=None)
         client = Client(cluster)
         groups = workers
-    runtime = (info.arch if info.arch in ("cpu", "cuda", "vulkan") else "cpu", info.precision, 1)
+    arch: Arch = "cuda" if info.arch == "cuda" else "vulkan" if info.arch == "vulkan" else "cpu"
+    runtime: tuple[Arch, Precision, int] = (arch, info.precision, 1)
 
     def evaluate(velocity: np.ndarray, data: ShotData) -> tuple[float, np.ndarray]:
-        parts = [p for p in np.array_split(np.arange(data.shots), min(groups, data.shots)) if p.size]
+        parts = [p.tolist() for p in np.array_split(np.arange(data.shots), min(groups, data.shots))
+                 if p.size]
         futures = []
         for part in parts:
             group = data.subset(part)

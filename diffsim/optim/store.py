@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import pathlib
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,8 @@ class EvaluationStore:
                 self._memory[key] = found
             else:
                 path = self.folder / f"{key}.npz"
-                atomic_write(path, lambda h: np.savez(h, **found), binary=True)
+                arrays: dict[str, Any] = found   # savez's stub types its keywords as flags
+                atomic_write(path, lambda h: np.savez(h, **arrays), binary=True)
         self._last = (key, found)
         return found
 

@@ -6,7 +6,9 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from diffsim._simulation import LossFunction
 from diffsim._simulation import Simulation as _Simulation
 from diffsim._tape import Stepper
 from diffsim.checkpoint import Schedule
@@ -61,7 +63,7 @@ class Simulation(_Simulation):
     default_wrt = ("stiffness",)
 
     def __init__(self, system: SpringSystem, steps: int, dt: float, *,
-                 velocities: object = None, actuation: object = None,
+                 velocities: ArrayLike | None = None, actuation: ArrayLike | None = None,
                  adjoint: Literal["hand", "autodiff"] = "hand",
                  backend: Literal["auto", "fused", "fields"] = "auto") -> None:
         if not isinstance(system, SpringSystem):
@@ -89,7 +91,7 @@ class Simulation(_Simulation):
                 "positions": s.positions.copy(), "velocities": self.velocities.copy(),
                 "actuation": self.actuation.copy()}
 
-    def update(self, **values: object) -> None:
+    def update(self, **values: ArrayLike) -> None:
         """Change parameter or initial-state values (the topology stays).
 
         Args:
@@ -121,7 +123,7 @@ class Simulation(_Simulation):
         shape = (self.steps + 1, self.system.n_particles, self.system.dim)
         return {"positions": shape, "velocities": shape}
 
-    def _stepper(self, loss: object = None) -> SpringStepper:
+    def _stepper(self, loss: LossFunction | None = None) -> SpringStepper:
         """The stepper recording the levels ``loss.times`` names (every level by default)."""
         times = getattr(loss, "times", None)
         levels = times(self.steps) if times is not None else None
@@ -234,8 +236,8 @@ def _blow_up(step: int, dt: float) -> str:
             "the parameters are extreme; reduce dt or check stiffness, mass and actuation")
 
 
-def simulate(system: SpringSystem, steps: int, dt: float, velocities: object = None, *,
-             actuation: object = None) -> Trajectory:
+def simulate(system: SpringSystem, steps: int, dt: float, velocities: ArrayLike | None = None, *,
+             actuation: ArrayLike | None = None) -> Trajectory:
     """Simulate ``steps`` steps of semi-implicit Euler.
 
     Args:
@@ -261,12 +263,12 @@ def value_and_grad(
     steps: int,
     dt: float,
     *,
-    target: object = None,
+    target: ArrayLike | None = None,
     loss: Loss | None = None,
     wrt: Sequence[str] = ("stiffness",),
     checkpoint: Schedule | None = None,
-    velocities: object = None,
-    actuation: object = None,
+    velocities: ArrayLike | None = None,
+    actuation: ArrayLike | None = None,
     adjoint: Literal["hand", "autodiff"] = "hand",
 ) -> Gradient:
     """A loss of a rollout and its exact gradient.
@@ -295,6 +297,7 @@ def value_and_grad(
         raise ValueError("give exactly one of target=[n, d] (final-position loss) or "
                          "loss=FinalPosition(...)/Tracking(...)/CenterOfMass(...)")
     if loss is None:
+        assert target is not None   # one of the two is given (checked above)
         loss = FinalPosition(target)
     with SpringSimulation(system, steps, dt, velocities=velocities, actuation=actuation,
                           adjoint=adjoint) as sim:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from diffsim._simulation import ValueAndGrad
 from diffsim._validate import as_array, check_positions
@@ -16,9 +17,10 @@ PARAMETERS = ("stiffness", "rest_length", "damping", "mass", "positions", "veloc
 
 
 # -- the system ----------------------------------------------------------------------
-def _floats(name: str, value: object, shape: tuple[int, ...], **bounds: object) -> np.ndarray:
+def _floats(name: str, value: ArrayLike, shape: tuple[int, ...], *, minimum: float | None = None,
+            strict: bool = False, what: str = "") -> np.ndarray:
     """``value`` as float64, a scalar (shape ``()``) or ``shape``, finite, optionally bounded."""
-    return as_array(name, value, shape, keep_scalar=True, **bounds)
+    return as_array(name, value, shape, keep_scalar=True, minimum=minimum, strict=strict, what=what)
 
 
 class SpringSystem:
@@ -53,18 +55,18 @@ class SpringSystem:
 
     def __init__(
         self,
-        positions: object,
-        springs: object,
+        positions: ArrayLike,
+        springs: ArrayLike,
         *,
-        stiffness: object,
-        rest_length: object = None,
-        damping: object = 0.0,
-        mass: object = 1.0,
-        fixed: object = None,
-        gravity: object = None,
+        stiffness: ArrayLike,
+        rest_length: ArrayLike | None = None,
+        damping: ArrayLike = 0.0,
+        mass: ArrayLike = 1.0,
+        fixed: ArrayLike | None = None,
+        gravity: ArrayLike | None = None,
         ground: float | None = None,
         friction: float = 0.0,
-        actuators: object = None,
+        actuators: ArrayLike | None = None,
     ) -> None:
         x = check_positions("positions", positions)
         n, d = x.shape
@@ -149,9 +151,9 @@ class SpringSystem:
         """Spatial dimension ``d`` (2 or 3)."""
         return self.positions.shape[1]
 
-    def replace(self, **changes: object) -> SpringSystem:
+    def replace(self, **changes: Any) -> SpringSystem:
         """A copy with some constructor arguments changed (validated again)."""
-        args = {"positions": self.positions, "springs": self.springs,
+        args: dict[str, Any] = {"positions": self.positions, "springs": self.springs,
                 "stiffness": self.stiffness, "rest_length": self.rest_length,
                 "damping": self.damping, "mass": self.mass, "fixed": self.fixed,
                 "gravity": self.gravity, "ground": self.ground, "friction": self.friction,
@@ -251,7 +253,7 @@ def _check_steps(steps: object) -> int:
     return steps
 
 
-def _check_actuation(system: SpringSystem, steps: int, actuation: object) -> np.ndarray:
+def _check_actuation(system: SpringSystem, steps: int, actuation: ArrayLike | None) -> np.ndarray:
     c = max(system.channels, 1)
     if actuation is None:
         return np.zeros((steps, c))
@@ -269,7 +271,7 @@ def _check_actuation(system: SpringSystem, steps: int, actuation: object) -> np.
     return arr
 
 
-def _check_velocities(system: SpringSystem, velocities: object) -> np.ndarray:
+def _check_velocities(system: SpringSystem, velocities: ArrayLike | None) -> np.ndarray:
     if velocities is None:
         return np.zeros_like(system.positions)
     v = check_positions("velocities", velocities)
