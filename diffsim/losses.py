@@ -9,6 +9,7 @@ The classes here add three optional hooks that :meth:`Simulation.value_and_grad`
   anything runs, and read constants it needs (masses);
 - ``times(steps)``: the time levels the loss reads (a physics may record only those;
   the loss then sees its outputs at those levels, in that order);
+- ``reads()``: the output names the loss reads (a physics may record only those);
 - ``partials()``: direct derivatives ``∂loss/∂parameter`` of a loss that reads a
   parameter itself (the centre of mass reads the masses), added to the gradient.
 
@@ -56,6 +57,13 @@ class Loss(abc.ABC):
         """Direct ``∂loss/∂parameter`` of the last evaluation (default: none)."""
         return {}
 
+    def reads(self) -> tuple[str, ...] | None:
+        """Names of the outputs read; ``None`` for every output (the default).
+
+        A physics may then record only those (springs record velocities only when read).
+        """
+        return None
+
     @abc.abstractmethod
     def __call__(self, outputs: Mapping[str, np.ndarray]
                  ) -> tuple[float, dict[str, np.ndarray]]:
@@ -84,6 +92,10 @@ class L2(Loss):
             raise ValueError(f"observed {output} contain NaN or Inf")
         self.observed = obs
         self.output = output
+
+    def reads(self) -> tuple[str, ...]:
+        """The one output compared with the data."""
+        return (self.output,)
 
     def bind(self, simulation: _Simulation) -> None:
         """The observed data must have the output's shape."""
@@ -140,6 +152,10 @@ class FinalPosition(Loss):
         self.target = check_positions("target", target)
         self.particles = particles
 
+    def reads(self) -> tuple[str, ...]:
+        """The positions only."""
+        return ("positions",)
+
     def times(self, steps: int) -> tuple[int, ...]:
         """The final time level."""
         return (steps,)
@@ -173,6 +189,10 @@ class Tracking(Loss):
                              f"{obs.shape}")
         self.observed = obs
         self.particles = particles
+
+    def reads(self) -> tuple[str, ...]:
+        """The positions only."""
+        return ("positions",)
 
     def times(self, steps: int) -> tuple[int, ...]:
         """Every time level."""
@@ -209,6 +229,10 @@ class CenterOfMass(Loss):
             raise ValueError(f"direction must be a finite vector; got {direction!r}")
         self.mass: np.ndarray | None = None
         self._dmass = np.zeros(0)
+
+    def reads(self) -> tuple[str, ...]:
+        """The positions only."""
+        return ("positions",)
 
     def times(self, steps: int) -> tuple[int, ...]:
         """The first and the last time level."""

@@ -191,18 +191,19 @@ def spring_fused(dim: int, dtype: Any) -> tuple[Any, Any]:
     functions), so results are identical to the per-step kernels bit for bit.
 
     ``forward(x, v, px, pv, out, <system>, fs, saves, rows, start, stop, period, dt,
-    ground, use_ground, friction)`` runs steps ``start … stop-1`` on the states ``x, v``
+    ground, use_ground, friction, outv, record_v)`` runs steps ``start … stop-1`` on the states ``x, v``
     (time ``t`` at level ``t % period``: ``period = 2`` for the tape's ring, more than the
     step count for a whole trajectory): before step ``t`` (and after the last, for
     ``t = stop``) it stores ``x[t], v[t]`` in checkpoint ``px, pv[saves[t - start]]`` when
     that is ``>= 0``; after step ``t`` it writes ``x[t+1]`` into ``out[rows[t+1]]`` when
-    that is ``>= 0``.
+    that is ``>= 0`` (and ``v[t+1]`` into ``outv[rows[t+1]]`` when ``record_v``).
 
     ``reverse(x, v, px, pv, xg, vg, cot, <system>, chan_offsets, chan_springs, <scratch>,
-    <gradients>, norms, slots, rows, top, count, spare, measure, dt, …)`` reverses steps
-    ``top, top-1, … top-count+1``: step ``top - j`` reads its state from checkpoint
-    ``slots[j]`` (``< 0``: from the ring, copied to slot ``spare`` first), adds the
-    output cotangent ``cot[rows[t+1]]`` into ``λ_x[t+1]``, then runs the adjoint.
+    <gradients>, norms, slots, rows, top, count, spare, measure, dt, …, cotv, seed_v)``
+    reverses steps ``top, top-1, … top-count+1``: step ``top - j`` reads its state from
+    checkpoint ``slots[j]`` (``< 0``: from the ring, copied to slot ``spare`` first), adds
+    the output cotangent ``cot[rows[t+1]]`` into ``λ_x[t+1]`` (and ``cotv[rows[t+1]]``
+    into ``λ_v[t+1]`` when ``seed_v``), then runs the adjoint.
     """
     key = (dim, dtype)
     if key not in _FUSED_KERNELS:
@@ -224,7 +225,7 @@ def _build_fused(vec: Any, dtype: Any) -> tuple[Any, Any]:
                 mass: s1, act: s2, channel: i1, sa: i1, sb: i1, offsets: i1, adj: i1, sign: s1,
                 fixed: i1, gravity: v1, fs: v1, saves: i1, rows: i1, start: ti.i32,
                 stop: ti.i32, period: ti.i32, dt: ti.f64, ground: ti.f64, use_ground: ti.i32,
-                friction: ti.f64):
+                friction: ti.f64, outv: v2, record_v: ti.i32):
         h = ti.cast(dt, dtype)
         gnd = ti.cast(ground, dtype)
         mu = ti.cast(friction, dtype)
@@ -248,6 +249,9 @@ def _build_fused(vec: Any, dtype: Any) -> tuple[Any, Any]:
                 if row >= 0:
                     for i in range(x.shape[1]):
                         out[row, i] = x[dst, i]
+                    if record_v:
+                        for i in range(x.shape[1]):
+                            outv[row, i] = v[dst, i]
             elif slot >= 0:
                 for i in range(x.shape[1]):
                     px[slot, i] = x[src, i]
@@ -261,7 +265,7 @@ def _build_fused(vec: Any, dtype: Any) -> tuple[Any, Any]:
                 k_grad: s1, rest_grad: s1, damping_grad: s1, mass_grad: s1, act_grad: s2,
                 norms: f1, slots: i1, rows: i1, top: ti.i32, count: ti.i32, spare: ti.i32,
                 measure: ti.i32, dt: ti.f64, ground: ti.f64, use_ground: ti.i32,
-                friction: ti.f64):
+                friction: ti.f64, cotv: v2, seed_v: ti.i32):
         h = ti.cast(dt, dtype)
         gnd = ti.cast(ground, dtype)
         mu = ti.cast(friction, dtype)
@@ -279,6 +283,9 @@ def _build_fused(vec: Any, dtype: Any) -> tuple[Any, Any]:
             if row >= 0:
                 for i in range(x.shape[1]):
                     xg[dst, i] += cot[row, i]
+                if seed_v:
+                    for i in range(x.shape[1]):
+                        vg[dst, i] += cotv[row, i]
             for s in range(sa.shape[0]):
                 fs[s] = _spring_force(px, pv, stiffness, rest, damping, act, channel, sa, sb,
                                       slot, step, s)

@@ -179,8 +179,69 @@ def test_springs_same_shape_as_waves() -> None:
         g = sim.vjp({"positions": cot}, wrt=wrt, checkpoint=StoreAll())
         for name in wrt:
             np.testing.assert_allclose(g[name], ref.grads[name], rtol=1e-12, atol=1e-14)
-        with pytest.raises(ValueError, match="a cotangent on 'velocities' is not supported"):
-            sim.vjp({"velocities": np.ones(out["velocities"].shape)})
+
+
+
+@pytest.mark.parametrize("backend", ["fused", "fields"])
+def test_springs_vjp_of_positions_and_velocities_is_exact(backend: str) -> None:
+    """<cx, x(θ)> + <cv, v(θ)> over every level: FD, Taylor slope 2, schedules and backends."""
+    system = contact_system(2)
+    v0, act = contact_inputs(system, STEPS)
+    rng = np.random.default_rng(3)
+    with springs.Simulation(system, STEPS, DT, velocities=v0, actuation=act,
+                            backend=backend) as sim:
+        shape = sim.output_shapes()["positions"]
+        cot = {"positions": rng.normal(size=shape), "velocities": rng.normal(size=shape)}
+        wrt = ("stiffness", "damping", "positions", "velocities")
+        g = sim.vjp(cot, wrt=wrt, checkpoint=StoreAll())
+        again = sim.vjp(cot, wrt=wrt, checkpoint=Binomial(slots=3))
+        for name in wrt:
+            np.testing.assert_array_equal(again[name], g[name], err_msg=name)
+        only_v = sim.vjp({"velocities": cot["velocities"]}, wrt=("damping",))
+        assert np.abs(only_v["damping"]).max() > 0
+
+        def functional(k: np.ndarray) -> float:
+            sim.update(stiffness=k)
+            out = sim.simulate()
+            return float(np.sum(cot["positions"] * out["positions"])
+                         + np.sum(cot["velocities"] * out["velocities"]))
+
+        k0 = np.array(system.stiffness, dtype=np.float64)
+        direction = rng.normal(size=k0.shape) * k0 * 1e-3
+        sweep = fd_sweep(functional, k0, direction, g["stiffness"])
+        assert sweep.best_error < 1e-6, sweep.table()
+        taylor = taylor_test(functional, k0, direction, g["stiffness"], h0=1.0)
+        assert taylor.second_order == pytest.approx(2.0, abs=0.2), taylor.table()
+        sim.update(stiffness=k0)
+        # a loss that reads the velocities: the final kinetic energy
+        mass = np.broadcast_to(np.asarray(system.mass, dtype=np.float64), (system.n_particles,))
+
+        def kinetic(outputs):
+            v = np.asarray(outputs["velocities"], dtype=np.float64)
+            cv = np.zeros_like(v)
+            cv[-1] = mass[:, None] * v[-1]
+            return 0.5 * float(np.sum(mass[:, None] * v[-1] ** 2)), {"velocities": cv}
+
+        res = sim.value_and_grad(kinetic, wrt=("stiffness",), checkpoint=Uniform(every=7))
+        ref = sim.vjp({"velocities": kinetic(sim.simulate())[1]["velocities"]},
+                      wrt=("stiffness",), checkpoint=StoreAll())
+        assert res.loss == kinetic(sim.simulate())[0]
+        np.testing.assert_array_equal(res.grads["stiffness"], ref["stiffness"])
+
+
+def test_springs_velocity_cotangents_equal_on_both_backends() -> None:
+    system = contact_system(2)
+    v0, act = contact_inputs(system, STEPS)
+    grads = []
+    for backend in ("fused", "fields"):
+        with springs.Simulation(system, STEPS, DT, velocities=v0, actuation=act,
+                                backend=backend) as sim:
+            shape = sim.output_shapes()["velocities"]
+            cot = {"velocities": np.random.default_rng(4).normal(size=shape)}
+            grads.append(sim.vjp(cot, wrt=("stiffness", "mass", "velocities", "actuation"),
+                                 checkpoint=Binomial(slots=4)))
+    for name in grads[0]:
+        np.testing.assert_array_equal(grads[0][name], grads[1][name], err_msg=name)
 
 
 def test_springs_partials_and_callable_loss() -> None:

@@ -54,9 +54,10 @@ class Simulation(_Simulation):
             :class:`~diffsim.springs.steppers.SpringStepper`); results are the same bit
             for bit.
 
-    Outputs: ``"positions"`` and ``"velocities"``, ``[steps + 1, n, d]`` (m, m/s).
-    Parameters (``wrt``, :meth:`update`): :data:`PARAMETERS`. Gradients flow from the
-    positions; a cotangent on ``"velocities"`` must be zero.
+    Outputs: ``"positions"`` and ``"velocities"``, ``[steps + 1, n, d]`` (m, m/s); both
+    take cotangents (:meth:`vjp`) and both reach a loss (the velocities are recorded only
+    for losses that read them: a :class:`~diffsim.losses.Loss` says so with ``reads()``).
+    Parameters (``wrt``, :meth:`update`): :data:`PARAMETERS`.
     """
 
     parameter_names = PARAMETERS
@@ -76,7 +77,7 @@ class Simulation(_Simulation):
         self.system = system
         self.velocities = _check_velocities(system, velocities)
         self.actuation = _check_actuation(system, self.steps, actuation)
-        self._steppers: dict[tuple[int, ...], SpringStepper] = {}
+        self._steppers: dict[tuple[tuple[int, ...], bool], SpringStepper] = {}
 
     # -- values -------------------------------------------------------------------------
     def parameters(self) -> dict[str, np.ndarray]:
@@ -124,17 +125,25 @@ class Simulation(_Simulation):
         return {"positions": shape, "velocities": shape}
 
     def _stepper(self, loss: LossFunction | None = None) -> SpringStepper:
-        """The stepper recording the levels ``loss.times`` names (every level by default)."""
+        """The stepper recording what ``loss`` reads (its ``times`` and ``reads``).
+
+        By default every level, and the velocities too; a loss that declares it reads only
+        the positions gets a stepper that records no velocities.
+        """
         times = getattr(loss, "times", None)
         levels = times(self.steps) if times is not None else None
-        return self._recording(tuple(range(self.steps + 1)) if levels is None else tuple(levels))
+        reads = getattr(loss, "reads", None)
+        names = reads() if reads is not None else None
+        return self._recording(tuple(range(self.steps + 1)) if levels is None else tuple(levels),
+                               velocities=names is None or "velocities" in names)
 
-    def _recording(self, key: tuple[int, ...]) -> SpringStepper:
-        """The stepper recording the positions at time levels ``key``, current values loaded."""
+    def _recording(self, times: tuple[int, ...], velocities: bool = False) -> SpringStepper:
+        """The stepper recording the positions (and velocities) at ``times``, values loaded."""
+        key = (times, velocities)
         stepper = self._steppers.get(key)
         if stepper is None:
-            stepper = SpringStepper(self.system, self.steps, self.dt, key, backend=self.backend,
-                                    adjoint=self.adjoint)
+            stepper = SpringStepper(self.system, self.steps, self.dt, times, backend=self.backend,
+                                    adjoint=self.adjoint, velocities=velocities)
             self._steppers[key] = stepper
         stepper.load(self.system, self.velocities, self.actuation)
         return stepper
@@ -166,19 +175,14 @@ class Simulation(_Simulation):
         self.simulate()  # raises, naming the exact step
 
     # -- gradients ----------------------------------------------------------------------
-    def _outputs(self, stepper: Stepper, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {"positions": raw["positions"]}
-
     def _cotangents(self, stepper: Stepper, cot: dict[str, np.ndarray]
                     ) -> dict[str, np.ndarray]:
-        if "velocities" in cot and np.any(cot["velocities"] != 0):
-            raise ValueError("a cotangent on 'velocities' is not supported: gradients flow "
-                             "from the positions; give the loss on 'positions' (the velocity "
-                             "at step t is (x[t+1] - x[t]) / dt)")
         assert isinstance(stepper, SpringStepper)
-        levels = len(stepper.times)
-        shape = (levels, self.system.n_particles, self.system.dim)
-        return {"positions": cot.get("positions", np.zeros(shape))}
+        shape = (len(stepper.times), self.system.n_particles, self.system.dim)
+        out = {"positions": cot.get("positions", np.zeros(shape))}
+        if stepper.velocities:
+            out["velocities"] = cot.get("velocities", np.zeros(shape))
+        return out
 
     def _check_wrt(self, wrt: tuple[str, ...]) -> None:
         if "actuation" in wrt and self.system.channels == 0:

@@ -100,7 +100,7 @@ class _FieldBackend(TaichiStepper):
     """Per-step Taichi field kernels (GPUs; the reference of the tests). See :class:`SpringStepper`."""
 
     def __init__(self, system: SpringSystem, steps: int, dt: float, times: tuple[int, ...],
-                 adjoint: str) -> None:
+                 adjoint: str, velocities: bool = False) -> None:
         super().__init__(steps=steps)
         n, m, d = system.n_particles, system.n_springs, system.dim
         self.system = system
@@ -123,6 +123,10 @@ class _FieldBackend(TaichiStepper):
         out = self._tree.field((len(times), n), vector=d, needs_grad=True)
         self._outputs["positions"] = out
         self.out = out
+        self.outv = None
+        if velocities:
+            self.outv = self._tree.field((len(times), n), vector=d, needs_grad=True)
+            self._outputs["velocities"] = self.outv
         tree = self._tree
         i32 = ti.i32
         self.sa = tree.field((m,), dtype=i32)
@@ -206,7 +210,10 @@ class _FieldBackend(TaichiStepper):
         row = self.rows.get(t)
         if row is None:
             return ()
-        return ((spring_record, (self.x, self.out, self.level(t), row)),)
+        launches: tuple[Launch, ...] = ((spring_record, (self.x, self.out, self.level(t), row)),)
+        if self.outv is not None:
+            launches += ((spring_record, (self.v, self.outv, self.level(t), row)),)
+        return launches
 
     def _adjoint(self, xs: object, vs: object, state: int, step: int, measure: bool = False
                  ) -> None:
@@ -303,13 +310,16 @@ class _FieldBackend(TaichiStepper):
         return super().live_is_finite(step)
 
     def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
-        """Zero every adjoint (one launch), then seed the positions' cotangent (checked)."""
+        """Zero every adjoint (one launch), then seed the outputs' cotangents (checked)."""
         self._flush()
         cot = cotangents["positions"]
         spring_zero_adjoints(self.x.grad, self.v.grad, self.k.grad, self.rest.grad,
                              self.c.grad, self.mass.grad, self.act.grad, self.out.grad,
                              self.norms)
         self.out.grad.from_numpy(np.ascontiguousarray(cot, dtype=np_real()))
+        if self.outv is not None:
+            self.outv.grad.from_numpy(np.ascontiguousarray(cotangents["velocities"],
+                                                           dtype=np_real()))
 
     def gradients(self) -> dict[str, np.ndarray]:
         """``∂L/∂θ`` for every parameter (one launch for the per-spring/particle ones).
@@ -360,7 +370,7 @@ class _FusedBackend(Stepper):
     """
 
     def __init__(self, system: SpringSystem, steps: int, dt: float,
-                 times: tuple[int, ...]) -> None:
+                 times: tuple[int, ...], velocities: bool = False) -> None:
         ensure_init()
         n, m, d = system.n_particles, system.n_springs, system.dim
         real_ = np_real()
@@ -378,6 +388,10 @@ class _FusedBackend(Stepper):
         self.vg = np.zeros((2, n, d), dtype=real_)
         self.out = np.zeros((len(times), n, d), dtype=real_)
         self.cot = np.zeros_like(self.out)
+        # velocities at the same levels, when recorded (else one-row stand-ins)
+        self.record_v = int(velocities)
+        self.outv = np.zeros(self.out.shape if velocities else (1, n, d), dtype=real_)
+        self.cotv = np.zeros_like(self.outv)
         c = max(system.channels, 1)
         self.act = np.zeros((steps, c), dtype=real_)
         self.scratch = {"fs": np.zeros((m, d), dtype=real_),
@@ -439,6 +453,8 @@ class _FusedBackend(Stepper):
         self.v[0] = self.v0
         if self.rows[0] >= 0:
             self.out[self.rows[0]] = self.x[0]
+            if self.record_v:
+                self.outv[self.rows[0]] = self.v[0]
 
     def _run(self, x: np.ndarray, v: np.ndarray, start: int, stop: int,
              saves: Mapping[int, int], period: int) -> None:
@@ -446,7 +462,8 @@ class _FusedBackend(Stepper):
         for t, slot in saves.items():
             table[t - start] = slot
         self._forward(x, v, self.px, self.pv, self.out, *self._system_args(),
-                      self.scratch["fs"], table, self.rows, start, stop, period, *self._world())
+                      self.scratch["fs"], table, self.rows, start, stop, period, *self._world(),
+                      self.outv, self.record_v)
 
     def advance_range(self, start: int, stop: int, saves: Mapping[int, int]) -> None:
         """Steps ``start … stop-1`` and the checkpoint saves among them, in one launch."""
@@ -496,8 +513,10 @@ class _FusedBackend(Stepper):
         self.v[step % 2] = values["v"]
 
     def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
-        """Zero the adjoints and gradients, keep the positions' cotangent (checked)."""
+        """Zero the adjoints and gradients, keep the outputs' cotangents (checked)."""
         self.cot[...] = cotangents["positions"]
+        if self.record_v:
+            self.cotv[...] = cotangents["velocities"]
         for a in (self.xg, self.vg, self.norms, *self.grads.values()):
             a.fill(0)
 
@@ -518,7 +537,7 @@ class _FusedBackend(Stepper):
                       sc["fs"], sc["pbar"], sc["fbar"], sc["ebar"], sc["rbar"], sc["lbar"],
                       g["stiffness"], g["rest_length"], g["damping"], g["mass"], g["actuation"],
                       self.norms, table, self.rows, steps[0], len(steps), self._pool_slots,
-                      int(measure), *self._world())
+                      int(measure), *self._world(), self.cotv, self.record_v)
         if not measure:
             return [math.nan] * len(steps)
         return [math.sqrt(self.norms[t + 1]) for t in steps]
@@ -527,14 +546,19 @@ class _FusedBackend(Stepper):
         """Add the time-0 cotangent into ``λ[0]``; its norm when ``measure``."""
         if self.rows[0] >= 0:
             self.xg[0] += self.cot[self.rows[0]]
+            if self.record_v:
+                self.vg[0] += self.cotv[self.rows[0]]
         if not measure:
             return math.nan
         return math.sqrt(float(np.sum(self.xg[0].astype(np.float64) ** 2)
                                + np.sum(self.vg[0].astype(np.float64) ** 2)))
 
     def outputs(self) -> dict[str, np.ndarray]:
-        """The recorded positions ``[len(times), n, d]``."""
-        return {"positions": self.out.copy()}
+        """The recorded positions (and velocities) ``[len(times), n, d]``."""
+        out = {"positions": self.out.copy()}
+        if self.record_v:
+            out["velocities"] = self.outv.copy()
+        return out
 
     def gradients(self) -> dict[str, np.ndarray]:
         """``∂L/∂θ`` per parameter (copies)."""
@@ -575,6 +599,8 @@ class SpringStepper(Stepper):
         dt: time step in s (checked by the caller against the system's stability).
         times: the time levels whose positions are recorded as the output
             ``"positions"`` ``[len(times), n, d]``.
+        velocities: also record the velocities at those levels, as the output
+            ``"velocities"`` (and accept its cotangent).
         backend: ``"fused"`` (NumPy buffers, whole ranges of steps per launch: the CPU),
             ``"fields"`` (Taichi fields, one launch per step: GPUs and the tests) or
             ``"auto"`` (fused on the CPU with the hand adjoint, else fields).
@@ -587,7 +613,7 @@ class SpringStepper(Stepper):
     """
 
     def __init__(self, system: SpringSystem, steps: int, dt: float, times: Sequence[int], *,
-                 backend: str = "auto", adjoint: str = "hand") -> None:
+                 backend: str = "auto", adjoint: str = "hand", velocities: bool = False) -> None:
         check_backend(backend, adjoint)
         if backend == "auto":
             backend = "fused" if adjoint == "hand" and ensure_init().arch == "cpu" else "fields"
@@ -595,9 +621,10 @@ class SpringStepper(Stepper):
         self.steps = steps
         self.times = tuple(int(t) for t in times)
         self.system = system
+        self.velocities = velocities
         self._impl: _FusedBackend | _FieldBackend = (
-            _FusedBackend(system, steps, dt, self.times) if backend == "fused"
-            else _FieldBackend(system, steps, dt, self.times, adjoint))
+            _FusedBackend(system, steps, dt, self.times, velocities) if backend == "fused"
+            else _FieldBackend(system, steps, dt, self.times, adjoint, velocities))
         shape = (len(self.times), system.n_particles, system.dim)
         self._output_shape = shape
         self._actuation_shape = (steps, max(system.channels, 1))
@@ -681,15 +708,23 @@ class SpringStepper(Stepper):
         self._impl.enable_validation()
 
     def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
-        """Check the positions' cotangent, then zero the adjoints and seed it."""
-        if set(cotangents) != {"positions"}:
-            raise ValueError(f"cotangents for {sorted(cotangents)}; this stepper's only output "
-                             "is 'positions'")
-        cot = np.asarray(cotangents["positions"])
-        if cot.shape != self._output_shape or not np.all(np.isfinite(cot)):
-            raise ValueError(f"cotangent for 'positions' must be finite with shape "
-                             f"{self._output_shape}; got shape {cot.shape}")
-        self._impl.begin_reverse({"positions": np.ascontiguousarray(cot, dtype=np_real())})
+        """Check the outputs' cotangents, then zero the adjoints and seed them.
+
+        ``"positions"`` is required; ``"velocities"`` is accepted (default zero) when the
+        stepper records velocities.
+        """
+        names = ("positions", "velocities") if self.velocities else ("positions",)
+        if "positions" not in cotangents or not set(cotangents) <= set(names):
+            raise ValueError(f"cotangents for {sorted(cotangents)}; this stepper's outputs are "
+                             f"{list(names)} ('positions' required)")
+        seeds: dict[str, np.ndarray] = {}
+        for name in names:
+            cot = np.asarray(cotangents.get(name, np.zeros(self._output_shape)))
+            if cot.shape != self._output_shape or not np.all(np.isfinite(cot)):
+                raise ValueError(f"cotangent for {name!r} must be finite with shape "
+                                 f"{self._output_shape}; got shape {cot.shape}")
+            seeds[name] = np.ascontiguousarray(cot, dtype=np_real())
+        self._impl.begin_reverse(seeds)
 
     def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
         """Reverse step ``step``; ``‖λ[step+1]‖`` when ``measure``."""
