@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pathlib
 import platform
 import sys
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "0")
 import numpy as np  # noqa: E402
 import taichi as ti  # noqa: E402
 
-__all__ = ["DType", "RuntimeInfo", "ensure_init", "info", "init", "is_initialized", "real", "np_real"]
+__all__ = ["DType", "RuntimeInfo", "ensure_init", "info", "init", "is_initialized", "kernel_cache",
+           "real", "np_real"]
 
 #: A Taichi primitive type such as ``ti.f32`` or ``ti.i32``. Taichi ships no type hints, so
 #: to a type checker this is ``Any``; the name says what is meant.
@@ -205,6 +207,21 @@ def _cuda_driver_present() -> bool:
             continue
         return True
     return False
+
+
+def kernel_cache() -> tuple[pathlib.Path | None, int]:
+    """Taichi's offline kernel cache: its folder and how many kernels it holds.
+
+    ``(None, 0)`` when the runtime is not initialised or the cache is off.
+    """
+    if _info is None:
+        return None, 0
+    cfg = ti.lang.impl.current_cfg()
+    if not cfg.offline_cache:
+        return None, 0
+    folder = pathlib.Path(cfg.offline_cache_file_path)
+    entries = sum(1 for _ in folder.glob("*.tic")) if folder.is_dir() else 0
+    return folder, entries
 
 
 def is_initialized() -> bool:

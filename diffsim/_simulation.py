@@ -24,8 +24,8 @@ from typing import Self
 import numpy as np
 from numpy.typing import ArrayLike
 
-from diffsim._tape import Stepper, Tape, TapeReport, ValueAndGrad, rollout
-from diffsim.checkpoint import Schedule
+from diffsim._tape import DEFAULT_BUDGET, Stepper, Tape, TapeReport, ValueAndGrad, rollout
+from diffsim.checkpoint import Budget, Schedule
 from diffsim.stores import CheckpointStore
 
 __all__ = ["LossFunction", "Simulation", "ValueAndGrad"]
@@ -167,6 +167,22 @@ class Simulation(abc.ABC):
         """
         stepper = self._stepper()
         return self._outputs(stepper, rollout(stepper))
+
+    def schedule(self, checkpoint: Schedule | None = None) -> Schedule:
+        """The concrete schedule a gradient runs under ``checkpoint`` (a budget resolved).
+
+        Nothing runs; use it to check a budget (and see its cost with
+        ``schedule.cost(steps)``) before starting a long job.
+
+        Raises:
+            ValueError: the budget cannot hold one state (the message gives the size).
+        """
+        stepper = self._stepper()
+        plan = Budget(bytes=DEFAULT_BUDGET) if checkpoint is None else checkpoint
+        if not isinstance(plan, Schedule):
+            raise TypeError(f"checkpoint must be a schedule such as StoreAll(), Uniform(every=10), "
+                            f"Binomial(slots=16) or Budget(bytes='1GiB'); got {checkpoint!r}")
+        return plan.resolve(stepper.steps, state_nbytes=stepper.state_nbytes)
 
     def snapshots(self, every: int, callback: Callable[[int, dict[str, np.ndarray]], None]
                   ) -> dict[str, np.ndarray]:

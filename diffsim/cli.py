@@ -12,17 +12,24 @@ import argparse
 import json
 import pathlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["main"]
 
 
-def _runtime_args(parser: argparse.ArgumentParser, precision: str | None = "f64") -> None:
-    parser.add_argument("--arch", default="cpu", choices=["cpu", "cuda", "vulkan", "gpu", "auto"],
-                        help="Taichi backend (default: cpu)")
+def _runtime_args(parser: argparse.ArgumentParser, precision: str | None = "f32") -> None:
+    # the same defaults as diffsim.init(): arch "auto", precision "f32" (a scenario that
+    # needs float64 declares it; --precision overrides)
+    parser.add_argument("--arch", default="auto", choices=["cpu", "cuda", "vulkan", "gpu", "auto"],
+                        help="Taichi backend (default: auto, as diffsim.init: CUDA, then Vulkan, "
+                             "then the CPU)")
     parser.add_argument("--precision", default=precision, choices=["f32", "f64"],
-                        help=f"floating-point precision (default: {precision or 'per scenario'})")
+                        help="floating-point precision (default: "
+                             + ("f32, as diffsim.init)" if precision else "the scenario's, "
+                                "shown by `diffsim show`)"))
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,8 +66,23 @@ def _parser() -> argparse.ArgumentParser:
                      help="change a scenario field (repeatable), e.g. --set shots=8")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
+    data = sub.add_parser("data", help="real models: list them, or fetch one that cannot ship")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    data_list = data_sub.add_parser("list", help="the real models and where each is")
+    data_list.add_argument("--data", type=pathlib.Path, default=None,
+                           help="a data folder to look in (default: $DIFFSIM_DATA)")
+    data_get = data_sub.add_parser("get", help="download a model from its public source, check "
+                                               "its SHA-256, convert it into --to")
+    data_get.add_argument("name", help="overthrust | marmousi (marmousi2 is copied from the "
+                                       "package)")
+    data_get.add_argument("--to", type=pathlib.Path, required=True,
+                          help="the data folder to fill (then pass it as --data)")
+    data_get.add_argument("--url", default=None,
+                          help="fetch the source file from here instead (a mirror or file://)")
+    for p in (data_list, data_get):
+        p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     demo = sub.add_parser("demo", help="gradient demo: recover spring stiffness from a trajectory")
-    _runtime_args(demo)
+    _runtime_args(demo, precision=None)
     demo.add_argument("--scenario", default="chain", help="a chain scenario (default: chain)")
     demo.add_argument("--iterations", type=int, default=30, help="L-BFGS-B iterations")
     demo.add_argument("--checkpoint", default="binomial:8",
@@ -90,8 +112,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _run(args)
-        diffsim.init(args.arch, args.precision, threads=args.threads)
+        if args.command == "data":
+            from diffsim import downloads
+
+            if args.data_command == "list":
+                for row in downloads.available(args.data):
+                    print(f"{row['name']:12s} {row['stem']:20s} {row['status']}\n"
+                          f"{'':12s} source: {row['source']}")
+                return 0
+            downloads.get(args.name, args.to, url=args.url, echo=print)
+            return 0
         if args.command == "info":
+            diffsim.init(args.arch, args.precision, threads=args.threads)
             print(json.dumps(diffsim.info().as_dict(), indent=2))
             return 0
         from diffsim.scenarios._chain_job import run_chain_demo
@@ -103,10 +135,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"scenario: use `diffsim run {args.scenario}`")
         if args.smoke:
             scenario = scenario.smoke()
+        diffsim.init(args.arch, args.precision or scenario.precision, threads=args.threads)
+        _compiling_note(print)
         run_chain_demo(scenario, checkpoint=parse_schedule(args.checkpoint),
                        iterations=2 if args.smoke else args.iterations, out=args.out)
         return 0
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
+        if getattr(args, "debug", False):
+            raise
         print(f"diffsim: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -137,8 +173,20 @@ def _run(args: argparse.Namespace) -> int:
     options = RunOptions(out=out, iterations=args.iterations, resume=args.resume,
                          checkpoint=args.checkpoint, data=args.data, workers=args.workers,
                          scheduler=args.scheduler, quiet=args.quiet, smoke=args.smoke)
+    if not args.quiet:
+        _compiling_note(print)
     scenario.run(options)
     return 0
+
+
+def _compiling_note(echo: Callable[[str], None]) -> None:
+    """Say that the first run compiles kernels, when Taichi's kernel cache is empty."""
+    from diffsim._runtime import kernel_cache
+
+    folder, entries = kernel_cache()
+    if folder is not None and entries == 0:
+        echo(f"compiling kernels: the first run on this machine spends up to a minute on it "
+             f"(they are cached in {folder} for later runs)")
 
 
 if __name__ == "__main__":

@@ -23,17 +23,6 @@ __all__ = ["KNOWN_MODELS", "MODEL_SUFFIXES", "PACKAGED", "VelocityModel", "built
            "is_model_file", "model_from_file", "ships_with_diffsim", "data_folder", "load_model",
            "smooth"]
 
-#: Where the models that cannot ship come from (GitHub repository, path at a commit,
-#: conversion); the sidecar of each repeats it with the SHA-256 of the ``.npy``.
-SOURCES = {
-    "overthrust_vp_25m": "github.com/slimgroup/JUDI.jl at commit 73c8e82, "
-                         "data/overthrust_model.h5 dataset 'm'; "
-                         "v = 1000 / sqrt(float64(h5['m'])) then float32",
-    "marmousi_vp_24m": "github.com/pablombarros/SeisUnix at commit a45da02, "
-                       "src/demos/Velocity_Profiles/Marmousi/marmhard.dat; "
-                       "np.loadtxt(src).reshape(384, 122).T then float32",
-}
-
 #: The models shipped in the package (``diffsim/data``), by file stem.
 PACKAGED = pathlib.Path(__file__).resolve().parent / "data"
 
@@ -149,8 +138,8 @@ def load_model(name: str, data: os.PathLike | str | None = None, *, verify: bool
     """
     stem = KNOWN_MODELS.get(name, name)
     folder = data_folder(data)
-    source = SOURCES.get(stem)
-    how = (f" Make {stem}.npy from the public source: {source}." if source else "")
+    how = (f" `diffsim data get {name} --to DIR` downloads it from its public source and "
+           "checks it." if name in KNOWN_MODELS and not ships_with_diffsim(name) else "")
     where = (f"Pass --data DIR (or set DIFFSIM_DATA) to a folder holding {stem}.npy and "
              f"{stem}.json.{how}")
     if ships_with_diffsim(name) and (folder is None or not (folder / f"{stem}.npy").is_file()):
@@ -165,7 +154,7 @@ def load_model(name: str, data: os.PathLike | str | None = None, *, verify: bool
     if verify and "sha256_npy" in meta and _sha256(npy) != meta["sha256_npy"]:
         raise ValueError(f"model {name!r}: {npy} does not match the SHA-256 in {sidecar}; the "
                          "file is corrupt or a different version. Recreate it from the source "
-                         "named in the sidecar.")
+                         "named in the sidecar (`diffsim data get NAME --to DIR`).")
     v = np.load(npy).astype(np.float64)
     if v.shape != (meta.get("nz", v.shape[0]), meta.get("nx", v.shape[1])):
         raise ValueError(f"model {name!r}: {npy} has shape {v.shape}, the sidecar says "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,71 @@ def _auto_dt(vmax: float, spacing: float, order: int) -> float:
     from diffsim.acoustic import max_stable_dt
 
     return float(np.floor(0.8 * max_stable_dt(vmax, (spacing, spacing), order) * 1e6) / 1e6)
+
+
+def _check_dt(scenario: FwiScenario, dt: float, spacing: float, true_max: float) -> None:
+    """The time step must be stable for every velocity the run can meet (data and bounds)."""
+    from diffsim.acoustic import max_stable_dt
+
+    vmax = max(scenario.vmax, true_max)
+    limit = max_stable_dt(vmax, (spacing, spacing), scenario.order)
+    if dt > limit:
+        raise ValueError(f"dt={dt:g} s exceeds the stability (CFL) limit {limit:.6g} s for "
+                         f"velocities up to {vmax:g} m/s (the true model and vmax) at "
+                         f"{spacing:g} m spacing and order {scenario.order}; set dt <= "
+                         f"{limit:.6g} s, or dt = 0 to have it chosen")
+
+
+def _read_observed(path: pathlib.Path, data: ShotData, say: Callable[[str], None]) -> np.ndarray:
+    """Observed traces from ``.npy`` or SEG-Y, checked against the scenario's acquisition.
+
+    A SEG-Y file's headers must agree with the scenario: the sample interval, the number
+    of samples, and (when the file carries coordinates) the source and receiver x
+    positions to within half a cell.
+    """
+    from diffsim.segy import read_segy, read_segy_geometry
+
+    expected = data.observed.shape
+    if path.suffix.lower() in (".sgy", ".segy"):
+        geometry = read_segy_geometry(path)
+        if abs(geometry.dt - data.dt) > 0.5e-6:
+            raise ValueError(f"observed_file {path}: its sample interval is {geometry.dt * 1e3:g} ms "
+                             f"but this scenario samples at {data.dt * 1e3:g} ms; set dt = "
+                             f"{geometry.dt:g} in the scenario, or resample the data")
+        traces = read_segy(path)[0]
+        if traces.shape == expected and geometry.located:
+            half = 0.5 * data.spacing
+            src_x = np.asarray(data.sources)[:, -1]
+            rec_x = np.broadcast_to(np.asarray(data.receivers)[..., -1], expected[:2])
+            bad_src = np.abs(geometry.sources[:, 1] - src_x) > half
+            bad_rec = np.abs(geometry.receivers[..., 1] - rec_x) > half
+            if bad_src.any() or bad_rec.any():
+                if bad_src.any():
+                    k = int(np.argmax(bad_src))
+                    what = (f"shot {k} has its source at x = {geometry.sources[k, 1]:g} m "
+                            f"(scenario: {src_x[k]:g} m)")
+                else:
+                    k, r = (int(i) for i in np.argwhere(bad_rec)[0])
+                    what = (f"shot {k} receiver {r} is at x = {geometry.receivers[k, r, 1]:g} m "
+                            f"(scenario: {rec_x[k, r]:g} m)")
+                raise ValueError(f"observed_file {path}: its headers place the acquisition "
+                                 f"elsewhere than this scenario: {what}; give the scenario the "
+                                 "file's shots and receivers, or use data recorded on this "
+                                 "geometry")
+        elif traces.shape == expected:
+            say(f"note: {path} carries no source or receiver coordinates; its geometry is "
+                "taken on trust")
+    else:
+        try:
+            traces = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"observed_file {path}: not a readable .npy file ({exc})") from None
+    if traces.shape != expected:
+        raise ValueError(f"observed_file {path} holds traces of shape {list(traces.shape)}; this "
+                         f"scenario expects [shot, receiver, nt] = {list(expected)}")
+    if not np.all(np.isfinite(traces)):
+        raise ValueError(f"observed_file {path} contains NaN or Inf")
+    return np.asarray(traces, dtype=np.float64)
 
 
 def _finished_iterations(out: pathlib.Path) -> int:
@@ -102,7 +168,7 @@ def run_scenario(scenario: FwiScenario, options: RunOptions) -> dict[str, object
     """
     from diffsim.acoustic import ricker
     from diffsim.models import smooth
-    from diffsim.segy import read_segy, write_segy
+    from diffsim.segy import write_segy
 
     out = pathlib.Path(options.out)
     if options.iterations is not None:
@@ -112,7 +178,6 @@ def run_scenario(scenario: FwiScenario, options: RunOptions) -> dict[str, object
                          f"{pathlib.Path(scenario.observed_file).resolve().parent}); give the path "
                          "of a .npy or SEG-Y file of traces [shot, receiver, nt], or leave it empty "
                          "to synthesise the data from the true model")
-    _check_out(scenario, out, options.resume)
     say = options.echo
     truth, h = scenario.true_model(options.data)
     fixed = int(np.ceil(scenario.water_depth / h - 1e-9))
@@ -123,6 +188,7 @@ def run_scenario(scenario: FwiScenario, options: RunOptions) -> dict[str, object
         initial = smooth(truth, scenario.start_smoothing / h, fixed_rows=fixed)
     initial = np.clip(initial, scenario.vmin, scenario.vmax)
     dt = scenario.dt or _auto_dt(scenario.vmax, h, scenario.order)
+    _check_dt(scenario, dt, h, float(truth.max()))
     nt = int(round(scenario.duration / dt)) + 1
     src, rec = surface_acquisition(truth.shape, h, scenario.shots, scenario.receivers,
                                    source_depth=scenario.source_depth,
@@ -135,37 +201,45 @@ def run_scenario(scenario: FwiScenario, options: RunOptions) -> dict[str, object
                     np.zeros((scenario.shots, scenario.receivers, nt)), order=scenario.order,
                     pml_width=scenario.pml_width, free_surface=scenario.free_surface,
                     pml_velocity=scenario.vmax, pml_frequency=scenario.peak_frequency)
-    start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    scenario.save(out / "scenario.toml")
-    shots = SerialShots(batch=scenario.batch, checkpoint=options.checkpoint)
     observed_path = out / "observed.npy"
-    if observed_path.is_file():
-        observed = np.load(observed_path)
-    elif scenario.observed_file:
-        path = pathlib.Path(scenario.observed_file)
-        observed = read_segy(path)[0] if path.suffix.lower() in (".sgy", ".segy") else np.load(path)
-        if observed.shape != data.observed.shape:
-            raise ValueError(f"observed_file {path} holds traces of shape {observed.shape}; this "
-                             f"scenario expects [shot, receiver, nt] = {list(data.observed.shape)}")
-        write_npy(observed_path, observed)
-    else:
-        say(f"synthesising {scenario.shots} shots on {truth.shape[0]} x {truth.shape[1]} cells, "
-            f"{nt} samples at dt {dt * 1e3:.3f} ms")
-        observed = shots.forward(truth, data)
-        if scenario.noise > 0:
-            rng = np.random.default_rng(scenario.seed)
-            rms = float(np.sqrt(np.mean(observed ** 2)))
-            observed = observed + scenario.noise * rms * rng.normal(size=observed.shape)
-        write_npy(observed_path, observed)
-    if not (out / "observed.sgy").is_file():
-        write_segy(out / "observed.sgy", observed, dt, src, rec)
-    data = replace(data, observed=np.asarray(observed, dtype=np.float64))
+    given = None
+    if scenario.observed_file and not (options.resume and observed_path.is_file()):
+        given = _read_observed(pathlib.Path(scenario.observed_file), data, say)
+    # everything that can fail is checked before the folder exists: the budget (the
+    # simulations are built now and kept), the scheduler (connected now)
+    start = time.perf_counter()
+    shots = SerialShots(batch=scenario.batch, checkpoint=options.checkpoint)
+    shots.check(initial, data)
     close = None
     evaluator: Evaluator = shots
     if options.workers > 1 or options.scheduler:
         evaluator, close = dask_evaluator(workers=options.workers, scheduler=options.scheduler,
                                           checkpoint=options.checkpoint)
+    try:
+        _check_out(scenario, out, options.resume)
+        out.mkdir(parents=True, exist_ok=True)
+        scenario.save(out / "scenario.toml")
+        if observed_path.is_file():
+            observed = np.load(observed_path)
+        elif given is not None:
+            observed = given
+            write_npy(observed_path, observed)
+        else:
+            say(f"synthesising {scenario.shots} shots on {truth.shape[0]} x {truth.shape[1]} "
+                f"cells, {nt} samples at dt {dt * 1e3:.3f} ms")
+            observed = shots.forward(truth, data)
+            if scenario.noise > 0:
+                rng = np.random.default_rng(scenario.seed)
+                rms = float(np.sqrt(np.mean(observed ** 2)))
+                observed = observed + scenario.noise * rms * rng.normal(size=observed.shape)
+            write_npy(observed_path, observed)
+        if not (out / "observed.sgy").is_file():
+            write_segy(out / "observed.sgy", observed, dt, src, rec)
+    except BaseException:
+        if close is not None:
+            close()
+        raise
+    data = replace(data, observed=np.asarray(observed, dtype=np.float64))
     light = illumination(initial, data, shots=shots) if scenario.illumination else None
     stages = [Stage(f or None, scenario.iterations) for f in scenario.stages]
     inversion = Inversion(data=data, initial=initial, stages=stages,
@@ -212,7 +286,10 @@ def run_scenario(scenario: FwiScenario, options: RunOptions) -> dict[str, object
                                               ("inverted", final)], h, sources=src, receivers=rec)
     figures.shot_figure(out / "shot_gather.png", observed[mid], syn1[mid], dt, rec,
                         f"shot {mid} at the inverted model")
-    figures.gradient_figure(out / "gradient.png", result.first_gradient, h)
+    first = (scenario.stages[0] or None) if scenario.stages else None
+    figures.gradient_figure(out / "gradient.png", result.first_gradient, h,
+                            title="gradient of the misfit at the starting model, stage 1 "
+                                  f"({f'{first:g} Hz' if first else 'full band'}), all shots")
     group, part = shots._parts(initial, data)[0]   # one more gradient, for its costate trace
     group(initial, part)
     figures.costate_figure(out / "costate.png", group.report.costate, dt=dt,
@@ -220,7 +297,8 @@ def run_scenario(scenario: FwiScenario, options: RunOptions) -> dict[str, object
     if result.history:
         figures.loss_figure(out / "loss.png", result.history, title="FWI progress")
     shots.forward(truth, data, every=max(1, (nt - 1) // 24), snapshot=grab)
-    figures.wavefield_gif(out / "wavefield.gif", np.asarray(frames), truth, h, times)
+    figures.wavefield_gif(out / "wavefield.gif", np.asarray(frames), truth, h, times, shot=mid,
+                          source=src[mid])
     shots.close()
     summary["session_seconds"] = time.perf_counter() - start
     write_json(out / "summary.json", summary)

@@ -110,8 +110,7 @@ def test_missing_or_corrupt_model_files_say_how_to_get_them(tmp_path: pathlib.Pa
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DIFFSIM_DATA", raising=False)
     with pytest.raises(FileNotFoundError, match="needs a data folder, and none was given. Pass "
-                       "--data DIR .* Make overthrust_vp_25m.npy from the public source: "
-                       "github.com/slimgroup/JUDI.jl"):
+                       "--data DIR .* `diffsim data get overthrust --to DIR` downloads it"):
         load_model("overthrust")
     with pytest.raises(FileNotFoundError, match="overthrust_vp_25m.npy does not exist"):
         load_model("overthrust", tmp_path)
@@ -228,6 +227,72 @@ def test_segy_round_trip(tmp_path: pathlib.Path) -> None:
     assert dt == pytest.approx(2e-3)
     with pytest.raises(ValueError, match="whole number of microseconds"):
         write_segy(tmp_path / "e.sgy", traces, 1.5e-7, src, rec)
+
+
+def test_segy_geometry_and_unreadable_files(tmp_path: pathlib.Path) -> None:
+    from diffsim.segy import read_segy, read_segy_geometry, write_segy
+
+    src = np.array([[10.0, 100.0], [10.0, 300.0]])
+    rec = np.array([[[20.0, x] for x in (0.0, 150.0, 400.0)], [[20.0, x] for x in (50.0, 200.0, 450.0)]])
+    write_segy(tmp_path / "g.sgy", np.ones((2, 3, 25)), 4e-3, src, rec)
+    geometry = read_segy_geometry(tmp_path / "g.sgy")
+    assert (geometry.dt, geometry.samples, geometry.located) == (pytest.approx(4e-3), 25, True)
+    np.testing.assert_allclose(geometry.sources, src)
+    np.testing.assert_allclose(geometry.receivers, rec)
+    (tmp_path / "bad.sgy").write_bytes(b"not a SEG-Y file at all")
+    for reader in (read_segy, read_segy_geometry):
+        with pytest.raises(ValueError, match="bad.sgy: not a readable SEG-Y file"):
+            reader(tmp_path / "bad.sgy")
+
+
+def test_observed_segy_must_match_the_scenarios_acquisition(tmp_path: pathlib.Path) -> None:
+    from diffsim.scenarios._fwi_job import _read_observed
+    from diffsim.segy import write_segy
+
+    _, _, data = tiny_problem()
+    notes: list[str] = []
+    write_segy(tmp_path / "ok.sgy", data.observed, data.dt, data.sources, data.receivers)
+    got = _read_observed(tmp_path / "ok.sgy", data, notes.append)
+    np.testing.assert_allclose(got, data.observed, rtol=1e-6, atol=1e-12)   # float32 on disk
+    write_segy(tmp_path / "dt.sgy", data.observed, 2 * data.dt, data.sources, data.receivers)
+    with pytest.raises(ValueError, match="sample interval is 4 ms but this scenario samples at 2 ms"):
+        _read_observed(tmp_path / "dt.sgy", data, notes.append)
+    moved = np.array(data.sources, dtype=np.float64)
+    moved[1, 1] += 100.0
+    write_segy(tmp_path / "src.sgy", data.observed, data.dt, moved, data.receivers)
+    with pytest.raises(ValueError, match="shot 1 has its source at x = .* m \\(scenario: .* m\\)"):
+        _read_observed(tmp_path / "src.sgy", data, notes.append)
+    shifted = np.array(data.receivers, dtype=np.float64)
+    shifted[-1, 1] += 60.0
+    write_segy(tmp_path / "rec.sgy", data.observed, data.dt, data.sources, shifted)
+    with pytest.raises(ValueError, match="receiver 11 is at x = "):
+        _read_observed(tmp_path / "rec.sgy", data, notes.append)
+    np.save(tmp_path / "short.npy", data.observed[:, :, :10])
+    with pytest.raises(ValueError, match="holds traces of shape \\[2, 12, 10\\]"):
+        _read_observed(tmp_path / "short.npy", data, notes.append)
+    assert not notes
+
+
+def test_an_unreachable_scheduler_is_one_sentence() -> None:
+    from diffsim.fwi import dask_evaluator
+
+    with pytest.raises(ValueError, match="no Dask scheduler answered .* start one"):
+        dask_evaluator(scheduler="tcp://127.0.0.1:1", connect_timeout=1.0)
+
+
+def test_every_failed_start_is_one_line_before_the_folder_exists(tmp_path: pathlib.Path) -> None:
+    bad = tmp_path / "bad.sgy"
+    bad.write_bytes(b"garbage")
+    out = tmp_path / "out"
+    for extra, message in ((["--set", "dt=0.01"], "exceeds the stability (CFL) limit"),
+                           (["--checkpoint", "budget:1KiB"], "cannot hold one state"),
+                           (["--set", f"observed_file={bad}"], "not a readable SEG-Y file")):
+        res = cli("run", "layered", "--smoke", *extra, "--out", str(out))
+        assert res.returncode == 2 and message in res.stderr, res.stderr[-2000:]
+        assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+        assert not out.exists(), extra
+    res = cli("run", "layered", "--smoke", "--set", "dt=0.01", "--out", str(out), "--debug")
+    assert res.returncode != 0 and "Traceback" in res.stderr and "CFL" in res.stderr
 
 
 def cli(*args: str, **kw: object) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {}
 for rank, names in enumerate([
     ["kernels"],
     ["_runtime", "_fields", "_validate", "_tape", "_simulation", "checkpoint", "stores",
-     "losses", "gradcheck", "io", "units", "segy", "models", "__init__"],
+     "losses", "gradcheck", "io", "units", "segy", "models", "downloads", "__init__"],
     ["acoustic", "wave", "springs", "chain"],
     ["optim", "fwi", "spring_design", "viz", "render"],
     ["scenarios", "cli", "__main__"],

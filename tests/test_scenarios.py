@@ -115,3 +115,55 @@ def test_fields_that_do_not_apply_are_not_shown_and_refused() -> None:
                        r"\(layered, camembert\) only; marmousi2 keeps its own grid"):
         real.with_settings(["shape=[30, 30]"])
     assert scenarios.get("layered").with_settings(["shape=[30, 30]"]).shape == (30, 30)
+
+
+def test_cli_and_python_share_the_runtime_defaults() -> None:
+    import inspect
+
+    import diffsim
+    from diffsim.cli import _parser
+
+    init = inspect.signature(diffsim.init).parameters
+    for argv in (["info"], ["run", "layered"], ["demo"]):
+        assert _parser().parse_args(argv).arch == init["arch"].default == "auto"
+    assert _parser().parse_args(["info"]).precision == init["precision"].default == "f32"
+    # `run` and `demo` take the precision the scenario declares unless told otherwise
+    assert _parser().parse_args(["run", "layered"]).precision is None
+    assert _parser().parse_args(["demo", "--precision", "f64"]).precision == "f64"
+
+
+def test_the_compiling_note_appears_only_with_an_empty_kernel_cache(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    import taichi as ti
+
+    from diffsim import _runtime, cli
+
+    folder, entries = _runtime.kernel_cache()   # the runtime the tests initialised
+    assert folder == pathlib.Path(ti.lang.impl.current_cfg().offline_cache_file_path)
+    assert entries == len(list(folder.glob("*.tic")))
+    lines: list[str] = []
+    monkeypatch.setattr(_runtime, "kernel_cache", lambda: (tmp_path, 0))
+    cli._compiling_note(lines.append)
+    assert len(lines) == 1 and "compiling kernels" in lines[0] and str(tmp_path) in lines[0]
+    monkeypatch.setattr(_runtime, "kernel_cache", lambda: (tmp_path, 12))
+    cli._compiling_note(lines.append)
+    assert len(lines) == 1
+
+
+def test_figures_name_units_stages_and_the_shot(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: pathlib.Path) -> None:
+    from diffsim.viz import figures
+
+    saved: list = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path, **kw: saved.append(fig))
+    figures.gradient_figure(tmp_path / "g.png", np.ones((4, 6)), 10.0)
+    assert "per m/s" in saved[-1].axes[1].get_ylabel()            # the colour bar's units
+    history = [{"iteration": i, "loss": 1.0 / (i + 1), "stage": int(i >= 3),
+                "cutoff_hz": 4.0 if i < 3 else 8.0, "model_error": 0.1} for i in range(6)]
+    figures.loss_figure(tmp_path / "l.png", history)
+    texts = [t.get_text() for t in saved[-1].axes[0].texts]
+    assert any("stage 1" in t and "4 Hz" in t for t in texts), texts
+    assert any("stage 2" in t and "8 Hz" in t for t in texts), texts
+    fig = figures.wavefield_frame(np.zeros((4, 6)), np.full((4, 6), 2000.0), 10.0, 0.25,
+                                  clip=1.0, shot=3, source=(10.0, 30.0))
+    assert fig.axes[0].get_title().startswith("shot 3, t = 0.250 s")

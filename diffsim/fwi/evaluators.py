@@ -15,6 +15,7 @@ import numpy as np
 
 from diffsim._runtime import Arch, Precision
 from diffsim._simulation import Simulation
+from diffsim.checkpoint import Schedule
 from diffsim.fwi.data import ShotData
 from diffsim.losses import L2
 
@@ -97,6 +98,15 @@ class SerialShots:
             parts.append((self._groups[key], part))
         return parts
 
+    def check(self, velocity: np.ndarray, data: ShotData) -> Schedule:
+        """Build the simulations and return the schedule their gradients will run under.
+
+        Raises:
+            ValueError: the checkpoint budget cannot hold one state (before any work).
+        """
+        group, _ = self._parts(velocity, data)[0]
+        return group.simulation.schedule(group.checkpoint)
+
     def __call__(self, velocity: np.ndarray, data: ShotData) -> tuple[float, np.ndarray]:
         """Misfit and its gradient with respect to velocity, summed over every shot."""
         loss, grad = 0.0, np.zeros(velocity.shape)
@@ -163,7 +173,7 @@ def _worker_evaluate(key: str, runtime: tuple[Arch, Precision, int], velocity: n
 
 def dask_evaluator(*, workers: int = 2, scheduler: str | None = None,
                    checkpoint: str | None = None, retries: int = 3,
-                   simulation: SimulationFactory | None = None
+                   simulation: SimulationFactory | None = None, connect_timeout: float = 10.0
                    ) -> tuple[Evaluator, Callable[[], None]]:
     """Shots spread over Dask workers (a local cluster, or the one at ``scheduler``).
 
@@ -174,6 +184,10 @@ def dask_evaluator(*, workers: int = 2, scheduler: str | None = None,
 
     Returns:
         The evaluator and a function that shuts the cluster down.
+
+    Raises:
+        ValueError: no scheduler answered at ``scheduler`` within ``connect_timeout`` s
+            (one line saying how to start one), or ``workers`` < 1.
     """
     try:
         from dask.distributed import Client, LocalCluster
@@ -185,7 +199,13 @@ def dask_evaluator(*, workers: int = 2, scheduler: str | None = None,
     info = ensure_init()
     if scheduler:
         cluster = None
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler, timeout=connect_timeout)
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"scheduler={scheduler!r}: no Dask scheduler answered ({exc}); start one "
+                f"(`dask scheduler`, then `dask worker <its address>`), check the address, "
+                "or leave the scheduler out to run the shots in this process") from None
         groups = max(1, len(client.scheduler_info()["workers"]))
     else:
         if workers < 1:

@@ -90,18 +90,24 @@ def shot_figure(path: pathlib.Path, observed: np.ndarray, synthetic: np.ndarray,
     save_figure(fig, path)
 
 
-def gradient_figure(path: pathlib.Path, gradient: np.ndarray, spacing: float) -> None:
-    """The misfit gradient with respect to velocity (symmetric colour scale)."""
+def gradient_figure(path: pathlib.Path, gradient: np.ndarray, spacing: float, *,
+                    title: str = "gradient of the misfit at the starting model") -> None:
+    """The misfit gradient with respect to velocity ``[z, x]`` (symmetric colour scale).
+
+    The colour bar is in the loss's units per m/s (the loss is ``0.5 sum (d - d_obs)^2``
+    in the data's units squared); the scale is clipped at the 99.5th percentile.
+    """
     plt = pyplot()
     clip = float(np.percentile(np.abs(gradient), 99.5)) or 1.0
     nz, nx = gradient.shape
     fig, ax = plt.subplots(figsize=(8, 0.8 + 8 * nz / nx + 0.4))
     im = ax.imshow(gradient, extent=_extent_km(gradient.shape, spacing), cmap="seismic",
                    vmin=-clip, vmax=clip, aspect="equal")
-    ax.set_title("first gradient dL/dv")
+    ax.set_title(title)
     ax.set_xlabel("distance (km)")
     ax.set_ylabel("depth (km)")
-    fig.colorbar(im, ax=ax, shrink=0.9)
+    bar = fig.colorbar(im, ax=ax, shrink=0.9)
+    bar.set_label("dL/dv (loss units per m/s)")
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -151,8 +157,30 @@ def loss_figure(path: pathlib.Path, history: Sequence[dict[str, Any]], *, title:
     save_figure(fig, path)
 
 
+def wavefield_frame(frame: np.ndarray, velocity: np.ndarray, spacing: float, t: float, *,
+                    clip: float, shot: int | None = None,
+                    source: Sequence[float] | None = None) -> Figure:
+    """One frame of :func:`wavefield_gif`: the wavefield over the model, titled and marked."""
+    plt = pyplot()
+    nz, nx = velocity.shape
+    fig, ax = plt.subplots(figsize=(7, 0.7 + 7 * nz / nx))
+    ax.imshow(velocity / 1e3, extent=_extent_km(velocity.shape, spacing), cmap="gray",
+              aspect="equal")
+    ax.imshow(frame, extent=_extent_km(velocity.shape, spacing), cmap="seismic",
+              vmin=-clip, vmax=clip, alpha=0.6, aspect="equal")
+    if source is not None:
+        ax.plot(source[1] / 1e3, source[0] / 1e3, "*", color="gold", ms=12, mec="k")
+    ax.set_title(("" if shot is None else f"shot {shot}, ") + f"t = {t:.3f} s"
+                 + ("" if source is None else f" (source at x = {source[1] / 1e3:.2f} km)"))
+    ax.set_xlabel("distance (km)")
+    ax.set_ylabel("depth (km)")
+    fig.tight_layout()
+    return fig
+
+
 def wavefield_gif(path: pathlib.Path, frames: np.ndarray, velocity: np.ndarray, spacing: float,
-                  times: Sequence[float]) -> None:
+                  times: Sequence[float], *, shot: int | None = None,
+                  source: Sequence[float] | None = None) -> None:
     """An animated GIF of a wavefield over the velocity model.
 
     Args:
@@ -161,23 +189,16 @@ def wavefield_gif(path: pathlib.Path, frames: np.ndarray, velocity: np.ndarray, 
         velocity: ``[z, x]`` in m/s (drawn underneath).
         spacing: m.
         times: time of each frame in s.
+        shot: the shot's number, named in every frame's title.
+        source: its source position ``(z, x)`` in m, marked with a star.
     """
     from PIL import Image
 
     plt = pyplot()
     clip = float(np.percentile(np.abs(frames), 99.5)) or 1.0
     images = []
-    nz, nx = velocity.shape
     for frame, t in zip(frames, times, strict=True):
-        fig, ax = plt.subplots(figsize=(7, 0.7 + 7 * nz / nx))
-        ax.imshow(velocity / 1e3, extent=_extent_km(velocity.shape, spacing), cmap="gray",
-                  aspect="equal")
-        ax.imshow(frame, extent=_extent_km(velocity.shape, spacing), cmap="seismic",
-                  vmin=-clip, vmax=clip, alpha=0.6, aspect="equal")
-        ax.set_title(f"t = {t:.3f} s")
-        ax.set_xlabel("distance (km)")
-        ax.set_ylabel("depth (km)")
-        fig.tight_layout()
+        fig = wavefield_frame(frame, velocity, spacing, t, clip=clip, shot=shot, source=source)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=70)
         plt.close(fig)
