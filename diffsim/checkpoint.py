@@ -18,7 +18,7 @@ Model and counting convention (stated once, used everywhere):
 * ``peak_states`` counts stored states (checkpoint slots in use at once), the initial
   state ``x[0]`` included, as revolve does. The live buffers come on top.
 
-Schedules:
+Schedules (``Budget`` picks one of the others from the bytes one state costs):
 
 ======================  ==================================  ===================================
 schedule                forward_steps                       peak_states
@@ -26,7 +26,7 @@ schedule                forward_steps                       peak_states
 ``StoreAll()``          ``n``                               ``n - 1``
 ``Uniform(every=k)``    ``n + (m - 1)(k - 1)``, m segments  about ``n/k + k``
 ``Binomial(slots=s)``   ``p(n, s) + 1`` (optimal)           ``s``
-``Budget(bytes=b)``     picks one of the above from the bytes one state costs
+``Budget(bytes=b)``     that of the schedule it picks       that of the schedule it picks
 ======================  ==================================  ===================================
 
 ``p(n, s) = r n - C(s + r, r - 1)`` with ``r`` the smallest integer such that

@@ -1,7 +1,7 @@
 """Adding a physics: 1D heat diffusion written only against diffsim's public protocol.
 
 A rod of ``n`` cells, temperature ``u`` (K above ambient), conductivity ``kappa`` (m^2/s)
-per cell, both ends held at 0, a heat source per cell and step, explicit Euler:
+per cell, both ends held at 0, a heat source per cell and step, explicit Euler::
 
     u[t+1, i] = u[t, i] + dt / h^2 * (kappa[i] (u[t, i+1] - u[t, i]) - kappa[i-1] (u[t, i] - u[t, i-1]))
                 + dt * q[t, i]

@@ -336,7 +336,7 @@ class SoftRobotWalk(Scenario):
         stiffness: spring stiffness in N/m; damping: dashpots in N s/m.
         friction: ground friction coefficient.
         channels: actuation bands; harmonics: sinusoids per band.
-        frequency: base gait frequency f in Hz; amplitude: largest |a|.
+        frequency: base gait frequency f in Hz; amplitude: largest ``|a|``.
         steps, dt: rollout; lr: Adam step; seed: the random starting weights.
     """
 

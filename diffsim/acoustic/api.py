@@ -24,11 +24,10 @@ class Simulation(_Simulation):
     built and kept (on the CPU its kernels are compiled once per process anyway), and
     :meth:`update` changes the velocity or the wavelet in place.
 
-    Args:
-        velocity, spacing, dt, wavelet, sources, receivers, order, pml_width,
-            free_surface, boundary, **options: as :func:`simulate` (and
-            :class:`AcousticStepper`: ``interpolation``, ``pml_velocity``,
-            ``pml_frequency``, ``engine``, ``adjoint``).
+    Takes the arguments of :func:`simulate`: ``velocity``, ``spacing``, ``dt``, ``wavelet``,
+    ``sources``, ``receivers``, ``order``, ``pml_width``, ``free_surface``, ``boundary``
+    and ``**options`` (those of :class:`AcousticStepper`: ``interpolation``,
+    ``pml_velocity``, ``pml_frequency``, ``engine``, ``adjoint``).
 
     Outputs: ``"traces"`` ``[shot, receiver, nt]``. Parameters (``wrt``,
     :meth:`update`): ``"velocity"`` (model grid, m/s) and ``"wavelet"`` (shaped as given:
