@@ -95,3 +95,32 @@ def test_info_reports_runtime() -> None:
     assert info.taichi_version.startswith("1.7")
     assert info.threads >= 1
     assert set(info.as_dict()) >= {"arch", "precision", "threads", "taichi_version", "cpu"}
+
+
+def test_one_dtype_rule_fields_in_the_runtime_precision_gradients_in_float64() -> None:
+    """Simulated arrays come back in the runtime precision; losses and gradients in float64."""
+    code = textwrap.dedent("""
+        import numpy as np
+        import diffsim
+        diffsim.init("cpu", "f32")
+        from diffsim import acoustic, springs
+        from diffsim.losses import L2, FinalPosition
+        v = np.full((12, 14), 2000.0)
+        w = acoustic.ricker(25.0, 1e-3, 30)
+        with acoustic.Simulation(v, 10.0, 1e-3, w, [[20.0, 30.0]], [[20.0, 100.0]], order=4,
+                                 pml_width=4) as sim:
+            d = sim.simulate()["traces"]
+            r = sim.value_and_grad(L2(d * 0.5))
+            g = sim.vjp({"traces": np.ones(d.shape)})
+            print(d.dtype, r.grads["velocity"].dtype, g["velocity"].dtype, type(r.loss).__name__)
+        system = springs.SpringSystem([[0.0, 1.0], [0.1, 1.0]], [[0, 1]], stiffness=100.0)
+        with springs.Simulation(system, 10, 1e-3) as sim:
+            out = sim.simulate()
+            r = sim.value_and_grad(FinalPosition(out["positions"][-1] + 0.01))
+            print(out["positions"].dtype, r.grads["stiffness"].dtype, out["velocities"].dtype,
+                  type(r.loss).__name__)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["float32", "float64", "float64", "float",
+                                  "float32", "float64", "float32", "float"]
