@@ -147,6 +147,22 @@ def test_the_optimisers_gradient_is_exact_through_the_preconditioner(tmp_path: p
     np.testing.assert_array_equal(v[:2], initial[:2])
 
 
+def test_progress_lines_show_the_relative_misfit_and_a_plain_stop_reason(
+        tmp_path: pathlib.Path) -> None:
+    truth, initial, data = tiny_problem()
+    lines: list[str] = []
+    Inversion(data=data, initial=initial, stages=[Stage(None, 2)], bounds=(1000.0, 4000.0),
+              evaluator=serial_evaluator(), out=tmp_path, truth=truth, echo=lines.append).run()
+    progress = [x for x in lines if x.startswith("[")]
+    assert len(progress) == 3 and "  0/2" in progress[0] and "  2/2" in progress[-1]
+    for line in progress:   # the relative L2 misfit of the stage's data, not the raw loss
+        misfit = float(line.split("stage misfit ")[1].split()[0])
+        assert 0.0 < misfit < 1.0, line
+    assert "model error" in progress[-1]
+    ended = [x for x in lines if x.startswith("stage 1 ended after")]
+    assert len(ended) == 1 and "STOP" not in ended[0] and ended[0].split(": ", 1)[1][0].islower()
+
+
 class Crash(RuntimeError):
     pass
 

@@ -105,14 +105,13 @@ def test_one_dtype_rule_fields_in_the_runtime_precision_gradients_in_float64() -
         diffsim.init("cpu", "f32")
         from diffsim import acoustic, springs
         from diffsim.losses import L2, FinalPosition
-        v = np.full((12, 14), 2000.0)
+        v = np.full((8, 9), 2000.0)
         w = acoustic.ricker(25.0, 1e-3, 30)
-        with acoustic.Simulation(v, 10.0, 1e-3, w, [[20.0, 30.0]], [[20.0, 100.0]], order=4,
-                                 pml_width=4) as sim:
+        with acoustic.Simulation(v, 10.0, 1e-3, w, [[20.0, 30.0]], [[20.0, 70.0]], order=2,
+                                 pml_width=4, engine="fields") as sim:
             d = sim.simulate()["traces"]
             r = sim.value_and_grad(L2(d * 0.5))
-            g = sim.vjp({"traces": np.ones(d.shape)})
-            print(d.dtype, r.grads["velocity"].dtype, g["velocity"].dtype, type(r.loss).__name__)
+            print(d.dtype, r.grads["velocity"].dtype, type(r.loss).__name__)
         system = springs.SpringSystem([[0.0, 1.0], [0.1, 1.0]], [[0, 1]], stiffness=100.0)
         with springs.Simulation(system, 10, 1e-3) as sim:
             out = sim.simulate()
@@ -122,5 +121,5 @@ def test_one_dtype_rule_fields_in_the_runtime_precision_gradients_in_float64() -
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.split() == ["float32", "float64", "float64", "float",
+    assert res.stdout.split() == ["float32", "float64", "float",
                                   "float32", "float64", "float32", "float"]

@@ -33,15 +33,20 @@ def test_green_2d(order: int) -> None:
         assert rel_err(traces[0, k], truth) < BUDGET_2D[order], (order, k)
 
 
-def test_green_3d() -> None:
+@pytest.mark.parametrize(("order", "tolerance"), [
+    (4, 0.02),   # the stencil the 3D gradient test compiles too (1.5 % measured)
+    pytest.param(8, 0.01, marks=pytest.mark.slow),   # 0.5 %; a cold 3D order-8 compile: 40 s
+])
+def test_green_3d(order: int, tolerance: float) -> None:
     n, h, dt, nt = 36, 10.0, 1e-3, 160
     wavelet = ricker(12.0, dt, nt)
     src = np.array([[175.0, 175.0, 175.0]])
     rec = np.array([[175.0, 175.0, 295.0], [55.0, 175.0, 175.0], [175.0, 250.5, 175.0]])
-    traces = simulate(np.full((n, n, n), C), h, dt, wavelet, src, rec, order=8, pml_width=10)
+    traces = simulate(np.full((n, n, n), C), h, dt, wavelet, src, rec, order=order,
+                      pml_width=10)
     for k, dist in enumerate((120.0, 120.0, 75.5)):
         truth = green_3d(wavelet, dt, dist, C)
-        assert rel_err(traces[0, k], truth) < 0.03, k
+        assert rel_err(traces[0, k], truth) < tolerance, k
 
 
 def test_spatial_convergence_order_2() -> None:
