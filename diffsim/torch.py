@@ -26,7 +26,6 @@ The contract (each item tested):
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -35,6 +34,7 @@ import torch
 from numpy.typing import ArrayLike
 from torch.autograd.function import once_differentiable
 
+from diffsim._interop import geometry_key, kept
 from diffsim._runtime import ensure_init
 from diffsim._simulation import Simulation
 from diffsim.checkpoint import Schedule
@@ -171,32 +171,6 @@ def function(simulation: Simulation, inputs: Sequence[str] | None = None,
 
 # -- acoustic waves --------------------------------------------------------------------------
 
-_KEPT: dict[str, Simulation] = {}
-_MAX_KEPT = 4
-
-
-def _key(*parts: object) -> str:
-    h = hashlib.sha1()
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            h.update(str(part.shape).encode())
-            h.update(np.ascontiguousarray(part).tobytes())
-        else:
-            h.update(repr(part).encode())
-    return h.hexdigest()
-
-
-def _kept(key: str, build: Callable[[], Simulation]) -> Simulation:
-    """A simulation kept between calls with the same geometry (at most :data:`_MAX_KEPT`)."""
-    sim = _KEPT.pop(key, None)
-    if sim is None:
-        sim = build()
-        while len(_KEPT) >= _MAX_KEPT:
-            _KEPT.pop(next(iter(_KEPT))).close()
-    _KEPT[key] = sim   # most recently used last
-    return sim
-
-
 def acoustic(velocity: torch.Tensor, spacing: float | Sequence[float], dt: float,
              wavelet: torch.Tensor | ArrayLike, sources: ArrayLike, receivers: ArrayLike, *,
              checkpoint: Schedule | None = None, **options: Any) -> torch.Tensor:
@@ -220,8 +194,9 @@ def acoustic(velocity: torch.Tensor, spacing: float | Sequence[float], dt: float
     w0 = _to_numpy("wavelet", wavelet, dtype).astype(np.float64)
     src = np.asarray(sources, dtype=np.float64)
     rec = np.asarray(receivers, dtype=np.float64)
-    key = _key("acoustic", v0.shape, spacing, dt, w0.shape, src, rec, sorted(options.items()))
-    sim = _kept(key, lambda: AcousticSimulation(v0, spacing, dt, w0, src, rec, **options))
+    key = geometry_key("acoustic", v0.shape, spacing, dt, w0.shape, src, rec,
+                       sorted(options.items()))
+    sim = kept(key, lambda: AcousticSimulation(v0, spacing, dt, w0, src, rec, **options))
     wrapped = _Wrapped(sim, ("velocity", "wavelet"), ("traces",), checkpoint)
     w_t = wavelet if isinstance(wavelet, torch.Tensor) else torch.as_tensor(w0).to(dtype)
     result = wrapped(velocity, w_t)
@@ -285,9 +260,10 @@ def springs(system: Any, steps: int, dt: float, *, checkpoint: Schedule | None =
     """
     from diffsim.springs import Simulation as SpringsSimulation
 
-    key = _key("springs", system.springs, system.positions, system.fixed, system.actuators,
-               np.asarray(system.gravity), system.ground, system.friction, steps, dt, backend)
-    sim = _kept(key, lambda: SpringsSimulation(system, steps, dt, backend=backend))
+    key = geometry_key("springs", system.springs, system.positions, system.fixed,
+                       system.actuators, np.asarray(system.gravity), system.ground,
+                       system.friction, steps, dt, backend)
+    sim = kept(key, lambda: SpringsSimulation(system, steps, dt, backend=backend))
     unknown = set(params) - set(sim.parameter_names)
     if unknown:
         raise TypeError(f"unknown parameters {sorted(unknown)}; choose from "

@@ -16,6 +16,7 @@ from springs_cases import contact_inputs, contact_system
 
 import diffsim.torch as dtorch
 from diffsim import Binomial, StoreAll, acoustic, springs
+from diffsim._interop import KEPT
 
 NT, DT, H = 40, 1e-3, 10.0
 
@@ -159,11 +160,11 @@ def test_contract_precision_layout_some_inputs_reuse_and_checkpoint() -> None:
         with pytest.raises(RuntimeError, match="once_differentiable"):
             g.sum().backward()
     # reuse: a second call with other values keeps the same simulation
-    dtorch._KEPT.clear()
+    KEPT.clear()
     traces(case, torch.tensor(case["v"]), case["w"])
-    kept = list(dtorch._KEPT.values())
+    kept = list(KEPT.values())
     traces(case, torch.tensor(case["v"] * 1.05), case["w"] * 2.0)
-    assert list(dtorch._KEPT.values()) == kept and len(kept) == 1
+    assert list(KEPT.values()) == kept and len(kept) == 1
 
 
 def test_the_module_form_trains_its_velocity() -> None:
