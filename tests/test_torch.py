@@ -200,3 +200,16 @@ def test_springs_defaults_come_from_the_system_and_bad_names_are_refused() -> No
     np.testing.assert_array_equal(again["positions"].numpy(), ref.positions)
     with pytest.raises(TypeError, match="unknown parameters \\['stifness'\\]"):
         dtorch.springs(system, 20, 2e-3, stifness=k)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_tensors_round_trip_through_the_host() -> None:
+    case = wave_case()
+    v = torch.tensor(case["v"], device="cuda", requires_grad=True)
+    d = traces(case, v, case["w"])
+    assert d.device.type == "cuda"
+    d.pow(2).sum().backward()
+    assert v.grad.device.type == "cuda"
+    ref = torch.tensor(case["v"], requires_grad=True)
+    traces(case, ref, case["w"]).pow(2).sum().backward()
+    torch.testing.assert_close(v.grad.cpu(), ref.grad, rtol=0, atol=0)
