@@ -47,6 +47,12 @@ def tiny_problem(shots: int = 2) -> tuple[np.ndarray, np.ndarray, ShotData]:
     return truth, initial, ShotData(20.0, dt, w, src, rec, observed, **kw)
 
 
+@functools.lru_cache
+def shared_evaluator():
+    """One serial evaluator for the tests on tiny_problem(): its simulations compile once."""
+    return serial_evaluator()
+
+
 def test_lowpass_keeps_low_removes_high_frequencies_and_commutes_with_simulation() -> None:
     dt = 1e-3
     t = np.arange(4000) * dt
@@ -131,7 +137,7 @@ def test_the_optimisers_gradient_is_exact_through_the_preconditioner(tmp_path: p
     iz, ix = np.unravel_index(np.argmax(light), light.shape)
     assert iz <= 4 and np.min(np.abs(data.sources[:, 1] / 20.0 - ix)) <= 3   # brightest at a source
     inv = Inversion(data=data, initial=initial, stages=[Stage(None, 1)], bounds=(1000.0, 4000.0),
-                    evaluator=serial_evaluator(), out=tmp_path, truth=truth, fixed_rows=2,
+                    evaluator=shared_evaluator(), out=tmp_path, truth=truth, fixed_rows=2,
                     depth_power=1.0, smoothing=1.5, illumination=light, echo=None)
     delta0 = np.random.default_rng(0).normal(0.0, 0.1, initial.size)
 
@@ -152,7 +158,7 @@ def test_progress_lines_show_the_relative_misfit_and_a_plain_stop_reason(
     truth, initial, data = tiny_problem()
     lines: list[str] = []
     Inversion(data=data, initial=initial, stages=[Stage(None, 2)], bounds=(1000.0, 4000.0),
-              evaluator=serial_evaluator(), out=tmp_path, truth=truth, echo=lines.append).run()
+              evaluator=shared_evaluator(), out=tmp_path, truth=truth, echo=lines.append).run()
     progress = [x for x in lines if x.startswith("[")]
     assert len(progress) == 3 and "  0/2" in progress[0] and "  2/2" in progress[-1]
     for line in progress:   # the relative L2 misfit of the stage's data, not the raw loss
@@ -175,7 +181,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_model(tmp_path: pathlib.Pa
         return Inversion(data=data, initial=initial, stages=stages, bounds=(1000.0, 4000.0),
                          evaluator=evaluator, out=out, truth=truth, echo=None)
 
-    inner = serial_evaluator()   # one compiled stepper for all three runs
+    inner = shared_evaluator()   # one compiled stepper for all three runs
     whole = inversion(tmp_path / "whole", inner).run()
     calls = {"n": 0}
 

@@ -323,3 +323,14 @@ def test_snapshots_show_the_state_and_return_the_outputs(acoustic) -> None:
     np.testing.assert_array_equal(states[10]["v"], full["velocities"][10])
     with pytest.raises(ValueError, match="every=0 must be a positive number of steps"):
         sim.snapshots(0, lambda t, s: None)
+
+
+def test_spring_validation_needs_the_field_backend() -> None:
+    system = contact_system(2)
+    with springs.Simulation(system, STEPS, DT, backend="fused") as fused, \
+            springs.Simulation(system, STEPS, DT, backend="fields") as fields:
+        with pytest.raises(ValueError, match="validate=True checks Taichi field kernels; build "
+                                             "the stepper with backend='fields'"):
+            Tape(fused._stepper(), validate=True)
+        with pytest.raises(RuntimeError, match="validation needs Taichi debug mode"):
+            Tape(fields._stepper(), validate=True)   # the field backend's own check

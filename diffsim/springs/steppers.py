@@ -702,10 +702,11 @@ class SpringStepper(Stepper):
 
     def enable_validation(self) -> None:
         """Taichi's global-data-access checks on every forward step (fields backend only)."""
-        if not isinstance(self._impl, _FieldBackend):
+        enable = getattr(self._impl, "enable_validation", None)   # field kernels only
+        if enable is None:
             raise ValueError("validate=True checks Taichi field kernels; build the stepper "
                              "with backend='fields'")
-        self._impl.enable_validation()
+        enable()
 
     def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
         """Check the outputs' cotangents, then zero the adjoints and seed them.
