@@ -82,13 +82,16 @@ def main() -> None:
     latent = torch.randn(1, 8, shape[0] // 4, shape[1] // 4, dtype=real)
     v0 = torch.tensor(start, dtype=real)
     d_obs = torch.tensor(observed, dtype=real)
-    optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
+    norm = float(np.sum(observed ** 2))     # the loss relative to the data's energy, so that
+    #                                         Adam's steps do not drown in its epsilon
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-4)
     losses: list[float] = []
     clock = time.perf_counter()
     for it in range(iterations):
         optimiser.zero_grad()
         v = v0 + 500.0 * torch.tanh(net(latent)[0, 0])
-        loss = 0.5 * (dtorch.acoustic(v, h, dt, wavelet, src, rec, **options) - d_obs).pow(2).sum()
+        residual = dtorch.acoustic(v, h, dt, wavelet, src, rec, **options) - d_obs
+        loss = 0.5 * residual.pow(2).sum() / norm
         loss.backward()
         optimiser.step()
         losses.append(float(loss.detach()))
@@ -103,8 +106,8 @@ def main() -> None:
         "start_model_error": error(start),
         "lbfgsb": {"model_error": error(v_lbfgs), "loss": lbfgs.loss, "initial_loss": f0,
                    "seconds": lbfgs_seconds, "iterations": lbfgs.iterations},
-        "deep_prior": {"model_error": error(v_prior), "loss": losses[-1],
-                       "initial_loss": losses[0], "seconds": prior_seconds},
+        "deep_prior": {"model_error": error(v_prior), "loss": losses[-1] * norm,
+                       "initial_loss": losses[0] * norm, "seconds": prior_seconds},
     }
     print(json.dumps(summary, indent=1))
     args.out.mkdir(parents=True, exist_ok=True)
