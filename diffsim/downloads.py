@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from diffsim.io import atomic_write
-from diffsim.models import KNOWN_MODELS, PACKAGED, data_folder, ships_with_diffsim
+from diffsim.models import KNOWN_MODELS, PACKAGED, data_folder, file_sha256, ships_with_diffsim
 
 __all__ = ["DOWNLOADS", "Download", "available", "get"]
 
@@ -112,14 +112,6 @@ def _write_bytes(path: pathlib.Path, content: bytes) -> None:
     atomic_write(path, lambda h: h.write(content), binary=True)
 
 
-def _sha256(path: pathlib.Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _fetch(url: str, target: pathlib.Path, timeout: float) -> None:
     """Stream ``url`` into ``target`` (a file or HTTP(S) URL)."""
     try:
@@ -194,7 +186,7 @@ def get(name: str, to: os.PathLike[str] | str, *, url: str | None = None, timeou
     try:
         say(f"{name}: downloading {source_url}")
         _fetch(source_url, tmp, timeout)
-        digest = _sha256(tmp)
+        digest = file_sha256(tmp)
         if digest != spec.sha256:
             raise ValueError(f"{name}: the file from {source_url} has SHA-256 {digest}, not the "
                              f"expected {spec.sha256}; it is not the source {stem} was made "

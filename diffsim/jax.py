@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
-from diffsim._interop import geometry_key, kept
+from diffsim._interop import geometry_key, kept, signature, spring_defaults, springs_key
 from diffsim._runtime import ensure_init
 from diffsim._simulation import Simulation
 from diffsim.checkpoint import Schedule
@@ -131,13 +131,8 @@ def function(simulation: Simulation, inputs: Sequence[str] | None = None,
         loss = lambda v: jnp.sum((f(v) - d_obs) ** 2)
         g = jax.jit(jax.grad(loss))(v)
     """
-    names = tuple(inputs) if inputs is not None else tuple(simulation.default_wrt)
-    if not names or set(names) - set(simulation.parameter_names):
-        raise ValueError(f"inputs={list(names)}: choose from {list(simulation.parameter_names)}")
+    names, outs = signature(simulation, inputs, outputs)
     shapes = simulation.output_shapes()
-    outs = tuple(outputs) if outputs is not None else tuple(shapes)
-    if not outs or set(outs) - set(shapes):
-        raise ValueError(f"outputs={list(outs)}: choose from {list(shapes)}")
 
     def prepare(values: dict[str, np.ndarray]) -> Simulation:
         simulation.update(**values)
@@ -189,25 +184,17 @@ def springs(system: Any, steps: int, dt: float, *, checkpoint: Schedule | None =
     """
     from diffsim.springs import Simulation as SpringsSimulation
 
-    key = geometry_key("springs", system.springs, system.positions, system.fixed,
-                       system.actuators, np.asarray(system.gravity), system.ground,
-                       system.friction, steps, dt, backend)
     known = ("stiffness", "rest_length", "damping", "mass", "positions", "velocities",
              "actuation")
     unknown = set(params) - set(known)
     if unknown or not params:
         raise TypeError(f"parameters {sorted(params)}: give at least one, from {list(known)}")
     names = tuple(params)
+    key = springs_key(system, steps, dt, backend)
 
     def prepare(values: dict[str, np.ndarray]) -> Simulation:
         sim = kept(key, lambda: SpringsSimulation(system, steps, dt, backend=backend))
-        fresh: dict[str, np.ndarray] = {
-            name: np.asarray(getattr(system, name))
-            for name in ("stiffness", "rest_length", "damping", "mass", "positions")}
-        fresh["velocities"] = np.zeros_like(system.positions)
-        if system.channels > 0:
-            fresh["actuation"] = np.zeros((steps, system.channels))
-        sim.update(**{**fresh, **values})
+        sim.update(**spring_defaults(system, steps, names), **values)
         return sim
 
     shape = (steps + 1, system.n_particles, system.dim)

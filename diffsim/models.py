@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["KNOWN_MODELS", "MODEL_SUFFIXES", "PACKAGED", "VelocityModel", "builtin_model",
+__all__ = ["KNOWN_MODELS", "file_sha256", "MODEL_SUFFIXES", "PACKAGED", "VelocityModel", "builtin_model",
            "is_model_file", "model_from_file", "ships_with_diffsim", "data_folder", "load_model",
            "smooth"]
 
@@ -113,7 +113,8 @@ def data_folder(data: os.PathLike | str | None) -> pathlib.Path | None:
     return pathlib.Path(env) if env else None
 
 
-def _sha256(path: pathlib.Path) -> str:
+def file_sha256(path: pathlib.Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks (hex)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -151,7 +152,7 @@ def load_model(name: str, data: os.PathLike | str | None = None, *, verify: bool
         if not path.is_file():
             raise FileNotFoundError(f"model {name!r}: {path} does not exist. {where}")
     meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    if verify and "sha256_npy" in meta and _sha256(npy) != meta["sha256_npy"]:
+    if verify and "sha256_npy" in meta and file_sha256(npy) != meta["sha256_npy"]:
         raise ValueError(f"model {name!r}: {npy} does not match the SHA-256 in {sidecar}; the "
                          "file is corrupt or a different version. Recreate it from the source "
                          "named in the sidecar (`diffsim data get NAME --to DIR`).")

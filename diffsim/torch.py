@@ -26,7 +26,7 @@ The contract (each item tested):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -34,7 +34,7 @@ import torch
 from numpy.typing import ArrayLike
 from torch.autograd.function import once_differentiable
 
-from diffsim._interop import geometry_key, kept
+from diffsim._interop import geometry_key, kept, signature, spring_defaults, springs_key
 from diffsim._runtime import ensure_init
 from diffsim._simulation import Simulation
 from diffsim.checkpoint import Schedule
@@ -158,14 +158,7 @@ def function(simulation: Simulation, inputs: Sequence[str] | None = None,
         loss = (f(v_t) - d_obs).pow(2).sum()
         loss.backward()                               # v_t.grad: the exact gradient
     """
-    names = tuple(inputs) if inputs is not None else tuple(simulation.default_wrt)
-    unknown = set(names) - set(simulation.parameter_names)
-    if unknown or not names:
-        raise ValueError(f"inputs={list(names)}: choose from {list(simulation.parameter_names)}")
-    shapes = simulation.output_shapes()
-    outs = tuple(outputs) if outputs is not None else tuple(shapes)
-    if not outs or set(outs) - set(shapes):
-        raise ValueError(f"outputs={list(outs)}: choose from {list(shapes)}")
+    names, outs = signature(simulation, inputs, outputs)
     return _Wrapped(simulation, names, outs, checkpoint)
 
 
@@ -260,18 +253,13 @@ def springs(system: Any, steps: int, dt: float, *, checkpoint: Schedule | None =
     """
     from diffsim.springs import Simulation as SpringsSimulation
 
-    key = geometry_key("springs", system.springs, system.positions, system.fixed,
-                       system.actuators, np.asarray(system.gravity), system.ground,
-                       system.friction, steps, dt, backend)
-    sim = kept(key, lambda: SpringsSimulation(system, steps, dt, backend=backend))
+    sim = kept(springs_key(system, steps, dt, backend),
+               lambda: SpringsSimulation(system, steps, dt, backend=backend))
     unknown = set(params) - set(sim.parameter_names)
     if unknown:
         raise TypeError(f"unknown parameters {sorted(unknown)}; choose from "
                         f"{list(sim.parameter_names)}")
-    defaults: Mapping[str, np.ndarray] = sim.parameters()
-    fresh = {name: value for name, value in defaults.items() if name not in params
-             and (name != "actuation" or system.channels > 0)}
-    sim.update(**{name: _system_default(system, name, value) for name, value in fresh.items()})
+    sim.update(**spring_defaults(system, steps, tuple(params)))
     names = tuple(params)
     if not names:   # nothing to differentiate: plain tensors
         out = sim.simulate()
@@ -280,12 +268,3 @@ def springs(system: Any, steps: int, dt: float, *, checkpoint: Schedule | None =
     wrapped = _Wrapped(sim, names, ("positions", "velocities"), checkpoint)
     positions, velocities = wrapped(*(params[name] for name in names))
     return {"positions": positions, "velocities": velocities}
-
-
-def _system_default(system: Any, name: str, value: np.ndarray) -> np.ndarray:
-    """A parameter's value from ``system`` (the kept simulation may hold an earlier call's)."""
-    if name in ("stiffness", "rest_length", "damping", "mass"):
-        return np.asarray(getattr(system, name))
-    if name == "positions":
-        return np.asarray(system.positions)
-    return np.zeros_like(value)
