@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from diffsim.fwi import (
     SerialShots,
     ShotData,
     Stage,
+    acoustic_simulation,
     dask_evaluator,
     illumination,
     surface_acquisition,
@@ -208,13 +210,16 @@ def run_scenario(scenario: FwiScenario, options: RunOptions) -> dict[str, object
     # everything that can fail is checked before the folder exists: the budget (the
     # simulations are built now and kept), the scheduler (connected now)
     start = time.perf_counter()
-    shots = SerialShots(batch=scenario.batch, checkpoint=options.checkpoint)
+    # a smoke run is short: the array engine's kernels (compiled once, then read from
+    # Taichi's disk cache by every later process) start quicker than per-shape fields
+    factory = functools.partial(acoustic_simulation, engine="arrays") if options.smoke else None
+    shots = SerialShots(batch=scenario.batch, checkpoint=options.checkpoint, simulation=factory)
     shots.check(initial, data)
     close = None
     evaluator: Evaluator = shots
     if options.workers > 1 or options.scheduler:
         evaluator, close = dask_evaluator(workers=options.workers, scheduler=options.scheduler,
-                                          checkpoint=options.checkpoint)
+                                          checkpoint=options.checkpoint, simulation=factory)
     try:
         _check_out(scenario, out, options.resume)
         out.mkdir(parents=True, exist_ok=True)

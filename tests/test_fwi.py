@@ -422,6 +422,10 @@ def test_evaluators_take_any_simulation_factory() -> None:
                                    atol=1e-14)
         with acoustic_simulation(truth, data) as sim:
             np.testing.assert_array_equal(sim.simulate()["traces"], default.forward(truth, data))
+        with acoustic_simulation(truth, data, engine="arrays") as sim:   # smoke runs use it
+            assert type(sim._stepper()).__name__ == "AcousticStepper"
+            np.testing.assert_allclose(sim.simulate()["traces"], data.observed, rtol=1e-10,
+                                       atol=1e-14)
     finally:
         default.close()
         custom.close()

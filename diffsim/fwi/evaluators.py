@@ -29,16 +29,19 @@ Evaluator = Callable[[np.ndarray, ShotData], tuple[float, np.ndarray]]
 SimulationFactory = Callable[[np.ndarray, ShotData], Simulation]
 
 
-def acoustic_simulation(velocity: np.ndarray, data: ShotData) -> Simulation:
-    """The default factory: constant-density acoustics on the field engine.
+def acoustic_simulation(velocity: np.ndarray, data: ShotData, *, engine: str = "fields"
+                        ) -> Simulation:
+    """The default factory: constant-density acoustics, on the field engine by default.
 
     Kept for the whole inversion, the field engine's faster kernels pay for its one
-    compilation.
+    compilation per group of shots. ``functools.partial(acoustic_simulation,
+    engine="arrays")`` chooses the array engine, whose kernels compile once per process
+    and come from Taichi's disk cache after that: the quicker start for short runs.
     """
     from diffsim.acoustic import Simulation as AcousticSimulation
 
     return AcousticSimulation(velocity, data.spacing, data.dt, data.wavelet, data.sources,
-                              data.receivers, engine="fields", **data.stepper_options())
+                              data.receivers, engine=engine, **data.stepper_options())
 
 
 class _ShotGroup:
