@@ -203,6 +203,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_model(tmp_path: pathlib.Pa
     assert all(last < first for first, last in whole.stage_losses)
 
 
+@pytest.mark.slow   # two worker processes that compile their own kernels: about a minute
 def test_dask_with_two_workers_equals_serial() -> None:
     pytest.importorskip("distributed")
     from diffsim.fwi import dask_evaluator

@@ -116,6 +116,7 @@ def test_wavelet_adjoint_dot_product(wave2d) -> None:
     stepper.set_param("wavelet", amp0)
 
 
+@pytest.mark.slow   # a cold order-8 adjoint compile (40 s); orders 2 and 4 run by default
 def test_order_8_unequal_faces_velocity_gradient_taylor() -> None:
     stepper, start, observed = problem(2, order=8, pml_width=[3, 5, 4, 6])
     result = stepper_misfit_gradient(stepper, observed, checkpoint=Binomial(slots=4))
