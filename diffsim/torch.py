@@ -58,7 +58,8 @@ def _to_numpy(name: str, value: torch.Tensor | ArrayLike, dtype: torch.dtype) ->
                 f"{want} tensors (tensor.to(torch.{want})), or call "
                 f"diffsim.init(precision={'f64' if dtype == torch.float32 else 'f32'!r}) "
                 "before anything runs")
-        return value.detach().to("cpu").contiguous().numpy().copy()
+        host = value.detach().to("cpu")
+        return host.numpy().copy() if host.is_contiguous() else host.contiguous().numpy()
     return np.asarray(value)
 
 
@@ -183,15 +184,18 @@ def acoustic(velocity: torch.Tensor, spacing: float | Sequence[float], dt: float
     from diffsim.acoustic import Simulation as AcousticSimulation
 
     dtype = _runtime_dtype()
-    v0 = _to_numpy("velocity", velocity, dtype).astype(np.float64)
-    w0 = _to_numpy("wavelet", wavelet, dtype).astype(np.float64)
     src = np.asarray(sources, dtype=np.float64)
     rec = np.asarray(receivers, dtype=np.float64)
-    key = geometry_key("acoustic", v0.shape, spacing, dt, w0.shape, src, rec,
-                       sorted(options.items()))
-    sim = kept(key, lambda: AcousticSimulation(v0, spacing, dt, w0, src, rec, **options))
+    key = geometry_key("acoustic", tuple(np.shape(velocity)), spacing, dt,
+                       tuple(np.shape(wavelet)), src, rec, sorted(options.items()))
+    # built from this call's values the first time only; every call's values reach the
+    # simulation once, in the forward pass
+    sim = kept(key, lambda: AcousticSimulation(
+        _to_numpy("velocity", velocity, dtype), spacing, dt, _to_numpy("wavelet", wavelet, dtype),
+        src, rec, **options))
     wrapped = _Wrapped(sim, ("velocity", "wavelet"), ("traces",), checkpoint)
-    w_t = wavelet if isinstance(wavelet, torch.Tensor) else torch.as_tensor(w0).to(dtype)
+    w_t = wavelet if isinstance(wavelet, torch.Tensor) else torch.as_tensor(
+        np.asarray(wavelet, dtype=np.float64)).to(dtype)
     result = wrapped(velocity, w_t)
     assert isinstance(result, torch.Tensor)
     return result
