@@ -129,3 +129,17 @@ def test_bad_settings_say_what_and_how() -> None:
         Adam(lr=0.1, beta2=1.0)
     with pytest.raises(ValueError, match="max_line_search=0"):
         LBFGSB(max_line_search=0)
+
+
+def test_each_point_is_evaluated_once_even_without_a_store() -> None:
+    fun, calls = counting(rosenbrock)
+    seen: list[bytes] = []
+
+    def recording(x: np.ndarray) -> tuple[float, np.ndarray]:
+        seen.append(np.asarray(x, dtype=np.float64).tobytes())
+        return fun(x)
+
+    minimize(recording, np.full(3, -1.0), method=LBFGSB(), iterations=10,
+             history=History(echo=None))
+    repeats = sum(1 for a, b in zip(seen, seen[1:], strict=False) if a == b)
+    assert repeats == 0 and calls["n"] == len(seen)

@@ -112,6 +112,21 @@ class MinimizeResult:
     message: str
 
 
+def _last_point(objective: Objective) -> Objective:
+    """``objective`` remembering its last point, so that asking again costs nothing."""
+    last: list[tuple[bytes, float, np.ndarray]] = []
+
+    def remembered(x: np.ndarray) -> tuple[float, np.ndarray]:
+        key = np.ascontiguousarray(x, dtype=np.float64).tobytes()
+        if last and last[0][0] == key:
+            return last[0][1], last[0][2]
+        value, grad = objective(x)
+        last[:] = [(key, value, grad)]
+        return value, grad
+
+    return remembered
+
+
 def minimize(objective: Objective, x0: np.ndarray, *, method: LBFGSB | Adam, iterations: int,
              history: History, bounds: tuple[np.ndarray, np.ndarray] | None = None,
              scale: float = 1.0,
@@ -157,6 +172,7 @@ def minimize(objective: Objective, x0: np.ndarray, *, method: LBFGSB | Adam, ite
             entry.update(metrics(history.next_iteration, x, value, grad))
         history.record(entry, describe)
 
+    objective = _last_point(objective)   # SciPy's callback asks again for the point it just had
     f0, g0 = objective(x0)
     if not history.entries:
         record(x0, f0, g0)
