@@ -99,13 +99,14 @@ class CPML:
         """Cells of layer per face, ``((lo, hi), ...)`` in array order."""
         return _faces(self.width, ndim, free_surface, "CPML width")
 
-    def profiles(self, geometry: _Geometry, c_max: float, f_dom: float, dt: float
-                 ) -> tuple[np.ndarray, np.ndarray]:
+    def profiles(self, geometry: _Geometry, c_max: float, f_dom: float, dt: float,
+                 offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """The C-PML recursion coefficients ``a, b`` ``[axis, max padded]``.
 
         ``psi <- b psi + a d/dx``; both are zero outside the layer, so the memory
         variables stay zero there. ``c_max`` and ``f_dom`` apply unless this object fixes
-        ``velocity`` or ``frequency``.
+        ``velocity`` or ``frequency``. ``offset``: where entry ``i`` sits, in cells
+        (``0.5``: the half points ``i + 1/2`` of a staggered grid).
         """
         c_max = self.velocity or c_max
         f_dom = self.frequency or f_dom
@@ -113,8 +114,7 @@ class CPML:
         a = np.zeros((g.ndim, max(g.padded)))
         b = np.zeros((g.ndim, max(g.padded)))
         for d in range(g.ndim):
-            for i, cells, width in _layer_cells(*g.pml[d], g.padded[d], g.halo):
-                depth = cells / width
+            for i, depth, width in _layer_depths(*g.pml[d], g.padded[d], g.halo, offset):
                 length = width * g.spacing[d]
                 d0 = 3.0 * c_max * math.log(1.0 / PML_REFLECTION) / (2.0 * length)
                 damp = d0 * depth**2
@@ -123,6 +123,24 @@ class CPML:
                 a[d, i] = damp / (damp + alpha) * (bb - 1.0)
                 b[d, i] = bb
         return a, b
+
+
+def _layer_depths(lo: int, hi: int, n: int, halo: int, offset: float
+                  ) -> list[tuple[int, float, int]]:
+    """``(index, depth in (0, 1], layer width)`` of the layer points of an axis of ``n``.
+
+    Point ``i`` sits at ``x = i + offset``; the depth is ``(cells into the layer) /
+    width``, 1 at the outermost cell and ``1 / width`` at the innermost (``offset = 0``
+    gives :func:`_layer_cells`).
+    """
+    out: dict[int, tuple[float, int]] = {}
+    for i in range(n):
+        x = i + offset
+        if lo and halo - 0.5 <= x < halo + lo:
+            out[i] = (min(1.0, (halo + lo - x) / lo), lo)
+        if hi and n - halo - hi - 1 < x <= n - halo - 0.5:
+            out[i] = (min(1.0, (x - (n - halo - hi) + 1) / hi), hi)
+    return [(i, depth, width) for i, (depth, width) in out.items()]
 
 
 @dataclass(frozen=True)
