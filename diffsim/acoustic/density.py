@@ -141,7 +141,8 @@ class DensityStepper(_CellEngine, Stepper):
         spacing, dt, wavelet, sources, receivers: as :class:`AcousticStepper`.
         **options: ``order`` (2-8), ``pml_width``, ``free_surface``, ``boundary``,
             ``interpolation``, ``pml_velocity``, ``pml_frequency`` as
-            :class:`AcousticStepper` (``adjoint`` must be ``"hand"``).
+            :class:`AcousticStepper` (``adjoint`` must be ``"hand"``, ``engine``
+            ``"auto"`` or ``"cells"``).
 
     Parameters (gradients): ``"velocity"`` and ``"density"`` (padded grid; :meth:`fold`
     sums the padding onto the model's edge) and ``"wavelet"`` ``[shot, source, nt]``.
@@ -153,8 +154,11 @@ class DensityStepper(_CellEngine, Stepper):
     _density_scheme = True
 
     def __init__(self, velocity: ArrayLike, density: ArrayLike, spacing: object, dt: float,
-                 wavelet: ArrayLike, sources: ArrayLike, receivers: ArrayLike,
-                 **options: Unpack[Options]) -> None:
+                 wavelet: ArrayLike, sources: ArrayLike, receivers: ArrayLike, *,
+                 engine: str = "auto", **options: Unpack[Options]) -> None:
+        if engine not in ("auto", "cells"):
+            raise ValueError(f"engine={engine!r}: variable density runs on the cell engine only; "
+                             "drop engine= (or use 'cells')")
         if options.get("adjoint", "hand") != "hand":
             raise ValueError(f"adjoint={options['adjoint']!r}: the variable-density engine has "
                              "the hand-written adjoint only; drop adjoint= (or use 'hand')")
@@ -351,19 +355,20 @@ class DensityStepper(_CellEngine, Stepper):
 def _shift_up(a: np.ndarray, axis: int) -> np.ndarray:
     """``out[j] = a[j + 1]`` along ``axis``, the last entry repeated."""
     out = np.roll(a, -1, axis=axis)
-    idx = [slice(None)] * a.ndim
-    idx[axis] = -1
-    out[tuple(idx)] = a[tuple(idx)]
+    last = _index(a.ndim, axis, -1)
+    out[last] = a[last]
     return out
 
 
+def _index(ndim: int, axis: int, i: int) -> tuple[slice | int, ...]:
+    """Index of entry ``i`` along ``axis`` of an ``ndim``-D array."""
+    return tuple(i if k == axis else slice(None) for k in range(ndim))
+
+
 def _shift_up_adjoint(g: np.ndarray, axis: int) -> np.ndarray:
-    """Adjoint of :func:`_shift_up`: ``out[j] = g[j - 1]`` (0 at ``j = 0``), plus ``g[-1]`` at the end."""
+    """Adjoint of :func:`_shift_up`: ``out[j] = g[j - 1]`` (0 at ``j = 0``), ``+ g[-1]`` at the end."""
     out = np.roll(g, 1, axis=axis)
-    first = [slice(None)] * g.ndim
-    first[axis] = 0
-    out[tuple(first)] = 0.0
-    last = [slice(None)] * g.ndim
-    last[axis] = -1
-    out[tuple(last)] += g[tuple(last)]
+    out[_index(g.ndim, axis, 0)] = 0.0
+    last = _index(g.ndim, axis, -1)
+    out[last] += g[last]
     return out

@@ -29,59 +29,60 @@ Values outside an array (neighbours of the outermost cells) read as zero.
 
 import taichi as ti
 
+
 @ti.func
-def _cell(I: ti.template()):
-    """Spatial index of ``I = (shot, *cell)``."""
-    return ti.Vector([I[k] for k in ti.static(range(1, I.n))])
+def _cell(X: ti.template()):
+    """Spatial index of ``X = (shot, *cell)``."""
+    return ti.Vector([X[k] for k in ti.static(range(1, X.n))])
 
 
 @ti.func
-def _at(a: ti.template(), head: ti.template(), I: ti.template(), d: ti.template(), k: ti.i32):
-    """``a[*head, I moved k along spatial axis d]``, zero outside the array."""
+def _at(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(), k: ti.i32):
+    """``a[*head, X moved k along spatial axis d]``, zero outside the array."""
     n = a.shape[ti.static(len(head)) + d + 1]
-    j = I[d + 1] + k
-    J = I + (ti.max(0, ti.min(j, n - 1)) - I[d + 1]) * ti.Vector.unit(I.n, d + 1, ti.i32)
+    j = X[d + 1] + k
+    J = X + (ti.max(0, ti.min(j, n - 1)) - X[d + 1]) * ti.Vector.unit(X.n, d + 1, ti.i32)
     v = a[(*head, *J)]
     return ti.select((j >= 0) & (j < n), v, ti.zero(v))
 
 
 @ti.func
-def _dplus(a: ti.template(), head: ti.template(), I: ti.template(), d: ti.template(),
+def _dplus(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(),
            s1: ti.template()):
-    """Staggered forward difference (no 1/h) of ``a`` at half point ``I + 1/2`` along ``d``."""
-    acc = s1[0] * (_at(a, head, I, d, 1) - _at(a, head, I, d, 0))
+    """Staggered forward difference (no 1/h) of ``a`` at half point ``X + 1/2`` along ``d``."""
+    acc = s1[0] * (_at(a, head, X, d, 1) - _at(a, head, X, d, 0))
     for k in ti.static(range(1, len(s1))):
-        acc += s1[k] * (_at(a, head, I, d, k + 1) - _at(a, head, I, d, -k))
+        acc += s1[k] * (_at(a, head, X, d, k + 1) - _at(a, head, X, d, -k))
     return acc
 
 
 @ti.func
-def _dminus(a: ti.template(), head: ti.template(), I: ti.template(), d: ti.template(),
+def _dminus(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(),
             s1: ti.template()):
-    """Staggered backward difference (no 1/h) at cell ``I`` of half-point values ``a``."""
-    acc = s1[0] * (_at(a, head, I, d, 0) - _at(a, head, I, d, -1))
+    """Staggered backward difference (no 1/h) at cell ``X`` of half-point values ``a``."""
+    acc = s1[0] * (_at(a, head, X, d, 0) - _at(a, head, X, d, -1))
     for k in ti.static(range(1, len(s1))):
-        acc += s1[k] * (_at(a, head, I, d, k) - _at(a, head, I, d, -k - 1))
+        acc += s1[k] * (_at(a, head, X, d, k) - _at(a, head, X, d, -k - 1))
     return acc
 
 
 @ti.func
-def _d1(a: ti.template(), head: ti.template(), I: ti.template(), d: ti.template(),
+def _d1(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(),
         c1: ti.template()):
-    """Central first difference (no 1/h) at cell ``I`` along ``d``."""
-    acc = c1[0] * (_at(a, head, I, d, 1) - _at(a, head, I, d, -1))
+    """Central first difference (no 1/h) at cell ``X`` along ``d``."""
+    acc = c1[0] * (_at(a, head, X, d, 1) - _at(a, head, X, d, -1))
     for k in ti.static(range(1, len(c1))):
-        acc += c1[k] * (_at(a, head, I, d, k + 1) - _at(a, head, I, d, -k - 1))
+        acc += c1[k] * (_at(a, head, X, d, k + 1) - _at(a, head, X, d, -k - 1))
     return acc
 
 
 @ti.func
-def _d2(a: ti.template(), head: ti.template(), I: ti.template(), d: ti.template(),
+def _d2(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(),
         c2: ti.template()):
-    """Central second difference (no 1/h^2) at cell ``I`` along ``d``."""
-    acc = c2[0] * a[(*head, *I)]
+    """Central second difference (no 1/h^2) at cell ``X`` along ``d``."""
+    acc = c2[0] * a[(*head, *X)]
     for k in ti.static(range(1, len(c2))):
-        acc += c2[k] * (_at(a, head, I, d, k) + _at(a, head, I, d, -k))
+        acc += c2[k] * (_at(a, head, X, d, k) + _at(a, head, X, d, -k))
     return acc
 
 
@@ -96,34 +97,34 @@ def memory(p: ti.types.ndarray(), psi: ti.types.ndarray(), flux: ti.types.ndarra
     the layer cells only (``ah, bh`` are then the cell profiles, ``s1`` the central ``c1``).
     """
     nd = ti.static(len(p.shape) - 2)
-    for I in ti.grouped(ti.ndrange(*[p.shape[k + 1] for k in ti.static(range(nd + 1))])):
+    for X in ti.grouped(ti.ndrange(*[p.shape[k + 1] for k in ti.static(range(nd + 1))])):
         for d in ti.static(range(nd)):
-            a = ah[d, I[d + 1]]
+            a = ah[d, X[d + 1]]
             if ti.static(staggered):
-                phi = _dplus(p, (cur,), I, d, s1) * ih[d]
+                phi = _dplus(p, (cur,), X, d, s1) * ih[d]
                 if a != 0.0:
-                    m = bh[d, I[d + 1]] * psi[(src, d, *I)] + a * phi
-                    psi[(dst, d, *I)] = m
+                    m = bh[d, X[d + 1]] * psi[(src, d, *X)] + a * phi
+                    psi[(dst, d, *X)] = m
                     phi += m
-                flux[(d, *I)] = buoy[(d, *_cell(I))] * phi
+                flux[(d, *X)] = buoy[(d, *_cell(X))] * phi
             else:
                 if a != 0.0:
-                    psi[(dst, d, *I)] = (bh[d, I[d + 1]] * psi[(src, d, *I)]
-                                         + a * (_d1(p, (cur,), I, d, s1) * ih[d]))
+                    psi[(dst, d, *X)] = (bh[d, X[d + 1]] * psi[(src, d, *X)]
+                                         + a * (_d1(p, (cur,), X, d, s1) * ih[d]))
 
 
 @ti.func
 def _q(p: ti.template(), psi: ti.template(), flux: ti.template(), pa: ti.template(),
-       ih: ti.template(), cur: ti.i32, dst: ti.i32, I: ti.template(), d: ti.template(),
+       ih: ti.template(), cur: ti.i32, dst: ti.i32, X: ti.template(), d: ti.template(),
        s1: ti.template(), c2: ti.template(), staggered: ti.template()):
-    """``q_d`` at cell ``I`` (before the zeta memory)."""
+    """``q_d`` at cell ``X`` (before the zeta memory)."""
     q = 0.0
     if ti.static(staggered):
-        q = _dminus(flux, (d,), I, d, s1) * ih[d]
+        q = _dminus(flux, (d,), X, d, s1) * ih[d]
     else:
-        q = _d2(p, (cur,), I, d, c2) * (ih[d] * ih[d])
-        if pa[d, I[d + 1]] != 0.0:
-            q += _d1(psi, (dst, d), I, d, s1) * ih[d]
+        q = _d2(p, (cur,), X, d, c2) * (ih[d] * ih[d])
+        if pa[d, X[d + 1]] != 0.0:
+            q += _d1(psi, (dst, d), X, d, s1) * ih[d]
     return q
 
 
@@ -142,27 +143,28 @@ def update(p: ti.types.ndarray(), psi: ti.types.ndarray(), zeta: ti.types.ndarra
     perturbation of ``KK``, ``tot`` kept by the background's update).
     """
     nd = ti.static(len(p.shape) - 2)
-    for I in ti.grouped(ti.ndrange(p.shape[1], *[(halo, p.shape[k + 2] - halo) for k in ti.static(range(nd))])):
+    for X in ti.grouped(ti.ndrange(p.shape[1], *[(halo, p.shape[k + 2] - halo)
+                                                 for k in ti.static(range(nd))])):
         acc = 0.0
         for d in ti.static(range(nd)):
-            q = _q(p, psi, flux, pa, ih, cur, dst, I, d, s1, c2, staggered)
-            a = pa[d, I[d + 1]]
+            q = _q(p, psi, flux, pa, ih, cur, dst, X, d, s1, c2, staggered)
+            a = pa[d, X[d + 1]]
             if a != 0.0:
-                z = pb[d, I[d + 1]] * zeta[(src, d, *I)] + a * q
-                zeta[(dst, d, *I)] = z
+                z = pb[d, X[d + 1]] * zeta[(src, d, *X)] + a * q
+                zeta[(dst, d, *X)] = z
                 q += z
             acc += q
-        C = _cell(I)
+        C = _cell(X)
         rhs = kk[C] * acc
         if ti.static(keep):
-            tot[I] = acc
+            tot[X] = acc
         if ti.static(born):
-            rhs += dkk[C] * tot[I]
+            rhs += dkk[C] * tot[X]
         if ti.static(sponge):
             g = sg[C]
-            p[(nxt, *I)] = g * (2.0 * p[(cur, *I)] - g * p[(prv, *I)] + rhs)
+            p[(nxt, *X)] = g * (2.0 * p[(cur, *X)] - g * p[(prv, *X)] + rhs)
         else:
-            p[(nxt, *I)] = 2.0 * p[(cur, *I)] - p[(prv, *I)] + rhs
+            p[(nxt, *X)] = 2.0 * p[(cur, *X)] - p[(prv, *X)] + rhs
 
 
 @ti.func
@@ -227,9 +229,10 @@ def adjoint_update(p: ti.types.ndarray(), pg: ti.types.ndarray(), zeta: ti.types
     """
     nd = ti.static(len(p.shape) - 2)
     sq = ti.cast(0.0, ti.f64)
-    for I in ti.grouped(ti.ndrange(p.shape[1], *[(halo, p.shape[k + 2] - halo) for k in ti.static(range(nd))])):
-        C = _cell(I)
-        lup = pg[(nxt, *I)]
+    for X in ti.grouped(ti.ndrange(p.shape[1], *[(halo, p.shape[k + 2] - halo)
+                                                 for k in ti.static(range(nd))])):
+        C = _cell(X)
+        lup = pg[(nxt, *X)]
         g = 1.0
         if ti.static(sponge):
             g = sg[C]
@@ -237,21 +240,21 @@ def adjoint_update(p: ti.types.ndarray(), pg: ti.types.ndarray(), zeta: ti.types
         r = kk[C] * le
         acc = 0.0
         for d in ti.static(range(nd)):
-            q = _dminus(flux, (d,), I, d, s1) * ih[d]
-            a = pa[d, I[d + 1]]
+            q = _dminus(flux, (d,), X, d, s1) * ih[d]
+            a = pa[d, X[d + 1]]
             grad_q = r
             if a != 0.0:
-                b = pb[d, I[d + 1]]
-                Z = zetag[(dst, d, *I)] + r
+                b = pb[d, X[d + 1]]
+                Z = zetag[(dst, d, *X)] + r
                 grad_q += a * Z
-                zetag[(src, d, *I)] = b * Z
-                q += b * zeta[(src, d, *I)] + a * q
-            qg[(d, *I)] = grad_q
+                zetag[(src, d, *X)] = b * Z
+                q += b * zeta[(src, d, *X)] + a * q
+            qg[(d, *X)] = grad_q
             acc += q
-        kkg[I] += le * acc
-        lcur = pg[(cur, *I)]
-        pg[(cur, *I)] = lcur + 2.0 * le
-        pg[(prv, *I)] = -g * le
+        kkg[X] += le * acc
+        lcur = pg[(cur, *X)]
+        pg[(cur, *X)] = lcur + 2.0 * le
+        pg[(prv, *X)] = -g * le
         sq += ti.cast(lup * lup + lcur * lcur, ti.f64)
     return sq
 
@@ -267,25 +270,25 @@ def adjoint_memory(p: ti.types.ndarray(), psi: ti.types.ndarray(), psig: ti.type
     ``psi[dst]`` must hold the step's ``psi'`` (rerun :func:`memory` first).
     """
     nd = ti.static(len(p.shape) - 2)
-    for I in ti.grouped(ti.ndrange(*[p.shape[k + 1] for k in ti.static(range(nd + 1))])):
+    for X in ti.grouped(ti.ndrange(*[p.shape[k + 1] for k in ti.static(range(nd + 1))])):
         for d in ti.static(range(nd)):
-            # D-^T of qg at half point I: sum_k s_k (qg[I-k+1] - qg[I+k]).
-            fg = s1[0] * (_at(qg, (d,), I, d, 0) - _at(qg, (d,), I, d, 1))
+            # D-^T of qg at half point X: sum_k s_k (qg[X-k+1] - qg[X+k]).
+            fg = s1[0] * (_at(qg, (d,), X, d, 0) - _at(qg, (d,), X, d, 1))
             for k in ti.static(range(1, len(s1))):
-                fg += s1[k] * (_at(qg, (d,), I, d, -k) - _at(qg, (d,), I, d, k + 1))
+                fg += s1[k] * (_at(qg, (d,), X, d, -k) - _at(qg, (d,), X, d, k + 1))
             fg *= ih[d]
-            phi = _dplus(p, (cur,), I, d, s1) * ih[d]
-            a = ah[d, I[d + 1]]
+            phi = _dplus(p, (cur,), X, d, s1) * ih[d]
+            a = ah[d, X[d + 1]]
             if a != 0.0:
-                phi += psi[(dst, d, *I)]
-            buoyg[(d, *I)] += fg * phi
-            F = buoy[(d, *_cell(I))] * fg
+                phi += psi[(dst, d, *X)]
+            buoyg[(d, *X)] += fg * phi
+            F = buoy[(d, *_cell(X))] * fg
             grad_phi = F
             if a != 0.0:
-                Y = psig[(dst, d, *I)] + F
+                Y = psig[(dst, d, *X)] + F
                 grad_phi += a * Y
-                psig[(src, d, *I)] = bh[d, I[d + 1]] * Y
-            phig[(d, *I)] = grad_phi
+                psig[(src, d, *X)] = bh[d, X[d + 1]] * Y
+            phig[(d, *X)] = grad_phi
 
 
 @ti.kernel
@@ -293,14 +296,15 @@ def adjoint_gather(pg: ti.types.ndarray(), phig: ti.types.ndarray(), ih: ti.type
                    cur: ti.i32, s1: ti.template(), halo: ti.template()):
     """``lp += sum_d D+_d^T phig_d`` on every interior cell."""
     nd = ti.static(len(pg.shape) - 2)
-    for I in ti.grouped(ti.ndrange(pg.shape[1], *[(halo, pg.shape[k + 2] - halo) for k in ti.static(range(nd))])):
+    for X in ti.grouped(ti.ndrange(pg.shape[1], *[(halo, pg.shape[k + 2] - halo)
+                                                  for k in ti.static(range(nd))])):
         acc = 0.0
         for d in ti.static(range(nd)):
-            g = s1[0] * (_at(phig, (d,), I, d, -1) - _at(phig, (d,), I, d, 0))
+            g = s1[0] * (_at(phig, (d,), X, d, -1) - _at(phig, (d,), X, d, 0))
             for k in ti.static(range(1, len(s1))):
-                g += s1[k] * (_at(phig, (d,), I, d, -k - 1) - _at(phig, (d,), I, d, k))
+                g += s1[k] * (_at(phig, (d,), X, d, -k - 1) - _at(phig, (d,), X, d, k))
             acc += g * ih[d]
-        pg[(cur, *I)] += acc
+        pg[(cur, *X)] += acc
 
 
 @ti.kernel
@@ -329,22 +333,24 @@ def adjoint_receivers(pg: ti.types.ndarray(), tracesg: ti.types.ndarray(),
 @ti.kernel
 def copy_levels(src: ti.types.ndarray(), i: ti.i32, dst: ti.types.ndarray(), j: ti.i32):
     """``dst[j, ...] = src[i, ...]`` (arrays of equal trailing shape)."""
-    for I in ti.grouped(ti.ndrange(*[src.shape[k + 1] for k in ti.static(range(len(src.shape) - 1))])):
-        dst[(j, *I)] = src[(i, *I)]
+    for X in ti.grouped(ti.ndrange(*[src.shape[k + 1]
+                                     for k in ti.static(range(len(src.shape) - 1))])):
+        dst[(j, *X)] = src[(i, *X)]
 
 
 @ti.kernel
 def zero(a: ti.types.ndarray()):
     """``a[...] = 0``."""
-    for I in ti.grouped(a):
-        a[I] = ti.zero(a[I])
+    for X in ti.grouped(a):
+        a[X] = ti.zero(a[X])
 
 
 @ti.kernel
 def sumsq_level(a: ti.types.ndarray(), i: ti.i32) -> ti.f64:
     """``sum a[i, ...]^2`` in f64 (NaN or Inf when any value is)."""
     acc = ti.cast(0.0, ti.f64)
-    for I in ti.grouped(ti.ndrange(*[a.shape[k + 1] for k in ti.static(range(len(a.shape) - 1))])):
-        v = ti.cast(a[(i, *I)], ti.f64)
+    for X in ti.grouped(ti.ndrange(*[a.shape[k + 1]
+                                     for k in ti.static(range(len(a.shape) - 1))])):
+        v = ti.cast(a[(i, *X)], ti.f64)
         acc += v * v
     return acc
