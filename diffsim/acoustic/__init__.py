@@ -16,10 +16,10 @@ sample ``n`` is the wavefield at ``t_n`` (so sample 0 is zero). ``nt`` samples t
 from diffsim.acoustic._arena import _arena as _arena
 from diffsim.acoustic._setup import FD_COEFFICIENTS as FD_COEFFICIENTS
 from diffsim.acoustic._setup import LANES as LANES
+from diffsim.acoustic._setup import STAGGERED as STAGGERED
 from diffsim.acoustic._setup import dominant_frequency as dominant_frequency
 from diffsim.acoustic._setup import max_stable_dt as max_stable_dt
 from diffsim.acoustic._setup import ricker as ricker
-from diffsim.acoustic._setup import STAGGERED as STAGGERED
 from diffsim.acoustic.api import PARAMETRISATIONS as PARAMETRISATIONS
 from diffsim.acoustic.api import MisfitGradient as MisfitGradient
 from diffsim.acoustic.api import Simulation as Simulation

@@ -114,15 +114,16 @@ class Born(_Simulation):
                  boundary: str | Boundary = "pml", **options: Unpack[ExtraOptions]) -> None:
         vel = np.asarray(velocity, dtype=np.float64)
         rho = None if density is None else check_density(density, vel.shape)
-        engine = options.pop("engine", "auto")
         self._background = Simulation(vel, spacing, dt, np.asarray(wavelet), np.asarray(sources),
                                       np.asarray(receivers), density=rho, order=order,
                                       pml_width=pml_width, free_surface=free_surface,
-                                      boundary=boundary, engine=engine, **options)
+                                      boundary=boundary, **options)
+        # The background's engine choice does not apply to the (cell-engine) Born run.
+        rest = {k: v for k, v in options.items() if k != "engine"}
         self._runner = _BornRunner(vel, rho, spacing, dt, np.asarray(wavelet),
                                    np.asarray(sources), np.asarray(receivers), order=order,
                                    pml_width=pml_width, free_surface=free_surface,
-                                   boundary=boundary, **options)
+                                   boundary=boundary, **rest)
         self._scatter = np.zeros(vel.shape)
         self.update(scatter=scatter)
 
@@ -201,10 +202,18 @@ def born(velocity: ArrayLike, scatter: ArrayLike, spacing: object, dt: float, wa
     Args:
         velocity: background ``[z, x]`` or ``[z, y, x]`` in m/s.
         scatter: velocity perturbation ``dc``, the same shape, m/s.
-        spacing, dt, wavelet, sources, receivers: as :func:`simulate`.
+        spacing: metres, scalar or one per axis.
+        dt: time step in s.
+        wavelet: ``[nt]``, ``[shot, nt]`` or ``[shot, source, nt]``.
+        sources: ``[shot, ndim]`` or ``[shot, source, ndim]`` in m.
+        receivers: ``[receiver, ndim]`` or ``[shot, receiver, ndim]`` in m.
         density: background density (kg/m^3) for the variable-density scheme; ``None``:
             constant density.
-        order, pml_width, free_surface, boundary, **options: as :func:`simulate`.
+        order: 2, 4, 6 or 8.
+        pml_width: absorbing cells, one int or one per face (default 20).
+        free_surface: free surface on the top face.
+        boundary: ``CPML(...)``, ``Sponge(...)``, ``"pml"`` or ``"sponge"``.
+        **options: further :class:`AcousticStepper` options.
 
     Returns:
         ``J dc`` ``[shot, receiver, nt]`` with ``J = d simulate / d velocity`` at the
