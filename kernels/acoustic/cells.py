@@ -37,52 +37,78 @@ def _cell(X: ti.template()):
 
 
 @ti.func
-def _at(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(), k: ti.i32):
-    """``a[*head, X moved k along spatial axis d]``, zero outside the array."""
-    n = a.shape[ti.static(len(head)) + d + 1]
-    j = X[d + 1] + k
-    J = X + (ti.max(0, ti.min(j, n - 1)) - X[d + 1]) * ti.Vector.unit(X.n, d + 1, ti.i32)
-    v = a[(*head, *J)]
-    return ti.select((j >= 0) & (j < n), v, ti.zero(v))
+def _at(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(), k: ti.i32,
+        safe: ti.template() = False):
+    """``a[*head, X moved k along spatial axis d]``, zero outside the array.
+
+    ``safe``: the caller knows the entry lies inside (no bounds check).
+    """
+    if ti.static(safe):
+        return a[(*head, *(X + k * ti.Vector.unit(X.n, d + 1, ti.i32)))]
+    else:
+        n = a.shape[ti.static(len(head)) + d + 1]
+        j = X[d + 1] + k
+        J = X + (ti.max(0, ti.min(j, n - 1)) - X[d + 1]) * ti.Vector.unit(X.n, d + 1, ti.i32)
+        return ti.select((j >= 0) & (j < n), a[(*head, *J)], 0.0)
+
+
+@ti.func
+def _inside(a: ti.template(), head: ti.template(), X: ti.template(), lo: ti.template(),
+            hi: ti.template()):
+    """Whether every spatial index of ``X`` lies in ``[lo, n - 1 - hi]`` of ``a``'s axes."""
+    ok = True
+    for d in ti.static(range(X.n - 1)):
+        ok = ok & (X[d + 1] >= lo) & (X[d + 1] <= a.shape[ti.static(len(head)) + d + 1] - 1 - hi)
+    return ok
 
 
 @ti.func
 def _dplus(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(),
-           s1: ti.template()):
+           s1: ti.template(), safe: ti.template() = False):
     """Staggered forward difference (no 1/h) of ``a`` at half point ``X + 1/2`` along ``d``."""
-    acc = s1[0] * (_at(a, head, X, d, 1) - _at(a, head, X, d, 0))
+    acc = s1[0] * (_at(a, head, X, d, 1, safe) - _at(a, head, X, d, 0, safe))
     for k in ti.static(range(1, len(s1))):
-        acc += s1[k] * (_at(a, head, X, d, k + 1) - _at(a, head, X, d, -k))
+        acc += s1[k] * (_at(a, head, X, d, k + 1, safe) - _at(a, head, X, d, -k, safe))
     return acc
 
 
 @ti.func
 def _dminus(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(),
-            s1: ti.template()):
+             s1: ti.template(), safe: ti.template() = False):
     """Staggered backward difference (no 1/h) at cell ``X`` of half-point values ``a``."""
-    acc = s1[0] * (_at(a, head, X, d, 0) - _at(a, head, X, d, -1))
+    acc = s1[0] * (_at(a, head, X, d, 0, safe) - _at(a, head, X, d, -1, safe))
     for k in ti.static(range(1, len(s1))):
-        acc += s1[k] * (_at(a, head, X, d, k) - _at(a, head, X, d, -k - 1))
+        acc += s1[k] * (_at(a, head, X, d, k, safe) - _at(a, head, X, d, -k - 1, safe))
+    return acc
+
+
+@ti.func
+def _dminus_t(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(),
+              s1: ti.template(), safe: ti.template() = False):
+    """Transpose of :func:`_dminus` (no 1/h) at half point ``X``: ``sum_k s_k (a[X-k+1] - a[X+k])``."""
+    acc = s1[0] * (_at(a, head, X, d, 0, safe) - _at(a, head, X, d, 1, safe))
+    for k in ti.static(range(1, len(s1))):
+        acc += s1[k] * (_at(a, head, X, d, -k, safe) - _at(a, head, X, d, k + 1, safe))
     return acc
 
 
 @ti.func
 def _d1(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(),
-        c1: ti.template()):
+        c1: ti.template(), safe: ti.template() = False):
     """Central first difference (no 1/h) at cell ``X`` along ``d``."""
-    acc = c1[0] * (_at(a, head, X, d, 1) - _at(a, head, X, d, -1))
+    acc = c1[0] * (_at(a, head, X, d, 1, safe) - _at(a, head, X, d, -1, safe))
     for k in ti.static(range(1, len(c1))):
-        acc += c1[k] * (_at(a, head, X, d, k + 1) - _at(a, head, X, d, -k - 1))
+        acc += c1[k] * (_at(a, head, X, d, k + 1, safe) - _at(a, head, X, d, -k - 1, safe))
     return acc
 
 
 @ti.func
 def _d2(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(),
-        c2: ti.template()):
+        c2: ti.template(), safe: ti.template() = False):
     """Central second difference (no 1/h^2) at cell ``X`` along ``d``."""
     acc = c2[0] * a[(*head, *X)]
     for k in ti.static(range(1, len(c2))):
-        acc += c2[k] * (_at(a, head, X, d, k) + _at(a, head, X, d, -k))
+        acc += c2[k] * (_at(a, head, X, d, k, safe) + _at(a, head, X, d, -k, safe))
     return acc
 
 
@@ -101,7 +127,11 @@ def memory(p: ti.types.ndarray(), psi: ti.types.ndarray(), flux: ti.types.ndarra
         for d in ti.static(range(nd)):
             a = ah[d, X[d + 1]]
             if ti.static(staggered):
-                phi = _dplus(p, (cur,), X, d, s1) * ih[d]
+                phi = 0.0
+                if _inside(p, (cur,), X, ti.static(len(s1) - 1), ti.static(len(s1))):
+                    phi = _dplus(p, (cur,), X, d, s1, True) * ih[d]
+                else:
+                    phi = _dplus(p, (cur,), X, d, s1) * ih[d]
                 if a != 0.0:
                     m = bh[d, X[d + 1]] * psi[(src, d, *X)] + a * phi
                     psi[(dst, d, *X)] = m
@@ -110,7 +140,7 @@ def memory(p: ti.types.ndarray(), psi: ti.types.ndarray(), flux: ti.types.ndarra
             else:
                 if a != 0.0:
                     psi[(dst, d, *X)] = (bh[d, X[d + 1]] * psi[(src, d, *X)]
-                                         + a * (_d1(p, (cur,), X, d, s1) * ih[d]))
+                                         + a * (_d1(p, (cur,), X, d, s1, True) * ih[d]))
 
 
 @ti.func
@@ -120,11 +150,11 @@ def _q(p: ti.template(), psi: ti.template(), flux: ti.template(), pa: ti.templat
     """``q_d`` at cell ``X`` (before the zeta memory)."""
     q = 0.0
     if ti.static(staggered):
-        q = _dminus(flux, (d,), X, d, s1) * ih[d]
+        q = _dminus(flux, (d,), X, d, s1, True) * ih[d]
     else:
-        q = _d2(p, (cur,), X, d, c2) * (ih[d] * ih[d])
+        q = _d2(p, (cur,), X, d, c2, True) * (ih[d] * ih[d])
         if pa[d, X[d + 1]] != 0.0:
-            q += _d1(psi, (dst, d), X, d, s1) * ih[d]
+            q += _d1(psi, (dst, d), X, d, s1, True) * ih[d]
     return q
 
 
@@ -240,7 +270,7 @@ def adjoint_update(p: ti.types.ndarray(), pg: ti.types.ndarray(), zeta: ti.types
         r = kk[C] * le
         acc = 0.0
         for d in ti.static(range(nd)):
-            q = _dminus(flux, (d,), X, d, s1) * ih[d]
+            q = _dminus(flux, (d,), X, d, s1, True) * ih[d]
             a = pa[d, X[d + 1]]
             grad_q = r
             if a != 0.0:
@@ -272,12 +302,15 @@ def adjoint_memory(p: ti.types.ndarray(), psi: ti.types.ndarray(), psig: ti.type
     nd = ti.static(len(p.shape) - 2)
     for X in ti.grouped(ti.ndrange(*[p.shape[k + 1] for k in ti.static(range(nd + 1))])):
         for d in ti.static(range(nd)):
-            # D-^T of qg at half point X: sum_k s_k (qg[X-k+1] - qg[X+k]).
-            fg = s1[0] * (_at(qg, (d,), X, d, 0) - _at(qg, (d,), X, d, 1))
-            for k in ti.static(range(1, len(s1))):
-                fg += s1[k] * (_at(qg, (d,), X, d, -k) - _at(qg, (d,), X, d, k + 1))
-            fg *= ih[d]
-            phi = _dplus(p, (cur,), X, d, s1) * ih[d]
+            # D-^T of qg at half point X: sum_k s_k (qg[X-k+1] - qg[X+k]); D+ of p.
+            fg = 0.0
+            phi = 0.0
+            if _inside(p, (cur,), X, ti.static(len(s1) - 1), ti.static(len(s1))):
+                fg = _dminus_t(qg, (d,), X, d, s1, True) * ih[d]
+                phi = _dplus(p, (cur,), X, d, s1, True) * ih[d]
+            else:
+                fg = _dminus_t(qg, (d,), X, d, s1) * ih[d]
+                phi = _dplus(p, (cur,), X, d, s1) * ih[d]
             a = ah[d, X[d + 1]]
             if a != 0.0:
                 phi += psi[(dst, d, *X)]
@@ -300,9 +333,9 @@ def adjoint_gather(pg: ti.types.ndarray(), phig: ti.types.ndarray(), ih: ti.type
                                                   for k in ti.static(range(nd))])):
         acc = 0.0
         for d in ti.static(range(nd)):
-            g = s1[0] * (_at(phig, (d,), X, d, -1) - _at(phig, (d,), X, d, 0))
+            g = s1[0] * (_at(phig, (d,), X, d, -1, True) - _at(phig, (d,), X, d, 0, True))
             for k in ti.static(range(1, len(s1))):
-                g += s1[k] * (_at(phig, (d,), X, d, -k - 1) - _at(phig, (d,), X, d, k))
+                g += s1[k] * (_at(phig, (d,), X, d, -k - 1, True) - _at(phig, (d,), X, d, k, True))
             acc += g * ih[d]
         pg[(cur, *X)] += acc
 
