@@ -16,7 +16,7 @@ gradient of the nonlinear simulation for the cotangent ``d``: :meth:`Born.vjp`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Unpack
+from typing import Any, Unpack
 
 import numpy as np
 import taichi as ti
@@ -118,12 +118,14 @@ class Born(_Simulation):
                                       np.asarray(receivers), density=rho, order=order,
                                       pml_width=pml_width, free_surface=free_surface,
                                       boundary=boundary, **options)
-        # The background's engine choice does not apply to the (cell-engine) Born run.
+        # The background's engine choice does not apply to the (cell-engine) Born run,
+        # which is built on the first simulate() (a migration alone never needs it).
         rest = {k: v for k, v in options.items() if k != "engine"}
-        self._runner = _BornRunner(vel, rho, spacing, dt, np.asarray(wavelet),
-                                   np.asarray(sources), np.asarray(receivers), order=order,
-                                   pml_width=pml_width, free_surface=free_surface,
-                                   boundary=boundary, **rest)
+        self._runner_args = (vel, rho, spacing, dt, np.asarray(wavelet), np.asarray(sources),
+                             np.asarray(receivers))
+        self._runner_options: dict[str, Any] = dict(order=order, pml_width=pml_width, free_surface=free_surface,
+                                    boundary=boundary, **rest)
+        self._runner: _BornRunner | None = None
         self._scatter = np.zeros(vel.shape)
         self.update(scatter=scatter)
 
@@ -155,6 +157,8 @@ class Born(_Simulation):
 
     def simulate(self) -> dict[str, np.ndarray]:
         """The Born traces ``{"traces": [shot, receiver, nt]}`` of the current ``scatter``."""
+        if self._runner is None:
+            self._runner = _BornRunner(*self._runner_args, **self._runner_options)
         return {"traces": self._runner.run(self._scatter)}
 
     def vjp(self, cotangents: Mapping[str, np.ndarray], *, wrt: Sequence[str] | None = None,

@@ -18,8 +18,8 @@ from diffsim.io import atomic_write
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["costate_figure", "gradient_figure", "loss_figure", "model_figure", "pyplot",
-           "save_figure", "shot_figure", "wavefield_gif"]
+__all__ = ["costate_figure", "gradient_figure", "image_figure", "loss_figure", "model_figure",
+           "pyplot", "save_figure", "shot_figure", "wavefield_gif"]
 
 
 def pyplot() -> types.ModuleType:
@@ -108,6 +108,37 @@ def gradient_figure(path: pathlib.Path, gradient: np.ndarray, spacing: float, *,
     ax.set_ylabel("depth (km)")
     bar = fig.colorbar(im, ax=ax, shrink=0.9)
     bar.set_label("dL/dv (loss units per m/s)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def image_figure(path: pathlib.Path, panels: Sequence[tuple[str, np.ndarray, str]],
+                 spacing: float, *, title: str = "", clip: float = 99.0) -> None:
+    """Images stacked, each on its own symmetric grey scale, axes in km (RTM and reflectivity).
+
+    Args:
+        path: the PNG to write.
+        panels: ``(title, [z, x] array, colour-bar label)`` per panel.
+        spacing: m.
+        title: the figure's title.
+        clip: each panel's scale is clipped at this percentile of its absolute values.
+    """
+    plt = pyplot()
+    nz, nx = panels[0][1].shape
+    aspect = nz / nx
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False,
+                             figsize=(8, 0.6 + len(panels) * (8 * aspect + 0.6)))
+    for k, (name, image, label) in enumerate(panels):
+        ax = axes[k, 0]
+        lim = float(np.percentile(np.abs(image), clip)) or float(np.abs(image).max()) or 1.0
+        im = ax.imshow(image, extent=_extent_km(image.shape, spacing), cmap="gray", vmin=-lim,
+                       vmax=lim, aspect="equal")
+        ax.set_title(name)
+        ax.set_ylabel("depth (km)")
+        fig.colorbar(im, ax=ax, label=label, shrink=0.9)
+    axes[-1, 0].set_xlabel("distance (km)")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
 
