@@ -123,8 +123,8 @@ class Born(_Simulation):
         rest = {k: v for k, v in options.items() if k != "engine"}
         self._runner_args = (vel, rho, spacing, dt, np.asarray(wavelet), np.asarray(sources),
                              np.asarray(receivers))
-        self._runner_options: dict[str, Any] = dict(order=order, pml_width=pml_width, free_surface=free_surface,
-                                    boundary=boundary, **rest)
+        self._runner_options: dict[str, Any] = dict(
+            order=order, pml_width=pml_width, free_surface=free_surface, boundary=boundary, **rest)
         self._runner: _BornRunner | None = None
         self._scatter = np.zeros(vel.shape)
         self.update(scatter=scatter)
