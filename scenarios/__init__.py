@@ -19,11 +19,11 @@ from collections.abc import Callable
 
 from diffsim.scenarios._base import Scenario
 from diffsim.scenarios.chain import ChainScenario
-from diffsim.scenarios.fwi import FwiScenario
+from diffsim.scenarios.fwi import DensityFwiScenario, FwiScenario
 from diffsim.scenarios.rtm import RtmScenario
 from diffsim.scenarios.springs import BridgeDesign, SoftRobotWalk, SpringIdentification
 
-__all__ = ["BridgeDesign", "ChainScenario", "FwiScenario", "RtmScenario", "Scenario",
+__all__ = ["BridgeDesign", "ChainScenario", "DensityFwiScenario", "FwiScenario", "RtmScenario", "Scenario",
            "SoftRobotWalk",
            "SpringIdentification", "get", "load", "names", "register", "resolve"]
 
@@ -128,6 +128,11 @@ register("marmousi", lambda: FwiScenario(
     model="marmousi", spacing=48.0, shots=16, receivers=96, source_depth=24.0,
     receiver_depth=24.0, peak_frequency=5.0, duration=3.0, stages=(3.0, 5.0), iterations=15,
     start_smoothing=400.0, vmin=1400.0, vmax=5600.0), FwiScenario)
+register("fwi-density-marmousi2", lambda: DensityFwiScenario(
+    model="marmousi2", spacing=40.0, crop_x=(4000.0, 12000.0), shots=12, receivers=100,
+    source_depth=20.0, receiver_depth=20.0, peak_frequency=5.0, duration=3.5, stages=(3.0, 5.0),
+    iterations=8, start_smoothing=400.0, water_depth=440.0, vmin=1000.0, vmax=4800.0,
+    density_min=1000.0, density_max=2700.0, order=4), DensityFwiScenario)
 register("rtm-marmousi2", RtmScenario)
 register("lsrtm-marmousi2", lambda: RtmScenario(
     method="lsrtm", crop_x=(4000.0, 12000.0), shots=12, receivers=160, duration=2.5,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
 
 from diffsim.io import RunOptions
 from diffsim.scenarios._base import Scenario
 
-__all__ = ["FwiScenario"]
+__all__ = ["DensityFwiScenario", "FwiScenario"]
 
 #: The models known by name; ``model`` may also be the path of a ``.npy`` or SEG-Y file.
 MODEL_NAMES = ("layered", "camembert", "marmousi2", "overthrust", "marmousi")
@@ -151,7 +151,7 @@ class FwiScenario(Scenario):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be 0 or more")
 
-    def smoke(self) -> FwiScenario:
+    def smoke(self) -> Self:
         """A tiny, quick version (a few seconds)."""
         changes: dict[str, object] = dict(shots=2, receivers=16, duration=0.5, iterations=2,
                                           pml_width=8, peak_frequency=8.0, stages=(0.0,))
@@ -164,7 +164,7 @@ class FwiScenario(Scenario):
                            duration=1.2)   # long enough for the water-bottom reflection
         return self.with_(**changes)
 
-    def with_(self, **changes: object) -> FwiScenario:
+    def with_(self, **changes: object) -> Self:
         """A copy with some fields changed.
 
         A new model resets the fields it does not use (``shape`` of a built-in model,
@@ -240,3 +240,67 @@ def _range(bounds: tuple[float, ...]) -> tuple[float, float] | None:
         return None
     start, end = bounds      # check() allows 0 or 2 entries only
     return start, end
+
+
+#: Models with a density file (its stem), for :class:`DensityFwiScenario`.
+DENSITY_MODELS = {"marmousi2": "marmousi2_rho_20m"}
+
+
+@dataclass(frozen=True)
+class DensityFwiScenario(FwiScenario):
+    """Invert P velocity and density together (variable-density acoustics).
+
+    The fields of :class:`FwiScenario` (the start of both parameters is the true model
+    smoothed by ``start_smoothing``, the water kept), plus:
+
+    Attributes:
+        density_min: lower density bound in kg/m^3.
+        density_max: upper density bound in kg/m^3.
+        velocity_step: the largest velocity change of each stage's first iteration (m/s).
+        density_step: the largest density change of each stage's first iteration (kg/m^3).
+    """
+
+    kind = "fwi-density"
+
+    density_min: float = 1000.0
+    density_max: float = 3000.0
+    velocity_step: float = 60.0
+    density_step: float = 40.0
+
+    def check(self) -> None:
+        """The FWI checks, a model with a density, and the density bounds."""
+        super().check()
+        if self.model not in DENSITY_MODELS:
+            raise ValueError(f"model={self.model!r} has no density model; inverting density "
+                             f"needs one of {', '.join(repr(n) for n in DENSITY_MODELS)}")
+        if not 0 < self.density_min < self.density_max:
+            raise ValueError(f"density_min={self.density_min} and density_max="
+                             f"{self.density_max} must satisfy 0 < density_min < density_max "
+                             "(kg/m^3)")
+        for name in ("velocity_step", "density_step"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be positive")
+        if self.illumination or self.update_smoothing:
+            raise ValueError("illumination and update_smoothing apply to velocity-only FWI; "
+                             "set them to false and 0 for a density inversion")
+
+    def describe(self) -> str:
+        """The model, the grid and the acquisition in one line."""
+        return "velocity and density " + super().describe()
+
+    def true_density(self, data: os.PathLike[str] | str | None = None
+                     ) -> tuple[np.ndarray, float]:
+        """The true density ``[z, x]`` in kg/m^3 on the velocity's grid."""
+        from diffsim.models import load_model
+
+        m = load_model(DENSITY_MODELS[self.model], data)
+        if self.crop_z or self.crop_x:
+            m = m.crop(_range(self.crop_z), _range(self.crop_x))
+        m = m.resample(self.spacing)
+        return m.velocity, m.spacing
+
+    def run(self, options: RunOptions) -> dict[str, object]:
+        """Synthesise the data, invert both parameters, write models, history, figures."""
+        from diffsim.scenarios._fwi_density_job import run_density_scenario
+
+        return run_density_scenario(self, options)

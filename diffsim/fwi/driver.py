@@ -18,6 +18,38 @@ from diffsim.optim import LBFGSB, EvaluationStore, History, minimize
 
 # -- the driver ---------------------------------------------------------------------------------
 
+def update_weights(shape: tuple[int, ...], data: ShotData, *, fixed_rows: int = 0,
+                   depth_power: float = 1.0, illumination: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """The diagonal preconditioner of a model update ``[z, x]`` (largest entry 1).
+
+    A depth weight ``((z + 1) / nz) ** depth_power``, zero on ``fixed_rows``, and on the
+    model's edge cells divided by one plus the padding cells they stand for (an edge
+    cell's gradient sums the whole padded strip outside it, which would otherwise make
+    edges update first); with ``illumination`` ``E``, also ``1 / sqrt(E / max E + floor)``
+    (a diagonal pseudo-Hessian: well-lit cells near the sources move less).
+    """
+    nz, nx = shape
+    z = np.arange(nz, dtype=np.float64)
+    wz = ((z + 1) / nz) ** depth_power if depth_power else np.ones(nz)
+    wz[:fixed_rows] = 0.0
+    wz /= max(wz.max(), 1e-30)
+    wx = np.ones(nx)
+    halo = data.order // 2
+    top = halo + (0 if data.free_surface else data.pml_width)
+    side = halo + data.pml_width
+    wz[0] /= 1 + top
+    wz[-1] /= 1 + side
+    wx[0] /= 1 + side
+    wx[-1] /= 1 + side
+    w = wz[:, None] * wx[None, :]
+    if illumination is not None:
+        e = np.asarray(illumination, dtype=np.float64)
+        w = w / np.sqrt(e / max(float(e.max()), 1e-300) + ILLUMINATION_FLOOR)
+        w /= max(float(w.max()), 1e-300)
+    return w
+
+
 @dataclass(frozen=True)
 class Stage:
     """One frequency stage: data and wavelet low-passed at ``cutoff`` Hz (``None``: full band)."""
@@ -76,31 +108,9 @@ class Inversion:
 
     @functools.cached_property
     def _weights(self) -> np.ndarray:
-        """The diagonal of the preconditioner (largest entry 1).
-
-        A depth weight, zero on fixed rows, and on the model's edge cells divided by one
-        plus the padding cells they stand for (an edge cell's gradient sums the whole
-        padded strip outside it, which would otherwise make edges update first).
-        """
-        nz, nx = self.initial.shape
-        z = np.arange(nz, dtype=np.float64)
-        wz = ((z + 1) / nz) ** self.depth_power if self.depth_power else np.ones(nz)
-        wz[: self.fixed_rows] = 0.0
-        wz /= max(wz.max(), 1e-30)
-        wx = np.ones(nx)
-        halo = self.data.order // 2
-        top = halo + (0 if self.data.free_surface else self.data.pml_width)
-        side = halo + self.data.pml_width
-        wz[0] /= 1 + top
-        wz[-1] /= 1 + side
-        wx[0] /= 1 + side
-        wx[-1] /= 1 + side
-        w = wz[:, None] * wx[None, :]
-        if self.illumination is not None:
-            e = np.asarray(self.illumination, dtype=np.float64)
-            w = w / np.sqrt(e / max(float(e.max()), 1e-300) + ILLUMINATION_FLOOR)
-            w /= max(float(w.max()), 1e-300)
-        return w
+        """The diagonal of the preconditioner (largest entry 1); see :func:`update_weights`."""
+        return update_weights(self.initial.shape, self.data, fixed_rows=self.fixed_rows,
+                              depth_power=self.depth_power, illumination=self.illumination)
 
     def _apply(self, delta: np.ndarray) -> np.ndarray:
         p = self._weights * delta.reshape(self.initial.shape)

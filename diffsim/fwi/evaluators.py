@@ -9,7 +9,7 @@ can be inverted: the evaluators only call ``update(velocity=, wavelet=)``,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -29,17 +29,23 @@ Evaluator = Callable[[np.ndarray, ShotData], tuple[float, np.ndarray]]
 SimulationFactory = Callable[[np.ndarray, ShotData], Simulation]
 
 
-def acoustic_simulation(velocity: np.ndarray, data: ShotData, *, engine: str = "fields"
-                        ) -> Simulation:
+def acoustic_simulation(velocity: np.ndarray, data: ShotData, *, engine: str = "fields",
+                        density: np.ndarray | None = None) -> Simulation:
     """The default factory: constant-density acoustics, on the field engine by default.
 
     Kept for the whole inversion, the field engine's faster kernels pay for its one
     compilation per group of shots. ``functools.partial(acoustic_simulation,
     engine="arrays")`` chooses the array engine, whose kernels compile once per process
     and come from Taichi's disk cache after that: the quicker start for short runs.
+    ``functools.partial(acoustic_simulation, density=rho)`` builds variable-density
+    simulations (the cell engine; ``engine`` does not apply), for inverting velocity and
+    density together (:meth:`SerialShots.evaluate`).
     """
     from diffsim.acoustic import Simulation as AcousticSimulation
 
+    if density is not None:
+        return AcousticSimulation(velocity, data.spacing, data.dt, data.wavelet, data.sources,
+                                  data.receivers, density=density, **data.stepper_options())
     return AcousticSimulation(velocity, data.spacing, data.dt, data.wavelet, data.sources,
                               data.receivers, engine=engine, **data.stepper_options())
 
@@ -54,16 +60,24 @@ class _ShotGroup:
         self.checkpoint = parse_schedule(checkpoint) if checkpoint else None
         self.simulation = (factory or acoustic_simulation)(velocity, data)
 
-    def prepare(self, velocity: np.ndarray, data: ShotData) -> Simulation:
-        """The simulation, set to ``velocity`` and ``data``'s wavelet."""
-        self.simulation.update(velocity=velocity, wavelet=data.wavelet)
+    def prepare(self, velocity: np.ndarray, data: ShotData,
+                others: Mapping[str, np.ndarray] | None = None) -> Simulation:
+        """The simulation, set to ``velocity`` (and ``others``) and ``data``'s wavelet."""
+        self.simulation.update(velocity=velocity, wavelet=data.wavelet, **(others or {}))
         return self.simulation
 
     def __call__(self, velocity: np.ndarray, data: ShotData) -> tuple[float, np.ndarray]:
-        result = self.prepare(velocity, data).value_and_grad(
-            L2(data.observed), wrt=("velocity",), checkpoint=self.checkpoint)
+        loss, grads = self.evaluate({"velocity": velocity}, data)
+        return loss, grads["velocity"]
+
+    def evaluate(self, models: Mapping[str, np.ndarray], data: ShotData
+                 ) -> tuple[float, dict[str, np.ndarray]]:
+        """Misfit and its gradients with respect to every parameter in ``models``."""
+        others = {k: v for k, v in models.items() if k != "velocity"}
+        result = self.prepare(models["velocity"], data, others).value_and_grad(
+            L2(data.observed), wrt=tuple(models), checkpoint=self.checkpoint)
         self.report = result.report
-        return result.loss, result.grads["velocity"]
+        return result.loss, result.grads
 
     def close(self) -> None:
         self.simulation.close()
@@ -112,17 +126,30 @@ class SerialShots:
 
     def __call__(self, velocity: np.ndarray, data: ShotData) -> tuple[float, np.ndarray]:
         """Misfit and its gradient with respect to velocity, summed over every shot."""
-        loss, grad = 0.0, np.zeros(velocity.shape)
+        loss, grads = self.evaluate({"velocity": velocity}, data)
+        return loss, grads["velocity"]
+
+    def evaluate(self, models: Mapping[str, np.ndarray], data: ShotData
+                 ) -> tuple[float, dict[str, np.ndarray]]:
+        """Misfit and its gradients with respect to each of ``models``, summed over the shots.
+
+        ``models`` holds ``"velocity"`` and, with a variable-density factory, ``"density"``.
+        """
+        velocity = models["velocity"]
+        loss = 0.0
+        grads = {name: np.zeros(velocity.shape) for name in models}
         for group, part in self._parts(velocity, data):
-            value, g = group(velocity, part)
+            value, g = group.evaluate(models, part)
             loss += value
-            grad += g
-        return loss, grad
+            for name in models:
+                grads[name] += g[name]
+        return loss, grads
 
     def forward(self, velocity: np.ndarray, data: ShotData, *,
                 every: int | None = None,
-                snapshot: Callable[[int, int, np.ndarray], None] | None = None) -> np.ndarray:
-        """Traces ``[shot, receiver, nt]`` at ``velocity``.
+                snapshot: Callable[[int, int, np.ndarray], None] | None = None,
+                others: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Traces ``[shot, receiver, nt]`` at ``velocity`` (and ``others``, e.g. a density).
 
         With ``snapshot``, ``snapshot(t, first, u)`` receives every ``every`` steps the
         wavefield ``u [shot, z, x]`` of each batch, whose first shot is number ``first``
@@ -133,7 +160,7 @@ class SerialShots:
         size = self.batch if self.batch > 0 else data.shots
         for k, (group, part) in enumerate(self._parts(velocity, data)):
             part_first = k * size
-            sim = group.prepare(velocity, part)
+            sim = group.prepare(velocity, part, others)
             if snapshot is None:
                 traces.append(sim.simulate()["traces"].astype(np.float64))
             else:

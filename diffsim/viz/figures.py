@@ -46,8 +46,14 @@ def _extent_km(shape: tuple[int, int], spacing: float) -> list[float]:
 
 
 def model_figure(path: pathlib.Path, models: Sequence[tuple[str, np.ndarray]], spacing: float,
-                 *, sources: np.ndarray | None = None, receivers: np.ndarray | None = None) -> None:
-    """Models stacked on one colour scale, axes in km, with the acquisition on the first."""
+                 *, sources: np.ndarray | None = None, receivers: np.ndarray | None = None,
+                 unit: tuple[str, float] = ("km/s", 1e3)) -> None:
+    """Models stacked on one colour scale, axes in km, with the acquisition on the first.
+
+    ``unit``: the colour bar's label and the divisor from SI units (velocity in km/s by
+    default; ``("g/cm^3", 1e3)`` for a density in kg/m^3).
+    """
+    label, div = unit
     plt = pyplot()
     lo = min(float(m.min()) for _, m in models)
     hi = max(float(m.max()) for _, m in models)
@@ -57,7 +63,7 @@ def model_figure(path: pathlib.Path, models: Sequence[tuple[str, np.ndarray]], s
                              squeeze=False)
     for k, (title, m) in enumerate(models):
         ax = axes[k, 0]
-        im = ax.imshow(m / 1e3, extent=_extent_km(m.shape, spacing), vmin=lo / 1e3, vmax=hi / 1e3,
+        im = ax.imshow(m / div, extent=_extent_km(m.shape, spacing), vmin=lo / div, vmax=hi / div,
                        cmap="viridis", aspect="equal")
         ax.set_title(title)
         ax.set_ylabel("depth (km)")
@@ -65,7 +71,7 @@ def model_figure(path: pathlib.Path, models: Sequence[tuple[str, np.ndarray]], s
             ax.plot(sources[:, 1] / 1e3, sources[:, 0] / 1e3, "r*", ms=6, label="sources")
         if k == 0 and receivers is not None:
             ax.plot(receivers[:, 1] / 1e3, receivers[:, 0] / 1e3, "wv", ms=2, label="receivers")
-        fig.colorbar(im, ax=ax, label="km/s", shrink=0.9)
+        fig.colorbar(im, ax=ax, label=label, shrink=0.9)
     axes[-1, 0].set_xlabel("distance (km)")
     fig.tight_layout()
     save_figure(fig, path)
