@@ -32,7 +32,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def small_experiment(shots: int = 3):
-    shape, h, dt, nt = (30, 40), 10.0, 1e-3, 260
+    shape, h, dt, nt = (30, 40), 10.0, 1e-3, 450
     truth = np.full(shape, 1800.0)
     truth[18:] = 2200.0
     background = np.full(shape, 1800.0)
@@ -76,23 +76,27 @@ def test_migration_is_the_adjoint_of_born_modelling_over_shot_groups() -> None:
     assert abs(lhs - rhs) <= 1e-10 * abs(lhs)
 
 
-def test_rtm_images_the_reflector_and_lsrtm_resumes_bit_for_bit(tmp_path: pathlib.Path) -> None:
-    truth, background, data = small_experiment()
+def test_rtm_images_a_thin_layer_and_lsrtm_resumes_bit_for_bit(tmp_path: pathlib.Path) -> None:
+    _, _, data = small_experiment()
+    background = np.full((30, 40), 1800.0)
+    truth = background.copy()
+    truth[18:20] = 2100.0                       # a thin fast layer, rows 18-19
     shots = BornShots(background, data)
     observed = (acoustic.simulate(truth, data.spacing, data.dt, data.wavelet, data.sources,
                                   data.receivers, order=4, pml_width=10)
                 - acoustic.simulate(background, data.spacing, data.dt, data.wavelet,
                                     data.sources, data.receivers, order=4, pml_width=10))
     image = process(shots.migrate(observed), data.spacing, mute_rows=4)
-    # The strongest image row sits at the reflector (row 17 -> 18), within two cells.
+    # The strongest image row is the layer's (18.5 +- 1), and a faster layer images positive.
     row = int(np.argmax(np.abs(image[:, 5:-5]).sum(axis=1)))
-    assert abs(row - 17.5) <= 2.0, row
+    assert abs(row - 18.5) <= 1.0, row
+    assert image[row, 5:-5].sum() > 0
     # CGLS: the residual falls every iteration; stopping after 2 and resuming to 3
     # gives the bits of 3 in one go.
     full = LeastSquaresMigration(shots, observed, folder=tmp_path / "full").run(3)
     residuals = [h["residual"] for h in full.history]
     assert all(b < a for a, b in zip(residuals, residuals[1:], strict=False)), residuals
-    assert residuals[-1] < 0.6
+    assert residuals[-1] < 0.8
     LeastSquaresMigration(shots, observed, folder=tmp_path / "cut").run(2)
     resumed = LeastSquaresMigration(shots, observed, folder=tmp_path / "cut").run(3)
     assert resumed.iterations_this_session == 1

@@ -48,7 +48,8 @@ class BornShots:
         velocity: the background ``[z, x]`` in m/s (smooth: the migration velocity).
         data: the experiment (its ``observed`` traces are not used here).
         density: background density (kg/m^3) for the variable-density scheme, or ``None``.
-        batch: shots per operator (0: all in one); each group keeps one :class:`Born`.
+        batch: shots per operator (0: all in one); each group has one :class:`Born`,
+            built at first use and kept (least-squares RTM reuses it every iteration).
         checkpoint: the schedule of the migrations' reverse sweeps (``None``: the default
             memory budget).
     """
@@ -59,23 +60,49 @@ class BornShots:
         self.data = data
         self.groups = shot_groups(data.shots, batch)
         self.checkpoint = checkpoint
-        opts = data.stepper_options()
-        zero = np.zeros_like(self.velocity)
-        self._ops = [Born(self.velocity, zero, data.spacing, data.dt, data.wavelet,
-                          data.sources[g], data.receivers, density=density, **opts)
-                     for g in self.groups]
+        self.density = density
+        self._ops: dict[int, Born] = {}
+
+    def _op(self, k: int) -> Born:
+        if k not in self._ops:
+            d, g = self.data, self.groups[k]
+            self._ops[k] = Born(self.velocity, np.zeros_like(self.velocity), d.spacing, d.dt,
+                                d.wavelet, d.sources[g], d.receivers, density=self.density,
+                                **d.stepper_options())
+        return self._ops[k]
 
     def modelled(self, scatter: np.ndarray) -> np.ndarray:
-        """Born traces ``[shot, receiver, nt]`` of the perturbation ``scatter`` (m/s)."""
+        """Born traces ``[shot, receiver, nt]`` (float64) of the perturbation ``scatter`` (m/s).
+
+        The operator is linear, so it runs on ``scatter / max|scatter|`` and scales the
+        result back: a CG direction far from unit size (``J^T r`` is tiny in m/s) stays
+        clear of single-precision underflow inside the kernels.
+        """
+        peak = float(np.abs(scatter).max())
         parts = []
-        for op in self._ops:
-            op.update(scatter=scatter)
-            parts.append(op.simulate()["traces"])
+        for k, group in enumerate(self.groups):
+            if peak == 0:
+                parts.append(np.zeros((len(group), *self.data.observed.shape[1:])))
+                continue
+            op = self._op(k)
+            op.update(scatter=np.asarray(scatter, dtype=np.float64) / peak)
+            parts.append(op.simulate()["traces"].astype(np.float64) * peak)
         return np.concatenate(parts, axis=0)
 
-    def migrate_group(self, k: int, traces: np.ndarray) -> np.ndarray:
-        """``J^T`` of group ``k``'s traces ``[group shots, receiver, nt]``: its image ``[z, x]``."""
-        return self._ops[k].vjp({"traces": traces}, checkpoint=self.checkpoint)["scatter"]
+    def migrate_group(self, k: int, traces: np.ndarray, *, keep: bool = True) -> np.ndarray:
+        """``J^T`` of group ``k``'s traces ``[group shots, receiver, nt]``: its image ``[z, x]``.
+
+        ``keep=False`` frees the group's operator afterwards (one pass over the shots, as
+        RTM makes: the memory of one group at a time).
+        """
+        peak = float(np.abs(traces).max())     # linear: run on unit-size traces (see modelled)
+        image = np.zeros_like(self.velocity)
+        if peak > 0:
+            cot = {"traces": np.asarray(traces, dtype=np.float64) / peak}
+            image = self._op(k).vjp(cot, checkpoint=self.checkpoint)["scatter"] * peak
+        if not keep:
+            self._ops.pop(k).close()
+        return image
 
     def migrate(self, traces: np.ndarray) -> np.ndarray:
         """``J^T d``: the RTM image ``[z, x]`` of traces ``[shot, receiver, nt]``, summed over shots."""
@@ -86,8 +113,9 @@ class BornShots:
 
     def close(self) -> None:
         """Free the operators' memory."""
-        for op in self._ops:
+        for op in self._ops.values():
             op.close()
+        self._ops.clear()
 
 
 def laplacian(image: np.ndarray, spacing: float) -> np.ndarray:
@@ -103,6 +131,12 @@ def process(image: np.ndarray, spacing: float, *, illumination: np.ndarray | Non
             epsilon: float = 1e-3, filter_laplacian: bool = True, mute_rows: int = 0
             ) -> np.ndarray:
     """The displayed RTM image: compensated, filtered, muted, scaled to peak 1.
+
+    ``J^T d`` approximates ``J^T J dc``, a band-limited copy of the velocity perturbation
+    that made the data: a thin layer faster than the background images positive at its
+    depth (tested). A sharp interface images as the band-limited step, with lobes of
+    both signs around it (in 2D the imaging condition also rotates the phase against
+    the reflectivity series), so compare structure, not polarity, with a reflectivity.
 
     Args:
         image: the raw migrated image ``J^T d`` ``[z, x]``.
@@ -153,12 +187,14 @@ class LsrtmResult:
             ``residual`` (``|d - J m| / |d|``), ``seconds`` and the caller's metrics.
         wall_seconds: time spent in this session.
         iterations_this_session: CG iterations computed (not read back) in this session.
+        stop_reason: why it stopped (the iteration count, or convergence).
     """
 
     image: np.ndarray
     history: list[dict[str, float]] = field(default_factory=list)
     wall_seconds: float = 0.0
     iterations_this_session: int = 0
+    stop_reason: str = ""
 
 
 class LeastSquaresMigration:
@@ -214,7 +250,7 @@ class LeastSquaresMigration:
         done = 0
         if loaded is None:
             m = np.zeros_like(self.shots.velocity)
-            r = d.copy()
+            r = d.astype(np.float64)
             s = self.shots.migrate(r)
             p = s.copy()
             gamma = float(np.vdot(s, s))
@@ -228,11 +264,19 @@ class LeastSquaresMigration:
             m, r, s, p = state["m"], state["r"], state["s"], state["p"]
             gamma = float(state["gamma"])
         it = len(history) - 1
-        while it < iterations and gamma > 0:
+        stop = f"{iterations} iterations"
+        while it < iterations:
+            if gamma == 0:
+                stop = "the migrated residual is zero (converged)"
+                break
             t0 = time.perf_counter()
             q = self.shots.modelled(p)
             qq = float(np.vdot(q, q))
-            if qq == 0 or not math.isfinite(qq):
+            if not math.isfinite(qq):
+                raise FloatingPointError(f"LSRTM iteration {it + 1}: the Born traces of the CG "
+                                         "direction are not finite")
+            if qq == 0:
+                stop = "the Born traces of the CG direction are zero (nothing left to fit)"
                 break
             alpha = gamma / qq
             m = m + alpha * p
@@ -254,4 +298,6 @@ class LeastSquaresMigration:
                                 if k not in ("iteration", "residual", "seconds"))
                 echo(f"LSRTM iteration {it}/{iterations}: residual {entry['residual']:.4f}{extra} "
                      f"({entry['seconds']:.1f} s)")
-        return LsrtmResult(m, history, time.perf_counter() - start, done)
+        if echo is not None and stop != f"{iterations} iterations":
+            echo(f"LSRTM stopped after {it} iterations: {stop}")
+        return LsrtmResult(m, history, time.perf_counter() - start, done, stop)

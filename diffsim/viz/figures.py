@@ -119,7 +119,8 @@ def gradient_figure(path: pathlib.Path, gradient: np.ndarray, spacing: float, *,
 
 
 def image_figure(path: pathlib.Path, panels: Sequence[tuple[str, np.ndarray, str]],
-                 spacing: float, *, title: str = "", clip: float = 99.0) -> None:
+                 spacing: float, *, title: str = "", clip: float = 99.0,
+                 clip_from_row: int = 0) -> None:
     """Images stacked, each on its own symmetric grey scale, axes in km (RTM and reflectivity).
 
     Args:
@@ -128,6 +129,8 @@ def image_figure(path: pathlib.Path, panels: Sequence[tuple[str, np.ndarray, str
         spacing: m.
         title: the figure's title.
         clip: each panel's scale is clipped at this percentile of its absolute values.
+        clip_from_row: the percentile is taken over rows from this one down (leave out a
+            muted water layer and the strong water-bottom reflection).
     """
     plt = pyplot()
     nz, nx = panels[0][1].shape
@@ -136,7 +139,8 @@ def image_figure(path: pathlib.Path, panels: Sequence[tuple[str, np.ndarray, str
                              figsize=(8, 0.6 + len(panels) * (8 * aspect + 0.6)))
     for k, (name, image, label) in enumerate(panels):
         ax = axes[k, 0]
-        lim = float(np.percentile(np.abs(image), clip)) or float(np.abs(image).max()) or 1.0
+        part = np.abs(image[clip_from_row:]) if clip_from_row < image.shape[0] else np.abs(image)
+        lim = float(np.percentile(part, clip)) or float(np.abs(image).max()) or 1.0
         im = ax.imshow(image, extent=_extent_km(image.shape, spacing), cmap="gray", vmin=-lim,
                        vmax=lim, aspect="equal")
         ax.set_title(name)
