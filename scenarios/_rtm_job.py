@@ -20,6 +20,7 @@ from diffsim.fwi import SerialShots, ShotData, illumination, surface_acquisition
 from diffsim.fwi.imaging import (
     BornShots,
     LeastSquaresMigration,
+    agc,
     correlation,
     process,
     reflectivity,
@@ -169,8 +170,12 @@ def _rtm(scenario: RtmScenario, options: RunOptions, born: BornShots, data: Shot
     corr = correlation(image[fixed + 5:], r_true[fixed + 5:])
     steps = ("illumination-compensated, " if scenario.compensate else "") + (
         "Laplacian-filtered" if scenario.laplacian else "unfiltered")
+    window = int(round(scenario.agc_window / h))
+    shown = agc(image, window) if window > 1 else image
+    if window > 1:
+        steps += f", AGC over {scenario.agc_window:g} m"
     figures.image_figure(out / "rtm.png", [
-        (f"RTM image ({steps}, water muted)", image, "normalised"),
+        (f"RTM image ({steps})", shown, "normalised"),
         ("true normal-incidence reflectivity", r_true, "reflection coefficient")], h,
         title=f"{scenario.model}: {scenario.shots} shots, {scenario.peak_frequency:g} Hz Ricker",
         clip=98.0, clip_from_row=fixed + 5)

@@ -49,6 +49,8 @@ class RtmScenario(Scenario):
         compensate: divide the RTM image by the source illumination (``rtm``).
         laplacian: apply the Laplacian filter to the RTM image (``rtm``).
         epsilon: stabilisation of the compensation, relative to the peak illumination.
+        agc_window: the figure shows the image with automatic gain control over this many
+            metres (0: none); ``image.npy`` is not gained.
         batch: shots per batched operator (0: all at once).
     """
 
@@ -75,6 +77,7 @@ class RtmScenario(Scenario):
     compensate: bool = True
     laplacian: bool = True
     epsilon: float = 1e-3
+    agc_window: float = 500.0
     batch: int = 4
 
     def check(self) -> None:
@@ -90,7 +93,7 @@ class RtmScenario(Scenario):
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
         if self.order not in (2, 4, 6, 8):
             raise ValueError(f"order={self.order} is not supported; choose 2, 4, 6 or 8")
-        for name in ("dt", "background_smoothing", "water_depth"):
+        for name in ("dt", "background_smoothing", "water_depth", "agc_window"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be 0 or more")
         for name in ("iterations", "pml_width", "batch"):

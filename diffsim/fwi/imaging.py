@@ -31,8 +31,8 @@ from diffsim.checkpoint import Schedule
 from diffsim.fwi.data import ShotData
 from diffsim.io import atomic_write, read_json, write_json
 
-__all__ = ["BornShots", "LeastSquaresMigration", "LsrtmResult", "laplacian", "process",
-           "reflectivity", "shot_groups"]
+__all__ = ["BornShots", "LeastSquaresMigration", "LsrtmResult", "agc", "correlation",
+           "laplacian", "process", "reflectivity", "shot_groups"]
 
 
 def shot_groups(shots: int, batch: int) -> list[list[int]]:
@@ -156,6 +156,21 @@ def process(image: np.ndarray, spacing: float, *, illumination: np.ndarray | Non
     out[:mute_rows] = 0.0
     peak = float(np.abs(out).max())
     return out / peak if peak > 0 else out
+
+
+def agc(image: np.ndarray, window: int) -> np.ndarray:
+    """Automatic gain control for display: ``image`` over its RMS in a ``window``-cell square.
+
+    Deep reflectors, weak after spreading and transmission losses, show as clearly as
+    shallow ones; amplitudes lose their meaning (use it for figures only).
+    """
+    from scipy import ndimage
+
+    img = np.asarray(image, dtype=np.float64)
+    if window <= 1:
+        return img.copy()
+    rms = np.sqrt(ndimage.uniform_filter(img * img, size=window, mode="nearest"))
+    return img / (rms + 1e-3 * float(rms.max()) + 1e-300)
 
 
 def reflectivity(velocity: np.ndarray, density: np.ndarray | None = None) -> np.ndarray:
