@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from diffsim.fwi import SerialShots, ShotData, Stage, acoustic_simulation, surface_acquisition
+from diffsim.fwi import SerialShots, Stage, acoustic_simulation
 from diffsim.fwi.imaging import correlation
 from diffsim.fwi.joint import JointInversion, Parameter
 from diffsim.io import RunOptions, write_json, write_npy
-from diffsim.scenarios._fwi_job import _check_out
+from diffsim.scenarios._fwi_job import _check_out, surface_experiment
 
 if TYPE_CHECKING:
     from diffsim.scenarios.fwi import DensityFwiScenario
@@ -30,7 +30,6 @@ def run_density_scenario(scenario: DensityFwiScenario, options: RunOptions) -> d
     ``summary.json`` (with the crosstalk measures: how much of each parameter's update
     correlates with the other parameter's true perturbation).
     """
-    from diffsim.acoustic import max_stable_dt, ricker
     from diffsim.models import smooth
     from diffsim.viz import figures
 
@@ -47,20 +46,9 @@ def run_density_scenario(scenario: DensityFwiScenario, options: RunOptions) -> d
     rho0 = np.clip(smooth(rho_true, sigma, fixed_rows=fixed), scenario.density_min,
                    scenario.density_max)
     vmax = max(scenario.vmax, float(v_true.max()))
-    limit = max_stable_dt(vmax, (h, h), scenario.order, density=True)
-    dt = scenario.dt or float(np.floor(0.8 * limit * 1e6) / 1e6)
-    if dt > limit:
-        raise ValueError(f"dt={dt:g} s exceeds the stability (CFL) limit {limit:.6g} s of the "
-                         f"variable-density scheme for velocities up to {vmax:g} m/s at {h:g} m "
-                         f"and order {scenario.order}; set dt <= {limit:.6g} s, or dt = 0")
-    nt = int(round(scenario.duration / dt)) + 1
-    src, rec = surface_acquisition(v_true.shape, h, scenario.shots, scenario.receivers,
-                                   source_depth=scenario.source_depth,
-                                   receiver_depth=scenario.receiver_depth)
-    data = ShotData(h, dt, ricker(scenario.peak_frequency, dt, nt), src, rec,
-                    np.zeros((scenario.shots, scenario.receivers, nt)), order=scenario.order,
-                    pml_width=scenario.pml_width, free_surface=scenario.free_surface,
-                    pml_velocity=vmax, pml_frequency=scenario.peak_frequency)
+    data = surface_experiment(scenario, v_true.shape, h, vmax, density=True,
+                              free_surface=scenario.free_surface)
+    dt, nt, src, rec = data.dt, data.wavelet.size, data.sources, data.receivers
     factory = functools.partial(acoustic_simulation, density=rho0)
     shots = SerialShots(batch=scenario.batch, checkpoint=options.checkpoint, simulation=factory)
     shots.check(v0, data)

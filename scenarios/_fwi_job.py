@@ -7,7 +7,7 @@ import pathlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from diffsim.fwi.evaluators import Evaluator
 from diffsim.io import RunOptions, read_json, write_json, write_npy
 
 if TYPE_CHECKING:
+    from diffsim.scenarios._base import Scenario
     from diffsim.scenarios.fwi import FwiScenario
 
 # -- the job behind `diffsim run <fwi scenario>` -------------------------------------------------
@@ -133,6 +134,75 @@ def _clear_failed_start(out: pathlib.Path) -> bool:
     return found
 
 
+class SurfaceSurvey(Protocol):
+    """The scenario fields of a surface acquisition (FWI and RTM scenarios have them)."""
+
+    @property
+    def dt(self) -> float: ...
+    @property
+    def duration(self) -> float: ...
+    @property
+    def order(self) -> int: ...
+    @property
+    def shots(self) -> int: ...
+    @property
+    def receivers(self) -> int: ...
+    @property
+    def source_depth(self) -> float: ...
+    @property
+    def receiver_depth(self) -> float: ...
+    @property
+    def peak_frequency(self) -> float: ...
+    @property
+    def pml_width(self) -> int: ...
+
+
+def surface_experiment(scenario: SurfaceSurvey, shape: tuple[int, int], spacing: float,
+                       vmax: float, *, density: bool = False, free_surface: bool = False
+                       ) -> ShotData:
+    """The experiment of a scenario: time step, surface shots and receivers, Ricker wavelet.
+
+    ``dt`` is the scenario's, or 80 % of the stability limit at ``vmax`` (rounded down to
+    a microsecond); a ``dt`` above the limit (of the variable-density scheme with
+    ``density``) is refused with the limit in the message. The PML is tuned to ``vmax``
+    and the peak frequency, so every simulation of the run has the same one. The
+    observed traces are zeros, to be filled.
+    """
+    from diffsim.acoustic import max_stable_dt, ricker
+
+    limit = max_stable_dt(vmax, (spacing, spacing), scenario.order, density=density)
+    dt = scenario.dt or float(np.floor(0.8 * limit * 1e6) / 1e6)
+    if dt > limit:
+        scheme = " of the variable-density scheme" if density else ""
+        raise ValueError(f"dt={dt:g} s exceeds the stability (CFL) limit {limit:.6g} s{scheme} "
+                         f"for velocities up to {vmax:g} m/s at {spacing:g} m and order "
+                         f"{scenario.order}; set dt <= {limit:.6g} s, or dt = 0 to have it "
+                         "chosen")
+    nt = int(round(scenario.duration / dt)) + 1
+    src, rec = surface_acquisition(shape, spacing, scenario.shots, scenario.receivers,
+                                   source_depth=scenario.source_depth,
+                                   receiver_depth=scenario.receiver_depth)
+    return ShotData(spacing, dt, ricker(scenario.peak_frequency, dt, nt), src, rec,
+                    np.zeros((scenario.shots, scenario.receivers, nt)), order=scenario.order,
+                    pml_width=scenario.pml_width, free_surface=free_surface,
+                    pml_velocity=vmax, pml_frequency=scenario.peak_frequency)
+
+
+def check_same_scenario(scenario: Scenario, saved: pathlib.Path) -> None:
+    """``--resume`` continues the run in ``saved`` only with the same settings (iterations aside)."""
+    import tomllib
+
+    # both sides as the current version writes them (fields that do not apply dropped)
+    before = type(scenario).from_dict(tomllib.loads(saved.read_text(encoding="utf-8"))).as_dict()
+    now = scenario.as_dict()
+    differ = sorted(k for k in set(before) | set(now)
+                    if k != "iterations" and before.get(k) != now.get(k))
+    if differ:
+        raise ValueError(f"--resume: the scenario differs from the one in {saved} in "
+                         f"{', '.join(differ)}; resume with the same settings or choose "
+                         "another --out")
+
+
 def _check_out(scenario: FwiScenario, out: pathlib.Path, resume: bool) -> None:
     """Refuse to mix runs: a folder holding a run needs --resume, with the same scenario.
 
@@ -148,17 +218,7 @@ def _check_out(scenario: FwiScenario, out: pathlib.Path, resume: bool) -> None:
         raise ValueError(f"{out} already holds a run; pass --resume to continue it, or choose "
                          "another --out (or delete the folder) to start afresh")
     if resume and saved.is_file():
-        import tomllib
-
-        # both sides as the current version writes them (fields that do not apply dropped)
-        before = type(scenario).from_dict(tomllib.loads(saved.read_text(encoding="utf-8"))).as_dict()
-        now = scenario.as_dict()
-        differ = sorted(k for k in set(before) | set(now)
-                        if k != "iterations" and before.get(k) != now.get(k))
-        if differ:
-            raise ValueError(f"--resume: the scenario differs from the one in {saved} in "
-                             f"{', '.join(differ)}; resume with the same settings or choose "
-                             "another --out")
+        check_same_scenario(scenario, saved)
 
 
 def run_scenario(scenario: FwiScenario, options: RunOptions) -> dict[str, object]:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import math
 import pathlib
 import time
-import tomllib
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from diffsim.checkpoint import parse_schedule
-from diffsim.fwi import SerialShots, ShotData, illumination, surface_acquisition
+from diffsim.fwi import SerialShots, ShotData, illumination
 from diffsim.fwi.imaging import (
     BornShots,
     LeastSquaresMigration,
@@ -26,6 +25,7 @@ from diffsim.fwi.imaging import (
     reflectivity,
 )
 from diffsim.io import RunOptions, write_json, write_npy
+from diffsim.scenarios._fwi_job import check_same_scenario, surface_experiment
 
 if TYPE_CHECKING:
     from diffsim.scenarios.rtm import RtmScenario
@@ -45,14 +45,7 @@ def _check_out(scenario: RtmScenario, out: pathlib.Path, resume: bool) -> None:
             raise ValueError(f"{out} already holds a run; pass --resume to continue it, or "
                              "choose another --out (or delete the folder) to start afresh")
         return
-    before = type(scenario).from_dict(tomllib.loads(saved.read_text(encoding="utf-8"))).as_dict()
-    now = scenario.as_dict()
-    differ = sorted(k for k in set(before) | set(now)
-                    if k != "iterations" and before.get(k) != now.get(k))
-    if differ:
-        raise ValueError(f"--resume: the scenario differs from the one in {saved} in "
-                         f"{', '.join(differ)}; resume with the same settings or choose another "
-                         "--out")
+    check_same_scenario(scenario, saved)
 
 
 def run_rtm(scenario: RtmScenario, options: RunOptions) -> dict[str, object]:
@@ -64,7 +57,6 @@ def run_rtm(scenario: RtmScenario, options: RunOptions) -> dict[str, object]:
     ``lsrtm_state.npz``, ``lsrtm_history.json``, ``image.npy`` (m/s), ``lsrtm.png`` and
     ``loss.png``; and ``summary.json``.
     """
-    from diffsim.acoustic import max_stable_dt, ricker
     from diffsim.models import smooth
 
     start = time.perf_counter()
@@ -75,21 +67,8 @@ def run_rtm(scenario: RtmScenario, options: RunOptions) -> dict[str, object]:
     truth, h = scenario.true_model(options.data)
     fixed = int(math.ceil(scenario.water_depth / h - 1e-9))
     background = smooth(truth, scenario.background_smoothing / h, fixed_rows=fixed)
-    vmax = float(truth.max())
-    limit = max_stable_dt(vmax, (h, h), scenario.order)
-    dt = scenario.dt or float(np.floor(0.8 * limit * 1e6) / 1e6)
-    if dt > limit:
-        raise ValueError(f"dt={dt:g} s exceeds the stability (CFL) limit {limit:.6g} s for the "
-                         f"model's {vmax:g} m/s at {h:g} m and order {scenario.order}; set dt <= "
-                         f"{limit:.6g} s, or dt = 0 to have it chosen")
-    nt = int(round(scenario.duration / dt)) + 1
-    src, rec = surface_acquisition(truth.shape, h, scenario.shots, scenario.receivers,
-                                   source_depth=scenario.source_depth,
-                                   receiver_depth=scenario.receiver_depth)
-    data = ShotData(h, dt, ricker(scenario.peak_frequency, dt, nt), src, rec,
-                    np.zeros((scenario.shots, scenario.receivers, nt)), order=scenario.order,
-                    pml_width=scenario.pml_width, pml_velocity=vmax,
-                    pml_frequency=scenario.peak_frequency)
+    data = surface_experiment(scenario, truth.shape, h, float(truth.max()))
+    dt, nt = data.dt, data.wavelet.size
     checkpoint = parse_schedule(options.checkpoint) if options.checkpoint else None
     _check_out(scenario, out, options.resume)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from wave_truth import smooth_field
 
 from diffsim import Binomial, StoreAll, Uniform, rollout
 from diffsim.gradcheck import dot_product_test, fd_sweep, taylor_test
 from diffsim.wave import AcousticStepper, FieldAcousticStepper, ricker, stepper_misfit_gradient
-
-
-def smooth_field(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    field = rng.normal(size=shape)
-    kernel = np.array([0.25, 0.5, 0.25])
-    for axis in range(len(shape)):
-        field = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="same"), axis, field)
-    return field
 
 
 def problem(ndim: int = 2, **options):

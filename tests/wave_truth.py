@@ -29,3 +29,13 @@ def green_3d(wavelet: np.ndarray, dt: float, distance: float, velocity: float) -
     times = np.arange(wavelet.size) * dt
     delayed = np.interp(times - distance / velocity, times, wavelet, left=0.0, right=0.0)
     return delayed / (4.0 * np.pi * velocity**2 * distance)
+
+
+def smooth_field(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """A smooth random field (normal noise filtered by [1/4, 1/2, 1/4] along each axis)."""
+    rng = np.random.default_rng(seed)
+    field = rng.normal(size=shape)
+    kernel = np.array([0.25, 0.5, 0.25])
+    for axis in range(len(shape)):
+        field = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="same"), axis, field)
+    return field

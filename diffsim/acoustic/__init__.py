@@ -26,8 +26,8 @@ from diffsim.acoustic.api import Simulation as Simulation
 from diffsim.acoustic.api import misfit_gradient as misfit_gradient
 from diffsim.acoustic.api import simulate as simulate
 from diffsim.acoustic.api import stepper_misfit_gradient as stepper_misfit_gradient
-from diffsim.acoustic.born import Born as Born
-from diffsim.acoustic.born import born as born
+from diffsim.acoustic.scattering import Born as Born
+from diffsim.acoustic.scattering import born as born
 from diffsim.acoustic.boundaries import CPML as CPML
 from diffsim.acoustic.boundaries import SPONGE_EDGE as SPONGE_EDGE
 from diffsim.acoustic.boundaries import Sponge as Sponge

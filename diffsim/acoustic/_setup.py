@@ -519,12 +519,15 @@ def _check_cfl(dt: float, max_velocity: float, spacing: tuple[float, ...], order
 
 
 def _check_velocity(vel: np.ndarray) -> None:
-    if not np.all(np.isfinite(vel)):
-        bad = np.argwhere(~np.isfinite(vel))[0]
-        raise ValueError(f"velocity is not finite at index {tuple(int(i) for i in bad)}")
-    if np.any(vel <= 0):
-        bad = np.unravel_index(int(np.argmin(vel)), vel.shape)
-        raise ValueError(f"velocity must be > 0 m/s; found {float(vel[bad])!r} at index "
+    check_positive_model("velocity", vel, "m/s")
+
+
+def check_positive_model(name: str, arr: np.ndarray, unit: str) -> None:
+    """Raise ``ValueError`` naming the first index where ``arr`` is not finite or not > 0."""
+    if not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(f"{name} is not finite at index {tuple(int(i) for i in bad)}")
+    if np.any(arr <= 0):
+        bad = np.unravel_index(int(np.argmin(arr)), arr.shape)
+        raise ValueError(f"{name} must be > 0 {unit}; found {float(arr[bad])!r} at index "
                          f"{tuple(int(i) for i in bad)}")
-
-

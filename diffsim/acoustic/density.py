@@ -24,7 +24,13 @@ from numpy.typing import ArrayLike
 from diffsim._runtime import ensure_init, np_real
 from diffsim._tape import Stepper
 from diffsim._validate import as_array
-from diffsim.acoustic._setup import FD_COEFFICIENTS, STAGGERED, Options, _AcousticSetup
+from diffsim.acoustic._setup import (
+    FD_COEFFICIENTS,
+    STAGGERED,
+    Options,
+    _AcousticSetup,
+    check_positive_model,
+)
 from diffsim.acoustic.boundaries import CPML
 from diffsim.kernels.acoustic import cells as K
 
@@ -40,13 +46,7 @@ def check_density(density: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
     if rho.shape != tuple(shape):
         raise ValueError(f"density has shape {rho.shape}; it must match the velocity model "
                          f"{tuple(shape)} (kg/m^3 on the same grid)")
-    if not np.all(np.isfinite(rho)):
-        bad = np.argwhere(~np.isfinite(rho))[0]
-        raise ValueError(f"density is not finite at index {tuple(int(i) for i in bad)}")
-    if np.any(rho <= 0):
-        bad = np.unravel_index(int(np.argmin(rho)), rho.shape)
-        raise ValueError(f"density must be > 0 kg/m^3; found {float(rho[bad])!r} at index "
-                         f"{tuple(int(i) for i in bad)}")
+    check_positive_model("density", rho, "kg/m^3")
     if float(rho.max()) < 100.0:
         warnings.warn(f"density peaks at {float(rho.max()):.4g}: diffsim takes kg/m^3 (water "
                       "1000, rock 2000-3000); values like 2.2 are g/cm^3, multiply by 1000",
