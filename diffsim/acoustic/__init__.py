@@ -26,13 +26,13 @@ from diffsim.acoustic.api import Simulation as Simulation
 from diffsim.acoustic.api import misfit_gradient as misfit_gradient
 from diffsim.acoustic.api import simulate as simulate
 from diffsim.acoustic.api import stepper_misfit_gradient as stepper_misfit_gradient
-from diffsim.acoustic.scattering import Born as Born
-from diffsim.acoustic.scattering import born as born
 from diffsim.acoustic.boundaries import CPML as CPML
 from diffsim.acoustic.boundaries import SPONGE_EDGE as SPONGE_EDGE
 from diffsim.acoustic.boundaries import Sponge as Sponge
 from diffsim.acoustic.density import DensityStepper as DensityStepper
 from diffsim.acoustic.fields import FieldAcousticStepper as FieldAcousticStepper
+from diffsim.acoustic.scattering import Born as Born
+from diffsim.acoustic.scattering import born as born
 from diffsim.acoustic.stepper import ENGINES as ENGINES
 from diffsim.acoustic.stepper import AcousticStepper as AcousticStepper
 
