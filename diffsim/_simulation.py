@@ -152,6 +152,15 @@ class Simulation(abc.ABC):
                                              d.reshape(grads[name].shape))
         return grads
 
+    def _resolve_wrt(self, wrt: Sequence[str] | None) -> tuple[str, ...]:
+        """``wrt`` checked: first by :meth:`_check_wrt` (physics-specific hints), then by name."""
+        if wrt is not None:
+            self._check_wrt((wrt,) if isinstance(wrt, str) else tuple(wrt))
+        names = _wrt(wrt, self.parameter_names, self.default_wrt)
+        if wrt is None:
+            self._check_wrt(names)
+        return names
+
     def _check_wrt(self, wrt: tuple[str, ...]) -> None:  # noqa: B027
         """Hook: reject names that this instance cannot differentiate (default: none)."""
 
@@ -229,8 +238,7 @@ class Simulation(abc.ABC):
         Returns:
             Per name in ``wrt``, a float64 array shaped like the parameter.
         """
-        names = _wrt(wrt, self.parameter_names, self.default_wrt)
-        self._check_wrt(names)
+        names = self._resolve_wrt(wrt)
         cot = check_cotangents(cotangents, self.output_shapes())
         stepper = self._stepper()
         tape = Tape(stepper, checkpoint=checkpoint, store=store)
@@ -258,8 +266,7 @@ class Simulation(abc.ABC):
         if not callable(loss):
             raise TypeError(f"loss must be a diffsim.losses loss or a callable outputs -> "
                             f"(value, cotangents); got {type(loss).__name__}")
-        names = _wrt(wrt, self.parameter_names, self.default_wrt)
-        self._check_wrt(names)
+        names = self._resolve_wrt(wrt)
         bind = getattr(loss, "bind", None)
         if bind is not None:
             bind(self)

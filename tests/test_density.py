@@ -34,8 +34,12 @@ def problem(ndim: int = 2, **options):
     return velocity, density, args, kwargs, observed
 
 
-CASES = [dict(order=4, pml_width=4), dict(order=8, pml_width=3, free_surface=True),
-         dict(order=2, boundary="sponge", pml_width=5), dict(order=6, pml_width=(3, 4, 5, 2))]
+# order 4 runs by default; the others are slow-marked (each order and boundary compiles
+# its own cell kernels: a cold run pays for every one)
+CASES = [dict(order=4, pml_width=4),
+         pytest.param(dict(order=8, pml_width=3, free_surface=True), marks=pytest.mark.slow),
+         pytest.param(dict(order=2, boundary="sponge", pml_width=5), marks=pytest.mark.slow),
+         pytest.param(dict(order=6, pml_width=(3, 4, 5, 2)), marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("options", CASES, ids=repr)
@@ -60,6 +64,7 @@ def test_density_and_velocity_gradients_fd_and_taylor(options) -> None:
         sim.update(**{name: x0})
 
 
+@pytest.mark.slow   # a 3D compile
 def test_density_gradient_single_cells_and_3d() -> None:
     vel, rho, args, kwargs, observed = problem()
     res = acoustic.misfit_gradient(vel, *args, observed, density=rho, checkpoint=StoreAll(),
@@ -92,7 +97,7 @@ def test_density_gradient_single_cells_and_3d() -> None:
 
 @pytest.mark.parametrize("schedule", [Uniform(every=7), Binomial(slots=3)], ids=repr)
 def test_density_checkpoints_equal_store_all_bitwise(schedule) -> None:
-    vel, rho, args, kwargs, observed = problem(order=8, pml_width=3, free_surface=True)
+    vel, rho, args, kwargs, observed = problem(order=4, pml_width=3, free_surface=True)
     sim = acoustic.Simulation(vel, *args, density=rho, **kwargs)
     wrt = ("velocity", "density", "wavelet")
     ref = sim.value_and_grad(L2(observed), wrt=wrt, checkpoint=StoreAll())
@@ -124,6 +129,7 @@ def test_impedance_parametrisation_gradient() -> None:
     assert np.allclose(sim.parameters()["impedance"], z0)
 
 
+@pytest.mark.slow   # compiles the arena engine at orders 2 and 8
 def test_constant_density_reduces_to_the_constant_density_engine() -> None:
     shape = (40, 44)
     vel = 2000.0 + 200.0 * smooth(shape, 3)
@@ -141,7 +147,7 @@ def test_constant_density_reduces_to_the_constant_density_engine() -> None:
     assert np.max(np.abs(got - ref)) < 5e-3 * np.max(np.abs(ref))
 
 
-@pytest.mark.parametrize("rho2", [2500.0, 400.0])
+@pytest.mark.parametrize("rho2", [2500.0, pytest.param(400.0, marks=pytest.mark.slow)])
 def test_normal_incidence_reflection_coefficient(rho2: float) -> None:
     # A plane wave (a line of sources across the grid) meets a flat density contrast
     # (same velocity); the receiver between them sees the direct wave, then R times it.
@@ -164,10 +170,11 @@ def test_normal_incidence_reflection_coefficient(rho2: float) -> None:
     assert abs(ratio - r) < 0.01 * abs(r) + 1e-3, (ratio, r)
 
 
-@pytest.mark.parametrize("density", [False, True])
+@pytest.mark.parametrize("density", [pytest.param(False, marks=pytest.mark.slow), True])
 @pytest.mark.parametrize("options", [dict(order=4, pml_width=5),
-                                     dict(order=2, boundary="sponge", pml_width=5,
-                                          free_surface=True)], ids=repr)
+                                     pytest.param(dict(order=2, boundary="sponge", pml_width=5,
+                                                       free_surface=True),
+                                                  marks=pytest.mark.slow)], ids=repr)
 def test_born_dot_product_and_linearisation(density: bool, options) -> None:
     vel, rho, args, kwargs, _ = problem(**options)
     rho_arg = rho if density else None
@@ -230,10 +237,11 @@ def test_density_errors_name_the_value_and_the_fix() -> None:
         acoustic.simulate(vel, 10.0, 0.01, *args[2:], density=rho, **kwargs)
 
 
-@pytest.mark.parametrize("ndim,options", [(2, dict(order=4, pml_width=3)),
-                                          (2, dict(order=8, pml_width=3, free_surface=True)),
-                                          (2, dict(order=2, boundary="sponge", pml_width=4)),
-                                          (3, dict(order=4, pml_width=2))], ids=repr)
+@pytest.mark.parametrize("ndim,options", [
+    (2, dict(order=4, pml_width=3)),
+    pytest.param(2, dict(order=8, pml_width=3, free_surface=True), marks=pytest.mark.slow),
+    pytest.param(2, dict(order=2, boundary="sponge", pml_width=4), marks=pytest.mark.slow),
+    pytest.param(3, dict(order=4, pml_width=2), marks=pytest.mark.slow)], ids=repr)
 def test_hand_adjoint_step_matches_taichi_autodiff(ndim: int, options) -> None:
     # One step's reverse (hand-written gathers) against Taichi's autodiff of the same two
     # forward kernels, for random cotangents on everything the step writes.

@@ -61,6 +61,7 @@ def test_image_processing_helpers() -> None:
     assert shot_groups(5, 2) == [[0, 1], [2, 3], [4]] and shot_groups(3, 0) == [[0, 1, 2]]
 
 
+@pytest.mark.slow   # the dot-product test itself runs by default in test_density.py
 def test_migration_is_the_adjoint_of_born_modelling_over_shot_groups() -> None:
     _, background, data = small_experiment()
     rng = np.random.default_rng(1)
@@ -103,6 +104,7 @@ def test_rtm_images_a_thin_layer_and_lsrtm_resumes_bit_for_bit(tmp_path: pathlib
     np.testing.assert_array_equal(resumed.image, full.image)
 
 
+@pytest.mark.slow   # a fresh process compiling f32 kernels (50 s cold)
 def test_rtm_scenario_smoke_and_resume(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "rtm"
     res = cli("run", "rtm-marmousi2", "--smoke", "--quiet", "--out", str(out))
@@ -121,6 +123,7 @@ def test_rtm_scenario_smoke_and_resume(tmp_path: pathlib.Path) -> None:
     np.testing.assert_array_equal(np.load(out / "image.npy"), image)
 
 
+@pytest.mark.slow   # resumption is tested in-process by default (the thin-layer test)
 def test_lsrtm_scenario_kill_minus_9_then_resume(tmp_path: pathlib.Path) -> None:
     args = ["run", "lsrtm-marmousi2", "--smoke", "--quiet", "--iterations", "3"]
     full = cli(*args, "--out", str(tmp_path / "full"))

@@ -138,7 +138,10 @@ def test_errors_name_the_fix(acoustic) -> None:
         sim.vjp({"traces": np.full(shape, np.nan)})
     with pytest.raises(TypeError, match="cotangents must be a dict"):
         sim.vjp(np.zeros(shape))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="wrt contains 'density'; choose from velocity, wavelet"):
+    with pytest.raises(ValueError, match="wrt contains 'stiffness'; choose from velocity, wavelet"):
+        sim.vjp({"traces": np.zeros(shape)}, wrt=("stiffness",))
+    with pytest.raises(ValueError, match="wrt contains 'density' but this simulation has constant "
+                                         "density; pass density="):
         sim.vjp({"traces": np.zeros(shape)}, wrt=("density",))
     with pytest.raises(ValueError, match=r"cannot update \['density'\]; allowed: velocity, wavelet"):
         sim.update(density=1.0)

@@ -52,7 +52,7 @@ class Simulation(_Simulation):
         sim.update(velocity=v2)                          # nothing recompiles
     """
 
-    parameter_names = ("velocity", "density", "impedance", "wavelet")
+    parameter_names: tuple[str, ...] = ("velocity", "density", "impedance", "wavelet")
     default_wrt = ("velocity",)
     #: The second model parameter: ``"density"`` or ``"impedance"`` (None: constant density).
     second: str | None = None
@@ -105,6 +105,7 @@ class Simulation(_Simulation):
         self._wavelet = np.array(wavelet, dtype=np.float64)
         if density is not None:
             self.second = "impedance" if parametrisation == "velocity-impedance" else "density"
+        self.parameter_names = tuple(self._names())
 
     def _check_wrt(self, wrt: tuple[str, ...]) -> None:
         for name in ("density", "impedance"):
