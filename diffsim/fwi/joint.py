@@ -162,12 +162,15 @@ class JointInversion:
             data = self.data.stage(stage.cutoff)
             start = dict(models)
             ones = [1.0] * len(self.parameters)
-            _, _, _, g0 = self._evaluate(s, start, ones, data, np.zeros(len(ones) * w2.size))
-            # s_p^2 max|w^2 g_p| = step_p: the first step moves each parameter by its step
+            f0, _, _, g0 = self._evaluate(s, start, ones, data, np.zeros(len(ones) * w2.size))
+            # The optimiser sees f / sigma (sigma = f0: values near 1, so L-BFGS-B's
+            # relative-reduction test is not fooled by a loss in tiny physical units) and
+            # its first step -grad moves parameter p by s_p^2 max|w^2 g_p| / sigma = step_p.
+            sigma = f0 if f0 > 0 else 1.0
             scales = []
             for p in self.parameters:
                 reach = float(np.abs(w2 * g0[p.name]).max())
-                scales.append(math.sqrt(p.step / reach) if reach > 0 else 1.0)
+                scales.append(math.sqrt(p.step * sigma / reach) if reach > 0 else 1.0)
             norm = float(np.linalg.norm(data.observed))
 
             def objective(delta: np.ndarray, s: int = s, start: dict = start,
@@ -206,7 +209,7 @@ class JointInversion:
             result = minimize(objective, np.zeros(len(ones) * w.size), method=method,
                               iterations=stage.iterations, history=history,
                               bounds=(np.concatenate(lower), np.concatenate(upper)),
-                              metrics=metrics, describe=describe)
+                              scale=sigma, metrics=metrics, describe=describe)
             if stage.iterations > 0:
                 models = self._models(start, scales, result.x)
                 self._say(f"stage {s + 1} ended after {result.iterations} iterations: "
