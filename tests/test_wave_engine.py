@@ -106,7 +106,6 @@ def test_bad_engine_and_unknown_option() -> None:
         wave.simulate(**kwargs, colour="red")
 
 
-@pytest.mark.slow   # 22 s cold; batched shots also run in every FWI test
 def test_batched_gradient_is_the_sum_of_single_shot_gradients() -> None:
     """Shots run one after another inside a launch, each with its own kc gradient."""
     opts = dict(order=4, pml_width=5)
