@@ -10,6 +10,10 @@ Every evaluation (``δ``, loss, gradient) is stored atomically in the output fol
 resumed run replays SciPy's deterministic L-BFGS-B from the start and answers the
 evaluations it has already done from that store, so it reproduces the uninterrupted run
 bit for bit and only recomputes the evaluation that was cut off.
+
+Also here: :class:`JointInversion` (velocity and density together, per-parameter scaling
+and bounds; :mod:`diffsim.fwi.joint`) and reverse-time migration, least-squares RTM and
+image processing (:mod:`diffsim.fwi.imaging`).
 """
 
 from diffsim.fwi.data import ShotData as ShotData
@@ -24,7 +28,12 @@ from diffsim.fwi.evaluators import acoustic_simulation as acoustic_simulation
 from diffsim.fwi.evaluators import dask_evaluator as dask_evaluator
 from diffsim.fwi.evaluators import illumination as illumination
 from diffsim.fwi.evaluators import serial_evaluator as serial_evaluator
+from diffsim.fwi.imaging import BornShots as BornShots
+from diffsim.fwi.imaging import LeastSquaresMigration as LeastSquaresMigration
+from diffsim.fwi.joint import JointInversion as JointInversion
+from diffsim.fwi.joint import Parameter as Parameter
 
-__all__ = ["Inversion", "InversionResult", "SerialShots", "ShotData", "SimulationFactory", "Stage",
+__all__ = ["BornShots", "Inversion", "InversionResult", "JointInversion", "LeastSquaresMigration",
+           "Parameter", "SerialShots", "ShotData", "SimulationFactory", "Stage",
            "acoustic_simulation", "dask_evaluator", "illumination", "lowpass", "serial_evaluator",
            "surface_acquisition"]
