@@ -124,6 +124,13 @@ class _CellEngine(_AcousticSetup):
                  prv, cur, nxt, src, dst, first, self._c2, self._halo, staggered, self.sponge,
                  keep, born)
 
+    def _set_coefficients(self, c: np.ndarray, rho: np.ndarray) -> None:
+        """``KK = dt^2 rho c^2`` (zero on the frame) and the half-point buoyancies, padded grid."""
+        self.kk.from_numpy((self.dt**2 * rho * c * c * self._frame).astype(self._real))
+        inv = 1.0 / rho
+        buoy = np.stack([0.5 * (inv + _shift_up(inv, d)) for d in range(self.geometry.ndim)])
+        self.buoy.from_numpy(buoy.astype(self._real))
+
     def wavefield(self, t: int) -> np.ndarray:
         """The pressure at time level ``t`` on the model grid, ``[shot, *model shape]``.
 
@@ -187,11 +194,7 @@ class DensityStepper(_CellEngine, Stepper):
 
     # -- parameters ---------------------------------------------------------------------
     def _coefficients(self) -> None:
-        c, rho = self._velocity, self._density
-        self.kk.from_numpy((self.dt**2 * rho * c * c * self._frame).astype(self._real))
-        inv = 1.0 / rho
-        buoy = np.stack([0.5 * (inv + _shift_up(inv, d)) for d in range(self.geometry.ndim)])
-        self.buoy.from_numpy(buoy.astype(self._real))
+        self._set_coefficients(self._velocity, self._density)
 
     def set_param(self, name: str, value: ArrayLike) -> None:
         """Replace ``"velocity"`` or ``"density"`` (padded grid) or ``"wavelet"``; no recompilation."""

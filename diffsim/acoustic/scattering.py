@@ -28,7 +28,7 @@ from diffsim._tape import Stepper, TapeReport, ValueAndGrad
 from diffsim.acoustic._setup import ExtraOptions
 from diffsim.acoustic.api import Simulation
 from diffsim.acoustic.boundaries import Boundary, Width
-from diffsim.acoustic.density import _CellEngine, _shift_up, check_density
+from diffsim.acoustic.density import _CellEngine, check_density
 from diffsim.checkpoint import Schedule
 from diffsim.kernels.acoustic import cells as K
 from diffsim.stores import CheckpointStore
@@ -52,13 +52,8 @@ class _BornRunner(_CellEngine):
         self.dzeta = ti.ndarray(real, (2, d, s, *n))
         self.tot = ti.ndarray(real, (s, *n))
         self.dkk = ti.ndarray(real, n)
-        c = self._velocity
-        rho = np.ones_like(c) if density is None else self.pad(density)
-        self._rho = rho
-        self.kk.from_numpy((self.dt**2 * rho * c * c * self._frame).astype(self._real))
-        inv = 1.0 / rho
-        self.buoy.from_numpy(np.stack([0.5 * (inv + _shift_up(inv, k)) for k in range(d)])
-                             .astype(self._real))
+        self._rho = np.ones_like(self._velocity) if density is None else self.pad(density)
+        self._set_coefficients(self._velocity, self._rho)
         self.amp.from_numpy(self._amp.astype(self._real))
 
     def run(self, scatter: np.ndarray) -> np.ndarray:
