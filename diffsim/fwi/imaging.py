@@ -18,6 +18,7 @@ cross-correlation images carry above strong reflectors.
 from __future__ import annotations
 
 import io
+import json
 import math
 import pathlib
 import time
@@ -29,7 +30,7 @@ import numpy as np
 from diffsim.acoustic import Born
 from diffsim.checkpoint import Schedule
 from diffsim.fwi.data import ShotData
-from diffsim.io import atomic_write, read_json, write_json
+from diffsim.io import atomic_write, write_json
 
 __all__ = ["BornShots", "LeastSquaresMigration", "LsrtmResult", "agc", "correlation",
            "laplacian", "process", "reflectivity", "shot_groups"]
@@ -236,10 +237,14 @@ class LeastSquaresMigration:
         self.metrics = metrics
 
     def _save(self, state: dict[str, np.ndarray], history: list[dict[str, float]]) -> None:
+        """The CG state and its history in one atomic file (a kill leaves the old or the new).
+
+        ``lsrtm_history.json`` is a readable copy written after it.
+        """
         if self.folder is None:
             return
         buffer = io.BytesIO()
-        np.savez(buffer, allow_pickle=False, **state)
+        np.savez(buffer, allow_pickle=False, history=np.array(json.dumps(history)), **state)
         atomic_write(self.folder / self.STATE, lambda h: h.write(buffer.getvalue()), binary=True)
         write_json(self.folder / self.HISTORY, history)
 
@@ -249,12 +254,7 @@ class LeastSquaresMigration:
             return None
         with np.load(self.folder / self.STATE) as f:
             state: dict[str, np.ndarray] = {k: f[k] for k in f.files}
-        history = read_json(self.folder / self.HISTORY)
-        if int(state["iteration"]) != len(history) - 1:
-            raise ValueError(f"{self.folder}: {self.STATE} is at iteration "
-                             f"{int(state['iteration'])} but {self.HISTORY} has {len(history)} "
-                             "entries; the folder was changed by hand (delete both to restart)")
-        return state, history
+        return state, json.loads(str(state.pop("history")))
 
     def run(self, iterations: int, *, echo: Callable[[str], None] | None = None) -> LsrtmResult:
         """Run (or continue) CGLS up to ``iterations`` iterations in total."""
@@ -266,17 +266,15 @@ class LeastSquaresMigration:
         if loaded is None:
             m = np.zeros_like(self.shots.velocity)
             r = d.astype(np.float64)
-            s = self.shots.migrate(r)
-            p = s.copy()
-            gamma = float(np.vdot(s, s))
+            p = self.shots.migrate(r)
+            gamma = float(np.vdot(p, p))
             entry = {"iteration": 0, "residual": 1.0, "seconds": time.perf_counter() - start}
             entry.update(self.metrics(m) if self.metrics else {})
             history = [entry]
-            self._save(dict(m=m, r=r, s=s, p=p, gamma=np.array(gamma), iteration=np.array(0)),
-                       history)
+            self._save(dict(m=m, r=r, p=p, gamma=np.array(gamma)), history)
         else:
             state, history = loaded
-            m, r, s, p = state["m"], state["r"], state["s"], state["p"]
+            m, r, p = state["m"], state["r"], state["p"]
             gamma = float(state["gamma"])
         it = len(history) - 1
         stop = f"{iterations} iterations"
@@ -306,8 +304,7 @@ class LeastSquaresMigration:
                      "seconds": time.perf_counter() - t0}
             entry.update(self.metrics(m) if self.metrics else {})
             history.append(entry)
-            self._save(dict(m=m, r=r, s=s, p=p, gamma=np.array(gamma), iteration=np.array(it)),
-                       history)
+            self._save(dict(m=m, r=r, p=p, gamma=np.array(gamma)), history)
             if echo is not None:
                 extra = "".join(f", {k} {v:.4f}" for k, v in entry.items()
                                 if k not in ("iteration", "residual", "seconds"))
