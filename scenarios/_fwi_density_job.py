@@ -96,7 +96,7 @@ def run_density_scenario(scenario: DensityFwiScenario, options: RunOptions) -> d
         "density_update_vs_true_density_perturbation": correlation(drho, drho_true),
         "density_update_vs_true_velocity_perturbation": correlation(drho, dv_true),
         "true_perturbations_correlation": correlation(dv_true, drho_true),
-        "iterations": int(result.history[-1]["iteration"]) if result.history else 0,  # type: ignore[call-overload]
+        "iterations": max(len(result.history) - 1, 0),     # the history's entry 0 is the start
         "wall_seconds": result.wall_seconds, "gradients_this_session": result.evaluations,
         "resumed": bool(options.resume),
     }

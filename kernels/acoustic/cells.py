@@ -124,11 +124,13 @@ def memory(p: ti.types.ndarray(), psi: ti.types.ndarray(), flux: ti.types.ndarra
     """
     nd = ti.static(len(p.shape) - 2)
     for X in ti.grouped(ti.ndrange(*[p.shape[k + 1] for k in ti.static(range(nd + 1))])):
+        # whether the staggered stencil stays inside on every axis (checked once a cell)
+        inside = _inside(p, (cur,), X, ti.static(len(s1) - 1), ti.static(len(s1)))
         for d in ti.static(range(nd)):
             a = ah[d, X[d + 1]]
             if ti.static(staggered):
                 phi = 0.0
-                if _inside(p, (cur,), X, ti.static(len(s1) - 1), ti.static(len(s1))):
+                if inside:
                     phi = _dplus(p, (cur,), X, d, s1, True) * ih[d]
                 else:
                     phi = _dplus(p, (cur,), X, d, s1) * ih[d]
@@ -301,11 +303,12 @@ def adjoint_memory(p: ti.types.ndarray(), psi: ti.types.ndarray(), psig: ti.type
     """
     nd = ti.static(len(p.shape) - 2)
     for X in ti.grouped(ti.ndrange(*[p.shape[k + 1] for k in ti.static(range(nd + 1))])):
+        inside = _inside(p, (cur,), X, ti.static(len(s1) - 1), ti.static(len(s1)))
         for d in ti.static(range(nd)):
             # D-^T of qg at half point X: sum_k s_k (qg[X-k+1] - qg[X+k]); D+ of p.
             fg = 0.0
             phi = 0.0
-            if _inside(p, (cur,), X, ti.static(len(s1) - 1), ti.static(len(s1))):
+            if inside:
                 fg = _dminus_t(qg, (d,), X, d, s1, True) * ih[d]
                 phi = _dplus(p, (cur,), X, d, s1, True) * ih[d]
             else:
