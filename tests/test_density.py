@@ -78,7 +78,7 @@ def test_density_gradient_single_cells_and_3d() -> None:
     for cell in [(0, 0), (4, 5), (8, 9), (15, 17)]:    # PML corner, near a source, middle, edge
         e = np.zeros_like(rho)
         e[cell] = 1.0
-        sweep = fd_sweep(value, rho, e, res.density_gradient, steps=[1.0, 1e-1, 1e-2])
+        sweep = fd_sweep(value, rho, e, res.density_gradient, steps=[10.0, 3.0, 1.0])
         assert sweep.best_error < 1e-5, (cell, sweep.table())
     vel3, rho3, args3, kwargs3, observed3 = problem(3)
     sim = acoustic.Simulation(vel3, *args3, density=rho3, **kwargs3)
@@ -106,6 +106,35 @@ def test_density_checkpoints_equal_store_all_bitwise(schedule) -> None:
     for name in wrt:
         assert np.array_equal(got.grads[name], ref.grads[name]), name
     assert got.report.forward_steps == schedule.cost(sim.stepper.steps).forward_steps
+
+
+def test_serial_loops_equal_parallel_loops(monkeypatch) -> None:
+    # Small grids run whole ranges of steps per launch with serial loops; large ones on
+    # several threads one step per launch with parallel loops. Same traces; gradients and
+    # Born traces to rounding (two compilations); each mode bitwise across schedules.
+    from diffsim.acoustic import density as engine
+
+    vel, rho, args, kwargs, observed = problem(order=4, pml_width=3)
+    dc = 30.0 * smooth(vel.shape, 11)
+    runs = {}
+    for serial in (True, False):
+        monkeypatch.setattr(engine, "_serial_loops", lambda cells, limit=0, serial=serial: serial)
+        with acoustic.Simulation(vel, *args, density=rho, **kwargs) as sim:
+            assert sim.stepper.serial is serial
+            wrt = ("velocity", "density", "wavelet")
+            res = sim.value_and_grad(L2(observed), wrt=wrt, checkpoint=Uniform(every=7))
+            ref = sim.value_and_grad(L2(observed), wrt=wrt, checkpoint=StoreAll())
+            for name in wrt:
+                assert np.array_equal(res.grads[name], ref.grads[name]), (serial, name)
+            runs[serial] = (sim.simulate()["traces"], res,
+                            acoustic.born(vel, dc, *args, density=rho, **kwargs))
+    (t1, r1, b1), (t0, r0, b0) = runs[True], runs[False]
+    np.testing.assert_array_equal(t1, t0)
+    assert abs(r1.loss - r0.loss) <= 1e-14 * r0.loss
+    for name in r0.grads:
+        ref = r0.grads[name]
+        assert np.max(np.abs(r1.grads[name] - ref)) <= 1e-12 * np.abs(ref).max(), name
+    assert np.max(np.abs(b1 - b0)) <= 1e-12 * np.abs(b0).max()
 
 
 def test_impedance_parametrisation_gradient() -> None:
@@ -243,11 +272,13 @@ def test_density_errors_name_the_value_and_the_fix() -> None:
     pytest.param(2, dict(order=2, boundary="sponge", pml_width=4), marks=pytest.mark.slow),
     pytest.param(3, dict(order=4, pml_width=2), marks=pytest.mark.slow)], ids=repr)
 def test_hand_adjoint_step_matches_taichi_autodiff(ndim: int, options) -> None:
-    # One step's reverse (hand-written gathers) against Taichi's autodiff of the same two
-    # forward kernels, for random cotangents on everything the step writes.
+    # One step's reverse (hand-written gathers) against Taichi's autodiff of the same block
+    # functions (in flat parallel loops over a copy of the stepper's arena region with
+    # gradients), for random cotangents on everything the step writes.
     import taichi as ti
 
     from diffsim import rollout
+    from diffsim._fields import FieldTree
     from diffsim.acoustic import DensityStepper
     from diffsim.kernels.acoustic import cells as K
 
@@ -262,45 +293,73 @@ def test_hand_adjoint_step_matches_taichi_autodiff(ndim: int, options) -> None:
     rollout(s)
     step = nt - 2
     prv, cur, nxt, src, dst = (step + 2) % 3, step % 3, (step + 1) % 3, step % 2, (step + 1) % 2
+    # the stepper's arrays, copied into a field with gradients (offsets from its start)
+    base, size = s._base, sum(int(np.prod(v)) for v in s._shapes.values())
+    tree = FieldTree()
+    arena = tree.field((size,), vector=s.lanes, needs_grad=True)
+    rp = tree.field(s._rp.shape, dtype=ti.f64)
+    tree.finalize()
+    rp.from_numpy(s._rp)
+    layout, k = [], 0
+    for name, axes in K.cell_arrays(ndim):
+        off = s._offset.get(name, base) - base
+        layout += [off, *s._shapes.get(name, (1,) * axes)]
+    whole = np.empty((size, s.lanes))
+    s._kernels["read"](s._arena.field, base, whole)
+    arena.from_numpy(whole)
+    views = K.cell_views(arena, arena, layout, ndim)
+    rows = s._cell_shape
+    halo = s.geometry.halo
+    all_rows = tuple((0, n) for n in rows[1:-1])
+    in_rows = tuple((halo, n - halo) for n in rows[1:-1])
+    blocks = (1, rows[-1] - 1)
 
-    def copy(a):
-        arr = np.asarray(a.to_numpy() if hasattr(a, "to_numpy") else a)
-        out = ti.ndarray(ti.f64, arr.shape, needs_grad=True)
-        out.from_numpy(np.ascontiguousarray(arr))
-        out.grad.from_numpy(np.zeros(arr.shape))
-        return out
+    @ti.kernel
+    def step_kernel():
+        f = ti.static(K.cell_bundle(views, ndim=ndim, real=ti.f64, lanes=s.lanes, ih=s._ih,
+                                    s1=s._s1, c1=s._c1, c2=s._c2, sponge=s.sponge,
+                                    serial=False, rp=rp, xl=s._xl))
+        for X in ti.grouped(ti.ndrange((0, rows[0]), *all_rows, blocks)):
+            J = ti.Vector([X[i] for i in ti.static(range(ndim))])
+            K._memory_block(f, f.bg, cur, src, dst, J, X[ndim], True)
+        for X in ti.grouped(ti.ndrange((0, rows[0]), *in_rows, blocks)):
+            J = ti.Vector([X[i] for i in ti.static(range(ndim))])
+            K._update_block(f, f.bg, prv, cur, nxt, src, dst, J, X[ndim], True, False, False)
 
-    p, psi, zeta, flux, kk, buoy, sg, ih = (copy(a) for a in (s.p, s.psi, s.zeta, s.flux, s.kk,
-                                                                s.buoy, s.sg, s.ih))
-    ah, bh = (copy(a) for a in s._prof_nd["half"])
-    pa, pb = (copy(a) for a in s._prof_nd["cell"])
-    dummy = copy(np.zeros((1,) * (ndim + 1)))
-    first = (p, psi, flux, buoy, ah, bh, ih, cur, src, dst, s._s1, True)
-    second = (p, psi, zeta, flux, kk, sg, pa, pb, ih, dummy, dummy, prv, cur, nxt, src, dst,
-              s._s1, s._c2, s._halo, True, s.sponge, False, False)
-    K.memory(*first)
-    K.update(*second)
-    cot = {}
-    for name, arr, level in (("p", p, nxt), ("psi", psi, dst), ("zeta", zeta, dst)):
-        c = np.zeros(arr.shape)
-        c[level] = rng.standard_normal(arr.shape[1:])
-        cot[name] = c
-        arr.grad.from_numpy(c)
-    K.update.grad(*second)
-    K.memory.grad(*first)
+    def part(name, level=None):
+        """Array ``name`` (or one level) of the copy: its slice of the flat field."""
+        off, shp = s._span(name, level)
+        n = int(np.prod(shp))
+        return slice(off - base, off - base + n), shp
+
+    step_kernel()
+    cot = np.zeros((size, s.lanes))
+    hand = {}
+    for name, level in (("p", nxt), ("psi", dst), ("zeta", dst)):
+        sl, shp = part(name, level)
+        c = rng.standard_normal((sl.stop - sl.start, s.lanes))
+        cot[sl] = c
+        hand[name] = (level, c.reshape(*shp, s.lanes))
+    arena.grad.from_numpy(cot)
+    step_kernel.grad()
+    grad = arena.grad.to_numpy()
     s.begin_reverse({})
-    s.pg.from_numpy(cot["p"])
-    s.psig.from_numpy(cot["psi"])
-    s.zetag.from_numpy(cot["zeta"])
+    for name, (level, c) in hand.items():
+        s._write(name + "g", c, level)
     s.reverse(step, None, measure=False)
-    inner = (slice(None), slice(None), *[slice(s._halo, -s._halo)] * ndim)
-    pairs = [(p.grad.to_numpy()[[prv, cur]][inner], s.pg.to_numpy()[[prv, cur]][inner]),
-             (psi.grad.to_numpy()[src], s.psig.to_numpy()[src]),
-             (zeta.grad.to_numpy()[src], s.zetag.to_numpy()[src]),
-             (kk.grad.to_numpy(), s.kkg.to_numpy().sum(axis=0)),
-             (buoy.grad.to_numpy(), s.buoyg.to_numpy().sum(axis=1))]
-    for k, (auto, hand) in enumerate(pairs):
-        scale = float(np.abs(auto).max())
-        if k == 0 or not s.sponge:      # a sponge has no PML memory (its adjoints are zero)
+
+    def auto(name, level=None):
+        sl, shp = part(name, level)
+        return grad[sl].reshape(*shp, s.lanes)
+
+    # shot, rows and blocks the step updates (p stays zero on the frame and the zero blocks)
+    inner = (slice(None), *[slice(halo, -halo)] * (ndim - 1), slice(1, -1))
+    pairs = [(auto("p", lvl)[inner], s._read("pg", lvl)[inner]) for lvl in (prv, cur)]
+    pairs += [(auto("psi", src), s._read("psig", src)), (auto("zeta", src), s._read("zetag", src)),
+              (auto("kk"), s._read("kkg").sum(axis=0)), (auto("buoy"), s._read("buoyg").sum(axis=1))]
+    tree.destroy()
+    for k, (a, b) in enumerate(pairs):
+        scale = float(np.abs(a).max())
+        if k < 2 or not s.sponge:      # a sponge has no PML memory (its adjoints are zero)
             assert scale > 0, k
-        assert np.max(np.abs(auto - hand)) <= 1e-12 * max(scale, 1e-300), k
+        assert np.max(np.abs(a - b)) <= 1e-12 * max(scale, 1e-300), (k, np.max(np.abs(a - b)), scale)

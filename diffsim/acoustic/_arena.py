@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from diffsim._fields import FieldTree
@@ -89,3 +91,109 @@ def _arena(precision: str, lanes: int, kind: str = "state") -> _Arena:
     return _ARENAS[key]
 
 
+
+
+class ArenaArrays:
+    """Named arrays of one stepper inside the process arenas, and their layout vector.
+
+    The host class sets ``_arena`` and ``_pools`` (:func:`_arena`), ``_kernels`` (a dict
+    with the ``read``, ``write``, ``fill`` and ``copy`` kernels of
+    :func:`~diffsim.kernels.acoustic.arena_kernels`), ``lanes``, ``_real``, empty
+    ``_offset`` and ``_shapes`` dicts, ``_pool_region = None`` and ``_pool_bases = []``,
+    and lists its kernels' arrays in :meth:`_layout_arrays`. Checkpoint pools are named
+    ``pool_<array>`` with shape ``(slots, levels, *one level of the array)``.
+    """
+
+    _arena: _Arena
+    _pools: _Arena
+    _kernels: dict[str, Any]
+    _offset: dict[str, int]
+    _shapes: dict[str, tuple[int, ...]]
+    _pool_region: int | None
+    _pool_bases: list[int]
+    lanes: int
+    _real: Any
+
+    def _layout_arrays(self) -> tuple[tuple[str, int], ...]:
+        """``(name, axes)`` of every array the kernels address, in layout order."""
+        raise NotImplementedError
+
+    def _set_layout(self) -> None:
+        """The layout vector of the kernels: offset and extents of every arena array.
+
+        Arrays this stepper does not hold get offset 0 and unit extents.
+        """
+        layout = []
+        for name, axes in self._layout_arrays():
+            shape = self._shapes.get(name, (1,) * axes)
+            assert len(shape) == axes, (name, shape, axes)
+            layout += [self._offset.get(name, 0), *shape]
+        self._layout = np.array(layout, dtype=np.int32)
+
+    def _place(self, arena: _Arena, shapes: dict[str, tuple[int, ...]]) -> int:
+        """Take one region of ``arena`` for ``shapes`` (in order); return its start."""
+        sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
+        at = base = arena.allocate(sum(sizes.values()))
+        for name, size in sizes.items():
+            self._offset[name] = at
+            at += size
+        self._shapes.update(shapes)
+        return base
+
+    def _place_pools(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Replace the checkpoint region by one for ``shapes`` (names ``pool_*``)."""
+        if self._pool_region is not None:
+            self._pools.release(self._pool_region)
+            self._pool_bases.remove(self._pool_region)
+        self._pool_region = self._place(self._pools, shapes)
+        self._pool_bases.append(self._pool_region)
+        self._set_layout()
+
+    def _pool_field(self) -> object:
+        """The checkpoint arena (the main arena stands in before any checkpoint exists)."""
+        return self._pools.field if self._pool_region is not None else self._arena.field
+
+    @staticmethod
+    def _release_pools(pools: _Arena, bases: list[int]) -> None:
+        for base in bases:
+            pools.release(base)
+
+    def _span(self, name: str, level: int | None) -> tuple[int, tuple[int, ...]]:
+        shape = self._shapes[name]
+        if level is None:
+            return self._offset[name], shape
+        per = int(np.prod(shape[1:]))
+        return self._offset[name] + level * per, shape[1:]
+
+    def _read(self, name: str, level: int | None = None, out: np.ndarray | None = None
+              ) -> np.ndarray:
+        """Array ``name`` (or one level of it) as NumPy ``[*shape, lanes]``."""
+        offset, shape = self._span(name, level)
+        if out is None:
+            out = np.empty((*shape, self.lanes), dtype=self._real)
+        self._kernels["read"](self._arena.field, offset, out.reshape(-1, self.lanes))
+        return out
+
+    def _write(self, name: str, value: np.ndarray, level: int | None = None) -> None:
+        offset, shape = self._span(name, level)
+        arr = np.ascontiguousarray(value, dtype=self._real).reshape(-1, self.lanes)
+        if arr.shape[0] != int(np.prod(shape)):
+            raise ValueError(f"internal: {name} expects {shape}, got {np.shape(value)}")
+        self._kernels["write"](self._arena.field, offset, arr)
+
+    def _fill(self, *names: str) -> None:
+        for name in names:
+            self._kernels["fill"](self._arena.field, self._offset[name],
+                                  int(np.prod(self._shapes[name])))
+
+    def _copy_level(self, name: str, level: int, slot: int, j: int, save: bool) -> None:
+        """Copy level ``level`` of ``name`` to or from level ``j`` of checkpoint ``slot``."""
+        per = int(np.prod(self._shapes[name][1:]))
+        pool = f"pool_{name}"
+        live = self._offset[name] + level * per
+        stored = self._offset[pool] + (slot * self._shapes[pool][1] + j) * per
+        copy = self._kernels["copy"]
+        if save:
+            copy(self._arena.field, live, self._pools.field, stored, per)
+        else:
+            copy(self._pools.field, stored, self._arena.field, live, per)

@@ -5,34 +5,38 @@ in the constant-density engine, so a constant density gives the same waves), lea
 time, staggered first differences of order 2-8 in space (:data:`STAGGERED`), the buoyancy
 ``1/rho`` averaged onto the half points, C-PML (memory at the half points for the inner
 derivative, at the cells for the outer one) or a sponge, free surface, Hicks points.
-The kernels are in :mod:`diffsim.kernels.acoustic.cells`: every array is a Taichi
-ndarray passed at launch, so they compile once per process for each dimension, order
-and precision, whatever the grid.
+The kernels are in :mod:`diffsim.kernels.acoustic.cells`: the arrays live in the
+process arena in the lane layout of the constant-density engine, so the kernels compile
+once per process for each dimension, order, precision and boundary kind, whatever the
+grid.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
-from typing import Any, Unpack
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Unpack
 
 import numpy as np
-import taichi as ti
 from numpy.typing import ArrayLike
 
 from diffsim._runtime import ensure_init, np_real
 from diffsim._tape import Stepper
 from diffsim._validate import as_array
+from diffsim.acoustic._arena import ArenaArrays, _arena
 from diffsim.acoustic._setup import (
-    FD_COEFFICIENTS,
+    ARENA_SERIAL_CELL_THREADS,
     STAGGERED,
     Options,
     _AcousticSetup,
+    _serial_loops,
     check_positive_model,
 )
 from diffsim.acoustic.boundaries import CPML
-from diffsim.kernels.acoustic import cells as K
+from diffsim.kernels.acoustic import arena_kernels
+from diffsim.kernels.acoustic.cells import cell_arrays, cell_kernels
 
 __all__ = ["DensityStepper", "check_density"]
 
@@ -54,89 +58,116 @@ def check_density(density: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
     return rho
 
 
-class _CellEngine(_AcousticSetup):
-    """The cell engine's storage: Taichi ndarrays for the state, coefficients and points."""
+class _CellEngine(_AcousticSetup, ArenaArrays):
+    """The cell engine's storage: its arrays in the process arena, lane layout."""
 
-    def _cells(self) -> None:
-        """Allocate the forward arrays and upload the constants (after :meth:`_setup`)."""
+    def _layout_arrays(self) -> tuple[tuple[str, int], ...]:
+        return cell_arrays(self.geometry.ndim)
+
+    def _cells(self, extra: Sequence[str]) -> None:
+        """Place the forward arrays and ``extra`` ones, upload the constants (after :meth:`_setup`)."""
+        rt = ensure_init()
         g = self.geometry
-        real = ti.f64 if ensure_init().precision == "f64" else ti.f32
-        self._real = np_real()
-        self._ti_real = real
-        n, s, d = g.padded, self.shots, g.ndim
-        self.p = ti.ndarray(real, (3, s, *n))
-        self.psi = ti.ndarray(real, (2, d, s, *n))
-        self.zeta = ti.ndarray(real, (2, d, s, *n))
-        self.flux = ti.ndarray(real, (d, s, *n))
-        self.kk = ti.ndarray(real, n)
-        self.buoy = ti.ndarray(real, (d, *n))
-        self.sg = ti.ndarray(real, n)
-        self.sg.from_numpy(self._damp.astype(self._real))
-        self.ih = ti.ndarray(real, (d,))
-        self.ih.from_numpy(np.array(self._inv_h, dtype=self._real))
+        real = self._real = np_real()
+        w, nb, nd = self.lanes, self.blocks, g.ndim
+        rows = (self.shots, *g.padded[:-1], nb)
+        grid = (*g.padded[:-1], nb)
+        every = {"p": (3, *rows), "psi": (2, nd, *rows), "zeta": (2, nd, *rows),
+                 "flux": (nd, *rows), "kk": grid, "sg": grid, "buoy": (nd, *grid), "xp": (4, nb),
+                 "pg": (3, *rows), "psig": (2, nd, *rows), "zetag": (2, nd, *rows),
+                 "qg": (nd, *rows), "phig": (nd, *rows), "kkg": rows, "buoyg": (nd, *rows),
+                 "dp": (3, *rows), "dpsi": (2, nd, *rows), "dzeta": (2, nd, *rows),
+                 "tot": rows, "dkk": grid}
+        names = ("p", "psi", "zeta", "flux", "kk", "sg", "buoy", "xp", *extra)
+        io = arena_kernels(nd, rt.precision, w)
+        self._kernels = {**{k: io[k] for k in ("read", "write", "fill", "copy")},
+                         **cell_kernels(nd, rt.precision, w)}
+        self._offset, self._shapes = {}, {}
+        self._arena = _arena(rt.precision, w)
+        self._pools = _arena(rt.precision, w, "pools")
+        self._base = self._place(self._arena, {k: every[k] for k in names})
+        weakref.finalize(self, self._arena.release, self._base)
+        self._pool_region = None
+        self._pool_bases = []
+        weakref.finalize(self, self._release_pools, self._pools, self._pool_bases)
+        self._set_layout()
+        self._fill(*names)
+        self._cell_shape = rows
+        self.serial = _serial_loops(int(np.prod(rows)) * w, ARENA_SERIAL_CELL_THREADS)
+        # Units of the first spacing (see the kernels): compile-time ratios, KK / h_ref^2.
+        self._h_ref = g.spacing[0]
+        self._ih = tuple(self._h_ref / h for h in g.spacing)
         self._s1 = STAGGERED[self.order]
-        self._c1, self._c2 = FD_COEFFICIENTS[self.order]
-        self._halo = g.halo
-        width = max(g.padded)
-        self._prof = {}
-        if isinstance(self.boundary, CPML):
-            for name, offset in (("cell", 0.0), ("half", 0.5)):
+        self._write("sg", self._pack(self._damp))
+        self._profiles_cells()
+        (sp, sw), (rp, rw) = self._points
+        self.src_pos, self.rec_pos = sp, rp
+        self.src_w, self.rec_w = sw.astype(real), rw.astype(real)
+        self.amp = np.array(self._amp, dtype=real)
+        self.traces = np.zeros((self.steps + 1, self.shots, self.receivers), dtype=real)
+        self._no_saves = np.full(1, -1, dtype=np.int32)
+
+    def _profiles_cells(self) -> None:
+        """Row profiles ``rp``, the x profiles ``xp`` and the x-layer block ranges ``xl``."""
+        g = self.geometry
+        nd, nx, nb = g.ndim, g.padded[-1], self.blocks
+        rp = np.zeros((4, max(nd - 1, 1), max(g.padded)))
+        xp = np.zeros((4, nb, self.lanes))
+        xl = []
+        for i, offset in enumerate((0.0, 0.5)):
+            if isinstance(self.boundary, CPML):
                 a, b = self.boundary.profiles(g, *self._tuning, self.dt, offset)
-                self._prof[name] = (a, b)
+            else:
+                a = b = np.zeros((nd, max(g.padded)))
+            rp[2 * i:2 * i + 2, :nd - 1] = a[:nd - 1], b[:nd - 1]
+            xp[2 * i], xp[2 * i + 1] = self._pack(a[-1, :nx]), self._pack(b[-1, :nx])
+            # blocks [1, lo) and [hi, nb - 1) cover every block with a nonzero lane
+            hit = np.flatnonzero((xp[2 * i] != 0).any(axis=1))
+            low, high = hit[hit < nb // 2], hit[hit >= nb // 2]
+            lo = int(low.max()) + 1 if low.size else 1
+            hi = int(high.min()) if high.size else nb - 1
+            xl += [lo, hi]
+        self._rp = np.ascontiguousarray(rp, dtype=self._real)
+        self._write("xp", xp)
+        self._xl = tuple(xl)
+
+    def _launch_forward(self, start: int, stop: int, saves: np.ndarray, *, staggered: bool,
+                        born: bool = False, save: bool = False) -> None:
+        self._kernels["forward"](
+            self._arena.field, self._pool_field(), self._layout, self._rp, self.amp,
+            self.traces, self.src_pos, self.src_w, self.rec_pos, self.rec_w, saves, self._xl,
+            self._ih, self._scale, start, stop, self._s1, self._c1, self._c2, staggered,
+            self.sponge, self.serial, born, save)
+
+    def _run(self, start: int, stop: int, *, staggered: bool, born: bool = False) -> None:
+        """Steps ``start … stop-1`` without saves (one launch with serial loops)."""
+        if self.serial:
+            self._launch_forward(start, stop, self._no_saves, staggered=staggered, born=born)
         else:
-            zeros = np.zeros((d, width))
-            self._prof = {"cell": (zeros, zeros), "half": (zeros, zeros)}
-        self._prof_nd = {}
-        for name, (a, b) in self._prof.items():
-            pair = []
-            for arr in (a, b):
-                f = ti.ndarray(real, (d, width))
-                f.from_numpy(arr.astype(self._real))
-                pair.append(f)
-            self._prof_nd[name] = tuple(pair)
-        self._pts = []
-        for pos, w in self._points:
-            pf = ti.Vector.ndarray(d, ti.i32, pos.shape[:2])
-            pf.from_numpy(pos)
-            wf = ti.ndarray(real, w.shape)
-            wf.from_numpy(w.astype(self._real))
-            self._pts.append((pf, wf))
-        self.amp = ti.ndarray(real, self._amp.shape)
-        self.traces = ti.ndarray(real, (self.steps + 1, s, self.receivers))
-        self._dummy = ti.ndarray(real, (1,) * (g.ndim + 1))
-
-    def _zero(self, *arrays: Any) -> None:
-        for a in arrays:
-            K.zero(a)
-
-    def _step_kernels(self, p: Any, psi: Any, zeta: Any, step: int, *, staggered: bool,
-                      tot: Any = None, dkk: Any = None, keep: bool = False,
-                      born: bool = False) -> None:
-        """Forward step ``step`` of one wavefield (no sources, no receivers)."""
-        prv, cur, nxt = (step + 2) % 3, step % 3, (step + 1) % 3
-        src, dst = step % 2, (step + 1) % 2
-        first = self._s1 if staggered else self._c1
-        ah, bh = self._prof_nd["half" if staggered else "cell"]
-        pa, pb = self._prof_nd["cell"]
-        K.memory(p, psi, self.flux, self.buoy, ah, bh, self.ih, cur, src, dst, first, staggered)
-        K.update(p, psi, zeta, self.flux, self.kk, self.sg, pa, pb, self.ih,
-                 self._dummy if tot is None else tot, self._dummy if dkk is None else dkk,
-                 prv, cur, nxt, src, dst, first, self._c2, self._halo, staggered, self.sponge,
-                 keep, born)
+            for t in range(start, stop):
+                self._launch_forward(t, t + 1, self._no_saves, staggered=staggered, born=born)
 
     def _set_coefficients(self, c: np.ndarray, rho: np.ndarray) -> None:
-        """``KK = dt^2 rho c^2`` (zero on the frame) and the half-point buoyancies, padded grid."""
-        self.kk.from_numpy((self.dt**2 * rho * c * c * self._frame).astype(self._real))
+        """``KK = dt^2 rho c^2 / h_ref^2`` (zero on the frame) and the half-point buoyancies."""
+        kk = self.dt**2 * rho * c * c * self._frame / self._h_ref**2
+        self._write("kk", self._pack(kk))
         inv = 1.0 / rho
         buoy = np.stack([0.5 * (inv + _shift_up(inv, d)) for d in range(self.geometry.ndim)])
-        self.buoy.from_numpy(buoy.astype(self._real))
+        self._write("buoy", self._pack(buoy))
 
     def wavefield(self, t: int) -> np.ndarray:
         """The pressure at time level ``t`` on the model grid, ``[shot, *model shape]``.
 
         Valid while ``x[t]`` is live, e.g. right after ``advance(t - 1)`` in a rollout.
         """
-        return self._crop(self.p.to_numpy()[t % 3].astype(np.float64))
+        return self._crop(self._unpack(self._read("p", t % 3)))
+
+    def destroy(self) -> None:
+        """Give the arena space back and drop the checkpoints; the object is unusable after."""
+        self._arena.release(self._base)
+        self._release_pools(self._pools, self._pool_bases)
+        self._pool_bases.clear()
+        self._pool_region = None
 
 
 class DensityStepper(_CellEngine, Stepper):
@@ -155,7 +186,8 @@ class DensityStepper(_CellEngine, Stepper):
     sums the padding onto the model's edge) and ``"wavelet"`` ``[shot, source, nt]``.
     Output ``"receivers"`` ``[nt, shot, receiver]``. The reverse step is the hand-written
     adjoint of :mod:`diffsim.kernels.acoustic.cells` (gathers, no atomics: every schedule
-    gives the same bits).
+    gives the same bits). With serial loops (one thread, or small grids) a launch runs a
+    whole range of forward or reverse steps.
     """
 
     _density_scheme = True
@@ -173,19 +205,10 @@ class DensityStepper(_CellEngine, Stepper):
         self._setup(vel, spacing, dt, np.asarray(wavelet), np.asarray(sources),
                     np.asarray(receivers), **options)
         rho = check_density(density, self.geometry.shape)
-        self._cells()
-        g = self.geometry
-        real, s, n, d = self._ti_real, self.shots, g.padded, g.ndim
-        self.pg = ti.ndarray(real, (3, s, *n))
-        self.psig = ti.ndarray(real, (2, d, s, *n))
-        self.zetag = ti.ndarray(real, (2, d, s, *n))
-        self.qg = ti.ndarray(real, (d, s, *n))
-        self.phig = ti.ndarray(real, (d, s, *n))
-        self.kkg = ti.ndarray(real, (s, *n))
-        self.buoyg = ti.ndarray(real, (d, s, *n))
-        self.ampg = ti.ndarray(ti.f64, self._amp.shape)
-        self.tracesg = ti.ndarray(real, (self.steps + 1, s, self.receivers))
-        self._pool: dict[str, Any] = {}
+        self._cells(("pg", "psig", "zetag", "qg", "phig", "kkg", "buoyg"))
+        self.ampg = np.zeros_like(self.amp)
+        self.tracesg = np.zeros_like(self.traces)
+        self.norms = np.zeros(max(self.steps, 1), dtype=np.float64)
         self._slots = 0
         self._density = self.pad(rho)
         self.set_param("velocity", self._velocity)
@@ -206,7 +229,7 @@ class DensityStepper(_CellEngine, Stepper):
             self._density = arr.copy()
             self._coefficients()
         elif name == "wavelet":
-            self.amp.from_numpy(self._check_wavelet(value).astype(self._real))
+            self.amp[...] = self._check_wavelet(value)
         else:
             raise ValueError(f"unknown parameter {name!r}; this stepper has ['density', "
                              "'velocity', 'wavelet']")
@@ -214,12 +237,12 @@ class DensityStepper(_CellEngine, Stepper):
     def parameters(self) -> dict[str, np.ndarray]:
         """``"velocity"``, ``"density"`` (padded grid) and ``"wavelet"``."""
         return {"velocity": self._velocity.copy(), "density": self._density.copy(),
-                "wavelet": self.amp.to_numpy()}
+                "wavelet": self.amp.copy()}
 
     def gradients(self) -> dict[str, np.ndarray]:
         """``d loss / d parameter``; velocity and density on the padded grid."""
-        gkk = self.kkg.to_numpy().astype(np.float64).sum(axis=0)
-        gb = self.buoyg.to_numpy().astype(np.float64).sum(axis=1)
+        gkk = self._unpack(self._read("kkg").astype(np.float64).sum(axis=0)) / self._h_ref**2
+        gb = self._unpack(self._read("buoyg").astype(np.float64).sum(axis=1))
         c, rho = self._velocity, self._density
         ginv = np.zeros_like(rho)
         for d in range(self.geometry.ndim):
@@ -227,86 +250,93 @@ class DensityStepper(_CellEngine, Stepper):
         dt2 = self.dt**2
         return {"velocity": gkk * (2.0 * dt2) * rho * c * self._frame,
                 "density": gkk * dt2 * c * c * self._frame - ginv / (rho * rho),
-                "wavelet": self.ampg.to_numpy()}
+                "wavelet": self.ampg.astype(np.float64)}
 
     def outputs(self) -> dict[str, np.ndarray]:
-        """``"receivers"``: the traces ``[nt, shot, receiver]``."""
-        return {"receivers": self.traces.to_numpy()}
+        """``"receivers"``: the traces ``[nt, shot, receiver]`` (a copy)."""
+        return {"receivers": self.traces.copy()}
 
     # -- Stepper protocol ---------------------------------------------------------------
     @property
     def state_nbytes(self) -> int:
         """Bytes of one state: two pressure levels and one level of the PML memory."""
-        g = self.geometry
-        cells = self.shots * int(np.prod(g.padded))
-        return (2 + 2 * g.ndim) * cells * np.dtype(self._real).itemsize
+        cells = int(np.prod(self._cell_shape)) * self.lanes
+        return (2 + 2 * self.geometry.ndim) * cells * np.dtype(self._real).itemsize
 
     def allocate_checkpoints(self, slots: int) -> None:
-        """Room for ``slots`` stored states (device ndarrays)."""
+        """Room for ``slots`` stored states in the process's checkpoint arena."""
         if slots <= self._slots:
             return
-        g = self.geometry
-        real, s, n, d = self._ti_real, self.shots, g.padded, g.ndim
-        self._pool = {"p": ti.ndarray(real, (2 * slots, s, *n)),
-                      "psi": ti.ndarray(real, (slots, d, s, *n)),
-                      "zeta": ti.ndarray(real, (slots, d, s, *n))}
+        nd = self.geometry.ndim
+        self._place_pools({"pool_p": (slots, 2, *self._cell_shape),
+                           "pool_psi": (slots, 1, nd, *self._cell_shape),
+                           "pool_zeta": (slots, 1, nd, *self._cell_shape)})
         self._slots = slots
 
     def reset(self) -> None:
         """Zero the state; the traces at time 0 are zero."""
-        self._zero(self.p, self.psi, self.zeta)
-        K.record(self.p, self.traces, *self._pts[1], 0, 0)
+        self._fill("p", "psi", "zeta")
+        self.traces[0] = 0
 
     def advance(self, step: int) -> None:
         """Run step ``step`` and record the receivers at ``step + 1``."""
-        self._step_kernels(self.p, self.psi, self.zeta, step, staggered=True)
-        nxt = (step + 1) % 3
-        K.inject(self.p, self.amp, *self._pts[0], self._scale, nxt, step)
-        K.record(self.p, self.traces, *self._pts[1], nxt, step + 1)
+        self.advance_range(step, step + 1, {})
 
-    def _levels(self, step: int) -> list[tuple[Any, int, str, int]]:
-        """``(live array, level, pool name, pool index offset)`` of the parts of ``x[step]``."""
-        return [(self.p, (step + 2) % 3, "p", 0), (self.p, step % 3, "p", 1),
-                (self.psi, step % 2, "psi", 0), (self.zeta, step % 2, "zeta", 0)]
+    def advance_range(self, start: int, stop: int, saves: Mapping[int, int]) -> None:
+        """Steps ``start … stop-1``, storing ``x[t]`` in slot ``saves[t]``.
+
+        Serial loops: one launch for the whole range, saves inside it; parallel loops:
+        one launch per step, saves as arena copies.
+        """
+        if self.serial:
+            marks = np.full(stop - start + 1, -1, dtype=np.int32)
+            for t, slot in saves.items():
+                marks[t - start] = slot
+            self._launch_forward(start, stop, marks, staggered=True,
+                                 save=self._pool_region is not None)
+            return
+        for t in range(start, stop):
+            if t in saves:
+                self.save(t, saves[t])
+            self._launch_forward(t, t + 1, self._no_saves, staggered=True)
+        if stop in saves:
+            self.save(stop, saves[stop])
+
+    def _levels(self, step: int) -> list[tuple[str, int, int]]:
+        """``(array, ring level, checkpoint level)`` of every part of ``x[step]``."""
+        return [("p", (step + 2) % 3, 0), ("p", step % 3, 1), ("psi", step % 2, 0),
+                ("zeta", step % 2, 0)]
 
     def save(self, step: int, slot: int) -> None:
         """Store the live ``x[step]`` in checkpoint ``slot``."""
-        for arr, lvl, name, j in self._levels(step):
-            K.copy_levels(arr, lvl, self._pool[name], (2 * slot + j) if name == "p" else slot)
+        for name, level, j in self._levels(step):
+            self._copy_level(name, level, slot, j, True)
 
     def restore(self, step: int, slot: int) -> None:
         """Make ``x[step]`` from checkpoint ``slot`` live."""
-        for arr, lvl, name, j in self._levels(step):
-            K.copy_levels(self._pool[name], (2 * slot + j) if name == "p" else slot, arr, lvl)
+        for name, level, j in self._levels(step):
+            self._copy_level(name, level, slot, j, False)
 
     def live_is_finite(self, step: int) -> bool:
         """Whether the newest pressure level is finite (a blow-up shows there first)."""
-        return math.isfinite(K.sumsq_level(self.p, step % 3))
+        return bool(np.isfinite(self._read("p", step % 3)).all())
 
     def state_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """``p`` (``p[t-1]``, ``p[t]``), ``psi`` and ``zeta`` (one level each)."""
-        g = self.geometry
-        grid = (self.shots, *g.padded)
-        dt = np.dtype(self._real)
-        return {"p": ((2, *grid), dt), "psi": ((g.ndim, *grid), dt),
-                "zeta": ((g.ndim, *grid), dt)}
+        """``p`` (``p[t-1]``, ``p[t]``), ``psi`` and ``zeta`` (one level each), lanes last."""
+        nd, dt = self.geometry.ndim, np.dtype(self._real)
+        return {"p": ((2, *self._cell_shape, self.lanes), dt),
+                "psi": ((1, nd, *self._cell_shape, self.lanes), dt),
+                "zeta": ((1, nd, *self._cell_shape, self.lanes), dt)}
 
     def export_state(self, step: int, out: Mapping[str, np.ndarray]) -> None:
         """Copy the live ``x[step]`` into ``out``."""
-        p = self.p.to_numpy()
-        out["p"][0], out["p"][1] = p[(step + 2) % 3], p[step % 3]
-        out["psi"][...] = self.psi.to_numpy()[step % 2]
-        out["zeta"][...] = self.zeta.to_numpy()[step % 2]
+        for name, level, j in self._levels(step):
+            self._read(name, level, out=out[name][j])
 
     def import_state(self, step: int, values: Mapping[str, np.ndarray]) -> None:
         """Make ``x[step]`` (arrays shaped by :meth:`state_spec`) live."""
-        p = self.p.to_numpy()
-        p[(step + 2) % 3], p[step % 3] = values["p"][0], values["p"][1]
-        self.p.from_numpy(p)
-        for name, arr in (("psi", self.psi), ("zeta", self.zeta)):
-            full = arr.to_numpy()
-            full[step % 2] = values[name]
-            arr.from_numpy(full)
+        for name, level, j in self._levels(step):
+            self._write(name, values[name][j], level)
 
     def begin_reverse(self, cotangents: Mapping[str, np.ndarray]) -> None:
         """Zero every adjoint and take ``d loss / d traces`` ``[nt, shot, receiver]``."""
@@ -314,44 +344,55 @@ class DensityStepper(_CellEngine, Stepper):
         if unknown:
             raise ValueError(f"cotangents for unknown outputs {sorted(unknown)}; this stepper's "
                              "outputs are ['receivers']")
-        self._zero(self.pg, self.psig, self.zetag, self.qg, self.phig, self.kkg, self.buoyg,
-                   self.ampg, self.tracesg)
+        self._fill("pg", "psig", "zetag", "qg", "phig", "kkg", "buoyg")
+        self.ampg.fill(0)
+        self.tracesg.fill(0)
         if "receivers" in cotangents:
             arr = as_array("cotangent for output 'receivers'", cotangents["receivers"],
-                           tuple(self.tracesg.shape))
-            self.tracesg.from_numpy(arr.astype(self._real))
+                           self.tracesg.shape)
+            self.tracesg[...] = arr
 
     def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
         """Reverse step ``step`` (the receivers at ``step + 1`` included)."""
-        if slot is not None:
-            self.restore(step, slot)
-        prv, cur, nxt = (step + 2) % 3, step % 3, (step + 1) % 3
-        src, dst = step % 2, (step + 1) % 2
-        (rp, rw), (sp, sw) = self._pts[1], self._pts[0]
-        K.adjoint_receivers(self.pg, self.tracesg, rp, rw, nxt, step + 1)
-        ah, bh = self._prof_nd["half"]
-        pa, pb = self._prof_nd["cell"]
-        K.memory(self.p, self.psi, self.flux, self.buoy, ah, bh, self.ih, cur, src, dst,
-                 self._s1, True)
-        sq = K.adjoint_update(self.p, self.pg, self.zeta, self.zetag, self.flux, self.qg,
-                              self.kk, self.kkg, self.sg, pa, pb, self.ih, prv, cur, nxt, src,
-                              dst, self._s1, self._halo, self.sponge)
-        K.adjoint_memory(self.p, self.psi, self.psig, self.qg, self.phig, self.buoy,
-                         self.buoyg, ah, bh, self.ih, cur, src, dst, self._s1)
-        K.adjoint_gather(self.pg, self.phig, self.ih, cur, self._s1, self._halo)
-        K.adjoint_sources(self.pg, self.ampg, sp, sw, self._scale, nxt, step)
-        return math.sqrt(sq) if measure else math.nan
+        return self.reverse_range([step], [slot], measure=measure)[0]
+
+    def reverse_range(self, steps: Sequence[int], slots: Sequence[int | None], *,
+                      measure: bool) -> list[float]:
+        """Reverse ``steps`` (descending); with serial loops one launch for all of them."""
+        marks = np.array([-1 if s is None else s for s in slots], dtype=np.int32)
+        if self.serial:
+            self._launch_reverse(steps[0], len(steps), marks)
+            sq = self.norms[:len(steps)].copy()
+        else:
+            sq = np.empty(len(steps))
+            for i, (t, slot) in enumerate(zip(steps, slots, strict=True)):
+                if slot is not None:
+                    self.restore(t, slot)
+                self._launch_reverse(t, 1, self._no_saves)
+                sq[i] = self.norms[0]
+        if not measure:
+            return [math.nan] * len(steps)
+        return [math.sqrt(v) for v in sq]
+
+    def _launch_reverse(self, top: int, count: int, slots: np.ndarray) -> None:
+        self._kernels["reverse"](
+            self._arena.field, self._pool_field(), self._layout, self._rp, self.ampg,
+            self.tracesg, self.src_pos, self.src_w, self.rec_pos, self.rec_w, slots,
+            self.norms, self._xl, self._ih, self._scale, top, count, self._s1, self._c1,
+            self._c2, self.sponge, self.serial)
 
     def finish_reverse(self, *, measure: bool) -> float:
         """Add the receivers' adjoint at time 0; return ``|lambda[0]|``."""
-        K.adjoint_receivers(self.pg, self.tracesg, *self._pts[1], 0, 0)
+        self._kernels["receiver_adjoint"](self._arena.field, self._layout, self.tracesg,
+                                          self.rec_pos, self.rec_w, 0, 0)
         if not measure:
             return math.nan
-        return math.sqrt(K.sumsq_level(self.pg, 2) + K.sumsq_level(self.pg, 0))
+        return math.sqrt(sum(float(np.sum(np.square(self._read("pg", lvl), dtype=np.float64)))
+                             for lvl in (2, 0)))
 
     def destroy(self) -> None:
-        """Drop the checkpoints (the ndarrays go with the object)."""
-        self._pool = {}
+        """Give the arena space back and drop the checkpoints; the stepper is unusable after."""
+        super().destroy()
         self._slots = 0
 
 

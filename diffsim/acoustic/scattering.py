@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Unpack
 
 import numpy as np
-import taichi as ti
 from numpy.typing import ArrayLike
 
 from diffsim._simulation import LossFunction, _call_loss, _wrt, check_cotangents
@@ -30,7 +29,6 @@ from diffsim.acoustic.api import Simulation
 from diffsim.acoustic.boundaries import Boundary, Width
 from diffsim.acoustic.density import _CellEngine, check_density
 from diffsim.checkpoint import Schedule
-from diffsim.kernels.acoustic import cells as K
 from diffsim.stores import CheckpointStore
 
 __all__ = ["Born", "born"]
@@ -44,41 +42,23 @@ class _BornRunner(_CellEngine):
                  **options: object) -> None:
         self._density_scheme = density is not None
         self._setup(velocity, spacing, dt, wavelet, sources, receivers, **options)  # type: ignore[arg-type]
-        self._cells()
-        g = self.geometry
-        real, s, n, d = self._ti_real, self.shots, g.padded, g.ndim
-        self.dp = ti.ndarray(real, (3, s, *n))
-        self.dpsi = ti.ndarray(real, (2, d, s, *n))
-        self.dzeta = ti.ndarray(real, (2, d, s, *n))
-        self.tot = ti.ndarray(real, (s, *n))
-        self.dkk = ti.ndarray(real, n)
+        self._cells(("dp", "dpsi", "dzeta", "tot", "dkk"))
         self._rho = np.ones_like(self._velocity) if density is None else self.pad(density)
         self._set_coefficients(self._velocity, self._rho)
-        self.amp.from_numpy(self._amp.astype(self._real))
 
     def run(self, scatter: np.ndarray) -> np.ndarray:
         """Born traces ``[shot, receiver, nt]`` of the model-grid perturbation ``scatter`` (m/s)."""
         dc = self.pad(scatter)
-        self.dkk.from_numpy((2.0 * self.dt**2 * self._rho * self._velocity * dc * self._frame)
-                            .astype(self._real))
-        for a in (self.p, self.psi, self.zeta, self.dp, self.dpsi, self.dzeta, self.tot):
-            K.zero(a)
-        staggered = self._density_scheme
-        (sp, sw), (rp, rw) = self._pts
-        K.record(self.dp, self.traces, rp, rw, 0, 0)
-        for step in range(self.steps):
-            nxt = (step + 1) % 3
-            self._step_kernels(self.p, self.psi, self.zeta, step, staggered=staggered,
-                               tot=self.tot, keep=True)
-            K.inject(self.p, self.amp, sp, sw, self._scale, nxt, step)
-            self._step_kernels(self.dp, self.dpsi, self.dzeta, step, staggered=staggered,
-                               tot=self.tot, dkk=self.dkk, born=True)
-            K.record(self.dp, self.traces, rp, rw, nxt, step + 1)
-        out = np.moveaxis(self.traces.to_numpy(), 0, -1)
+        dkk = 2.0 * self.dt**2 * self._rho * self._velocity * dc * self._frame / self._h_ref**2
+        self._write("dkk", self._pack(dkk))
+        self._fill("p", "psi", "zeta", "dp", "dpsi", "dzeta", "tot")
+        self.traces[0] = 0
+        self._run(0, self.steps, staggered=self._density_scheme, born=True)
+        out = np.moveaxis(self.traces, 0, -1)
         if not np.all(np.isfinite(out)):
             raise FloatingPointError("the Born traces are not finite: the background or the "
                                      "perturbation is unstable (check dt against the CFL limit)")
-        return np.ascontiguousarray(out)
+        return np.ascontiguousarray(out, dtype=np.float64)
 
 
 class Born(_Simulation):

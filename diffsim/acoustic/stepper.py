@@ -12,7 +12,7 @@ from numpy.typing import ArrayLike
 
 from diffsim._runtime import ensure_init, np_real
 from diffsim._tape import Stepper
-from diffsim.acoustic._arena import _Arena, _arena
+from diffsim.acoustic._arena import ArenaArrays, _arena
 from diffsim.acoustic._setup import ARENA_SERIAL_CELL_THREADS, _AcousticSetup, _serial_loops
 from diffsim.acoustic.boundaries import Boundary, Width
 from diffsim.acoustic.fields import FieldAcousticStepper
@@ -22,7 +22,7 @@ from diffsim.kernels.acoustic import (
 )
 
 
-class AcousticStepper(_AcousticSetup, Stepper):
+class AcousticStepper(_AcousticSetup, ArenaArrays, Stepper):
     """Acoustic wave propagation of a batch of shots as a differentiable stepper.
 
     Args:
@@ -162,54 +162,6 @@ class AcousticStepper(_AcousticSetup, Stepper):
         self.set_param("velocity", self._velocity)
         self.set_param("wavelet", self._amp)
 
-    # -- the arena: reads and writes of whole arrays or of one level ---------------------
-    def _set_layout(self) -> None:
-        """The layout vector of the kernels: offset and extents of every arena array."""
-        layout = []
-        for name, axes in arena_arrays(self.geometry.ndim):
-            shape = self._shapes.get(name, (1,) * axes)
-            layout += [self._offset.get(name, 0), *shape]
-            assert len(shape) == axes
-        self._layout = np.array(layout, dtype=np.int32)
-
-    def _place(self, arena: _Arena, shapes: dict[str, tuple[int, ...]]) -> int:
-        """Take one region of ``arena`` for ``shapes`` (in order); return its start."""
-        sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
-        at = base = arena.allocate(sum(sizes.values()))
-        for name, size in sizes.items():
-            self._offset[name] = at
-            at += size
-        self._shapes.update(shapes)
-        return base
-
-    def _span(self, name: str, level: int | None) -> tuple[int, tuple[int, ...]]:
-        shape = self._shapes[name]
-        if level is None:
-            return self._offset[name], shape
-        per = int(np.prod(shape[1:]))
-        return self._offset[name] + level * per, shape[1:]
-
-    def _read(self, name: str, level: int | None = None, out: np.ndarray | None = None
-              ) -> np.ndarray:
-        """Array ``name`` (or one level of it) as NumPy ``[*shape, lanes]``."""
-        offset, shape = self._span(name, level)
-        if out is None:
-            out = np.empty((*shape, self.lanes), dtype=self._real)
-        self._kernels["read"](self._arena.field, offset, out.reshape(-1, self.lanes))
-        return out
-
-    def _write(self, name: str, value: np.ndarray, level: int | None = None) -> None:
-        offset, shape = self._span(name, level)
-        arr = np.ascontiguousarray(value, dtype=self._real).reshape(-1, self.lanes)
-        if arr.shape[0] != int(np.prod(shape)):
-            raise ValueError(f"internal: {name} expects {shape}, got {np.shape(value)}")
-        self._kernels["write"](self._arena.field, offset, arr)
-
-    def _fill(self, *names: str) -> None:
-        for name in names:
-            self._kernels["fill"](self._arena.field, self._offset[name],
-                                  int(np.prod(self._shapes[name])))
-
     def _upload_constants(self) -> None:
         real = self._real
         self.prof = {k: np.ascontiguousarray(self._profiles[k], dtype=real)
@@ -219,6 +171,9 @@ class AcousticStepper(_AcousticSetup, Stepper):
         (sp, sw), (rp, rw) = self._points
         self.src_pos, self.rec_pos = sp, rp
         self.src_w, self.rec_w = sw.astype(real), rw.astype(real)
+
+    def _layout_arrays(self) -> tuple[tuple[str, int], ...]:
+        return arena_arrays(self.geometry.ndim)
 
     # -- parameters -------------------------------------------------------------------
     def set_param(self, name: str, value: ArrayLike) -> None:
@@ -261,10 +216,6 @@ class AcousticStepper(_AcousticSetup, Stepper):
         return self._crop(self._unpack(self._read("u", t % 3)))
 
     # -- the kernels' arguments ---------------------------------------------------------
-    def _pool_field(self) -> object:
-        """The checkpoint arena (the main arena stands in before any checkpoint exists)."""
-        return self._pools.field if self._pool_region is not None else self._arena.field
-
     def _launch_forward(self, start: int, stop: int, saves: np.ndarray) -> None:
         p = self.prof
         g = self._geom
@@ -301,18 +252,8 @@ class AcousticStepper(_AcousticSetup, Stepper):
         for name in ("psi", "zeta"):
             for d in range(nd):
                 shapes[f"pool_{name}{d}"] = (slots, 1, *self._shapes[f"{name}{d}"][1:])
-        if self._pool_region is not None:
-            self._pools.release(self._pool_region)
-            self._pool_bases.remove(self._pool_region)
-        self._pool_region = self._place(self._pools, shapes)
-        self._pool_bases.append(self._pool_region)
+        self._place_pools(shapes)
         self._slots = slots
-        self._set_layout()
-
-    @staticmethod
-    def _release_pools(pools: _Arena, bases: list[int]) -> None:
-        for base in bases:
-            pools.release(base)
 
     def reset(self) -> None:
         """Zero the state; the traces at time 0 are zero (a zero wavefield)."""
@@ -343,18 +284,6 @@ class AcousticStepper(_AcousticSetup, Stepper):
             self._launch_forward(t, t + 1, none)
         if stop in saves:
             self.save(stop, saves[stop])
-
-    def _copy_level(self, name: str, level: int, slot: int, j: int, save: bool) -> None:
-        """Copy level ``level`` of ``name`` to or from level ``j`` of checkpoint ``slot``."""
-        per = int(np.prod(self._shapes[name][1:]))
-        pool = f"pool_{name}"
-        live = self._offset[name] + level * per
-        stored = self._offset[pool] + (slot * self._shapes[pool][1] + j) * per
-        copy = self._kernels["copy"]
-        if save:
-            copy(self._arena.field, live, self._pools.field, stored, per)
-        else:
-            copy(self._pools.field, stored, self._arena.field, live, per)
 
     def _state_levels(self, step: int) -> list[tuple[str, int, int]]:
         """``(array, ring level, checkpoint level)`` of every part of ``x[step]``."""

@@ -1,7 +1,15 @@
-"""The cell engine: acoustic kernels on plain cell arrays (Taichi ndarrays), any dimension.
+"""The cell engine: variable-density acoustics and Born modelling on x-lane vectors.
 
-One scheme per ``staggered`` flag (a template argument), both leapfrog in time with the
-same C-PML recursion per axis ``d`` (``a, b`` the profiles, zero outside the layer):
+Arrays live in the process arena (one vector field, :mod:`diffsim.kernels.acoustic.arena`)
+in the lane layout of the constant-density engine: ``a[..., shot, z[, y], xb]`` is a
+vector of ``W`` cells along x, cell ``x`` in block ``xb = (x + W) // W``; blocks 0 and
+``nb - 1`` hold no cells and stay zero. The kernels take the arena as a template and
+every offset and extent as run-time values (the layout vector of :func:`cell_arrays`),
+so they compile once per process for each dimension, order, precision, boundary kind
+and ratio of grid spacings, whatever the grid, shot count or record length.
+
+One scheme per ``staggered`` flag, both leapfrog in time with the same C-PML recursion
+per axis ``d`` (``a, b`` the profiles, zero outside the layer):
 
 * ``staggered=True``, variable density: ``p_tt = K div(B grad p) + s`` with ``K = rho c^2``
   at cells and the buoyancy ``B = 1/rho`` at half points ``j + 1/2``::
@@ -13,380 +21,510 @@ same C-PML recursion per axis ``d`` (``a, b`` the profiles, zero outside the lay
       zeta_d' = b_d zeta_d + a_d q_d
       p+      = 2 p - p- + KK sum_d (q_d + zeta_d')   (KK = dt^2 K)
 
-  ``D+`` and ``D-`` are the staggered first differences of the order's coefficients
-  ``s1`` (:data:`diffsim.acoustic.STAGGERED`; ``D+ p[j] = sum_k s_k (p[j+k] - p[j-k+1]) / h``).
-* ``staggered=False``, constant density (the arena engine's scheme, written per cell:
-  the Born tangent of the default engine): ``psi_d' = b psi_d + a D1_d p`` (cells),
+  ``D+ p[j] = sum_k s_k (p[j+k+1] - p[j-k])``, ``D- f[j] = sum_k s_k (f[j+k] - f[j-k-1])``
+  with the order's staggered coefficients ``s1`` (:data:`diffsim.acoustic.STAGGERED`).
+* ``staggered=False``, constant density (the arena engine's scheme: the Born tangent of
+  the default engine): ``psi_d' = b psi_d + a D1_d p`` (cells, in the layer),
   ``q_d = D2_d p + M_d D1_d psi_d'``, ``zeta_d'`` and ``p+`` as above with ``KK = dt^2 c^2``.
 
-With a sponge (``sponge=True``): ``p+ = g (2 p - g p- + KK sum_d q_d)``.
+With a sponge: ``p+ = g (2 p - g p- + KK sum_d q_d)``.
 
-Arrays: ``p [3, shot, *N]`` (ring of levels), ``psi, zeta [2, axis, shot, *N]`` (ring),
-``flux [axis, shot, *N]``, ``kk [*N]`` (zero-free only inside the frame of ``halo``
-cells, which the update never writes), ``buoy [axis, *N]``, profiles ``[axis, max N]``.
-Values outside an array (neighbours of the outermost cells) read as zero.
+The kernels run in units of one reference spacing: ``ih`` are ratios (compile-time),
+``KK`` is divided by the reference spacing squared, and the PML memory is scaled to
+match (the wavefield is not).
+
+``KK`` is zero on the frame of ``halo`` cells and on the lanes past the grid's end, so
+the wavefield stays zero there; reads past the first or last row are clamped onto the
+frame, which holds zeros, and x-neighbours beyond the grid fall in the zero blocks.
+
+Arrays (``R`` = ``shot, z[, y], xb``; ``G`` = ``z[, y], xb``; ``D`` the axes): ``p [3, R]``
+(ring of levels), ``psi, zeta [2, D, R]`` (ring), ``flux [D, R]``, ``kk, sg [G]``,
+``buoy [D, G]``, the x profiles ``xp [4, nb]`` (cell ``a, b``, half-point ``a, b``), their
+adjoints ``pg, psig, zetag``, the adjoint scratch ``qg, phig [D, R]``, the gradients
+``kkg [R]``, ``buoyg [D, R]`` (per shot), the Born tangent ``dp, dpsi, dzeta``, the
+background's ``tot [R]`` and ``dkk [G]``, and the checkpoint pools. Row profiles are a
+``[4, row axes, n]`` array ``rp`` and ``xl = (lo, hi, lo, hi)`` says which blocks lie in
+the x layer (cell and half-point profiles): those below ``lo`` or from ``hi`` on.
 """
 
+import functools
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
 import taichi as ti
+from taichi.lang import impl
+
+from diffsim.kernels.acoustic._blocks import Arrays, _at, _moved, _shift, _sp
+from diffsim.kernels.acoustic.adjoint import _receiver_adjoint
+from diffsim.kernels.acoustic.arena import View, _scalars
+from diffsim.kernels.acoustic.forward import _cell, _inject, _lane_elem, _record
 
 
-@ti.func
-def _cell(X: ti.template()):
-    """Spatial index of ``X = (shot, *cell)``."""
-    return ti.Vector([X[k] for k in ti.static(range(1, X.n))])
+def cell_arrays(ndim: int) -> tuple[tuple[str, int], ...]:
+    """``(name, axes)`` of every array of the cell engine, in layout order."""
+    r, g = ndim + 1, ndim
+    return (("p", r + 1), ("psi", r + 2), ("zeta", r + 2), ("flux", r + 1), ("kk", g),
+            ("sg", g), ("buoy", g + 1), ("xp", 2), ("pg", r + 1), ("psig", r + 2),
+            ("zetag", r + 2), ("qg", r + 1), ("phig", r + 1), ("kkg", r), ("buoyg", r + 1),
+            ("dp", r + 1), ("dpsi", r + 2), ("dzeta", r + 2), ("tot", r), ("dkk", g),
+            ("pool_p", r + 2), ("pool_psi", r + 3), ("pool_zeta", r + 3))
 
 
-@ti.func
-def _at(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(), k: ti.i32,
-        safe: ti.template() = False):
-    """``a[*head, X moved k along spatial axis d]``, zero outside the array.
+def cell_layout_size(ndim: int) -> int:
+    """Entries of the layout vector."""
+    return sum(1 + axes for _, axes in cell_arrays(ndim))
 
-    ``safe``: the caller knows the entry lies inside (no bounds check).
+
+def cell_views(arena: Any, pools: Any, layout: Sequence[Any], ndim: int) -> dict[str, View]:
+    """The arrays of :func:`cell_arrays` as views (plain Python, run while a kernel compiles).
+
+    ``layout`` holds run-time values (kernel locals) or plain ints.
     """
-    if ti.static(safe):
-        return a[(*head, *(X + k * ti.Vector.unit(X.n, d + 1, ti.i32)))]
+    out: dict[str, View] = {}
+    k = 0
+    for name, axes in cell_arrays(ndim):
+        field = pools if name.startswith("pool_") else arena
+        out[name] = View(field, layout[k], layout[k + 1:k + 1 + axes])
+        k += 1 + axes
+    return out
+
+
+def cell_bundle(views: dict[str, View], *, ndim: int, real: Any, lanes: int,
+                ih: tuple[float, ...], s1: tuple[float, ...], c1: tuple[float, ...],
+                c2: tuple[float, ...], sponge: bool, serial: bool, rp: Any, xl: Sequence[Any],
+                **items: Any) -> Arrays:
+    """The :class:`Arrays` bundle of a cell kernel (plain Python, run while it compiles)."""
+    p = views["p"]
+    halo = len(c2) - 1
+    rows = tuple(p.shape[2 + d] for d in range(ndim - 1))
+    bg = Arrays(p=views["p"], psi=views["psi"], zeta=views["zeta"])
+    tg = Arrays(p=views["dp"], psi=views["dpsi"], zeta=views["dzeta"])
+    shots = (0, p.shape[1])
+    if "traces" in items:  # what the Born tangent's receivers read
+        items["tangent"] = Arrays(u=views["dp"], traces=items["traces"], rec_pos=items["rec_pos"],
+                                  rec_w=items["rec_w"], shots=shots, ndim=ndim, W=lanes,
+                                  dtype=real)
+    return Arrays(**views, bg=bg, tg=tg, u=views["p"], ug=views["pg"], ndim=ndim, dtype=real,
+                  W=lanes, ih=ih, s1=s1, c1=c1, c2=c2, sponge=sponge, serial=serial, rp=rp,
+                  xl=tuple(xl), shots=shots, nb=p.shape[ndim + 1],
+                  all_rows=tuple((0, n) for n in rows),
+                  in_rows=tuple((halo, n - halo) for n in rows), **items)
+
+
+# -- neighbours and differences of a block ---------------------------------------------------
+@ti.func
+def _get(a: ti.template(), h0: ti.template(), h1: ti.template(), J: ti.template(), xb: ti.i32,
+         d: ti.template(), k: ti.template(), clamp: ti.template()):
+    """Block ``xb`` of row ``J`` of ``a[h0(, h1)]`` moved by ``k`` along axis ``d`` (x last).
+
+    ``h1`` (compile-time) is ``-1`` for arrays with one leading index (two separate arguments: a tuple
+    handed to a ``ti.func`` does not unpack into an index). ``clamp``: rows past the
+    array's ends read its first or last row (the zero frame).
+    """
+    if ti.static(d < J.n - 1):
+        K = _moved(J, d, k)
+        if ti.static(clamp):
+            n = a.shape[ti.static(1 + (h1 >= 0) + 1 + d)]
+            i = ti.max(0, ti.min(J[d + 1] + k, n - 1))
+            K = J + (i - J[d + 1]) * ti.Vector.unit(J.n, d + 1, ti.i32)
+        if ti.static(h1 < 0):
+            return a[(h0, *K, xb)]
+        else:
+            return a[(h0, h1, *K, xb)]
     else:
-        n = a.shape[ti.static(len(head)) + d + 1]
-        j = X[d + 1] + k
-        J = X + (ti.max(0, ti.min(j, n - 1)) - X[d + 1]) * ti.Vector.unit(X.n, d + 1, ti.i32)
-        return ti.select((j >= 0) & (j < n), a[(*head, *J)], 0.0)
+        if ti.static(h1 < 0):
+            return _shift(a[(h0, *_at(J, xb - 1))], a[(h0, *_at(J, xb))],
+                          a[(h0, *_at(J, xb + 1))], k)
+        else:
+            return _shift(a[(h0, h1, *_at(J, xb - 1))], a[(h0, h1, *_at(J, xb))],
+                          a[(h0, h1, *_at(J, xb + 1))], k)
 
 
 @ti.func
-def _inside(a: ti.template(), head: ti.template(), X: ti.template(), lo: ti.template(),
-            hi: ti.template()):
-    """Whether every spatial index of ``X`` lies in ``[lo, n - 1 - hi]`` of ``a``'s axes."""
-    ok = True
-    for d in ti.static(range(X.n - 1)):
-        ok = ok & (X[d + 1] >= lo) & (X[d + 1] <= a.shape[ti.static(len(head)) + d + 1] - 1 - hi)
-    return ok
-
-
-@ti.func
-def _dplus(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(),
-           s1: ti.template(), safe: ti.template() = False):
-    """Staggered forward difference (no 1/h) of ``a`` at half point ``X + 1/2`` along ``d``."""
-    acc = s1[0] * (_at(a, head, X, d, 1, safe) - _at(a, head, X, d, 0, safe))
+def _dplus(a: ti.template(), h0: ti.template(), h1: ti.template(), J: ti.template(), xb: ti.i32,
+           d: ti.template(), s1: ti.template(), clamp: ti.template()):
+    """Staggered forward difference at the half points (no 1/h): ``sum s_k (a[j+k+1] - a[j-k])``."""
+    acc = s1[0] * (_get(a, h0, h1, J, xb, d, 1, clamp) - _get(a, h0, h1, J, xb, d, 0, clamp))
     for k in ti.static(range(1, len(s1))):
-        acc += s1[k] * (_at(a, head, X, d, k + 1, safe) - _at(a, head, X, d, -k, safe))
+        acc += s1[k] * (_get(a, h0, h1, J, xb, d, k + 1, clamp)
+                        - _get(a, h0, h1, J, xb, d, -k, clamp))
     return acc
 
 
 @ti.func
-def _dminus(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(),
-             s1: ti.template(), safe: ti.template() = False):
-    """Staggered backward difference (no 1/h) at cell ``X`` of half-point values ``a``."""
-    acc = s1[0] * (_at(a, head, X, d, 0, safe) - _at(a, head, X, d, -1, safe))
+def _dminus(a: ti.template(), h0: ti.template(), h1: ti.template(), J: ti.template(), xb: ti.i32,
+            d: ti.template(), s1: ti.template(), clamp: ti.template()):
+    """Staggered backward difference at the cells (no 1/h): ``sum s_k (a[j+k] - a[j-k-1])``.
+
+    ``D-^T = -D+`` and ``D+^T = -D-`` (gathers over arrays that are zero past their ends).
+    """
+    acc = s1[0] * (_get(a, h0, h1, J, xb, d, 0, clamp) - _get(a, h0, h1, J, xb, d, -1, clamp))
     for k in ti.static(range(1, len(s1))):
-        acc += s1[k] * (_at(a, head, X, d, k, safe) - _at(a, head, X, d, -k - 1, safe))
+        acc += s1[k] * (_get(a, h0, h1, J, xb, d, k, clamp)
+                        - _get(a, h0, h1, J, xb, d, -k - 1, clamp))
     return acc
 
 
 @ti.func
-def _dminus_t(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(),
-              s1: ti.template(), safe: ti.template() = False):
-    """Transpose of :func:`_dminus` (no 1/h) at half point ``X``: ``sum_k s_k (a[X-k+1] - a[X+k])``."""
-    acc = s1[0] * (_at(a, head, X, d, 0, safe) - _at(a, head, X, d, 1, safe))
-    for k in ti.static(range(1, len(s1))):
-        acc += s1[k] * (_at(a, head, X, d, -k, safe) - _at(a, head, X, d, k + 1, safe))
-    return acc
-
-
-@ti.func
-def _d1(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(),
-        c1: ti.template(), safe: ti.template() = False):
-    """Central first difference (no 1/h) at cell ``X`` along ``d``."""
-    acc = c1[0] * (_at(a, head, X, d, 1, safe) - _at(a, head, X, d, -1, safe))
+def _d1(a: ti.template(), h0: ti.template(), h1: ti.template(), J: ti.template(), xb: ti.i32,
+        d: ti.template(),
+        c1: ti.template(), clamp: ti.template()):
+    """Central first difference (no 1/h)."""
+    acc = c1[0] * (_get(a, h0, h1, J, xb, d, 1, clamp) - _get(a, h0, h1, J, xb, d, -1, clamp))
     for k in ti.static(range(1, len(c1))):
-        acc += c1[k] * (_at(a, head, X, d, k + 1, safe) - _at(a, head, X, d, -k - 1, safe))
+        acc += c1[k] * (_get(a, h0, h1, J, xb, d, k + 1, clamp)
+                        - _get(a, h0, h1, J, xb, d, -k - 1, clamp))
     return acc
 
 
 @ti.func
-def _d2(a: ti.template(), head: ti.template(), X: ti.template(), d: ti.template(),
-        c2: ti.template(), safe: ti.template() = False):
-    """Central second difference (no 1/h^2) at cell ``X`` along ``d``."""
-    acc = c2[0] * a[(*head, *X)]
+def _d2(a: ti.template(), h0: ti.template(), h1: ti.template(), J: ti.template(), xb: ti.i32,
+        d: ti.template(),
+        c2: ti.template()):
+    """Central second difference (no 1/h^2)."""
+    acc = c2[0] * _get(a, h0, h1, J, xb, d, 0, False)
     for k in ti.static(range(1, len(c2))):
-        acc += c2[k] * (_at(a, head, X, d, k, safe) + _at(a, head, X, d, -k, safe))
+        acc += c2[k] * (_get(a, h0, h1, J, xb, d, k, False) + _get(a, h0, h1, J, xb, d, -k, False))
     return acc
 
 
-@ti.kernel
-def memory(p: ti.types.ndarray(), psi: ti.types.ndarray(), flux: ti.types.ndarray(),
-           buoy: ti.types.ndarray(), ah: ti.types.ndarray(), bh: ti.types.ndarray(),
-           ih: ti.types.ndarray(), cur: ti.i32, src: ti.i32, dst: ti.i32, s1: ti.template(),
-           staggered: ti.template()):
-    """First stage: ``psi_d' `` into ``psi[dst]`` and (staggered) the fluxes.
+# -- profiles ----------------------------------------------------------------------------------
+@ti.func
+def _prof(f: ti.template(), which: ti.template(), J: ti.template(), xb: ti.i32,
+          d: ti.template()):
+    """Profile ``which`` (0 cell a, 1 cell b, 2 half a, 3 half b) of axis ``d`` at a block.
 
-    Staggered: every half point (the fluxes feed the second stage); constant density:
-    the layer cells only (``ah, bh`` are then the cell profiles, ``s1`` the central ``c1``).
+    A scalar on a row axis, a lane vector along x.
     """
-    nd = ti.static(len(p.shape) - 2)
-    for X in ti.grouped(ti.ndrange(*[p.shape[k + 1] for k in ti.static(range(nd + 1))])):
-        # whether the staggered stencil stays inside on every axis (checked once a cell)
-        inside = _inside(p, (cur,), X, ti.static(len(s1) - 1), ti.static(len(s1)))
-        for d in ti.static(range(nd)):
-            a = ah[d, X[d + 1]]
-            if ti.static(staggered):
-                phi = 0.0
-                if inside:
-                    phi = _dplus(p, (cur,), X, d, s1, True) * ih[d]
-                else:
-                    phi = _dplus(p, (cur,), X, d, s1) * ih[d]
-                if a != 0.0:
-                    m = bh[d, X[d + 1]] * psi[(src, d, *X)] + a * phi
-                    psi[(dst, d, *X)] = m
-                    phi += m
-                flux[(d, *X)] = buoy[(d, *_cell(X))] * phi
-            else:
-                if a != 0.0:
-                    psi[(dst, d, *X)] = (bh[d, X[d + 1]] * psi[(src, d, *X)]
-                                         + a * (_d1(p, (cur,), X, d, s1, True) * ih[d]))
+    if ti.static(d < J.n - 1):
+        return f.rp[which, d, J[d + 1]]
+    else:
+        return f.xp[which, xb]
 
 
 @ti.func
-def _q(p: ti.template(), psi: ti.template(), flux: ti.template(), pa: ti.template(),
-       ih: ti.template(), cur: ti.i32, dst: ti.i32, X: ti.template(), d: ti.template(),
-       s1: ti.template(), c2: ti.template(), staggered: ti.template()):
-    """``q_d`` at cell ``X`` (before the zeta memory)."""
-    q = 0.0
-    if ti.static(staggered):
-        q = _dminus(flux, (d,), X, d, s1, True) * ih[d]
+def _layer(f: ti.template(), which: ti.template(), J: ti.template(), xb: ti.i32,
+           d: ti.template()):
+    """Whether the block lies in axis ``d``'s layer (``which`` 0: cell, 2: half profiles)."""
+    if ti.static(d < J.n - 1):
+        return f.rp[which, d, J[d + 1]] != 0.0
     else:
-        q = _d2(p, (cur,), X, d, c2, True) * (ih[d] * ih[d])
-        if pa[d, X[d + 1]] != 0.0:
-            q += _d1(psi, (dst, d), X, d, s1, True) * ih[d]
+        return (xb < f.xl[which]) | (xb >= f.xl[which + 1])
+
+
+# -- forward -----------------------------------------------------------------------------------
+@ti.func
+def _memory_block(f: ti.template(), w: ti.template(), cur: ti.i32, src: ti.i32, dst: ti.i32,
+                  J: ti.template(), xb: ti.i32, staggered: ti.template()):
+    """First stage at one block: ``psi_d'`` into ``psi[dst]`` and (staggered) the fluxes."""
+    p, psi = ti.static((w.p, w.psi))
+    for d in ti.static(range(f.ndim)):
+        if ti.static(staggered):
+            phi = _dplus(p, cur, -1, J, xb, d, f.s1, True) * f.ih[d]
+            if _layer(f, 2, J, xb, d):
+                m = _prof(f, 3, J, xb, d) * psi[(src, d, *_at(J, xb))] + _prof(f, 2, J, xb, d) * phi
+                psi[(dst, d, *_at(J, xb))] = m
+                phi += m
+            f.flux[(d, *_at(J, xb))] = f.buoy[(d, *_sp(J, xb))] * phi
+        else:
+            if _layer(f, 0, J, xb, d):
+                psi[(dst, d, *_at(J, xb))] = (
+                    _prof(f, 1, J, xb, d) * psi[(src, d, *_at(J, xb))]
+                    + _prof(f, 0, J, xb, d) * (_d1(p, cur, -1, J, xb, d, f.c1, True) * f.ih[d]))
+
+
+@ti.func
+def _q(f: ti.template(), w: ti.template(), cur: ti.i32, dst: ti.i32, J: ti.template(),
+       xb: ti.i32, d: ti.template(), staggered: ti.template()):
+    """``q_d`` at a block (before the zeta memory)."""
+    q = ti.Vector.zero(f.dtype, f.W)
+    if ti.static(staggered):
+        q = _dminus(f.flux, d, -1, J, xb, d, f.s1, False) * f.ih[d]
+    else:
+        q = _d2(w.p, cur, -1, J, xb, d, f.c2) * (f.ih[d] * f.ih[d])
+        if _layer(f, 0, J, xb, d):
+            mask = ti.cast(_prof(f, 0, J, xb, d) != 0.0, f.dtype)
+            q += mask * (_d1(w.psi, dst, d, J, xb, d, f.c1, False) * f.ih[d])
     return q
 
 
-@ti.kernel
-def update(p: ti.types.ndarray(), psi: ti.types.ndarray(), zeta: ti.types.ndarray(),
-           flux: ti.types.ndarray(), kk: ti.types.ndarray(), sg: ti.types.ndarray(),
-           pa: ti.types.ndarray(), pb: ti.types.ndarray(), ih: ti.types.ndarray(),
-           tot: ti.types.ndarray(), dkk: ti.types.ndarray(), prv: ti.i32, cur: ti.i32,
-           nxt: ti.i32, src: ti.i32, dst: ti.i32, s1: ti.template(), c2: ti.template(),
-           halo: ti.template(), staggered: ti.template(), sponge: ti.template(),
-           keep: ti.template(), born: ti.template()):
-    """Second stage: ``zeta[dst]`` and ``p[nxt]`` on every interior cell.
+@ti.func
+def _update_block(f: ti.template(), w: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32,
+                  src: ti.i32, dst: ti.i32, J: ti.template(), xb: ti.i32,
+                  staggered: ti.template(), keep: ti.template(), born: ti.template()):
+    """Second stage at one block: ``zeta[dst]`` and ``p[nxt]``.
 
-    ``keep``: also write ``sum_d (q_d + zeta_d')`` into ``tot [shot, *N]`` (the
-    background of a Born run); ``born``: add the Born source ``dkk * tot`` (``dkk`` the
-    perturbation of ``KK``, ``tot`` kept by the background's update).
+    ``keep``: also write ``sum_d (q_d + zeta_d')`` into ``tot`` (the background of a Born
+    run); ``born``: add the Born source ``dkk * tot``.
     """
-    nd = ti.static(len(p.shape) - 2)
-    for X in ti.grouped(ti.ndrange(p.shape[1], *[(halo, p.shape[k + 2] - halo)
-                                                 for k in ti.static(range(nd))])):
-        acc = 0.0
-        for d in ti.static(range(nd)):
-            q = _q(p, psi, flux, pa, ih, cur, dst, X, d, s1, c2, staggered)
-            a = pa[d, X[d + 1]]
-            if a != 0.0:
-                z = pb[d, X[d + 1]] * zeta[(src, d, *X)] + a * q
-                zeta[(dst, d, *X)] = z
-                q += z
-            acc += q
-        C = _cell(X)
-        rhs = kk[C] * acc
-        if ti.static(keep):
-            tot[X] = acc
-        if ti.static(born):
-            rhs += dkk[C] * tot[X]
-        if ti.static(sponge):
-            g = sg[C]
-            p[(nxt, *X)] = g * (2.0 * p[(cur, *X)] - g * p[(prv, *X)] + rhs)
-        else:
-            p[(nxt, *X)] = 2.0 * p[(cur, *X)] - p[(prv, *X)] + rhs
+    p, zeta = ti.static((w.p, w.zeta))
+    acc = ti.Vector.zero(f.dtype, f.W)
+    for d in ti.static(range(f.ndim)):
+        q = _q(f, w, cur, dst, J, xb, d, staggered)
+        if _layer(f, 0, J, xb, d):
+            z = _prof(f, 1, J, xb, d) * zeta[(src, d, *_at(J, xb))] + _prof(f, 0, J, xb, d) * q
+            zeta[(dst, d, *_at(J, xb))] = z
+            q += z
+        acc += q
+    rhs = f.kk[_sp(J, xb)] * acc
+    if ti.static(keep):
+        f.tot[_at(J, xb)] = acc
+    if ti.static(born):
+        rhs += f.dkk[_sp(J, xb)] * f.tot[_at(J, xb)]
+    if ti.static(f.sponge):
+        g = f.sg[_sp(J, xb)]
+        p[(nxt, *_at(J, xb))] = g * (2.0 * p[(cur, *_at(J, xb))] - g * p[(prv, *_at(J, xb))] + rhs)
+    else:
+        p[(nxt, *_at(J, xb))] = 2.0 * p[(cur, *_at(J, xb))] - p[(prv, *_at(J, xb))] + rhs
 
 
 @ti.func
-def _weight(w: ti.template(), s: ti.i32, n: ti.i32, P: ti.template()):
-    """Product over the axes of the stencil weights of point ``(s, n)`` at offset ``P``."""
-    acc = w[s, n, 0, P[0]]
-    for d in ti.static(range(1, P.n)):
-        acc *= w[s, n, d, P[d]]
-    return acc
+def _memory(f: ti.template(), w: ti.template(), cur: ti.i32, src: ti.i32, dst: ti.i32,
+            staggered: ti.template()):
+    """:func:`_memory_block` on every row (rows in parallel, unless ``f.serial``)."""
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(f.shots, *f.all_rows)):
+        for xb in range(1, f.nb - 1):
+            _memory_block(f, w, cur, src, dst, J, xb, staggered)
 
 
 @ti.func
-def _point(pos: ti.template(), s: ti.i32, n: ti.i32, P: ti.template()):
-    """Index ``(shot, *cell)`` of offset ``P`` of point ``(s, n)``'s stencil."""
-    base = pos[s, n]
-    return ti.Vector([s] + [base[d] + P[d] for d in ti.static(range(P.n))])
+def _update(f: ti.template(), w: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32,
+            src: ti.i32, dst: ti.i32, staggered: ti.template(), keep: ti.template(),
+            born: ti.template()):
+    """:func:`_update_block` on every row but the frame."""
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(f.shots, *f.in_rows)):
+        for xb in range(1, f.nb - 1):
+            _update_block(f, w, prv, cur, nxt, src, dst, J, xb, staggered, keep, born)
 
 
-@ti.kernel
-def inject(p: ti.types.ndarray(), amp: ti.types.ndarray(), pos: ti.types.ndarray(),
-           w: ti.types.ndarray(), scale: float, lvl: ti.i32, step: ti.i32):
-    """``p[lvl] += scale amp[shot, source, step] w`` over each source's stencil (serial)."""
-    nd = ti.static(len(p.shape) - 2)
+@ti.func
+def _inject_all(f: ti.template(), nxt: ti.i32, step: ti.i32):
+    """Sources into ``p[nxt]`` (serial: a few cells)."""
     ti.loop_config(serialize=True)
-    for s, n in ti.ndrange(pos.shape[0], pos.shape[1]):
-        for P in ti.grouped(ti.ndrange(*([w.shape[3]] * nd))):
-            p[(lvl, *_point(pos, s, n, P))] += scale * amp[s, n, step] * _weight(w, s, n, P)
+    for P in ti.grouped(ti.ndrange(f.shots, f.src_pos.shape[1],
+                                   *([f.src_w.shape[3]] * f.ndim))):
+        _inject(f, nxt, step, P)
 
 
-@ti.kernel
-def record(p: ti.types.ndarray(), traces: ti.types.ndarray(), pos: ti.types.ndarray(),
-           w: ti.types.ndarray(), lvl: ti.i32, t: ti.i32):
-    """``traces[t, shot, receiver] = sum w p[lvl]`` over each receiver's stencil."""
-    nd = ti.static(len(p.shape) - 2)
-    for s, n in ti.ndrange(pos.shape[0], pos.shape[1]):
-        acc = 0.0
-        for P in ti.grouped(ti.ndrange(*([w.shape[3]] * nd))):
-            acc += _weight(w, s, n, P) * p[(lvl, *_point(pos, s, n, P))]
-        traces[t, s, n] = acc
+@ti.func
+def _step(f: ti.template(), t: ti.i32, staggered: ti.template(), born: ti.template()):
+    """Step ``t``: sources, receivers at ``t + 1`` (of the tangent in a Born run)."""
+    prv, cur, nxt, src, dst = (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2
+    _memory(f, f.bg, cur, src, dst, staggered)
+    _update(f, f.bg, prv, cur, nxt, src, dst, staggered, born, False)
+    _inject_all(f, nxt, t)
+    if ti.static(born):
+        _memory(f, f.tg, cur, src, dst, staggered)
+        _update(f, f.tg, prv, cur, nxt, src, dst, staggered, False, True)
+        _record(f.tangent, nxt, t + 1)
+    else:
+        _record(f, nxt, t + 1)
 
 
-# -- the adjoint of the staggered step (hand-written, gather form) ------------------------
+@ti.func
+def _copy_state(f: ti.template(), slot: ti.i32, t: ti.i32, save: ti.template()):
+    """Save (``save=True``) or restore ``x[t]``: ``p`` levels ``t-1, t``, ``psi, zeta[t % 2]``."""
+    p, pp = ti.static((f.p, f.pool_p))
+    lvl = t % 2
+    ti.loop_config(serialize=f.serial)
+    for K in ti.grouped(ti.ndrange(*[p.shape[k + 1] for k in ti.static(range(f.ndim + 1))])):
+        if ti.static(save):
+            pp[(slot, 0, *K)] = p[((t + 2) % 3, *K)]
+            pp[(slot, 1, *K)] = p[(t % 3, *K)]
+        else:
+            p[((t + 2) % 3, *K)] = pp[(slot, 0, *K)]
+            p[(t % 3, *K)] = pp[(slot, 1, *K)]
+    for name in ti.static(("psi", "zeta")):
+        a, pa = ti.static((getattr(f, name), getattr(f, "pool_" + name)))
+        ti.loop_config(serialize=f.serial)
+        for K in ti.grouped(ti.ndrange(*[a.shape[k + 1] for k in ti.static(range(f.ndim + 2))])):
+            if ti.static(save):
+                pa[(slot, 0, *K)] = a[(lvl, *K)]
+            else:
+                a[(lvl, *K)] = pa[(slot, 0, *K)]
+
+
+# -- the adjoint of the staggered step (hand-written, gather form) ---------------------------
 # With lup the adjoint of p+, le = g lup (g = 1 without a sponge) and r = KK le:
 #   Z_d = lzeta'_d + r;  qg_d = r + a_d Z_d;  lzeta_d = b_d Z_d;  dL/dKK += le sum_d (q_d + zeta'_d)
 #   fg_d = D-_d^T qg_d;  dL/dB_d += fg_d (phi_d + psi_d');  F = B_d fg_d
 #   Y_d = lpsi'_d + F;  phig_d = F + ah_d Y_d;  lpsi_d = bh_d Y_d
 #   lp += 2 le + sum_d D+_d^T phig_d;  lp- = -g le
-# D+^T and D-^T are gathers (D-^T x [j] = sum_k s_k (x[j-k+1] - x[j+k]), D+^T = the
-# same with the signs of the other difference). Each stage writes what it owns only.
-@ti.kernel
-def adjoint_update(p: ti.types.ndarray(), pg: ti.types.ndarray(), zeta: ti.types.ndarray(),
-                   zetag: ti.types.ndarray(), flux: ti.types.ndarray(),
-                   qg: ti.types.ndarray(), kk: ti.types.ndarray(), kkg: ti.types.ndarray(),
-                   sg: ti.types.ndarray(), pa: ti.types.ndarray(), pb: ti.types.ndarray(),
-                   ih: ti.types.ndarray(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
-                   dst: ti.i32, s1: ti.template(), halo: ti.template(),
-                   sponge: ti.template()) -> ti.f64:
-    """Reverse of :func:`update` (staggered): ``qg``, ``lzeta``, ``lp``, ``lp-``, ``dL/dKK``.
+# Each stage writes what it owns only (no atomics), over the same blocks as the forward.
+@ti.func
+def _adjoint_update_block(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32,
+                          src: ti.i32, dst: ti.i32, J: ti.template(), xb: ti.i32):
+    """``qg``, ``lzeta``, ``lp``, ``lp-`` and ``dL/dKK`` at a block; returns ``|lp+|^2 + |lp|^2``."""
+    lup = f.pg[(nxt, *_at(J, xb))]
+    g = ti.Vector.one(f.dtype, f.W)
+    if ti.static(f.sponge):
+        g = f.sg[_sp(J, xb)]
+    le = g * lup
+    r = f.kk[_sp(J, xb)] * le
+    acc = ti.Vector.zero(f.dtype, f.W)
+    for d in ti.static(range(f.ndim)):
+        q = _dminus(f.flux, d, -1, J, xb, d, f.s1, False) * f.ih[d]
+        grad_q = r
+        if _layer(f, 0, J, xb, d):
+            a, b = _prof(f, 0, J, xb, d), _prof(f, 1, J, xb, d)
+            Z = f.zetag[(dst, d, *_at(J, xb))] + r
+            grad_q += a * Z
+            f.zetag[(src, d, *_at(J, xb))] = b * Z
+            q += b * f.zeta[(src, d, *_at(J, xb))] + a * q
+        f.qg[(d, *_at(J, xb))] = grad_q
+        acc += q
+    f.kkg[_at(J, xb)] += le * acc
+    lcur = f.pg[(cur, *_at(J, xb))]
+    f.pg[(cur, *_at(J, xb))] = lcur + 2.0 * le
+    f.pg[(prv, *_at(J, xb))] = -g * le
+    return (lup * lup + lcur * lcur).sum()
 
-    ``flux`` must hold the step's fluxes (rerun :func:`memory` first). Returns the
-    squared norm of the incoming wavefield adjoint (``lp+`` and ``lp``), f64.
+
+@ti.func
+def _adjoint_memory_block(f: ti.template(), cur: ti.i32, src: ti.i32, dst: ti.i32,
+                          J: ti.template(), xb: ti.i32):
+    """``phig``, ``lpsi`` and ``dL/dB`` at a block of half points."""
+    for d in ti.static(range(f.ndim)):
+        fg = -_dplus(f.qg, d, -1, J, xb, d, f.s1, True) * f.ih[d]
+        phi = _dplus(f.p, cur, -1, J, xb, d, f.s1, True) * f.ih[d]
+        layer = _layer(f, 2, J, xb, d)
+        if layer:
+            phi += f.psi[(dst, d, *_at(J, xb))]
+        f.buoyg[(d, *_at(J, xb))] += fg * phi
+        F = f.buoy[(d, *_sp(J, xb))] * fg
+        grad_phi = F
+        if layer:
+            Y = f.psig[(dst, d, *_at(J, xb))] + F
+            grad_phi += _prof(f, 2, J, xb, d) * Y
+            f.psig[(src, d, *_at(J, xb))] = _prof(f, 3, J, xb, d) * Y
+        f.phig[(d, *_at(J, xb))] = grad_phi
+
+
+@ti.func
+def _adjoint_gather_block(f: ti.template(), cur: ti.i32, J: ti.template(), xb: ti.i32):
+    """``lp += sum_d D+_d^T phig_d`` at a block."""
+    acc = ti.Vector.zero(f.dtype, f.W)
+    for d in ti.static(range(f.ndim)):
+        acc -= _dminus(f.phig, d, -1, J, xb, d, f.s1, False) * f.ih[d]
+    f.pg[(cur, *_at(J, xb))] += acc
+
+
+@ti.func
+def _reverse_step(f: ti.template(), t: ti.i32):
+    """Reverse of step ``t`` (receivers at ``t + 1`` included); returns ``|lambda[t+1]|^2`` (f64).
+
+    ``x[t]`` must be live: the fluxes and ``psi'`` of the step are recomputed first.
     """
-    nd = ti.static(len(p.shape) - 2)
+    prv, cur, nxt, src, dst = (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2
+    _receiver_adjoint(f, nxt, t + 1)
+    _memory(f, f.bg, cur, src, dst, True)
     sq = ti.cast(0.0, ti.f64)
-    for X in ti.grouped(ti.ndrange(p.shape[1], *[(halo, p.shape[k + 2] - halo)
-                                                 for k in ti.static(range(nd))])):
-        C = _cell(X)
-        lup = pg[(nxt, *X)]
-        g = 1.0
-        if ti.static(sponge):
-            g = sg[C]
-        le = g * lup
-        r = kk[C] * le
-        acc = 0.0
-        for d in ti.static(range(nd)):
-            q = _dminus(flux, (d,), X, d, s1, True) * ih[d]
-            a = pa[d, X[d + 1]]
-            grad_q = r
-            if a != 0.0:
-                b = pb[d, X[d + 1]]
-                Z = zetag[(dst, d, *X)] + r
-                grad_q += a * Z
-                zetag[(src, d, *X)] = b * Z
-                q += b * zeta[(src, d, *X)] + a * q
-            qg[(d, *X)] = grad_q
-            acc += q
-        kkg[X] += le * acc
-        lcur = pg[(cur, *X)]
-        pg[(cur, *X)] = lcur + 2.0 * le
-        pg[(prv, *X)] = -g * le
-        sq += ti.cast(lup * lup + lcur * lcur, ti.f64)
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(f.shots, *f.in_rows)):
+        for xb in range(1, f.nb - 1):
+            sq += ti.cast(_adjoint_update_block(f, prv, cur, nxt, src, dst, J, xb), ti.f64)
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(f.shots, *f.all_rows)):
+        for xb in range(1, f.nb - 1):
+            _adjoint_memory_block(f, cur, src, dst, J, xb)
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(f.shots, *f.in_rows)):
+        for xb in range(1, f.nb - 1):
+            _adjoint_gather_block(f, cur, J, xb)
+    W = ti.static(f.W)
+    ti.loop_config(serialize=True)
+    for P in ti.grouped(ti.ndrange(f.shots, f.src_pos.shape[1],
+                                   *([f.src_w.shape[3]] * f.ndim))):
+        w = ti.cast(f.scale, f.dtype)
+        cell = _cell(f.src_pos, P)
+        for d in ti.static(range(f.ndim)):
+            w *= f.src_w[P[0], P[1], d, P[d + 2]]
+        f.ampg[P[0], P[1], t] += w * f.pg[(nxt, *_lane_elem(cell, W))][(cell[cell.n - 1] + W) % W]
     return sq
 
 
-@ti.kernel
-def adjoint_memory(p: ti.types.ndarray(), psi: ti.types.ndarray(), psig: ti.types.ndarray(),
-                   qg: ti.types.ndarray(), phig: ti.types.ndarray(), buoy: ti.types.ndarray(),
-                   buoyg: ti.types.ndarray(), ah: ti.types.ndarray(), bh: ti.types.ndarray(),
-                   ih: ti.types.ndarray(), cur: ti.i32, src: ti.i32, dst: ti.i32,
-                   s1: ti.template()):
-    """Reverse of :func:`memory` (staggered): ``phig``, ``lpsi``, ``dL/dB`` at half points.
+# -- kernels ---------------------------------------------------------------------------------
+@functools.cache
+def cell_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
+    """The cell engine's kernels for one dimension and precision.
 
-    ``psi[dst]`` must hold the step's ``psi'`` (rerun :func:`memory` first).
+    * ``forward``: with ``serial`` steps ``start … stop-1`` in one launch, saving ``x[t]``
+      (with ``save``) in checkpoint slot ``saves[t - start]`` (``-1``: no save) for ``t``
+      in ``start … stop``; without, one step ``start`` with parallel loops. ``born``: the
+      background and the Born tangent together (``staggered`` either way).
+    * ``reverse`` (staggered only): with ``serial`` the reverse of steps ``top, top-1, …``
+      (``count`` of them), restoring ``x[t]`` from pool slot ``slots[i]`` first (``-1``:
+      live), the squared costate norm into ``norms[i]``; without, one step ``top``.
+    * ``receiver_adjoint``: the receivers' adjoint at time ``t`` into ``pg[lvl]``.
     """
-    nd = ti.static(len(p.shape) - 2)
-    for X in ti.grouped(ti.ndrange(*[p.shape[k + 1] for k in ti.static(range(nd + 1))])):
-        inside = _inside(p, (cur,), X, ti.static(len(s1) - 1), ti.static(len(s1)))
-        for d in ti.static(range(nd)):
-            # D-^T of qg at half point X: sum_k s_k (qg[X-k+1] - qg[X+k]); D+ of p.
-            fg = 0.0
-            phi = 0.0
-            if inside:
-                fg = _dminus_t(qg, (d,), X, d, s1, True) * ih[d]
-                phi = _dplus(p, (cur,), X, d, s1, True) * ih[d]
-            else:
-                fg = _dminus_t(qg, (d,), X, d, s1) * ih[d]
-                phi = _dplus(p, (cur,), X, d, s1) * ih[d]
-            a = ah[d, X[d + 1]]
-            if a != 0.0:
-                phi += psi[(dst, d, *X)]
-            buoyg[(d, *X)] += fg * phi
-            F = buoy[(d, *_cell(X))] * fg
-            grad_phi = F
-            if a != 0.0:
-                Y = psig[(dst, d, *X)] + F
-                grad_phi += a * Y
-                psig[(src, d, *X)] = bh[d, X[d + 1]] * Y
-            phig[(d, *X)] = grad_phi
+    real = ti.f64 if precision == "f64" else ti.f32
+    nl = cell_layout_size(ndim)
+    lay_t: TypeAlias = ti.types.ndarray(dtype=ti.i32, ndim=1)
+    r3: TypeAlias = ti.types.ndarray(dtype=real, ndim=3)
+    r4: TypeAlias = ti.types.ndarray(dtype=real, ndim=4)
+    pos: TypeAlias = ti.types.ndarray(dtype=ti.types.vector(ndim, ti.i32), ndim=2)
+    i1: TypeAlias = ti.types.ndarray(dtype=ti.i32, ndim=1)
+    f1: TypeAlias = ti.types.ndarray(dtype=ti.f64, ndim=1)
+    iv4: TypeAlias = ti.types.vector(4, ti.i32)
 
+    def bundle(arena: Any, pools: Any, lay: Any, **items: Any) -> Arrays:
+        views = cell_views(arena, pools, _scalars(lay, nl), ndim)
+        items["xl"] = _scalars(items["xl"], 4)
+        items["scale"] = impl.expr_init(items["scale"])
+        return cell_bundle(views, ndim=ndim, real=real, lanes=lanes, **items)
 
-@ti.kernel
-def adjoint_gather(pg: ti.types.ndarray(), phig: ti.types.ndarray(), ih: ti.types.ndarray(),
-                   cur: ti.i32, s1: ti.template(), halo: ti.template()):
-    """``lp += sum_d D+_d^T phig_d`` on every interior cell."""
-    nd = ti.static(len(pg.shape) - 2)
-    for X in ti.grouped(ti.ndrange(pg.shape[1], *[(halo, pg.shape[k + 2] - halo)
-                                                  for k in ti.static(range(nd))])):
-        acc = 0.0
-        for d in ti.static(range(nd)):
-            g = s1[0] * (_at(phig, (d,), X, d, -1, True) - _at(phig, (d,), X, d, 0, True))
-            for k in ti.static(range(1, len(s1))):
-                g += s1[k] * (_at(phig, (d,), X, d, -k - 1, True) - _at(phig, (d,), X, d, k, True))
-            acc += g * ih[d]
-        pg[(cur, *X)] += acc
+    @ti.kernel
+    def forward(arena: ti.template(), pools: ti.template(), lay: lay_t, rp: r3, amp: r3,
+                traces: r3, src_pos: pos, src_w: r4, rec_pos: pos, rec_w: r4, saves: i1,
+                xl: iv4, ih: ti.template(), scale: real, start: ti.i32, stop: ti.i32,
+                s1: ti.template(), c1: ti.template(), c2: ti.template(),
+                staggered: ti.template(), sponge: ti.template(), serial: ti.template(),
+                born: ti.template(), save: ti.template()):
+        f = ti.static(bundle(arena, pools, lay, rp=rp, xl=xl, ih=ih, s1=s1, c1=c1, c2=c2,
+                             sponge=sponge, serial=serial, amp=amp, traces=traces,
+                             src_pos=src_pos, src_w=src_w, rec_pos=rec_pos, rec_w=rec_w,
+                             scale=scale))
+        if ti.static(serial):
+            ti.loop_config(serialize=True)
+            for t in range(start, stop + 1):
+                if ti.static(save):
+                    slot = saves[t - start]
+                    if slot >= 0:
+                        _copy_state(f, slot, t, True)
+                if t < stop:
+                    _step(f, t, staggered, born)
+        else:
+            _step(f, start, staggered, born)
 
+    @ti.kernel
+    def reverse(arena: ti.template(), pools: ti.template(), lay: lay_t, rp: r3, ampg: r3,
+                tracesg: r3, src_pos: pos, src_w: r4, rec_pos: pos, rec_w: r4, slots: i1,
+                norms: f1, xl: iv4, ih: ti.template(), scale: real, top: ti.i32,
+                count: ti.i32, s1: ti.template(), c1: ti.template(), c2: ti.template(),
+                sponge: ti.template(), serial: ti.template()):
+        f = ti.static(bundle(arena, pools, lay, rp=rp, xl=xl, ih=ih, s1=s1, c1=c1, c2=c2,
+                             sponge=sponge, serial=serial, ampg=ampg, tracesg=tracesg,
+                             src_pos=src_pos, src_w=src_w, rec_pos=rec_pos, rec_w=rec_w,
+                             scale=scale))
+        if ti.static(serial):
+            ti.loop_config(serialize=True)
+            for i in range(count):
+                t = top - i
+                slot = slots[i]
+                if slot >= 0:
+                    _copy_state(f, slot, t, False)
+                norms[i] = _reverse_step(f, t)
+        else:
+            norms[0] = _reverse_step(f, top)
 
-@ti.kernel
-def adjoint_sources(pg: ti.types.ndarray(), ampg: ti.types.ndarray(), pos: ti.types.ndarray(),
-                    w: ti.types.ndarray(), scale: ti.f64, lvl: ti.i32, step: ti.i32):
-    """``ampg[shot, source, step] += scale sum w pg[lvl]`` (reverse of :func:`inject`)."""
-    nd = ti.static(len(pg.shape) - 2)
-    for s, n in ti.ndrange(pos.shape[0], pos.shape[1]):
-        acc = ti.cast(0.0, ti.f64)
-        for P in ti.grouped(ti.ndrange(*([w.shape[3]] * nd))):
-            acc += ti.cast(_weight(w, s, n, P) * pg[(lvl, *_point(pos, s, n, P))], ti.f64)
-        ampg[s, n, step] += scale * acc
+    @ti.kernel
+    def receiver_adjoint(arena: ti.template(), lay: lay_t, tracesg: r3, rec_pos: pos,
+                         rec_w: r4, lvl: ti.i32, t: ti.i32):
+        f = ti.static(Arrays(ug=cell_views(arena, arena, _scalars(lay, nl), ndim)["pg"],
+                             tracesg=tracesg, rec_pos=rec_pos, rec_w=rec_w, ndim=ndim,
+                             dtype=real, W=lanes, shots=(0, rec_pos.shape[0])))
+        _receiver_adjoint(f, lvl, t)
 
-
-@ti.kernel
-def adjoint_receivers(pg: ti.types.ndarray(), tracesg: ti.types.ndarray(),
-                      pos: ti.types.ndarray(), w: ti.types.ndarray(), lvl: ti.i32, t: ti.i32):
-    """``pg[lvl] += w tracesg[t, shot, receiver]`` over each receiver's stencil (serial)."""
-    nd = ti.static(len(pg.shape) - 2)
-    ti.loop_config(serialize=True)
-    for s, n in ti.ndrange(pos.shape[0], pos.shape[1]):
-        for P in ti.grouped(ti.ndrange(*([w.shape[3]] * nd))):
-            pg[(lvl, *_point(pos, s, n, P))] += _weight(w, s, n, P) * tracesg[t, s, n]
-
-
-@ti.kernel
-def copy_levels(src: ti.types.ndarray(), i: ti.i32, dst: ti.types.ndarray(), j: ti.i32):
-    """``dst[j, ...] = src[i, ...]`` (arrays of equal trailing shape)."""
-    for X in ti.grouped(ti.ndrange(*[src.shape[k + 1]
-                                     for k in ti.static(range(len(src.shape) - 1))])):
-        dst[(j, *X)] = src[(i, *X)]
-
-
-@ti.kernel
-def zero(a: ti.types.ndarray()):
-    """``a[...] = 0``."""
-    for X in ti.grouped(a):
-        a[X] = ti.zero(a[X])
-
-
-@ti.kernel
-def sumsq_level(a: ti.types.ndarray(), i: ti.i32) -> ti.f64:
-    """``sum a[i, ...]^2`` in f64 (NaN or Inf when any value is)."""
-    acc = ti.cast(0.0, ti.f64)
-    for X in ti.grouped(ti.ndrange(*[a.shape[k + 1]
-                                     for k in ti.static(range(len(a.shape) - 1))])):
-        v = ti.cast(a[(i, *X)], ti.f64)
-        acc += v * v
-    return acc
+    return dict(forward=forward, reverse=reverse, receiver_adjoint=receiver_adjoint)
