@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping, Sequence
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -176,6 +176,18 @@ class Simulation(abc.ABC):
         """
         stepper = self._stepper()
         return self._outputs(stepper, rollout(stepper))
+
+    def graph(self) -> Any:
+        """The step-level computational graph (:class:`diffsim.diagnostics.StepGraph`).
+
+        Collapsed over time with the repeat count, or expanded for a few steps by
+        ``.save(path, expand=k)``; ``.fan_out()`` counts each parameter's uses over the
+        rollout (the terms its adjoint sums).
+        """
+        from diffsim.diagnostics.graph import step_graph
+
+        return step_graph(self._stepper(), title=type(self).__module__.removeprefix("diffsim.")
+                          + "." + type(self).__name__)
 
     def schedule(self, checkpoint: Schedule | None = None) -> Schedule:
         """The concrete schedule a gradient runs under ``checkpoint`` (a budget resolved).

@@ -546,6 +546,26 @@ def _blow_up_message(last: int, step: int) -> str:
     )
 
 
+def _injection(stepper: Stepper, cotangents: Mapping[str, np.ndarray], steps: int) -> np.ndarray:
+    """``‖∂L/∂y[t]‖`` per time level from output cotangents with time on the first axis.
+
+    Outputs recorded at chosen levels (a stepper's ``times``) land at those levels; any
+    other cotangent leaves the trace NaN.
+    """
+    out = np.zeros(steps + 1)
+    times = getattr(stepper, "times", None)
+    for value in cotangents.values():
+        arr = np.asarray(value, dtype=np.float64)
+        sq = np.sum(arr.reshape(arr.shape[0], -1) ** 2, axis=1) if arr.ndim else None
+        if sq is not None and arr.shape[0] == steps + 1:
+            out += sq
+        elif sq is not None and times is not None and arr.shape[0] == len(times):
+            np.add.at(out, np.asarray(times, dtype=int), sq)
+        else:
+            return np.full(steps + 1, np.nan)
+    return np.sqrt(out)
+
+
 @dataclass
 class TapeReport:
     """What one gradient evaluation did.
@@ -565,6 +585,10 @@ class TapeReport:
             time of the forward sweep, of recomputation, of reverse steps, and of
             checkpoint copies.
         costate: ``‖λ[t]‖`` for ``t = 0 … n`` (float64 ``[n+1]``); NaN where not measured.
+        injection: ``‖∂L/∂y[t]‖``, the loss's direct term entering ``λ[t]`` (float64
+            ``[n+1]``, over every output recorded at time ``t``; NaN where the outputs are
+            not indexed by time): what :func:`diffsim.diagnostics.gradient_health`
+            measures the trace against.
         store: the checkpoint store's name (``"device"``, ``"host"``).
     """
 
@@ -583,6 +607,7 @@ class TapeReport:
     reverse_seconds: float = 0.0
     checkpoint_seconds: float = 0.0
     costate: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    injection: np.ndarray = field(default_factory=lambda: np.zeros(0))
     store: str = "device"
 
     def summary(self) -> str:
@@ -700,6 +725,12 @@ class Tape:
         self.report = TapeReport(schedule=self.schedule, steps=steps,
                                  state_nbytes=stepper.state_nbytes, store=store.name)
 
+    def graph(self) -> Any:
+        """The stepper's step-level computational graph (see :meth:`Simulation.graph`)."""
+        from diffsim.diagnostics.graph import step_graph
+
+        return step_graph(self.stepper)
+
     def forward(self) -> dict[str, np.ndarray]:
         """Run the forward sweep (storing checkpoints) and return the outputs.
 
@@ -734,6 +765,7 @@ class Tape:
                 "(each forward sweep supports one reverse sweep)"
             )
         self.stepper.begin_reverse(cotangents)
+        self.report.injection = _injection(self.stepper, cotangents, self.steps)
         self._execute(self._actions[self._split:], recompute=True)
         t0 = time.perf_counter()
         self.report.costate[0] = self.stepper.finish_reverse(measure=self._costate)

@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Iterable
-from typing import NamedTuple, final
+import os
+import pathlib
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple, final
 
 __all__ = [
     "Action",
@@ -57,6 +59,7 @@ __all__ = [
     "binomial_forward_steps",
     "parse_schedule",
     "simulate",
+    "tradeoff",
 ]
 
 
@@ -187,6 +190,34 @@ class Schedule(abc.ABC):
             The counts, see :class:`ScheduleCost`.
         """
         return simulate(self.actions(n, state_nbytes=state_nbytes), n)
+
+    def plot(self, n: int, path: str | os.PathLike[str], *, state_nbytes: int | None = None,
+             title: str | None = None) -> None:
+        """Draw the schedule's actions for ``n`` steps (PNG or SVG by ``path``'s suffix).
+
+        Time steps across, execution order down the page: forward advances, reverse
+        steps, restores and the stored states (see
+        :func:`diffsim.diagnostics.plot_schedule`). Needs matplotlib.
+        """
+        from diffsim.diagnostics.schedules import plot_schedule
+
+        plot_schedule(self, n, pathlib.Path(path), state_nbytes=state_nbytes, title=title)
+
+
+def tradeoff(state_nbytes: int, n: int, path: str | os.PathLike[str] | None = None, *,
+             budgets: Sequence[int | str] = (), measured: Sequence[Any] = ()) -> Any:
+    """Forward steps against checkpoint memory for StoreAll, Uniform and Binomial.
+
+    ``budgets`` marks the schedule :class:`Budget` picks for each budget; ``measured``
+    overlays real runs (:class:`~diffsim.TapeReport` objects or ``(label, bytes,
+    forward steps)``). Draws a figure when ``path`` is given (needs matplotlib) and
+    returns a :class:`diffsim.diagnostics.Tradeoff` with the points. See
+    :func:`diffsim.diagnostics.tradeoff`.
+    """
+    from diffsim.diagnostics.schedules import tradeoff as _tradeoff
+
+    return _tradeoff(state_nbytes, n, None if path is None else pathlib.Path(path),
+                     budgets=budgets, measured=measured)
 
 
 class StoreAll(Schedule):

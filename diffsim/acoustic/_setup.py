@@ -331,6 +331,45 @@ class _AcousticSetup:
                       else np.ones(self.geometry.padded))
         self._velocity = self.pad(vel)
 
+    #: Parameters with one row per step (step ``t`` reads row ``t``).
+    time_indexed_parameters = ("wavelet",)
+
+    def graph_stages(self) -> tuple[dict[str, Any], list[Any]]:
+        """The step as stages for :func:`diffsim.diagnostics.step_graph`."""
+        from diffsim.diagnostics.graph import Stage, declared
+
+        if self._density_scheme:
+            arrays = {"p": "state", "psi": "state", "zeta": "state", "flux": "scratch",
+                      "velocity": "parameter", "density": "parameter", "wavelet": "parameter",
+                      "KK = dt^2 rho c^2": "derived", "buoyancy 1/rho": "derived",
+                      "receivers": "output"}
+            stages = [Stage("KK from velocity, density", ("velocity", "density"),
+                            ("KK = dt^2 rho c^2",), per_step=False),
+                      Stage("buoyancy at half points", ("density",), ("buoyancy 1/rho",),
+                            per_step=False),
+                      Stage("fluxes B (D+ p + psi)", ("p", "psi", "buoyancy 1/rho"),
+                            ("psi", "flux")),
+                      Stage("update", ("p", "flux", "zeta", "KK = dt^2 rho c^2"), ("p", "zeta")),
+                      Stage("sources", ("wavelet",), ("p",)),
+                      Stage("receivers", ("p",), ("receivers",))]
+            if self.sponge:
+                stages[2] = Stage("fluxes B D+ p", ("p", "buoyancy 1/rho"), ("flux",))
+                stages[3] = Stage("update (damped)", ("p", "flux", "KK = dt^2 rho c^2"), ("p",))
+                del arrays["psi"], arrays["zeta"]
+            return declared(arrays, stages)
+        arrays = {"u": "state", "psi": "state", "zeta": "state", "velocity": "parameter",
+                  "wavelet": "parameter", "kc = dt^2 c^2": "derived", "receivers": "output"}
+        stages = [Stage("kc from velocity", ("velocity",), ("kc = dt^2 c^2",), per_step=False),
+                  Stage("PML memory", ("u", "psi"), ("psi",)),
+                  Stage("update", ("u", "psi", "zeta", "kc = dt^2 c^2"), ("u", "zeta")),
+                  Stage("sources", ("wavelet",), ("u",)),
+                  Stage("receivers", ("u",), ("receivers",))]
+        if self.sponge:
+            del stages[1]
+            stages[1] = Stage("update (damped)", ("u", "kc = dt^2 c^2"), ("u",))
+            del arrays["psi"], arrays["zeta"]
+        return declared(arrays, stages)
+
     def _upload_constants(self) -> None:
         """Place the PML profiles and the source/receiver stencils in the engine's storage."""
         raise NotImplementedError

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import taichi as ti
@@ -628,6 +629,24 @@ class SpringStepper(Stepper):
         shape = (len(self.times), system.n_particles, system.dim)
         self._output_shape = shape
         self._actuation_shape = (steps, max(system.channels, 1))
+
+    #: Parameters with one row per step (step ``t`` reads row ``t``).
+    time_indexed_parameters = ("actuation",)
+
+    def graph_stages(self) -> tuple[dict[str, Any], list[Any]]:
+        """The step as stages for :func:`diffsim.diagnostics.step_graph`."""
+        from diffsim.diagnostics.graph import Stage, declared
+
+        arrays = {"x": "state", "v": "state", "stiffness": "parameter",
+                  "rest_length": "parameter", "damping": "parameter", "mass": "parameter",
+                  "actuation": "parameter", "force": "scratch", "positions": "output"}
+        contact = " with ground contact" if self.system.ground is not None else ""
+        stages = [Stage("spring forces", ("x", "v", "stiffness", "rest_length", "damping",
+                                          "actuation"), ("force",)),
+                  Stage("semi-implicit Euler" + contact, ("x", "v", "force", "mass"),
+                        ("x", "v")),
+                  Stage("record", ("x",), ("positions",))]
+        return declared(arrays, stages)
 
     # -- values -------------------------------------------------------------------------
     def load(self, system: SpringSystem, velocities: np.ndarray, actuation: np.ndarray) -> None:

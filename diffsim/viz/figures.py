@@ -33,9 +33,9 @@ def pyplot() -> types.ModuleType:
 
 
 def save_figure(fig: Figure, path: pathlib.Path, *, dpi: int = 110) -> None:
-    """Write ``fig`` as a PNG atomically and close it."""
+    """Write ``fig`` atomically (SVG for a ``.svg`` path, else PNG) and close it."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
+    fig.savefig(buffer, format="svg" if pathlib.Path(path).suffix == ".svg" else "png", dpi=dpi)
     pyplot().close(fig)
     atomic_write(path, lambda h: h.write(buffer.getvalue()), binary=True)
 

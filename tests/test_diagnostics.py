@@ -1,0 +1,223 @@
+"""Diagnostics: gradient health, the V-curve, checkpoint pictures, the step graph."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from springs_cases import contact_inputs, contact_system
+
+from diffsim import Binomial, StoreAll, Uniform, acoustic, chain, linear, springs
+from diffsim.checkpoint import Budget, binomial_forward_steps, tradeoff
+from diffsim.diagnostics import fd_vcurve, gradient_health
+from diffsim.diagnostics.graph import Stage, StepGraph, kernel_access
+
+N = 300
+
+
+def final_state_loss(out):
+    x = out["states"]
+    cot = np.zeros_like(x)
+    cot[-1] = x[-1]
+    return 0.5 * float(np.sum(x[-1] ** 2)), {"states": cot}
+
+
+def every_state_loss(out):
+    x = out["states"]
+    return 0.5 * float(np.sum(x ** 2)), {"states": x.copy()}
+
+
+def linear_run(radius: float, loss=final_state_loss, steps: int = N):
+    a = linear.rotation(4, radius)
+    b = np.arange(1.0, 5.0)[:, None]
+    with linear.Simulation(a=a, b=b, controls=np.zeros((steps, 1)), x0=np.ones(4)) as sim:
+        return sim.value_and_grad(loss, wrt=("controls",)), a, b
+
+
+@pytest.mark.parametrize("radius,verdict", [(0.9, "vanishing"), (1.0, "stable"),
+                                            (1.1, "exploding")])
+def test_verdict_on_chains_built_to_vanish_explode_or_stay_stable(radius, verdict) -> None:
+    res, _, _ = linear_run(radius)
+    health = gradient_health(res.report.costate)
+    assert health.verdict == verdict, health.summary()
+    # the exponent of the backward dynamics is ln(spectral radius) per step
+    assert abs(health.exponent - math.log(radius)) < 1e-9
+    if verdict == "stable":
+        assert health.steps is None
+        return
+    # |λ[t]| = radius^(n - t): beyond 6 decades for n - t > 6 / |log10 radius| (plus the
+    # entry window for growth, measured from the last n/20 steps' largest norm)
+    first, last = health.steps
+    assert first == 0
+    margin = 6.0 / abs(math.log10(radius))
+    entry = N // 20 - 1 if verdict == "exploding" else 0
+    assert abs((N - last) - (margin + entry)) <= 1.5, (last, margin)
+    assert verdict in health.summary() and health.advice
+    # the advice holds: a loss on every state keeps the early steps' gradient alive
+    if verdict == "vanishing":
+        res_all, _, _ = linear_run(radius, every_state_loss)
+        report = res_all.report
+        assert gradient_health(report.costate, injection=report.injection).verdict == "stable"
+        # the loss's own terms rise towards t = 0 here: without them the trace looks grown
+        assert gradient_health(report.costate).verdict == "exploding"
+    # with the injection known, a loss at the end only gives the same verdict
+    with_injection = gradient_health(res.report.costate, injection=res.report.injection)
+    assert with_injection.verdict == verdict
+    assert with_injection.steps[0] == 0
+
+
+def test_the_tape_adjoint_is_the_pontryagin_costate() -> None:
+    # L = 1/2 sum_t |x_t|^2 with x_{t+1} = A x_t + B u_t: p_n = x_n, p_t = A^T p_{t+1} + x_t,
+    # dL/du_t = B^T p_{t+1}. The tape's costate trace and gradient are these.
+    steps = 40
+    a = linear.rotation(4, 0.97, angle=0.4) + 0.01 * np.eye(4)
+    b = np.array([[1.0], [0.5], [-0.3], [0.2]])
+    rng = np.random.default_rng(1)
+    u = rng.normal(size=(steps, 1))
+    x0 = rng.normal(size=4)
+    with linear.Simulation(a=a, b=b, controls=u, x0=x0) as sim:
+        res = sim.value_and_grad(every_state_loss, wrt=("controls", "a"))
+    x = [x0]
+    for t in range(steps):
+        x.append(a @ x[-1] + b @ u[t])
+    p = [np.zeros(4)] * (steps + 1)
+    p[steps] = x[steps]
+    for t in range(steps - 1, -1, -1):
+        p[t] = a.T @ p[t + 1] + x[t]
+    norms = np.array([np.linalg.norm(v) for v in p])
+    np.testing.assert_allclose(res.report.costate, norms, rtol=1e-12)
+    np.testing.assert_allclose(res.report.injection, [np.linalg.norm(v) for v in x], rtol=1e-12)
+    np.testing.assert_allclose(res.grads["controls"][:, 0],
+                               [float(b[:, 0] @ p[t + 1]) for t in range(steps)], rtol=1e-10)
+    np.testing.assert_allclose(res.grads["a"], sum(np.outer(p[t + 1], x[t])
+                                                   for t in range(steps)), rtol=1e-10)
+
+
+def test_health_of_unmeasured_and_overflowing_traces() -> None:
+    assert gradient_health(np.full(20, np.nan)).verdict == "unmeasured"
+    trace = np.ones(101)
+    trace[:10] = np.inf
+    h = gradient_health(trace)
+    assert h.verdict == "exploding" and h.steps == (0, 9) and len(h.non_finite) == 10
+    with pytest.raises(ValueError, match="threshold=-1"):
+        gradient_health(np.ones(5), threshold=-1)
+    with pytest.raises(ValueError, match="a trace of n\\+1 >= 2 norms"):
+        gradient_health([1.0])
+
+
+def test_vcurve_truncation_round_off_and_a_kink(tmp_path) -> None:
+    x0 = np.array([0.3, -0.7, 1.1])
+    d = np.array([1.0, 0.5, -0.25])
+
+    def smooth(x):
+        return float(np.sum(np.sin(x)) + 0.5 * np.sum(x ** 2))
+
+    v = fd_vcurve(smooth, x0, d, np.cos(x0) + x0)
+    assert v.best_error < 1e-8 and not v.has_kink
+    assert v.truncation.size and v.round_off.size
+    assert v.truncation.min() > v.best_step > v.round_off.max()
+    # a kink 1e-4 away along d (a contact switching on): |x0 + s d - c| changes slope
+    c = x0 + 1e-4 * d
+
+    def kinked(x):
+        return smooth(x) + 3.0 * abs(float(d @ (x - c)))
+
+    grad = np.cos(x0) + x0 - 3.0 * d      # the branch taken at x0 (x0 - c is along -d)
+    k = fd_vcurve(kinked, x0, d, grad, steps=[10.0 ** -e for e in range(0, 9)])
+    assert k.has_kink, k.summary()
+    assert k.kink.min() >= 1e-4 and k.kink.max() <= 1.0
+    assert k.best_error < 1e-6           # steps below the kink see the branch taken
+    assert "kink" in k.summary()
+    k.plot(tmp_path / "v.png")
+    assert (tmp_path / "v.png").stat().st_size > 1000
+
+
+def test_schedule_picture_and_tradeoff(tmp_path) -> None:
+    Binomial(slots=3).plot(20, tmp_path / "b.png")
+    Uniform(every=4).plot(20, tmp_path / "u.svg")
+    assert (tmp_path / "b.png").stat().st_size > 1000
+    assert "<svg" in (tmp_path / "u.svg").read_text()[:500]
+    res, _, _ = linear_run(1.0, steps=60)
+    state = 4 * 8
+    t = tradeoff(state, 200, tmp_path / "t.png", budgets=["320B", 10_000],
+                 measured=[res.report, ("by hand", 64, 300)])
+    rows = {name: (states, nbytes, fwd) for name, states, nbytes, fwd in t.rows}
+    assert rows["StoreAll()"] == (199, 199 * state, 200)
+    for s in (1, 3, 9):
+        assert rows[f"Binomial(slots={s})"][2] == Binomial(slots=s).cost(200).forward_steps
+        assert rows[f"Binomial(slots={s})"][2] == binomial_forward_steps(200, s)
+    for k in [int(name[14:-1]) for name in rows if name.startswith("Uniform")]:
+        cost = Uniform(every=k).cost(200)
+        assert rows[f"Uniform(every={k})"] == (cost.peak_states, cost.peak_states * state,
+                                               cost.forward_steps)
+    picked = Budget(bytes=320).resolve(200, state_nbytes=state)
+    assert t.budgets[0][:2] == (320, repr(picked))
+    assert t.measured[0] == (repr(res.report.schedule), res.report.peak_checkpoint_bytes,
+                             res.report.forward_steps)
+    assert (tmp_path / "t.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="state_nbytes=0"):
+        tradeoff(0, 10)
+
+
+def test_graph_of_a_wave_a_density_and_a_spring_simulation(tmp_path) -> None:
+    shape, dt, nt = (12, 14), 1e-3, 30
+    vel = np.full(shape, 2000.0)
+    args = (10.0, dt, acoustic.ricker(25.0, dt, nt), [[30.0, 60.0]], [[20.0, 80.0]])
+    with acoustic.Simulation(vel, *args, order=4, pml_width=3) as sim:
+        g = sim.graph()
+    assert g.steps == nt - 1
+    assert {"u", "psi", "zeta"} <= {a for a, k in g.arrays.items() if k == "state"}
+    assert g.arrays["velocity"] == "parameter" and g.arrays["receivers"] == "output"
+    fan = g.fan_out()
+    assert fan["velocity"] == nt - 1      # through kc, read by the update at every step
+    assert fan["wavelet"] == 1            # row t of the wavelet feeds step t only
+    dot = g.to_dot()
+    assert f"repeated x {nt - 1}" in dot and '"velocity" -> "stage:kc from velocity"' in dot
+    assert '"u+" -> "stage:receivers"' in dot     # the record reads the new level
+    for name in ("g.dot", "g.png", "g.svg"):
+        g.save(tmp_path / name, expand=3 if name == "g.png" else 0)
+        assert (tmp_path / name).stat().st_size > 300
+    with acoustic.Simulation(vel, *args, density=np.full(shape, 1000.0), order=4,
+                             pml_width=3) as sim:
+        gd = sim.graph()
+    assert gd.fan_out()["density"] == 2 * (nt - 1)   # KK in the update, buoyancy in the fluxes
+    assert gd.fan_out()["velocity"] == nt - 1
+    system = contact_system()
+    v0, act = contact_inputs(system, 20)
+    with springs.Simulation(system, 20, 1e-3, velocities=v0, actuation=act) as sim:
+        gs = sim.graph()
+    assert gs.fan_out()["stiffness"] == 20 and gs.fan_out()["actuation"] == 1
+    assert any("ground contact" in s.name for s in gs.stages)
+    with pytest.raises(ValueError, match="use a .dot, .png or .svg"):
+        gs.save(tmp_path / "g.pdf")
+
+
+def test_graph_of_a_taichi_stepper_is_read_from_its_kernels() -> None:
+    from diffsim.kernels.chain import chain_forces, chain_integrate
+
+    reads, writes = kernel_access(chain_forces)    # (q, k, beta, f, src): q, k, beta -> f
+    assert reads == {0, 1, 2, 4} and writes == {3}   # f.shape is no read; src is a scalar
+    assert kernel_access(chain_integrate)[1] == {0, 1}           # writes q, v
+    with chain.Simulation(stiffness=100.0, mass=1.0, forcing=np.zeros((25, 3)), dt=0.01,
+                          observed=[0, 2]) as sim:
+        g = sim.graph()
+    names = [s.name for s in g.stages]
+    assert names == ["chain_forces", "chain_integrate", "chain_record"]
+    forces = g.stages[0]
+    assert set(forces.reads) == {"q", "stiffness", "beta"} and forces.writes == ("force",)
+    assert g.arrays["force"] == "scratch" and g.time_indexed == frozenset({"forcing"})
+    assert g.fan_out() == {"stiffness": 25, "beta": 25, "mass": 25, "forcing": 1}
+    assert "step 2" in g.to_dot(expand=3) and "22 more steps" in g.to_dot(expand=3)
+
+
+def test_declared_stages_are_checked() -> None:
+    from diffsim.diagnostics.graph import declared
+
+    with pytest.raises(ValueError, match="names 'w', which is not one of"):
+        declared({"x": "state"}, [Stage("step", ("x", "w"), ("x",))])
+    g = StepGraph(10, {"x": "state", "k": "parameter", "c": "derived"},
+                  (Stage("c from k", ("k",), ("c",), per_step=False),
+                   Stage("a", ("x", "c"), ("x",)), Stage("b", ("x", "c"), ("x",))))
+    assert g.fan_out() == {"k": 20}
+    assert StoreAll().cost(3).forward_steps == 3
