@@ -260,6 +260,17 @@ class Simulation(abc.ABC):
         self.last_report = tape.report
         return grads
 
+    def loss_value(self, loss: LossFunction) -> float:
+        """The loss at the current parameters: one forward run, no tape, no gradient.
+
+        The value :meth:`value_and_grad` would return, for finite-difference checks.
+        """
+        bind = getattr(loss, "bind", None)
+        if bind is not None:
+            bind(self)
+        stepper = self._stepper(loss)
+        return _call_loss(loss, self._outputs(stepper, rollout(stepper)))[0]
+
     def value_and_grad(self, loss: LossFunction, *, wrt: Sequence[str] | None = None,
                        checkpoint: Schedule | None = None, store: CheckpointStore | None = None
                        ) -> ValueAndGrad:

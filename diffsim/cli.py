@@ -2,8 +2,9 @@
 
 ``diffsim info`` reports the runtime; ``diffsim list`` the scenarios; ``diffsim show``
 prints one as TOML; ``diffsim run`` runs one (an inversion or an optimisation) into an
-output folder, resumable; ``diffsim demo`` runs the gradient demo (stiffness
-identification on a nonlinear chain).
+output folder, resumable; ``diffsim diagnose`` writes an HTML report on one's gradient
+(health, V-curve, graph, checkpointing, precision); ``diffsim demo`` runs the gradient
+demo (stiffness identification on a nonlinear chain).
 """
 
 from __future__ import annotations
@@ -66,6 +67,25 @@ def _parser() -> argparse.ArgumentParser:
                      help="change a scenario field (repeatable), e.g. --set shots=8")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
+    diag = sub.add_parser("diagnose", help="gradient health, FD V-curve, step graph, checkpoint "
+                                           "trade-off and precision advice: one HTML report")
+    diag.add_argument("scenario", help="a registered name (see `diffsim list`) or a .toml file")
+    _runtime_args(diag, precision=None)
+    diag.add_argument("--out", type=pathlib.Path, default=None,
+                      help="output folder (default: out/diagnose-SCENARIO)")
+    diag.add_argument("--data", type=pathlib.Path, default=None,
+                      help="folder of real models (default: $DIFFSIM_DATA)")
+    diag.add_argument("--checkpoint", default=None,
+                      help="all | uniform:K | binomial:S | budget:SIZE (default: a 1GiB budget)")
+    diag.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="change a scenario field (repeatable)")
+    diag.add_argument("--no-precision", action="store_true",
+                      help="skip the float32/float64 comparison (two more runs)")
+    diag.add_argument("--digits", type=float, default=3.0,
+                      help="digits float32 must keep (precision advice; default 3)")
+    diag.add_argument("--no-vcurve", action="store_true",
+                      help="skip the finite-difference V-curve (two runs per step size)")
+    diag.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
     data = sub.add_parser("data", help="real models: list them, or fetch one that cannot ship")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     data_list = data_sub.add_parser("list", help="the real models and where each is")
@@ -112,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _run(args)
+        if args.command == "diagnose":
+            return _diagnose(args)
         if args.command == "data":
             from diffsim import downloads
 
@@ -176,6 +198,37 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet:
         _compiling_note(print)
     scenario.run(options)
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    import functools
+
+    import diffsim
+    from diffsim import scenarios
+    from diffsim.checkpoint import parse_schedule
+    from diffsim.diagnostics import diagnose
+
+    scenario = scenarios.resolve(args.scenario)
+    if args.smoke:
+        scenario = scenario.smoke()
+    scenario = scenario.with_settings(args.set)
+    checkpoint = parse_schedule(args.checkpoint) if args.checkpoint else None
+    out = args.out or pathlib.Path("out") / f"diagnose-{pathlib.Path(args.scenario).stem}"
+    data = None if args.data is None else str(args.data)
+    precision = args.precision or scenario.precision
+    diffsim.init(args.arch, precision, threads=args.threads)
+    _compiling_note(print)
+    simulation, loss, wrt = scenario.diagnosis(data)
+    factory = (None if args.no_precision else
+               functools.partial(scenarios.diagnosis_problem, scenario.to_toml(), data))
+    with simulation:
+        result = diagnose(simulation, loss, wrt=wrt, out=out, checkpoint=checkpoint,
+                          vcurve=not args.no_vcurve, precision=factory, digits=args.digits,
+                          title=f"diffsim diagnose {args.scenario} ({precision})",
+                          dt=getattr(getattr(simulation, "_stepper", lambda: None)(), "dt", None))
+    print(result.summary())
+    print(f"report: {result.html}")
     return 0
 
 

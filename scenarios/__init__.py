@@ -16,6 +16,7 @@ from __future__ import annotations
 import pathlib
 import tomllib
 from collections.abc import Callable
+from typing import Any
 
 from diffsim.scenarios._base import Scenario
 from diffsim.scenarios.chain import ChainScenario
@@ -140,3 +141,17 @@ register("lsrtm-marmousi2", lambda: RtmScenario(
 register("spring-bridge", BridgeDesign)
 register("spring-identify", SpringIdentification)
 register("spring-robot", SoftRobotWalk)
+
+
+def diagnosis_problem(toml_text: str, data: str | None = None) -> tuple[Any, Any, Any]:
+    """``(simulation, loss, wrt)`` of a scenario given as TOML text (:meth:`Scenario.to_toml`).
+
+    A module-level function, so ``functools.partial(diagnosis_problem, text, data)`` is the
+    picklable problem factory the precision advice runs in fresh processes.
+    """
+    values = tomllib.loads(toml_text)
+    cls_name = values.get("class")
+    if cls_name not in _CLASSES:
+        raise ValueError(f"scenario TOML names class {cls_name!r}; allowed values: "
+                         f"{', '.join(sorted(_CLASSES))}")
+    return _CLASSES[cls_name].from_dict(values).diagnosis(data)

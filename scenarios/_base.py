@@ -8,6 +8,7 @@ TOML, and ``diffsim run NAME --set key=value`` can change any field with a typed
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import tomllib
 import types
@@ -172,3 +173,15 @@ class Scenario:
     def run(self, options: RunOptions) -> dict[str, object]:
         """Run the scenario's job, writing into ``options.out``; returns the summary."""
         raise NotImplementedError(f"{type(self).__name__} has no run()")
+
+    def diagnosis(self, data: os.PathLike[str] | str | None = None
+                  ) -> tuple[Any, Any, tuple[str, ...]]:
+        """``(simulation, loss, wrt)`` at the scenario's starting point, for ``diffsim diagnose``.
+
+        Args:
+            data: the folder of real models (``--data``), for scenarios that read one.
+        """
+        raise ValueError(
+            f"{type(self).__name__} cannot be diagnosed yet; diffsim diagnose runs on the FWI "
+            "scenarios (layered, camembert, marmousi2, ...), the spring scenarios "
+            "(spring-robot, spring-bridge, spring-identify) and the chain scenarios")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import pathlib
 import time
 from collections.abc import Callable
@@ -221,27 +222,18 @@ def _check_out(scenario: FwiScenario, out: pathlib.Path, resume: bool) -> None:
         check_same_scenario(scenario, saved)
 
 
-def run_scenario(scenario: FwiScenario, options: RunOptions) -> dict[str, object]:
-    """Run an FWI scenario (a ``diffsim.scenarios.FwiScenario``) into ``options.out``.
+def fwi_problem(scenario: FwiScenario, data_dir: os.PathLike[str] | str | None
+                ) -> tuple[np.ndarray, np.ndarray, ShotData, int]:
+    """The true and starting models, the experiment (observed traces zero) and the fixed rows.
 
-    Writes ``scenario.toml``, ``observed.npy`` and ``observed.sgy``, ``model_NNNN.npy`` per
-    iteration, ``history.json``, ``summary.json`` and the figures. With ``options.resume``
-    the finished iterations are read back, not recomputed.
+    The starting model is the truth smoothed (or a background), clipped to the bounds; the
+    water rows (``fixed``) keep the truth. One experiment description for every
+    simulation of the run: the PML is tuned to ``vmax`` and the peak frequency.
     """
     from diffsim.acoustic import ricker
     from diffsim.models import smooth
-    from diffsim.segy import write_segy
 
-    out = pathlib.Path(options.out)
-    if options.iterations is not None:
-        scenario = scenario.with_(iterations=options.iterations)
-    if scenario.observed_file and not pathlib.Path(scenario.observed_file).is_file():
-        raise ValueError(f"observed_file={scenario.observed_file!r}: no such file (looked in "
-                         f"{pathlib.Path(scenario.observed_file).resolve().parent}); give the path "
-                         "of a .npy or SEG-Y file of traces [shot, receiver, nt], or leave it empty "
-                         "to synthesise the data from the true model")
-    say = options.echo
-    truth, h = scenario.true_model(options.data)
+    truth, h = scenario.true_model(data_dir)
     fixed = int(np.ceil(scenario.water_depth / h - 1e-9))
     if scenario.start_model == "background":
         initial = np.full(truth.shape, float(truth[0].mean()))
@@ -255,14 +247,37 @@ def run_scenario(scenario: FwiScenario, options: RunOptions) -> dict[str, object
     src, rec = surface_acquisition(truth.shape, h, scenario.shots, scenario.receivers,
                                    source_depth=scenario.source_depth,
                                    receiver_depth=scenario.receiver_depth)
-    if float(truth.max()) > scenario.vmax or float(truth.min()) < scenario.vmin:
-        say(f"note: the true model spans {truth.min():.0f}-{truth.max():.0f} m/s, outside the "
-            f"bounds [{scenario.vmin:g}, {scenario.vmax:g}]")
-    # one experiment description; the PML is fixed so every stepper behaves the same
     data = ShotData(h, dt, ricker(scenario.peak_frequency, dt, nt), src, rec,
                     np.zeros((scenario.shots, scenario.receivers, nt)), order=scenario.order,
                     pml_width=scenario.pml_width, free_surface=scenario.free_surface,
                     pml_velocity=scenario.vmax, pml_frequency=scenario.peak_frequency)
+    return truth, initial, data, fixed
+
+
+def run_scenario(scenario: FwiScenario, options: RunOptions) -> dict[str, object]:
+    """Run an FWI scenario (a ``diffsim.scenarios.FwiScenario``) into ``options.out``.
+
+    Writes ``scenario.toml``, ``observed.npy`` and ``observed.sgy``, ``model_NNNN.npy`` per
+    iteration, ``history.json``, ``summary.json`` and the figures. With ``options.resume``
+    the finished iterations are read back, not recomputed.
+    """
+    from diffsim.segy import write_segy
+
+    out = pathlib.Path(options.out)
+    if options.iterations is not None:
+        scenario = scenario.with_(iterations=options.iterations)
+    if scenario.observed_file and not pathlib.Path(scenario.observed_file).is_file():
+        raise ValueError(f"observed_file={scenario.observed_file!r}: no such file (looked in "
+                         f"{pathlib.Path(scenario.observed_file).resolve().parent}); give the path "
+                         "of a .npy or SEG-Y file of traces [shot, receiver, nt], or leave it empty "
+                         "to synthesise the data from the true model")
+    say = options.echo
+    truth, initial, data, fixed = fwi_problem(scenario, options.data)
+    h, dt, nt = data.spacing, data.dt, data.wavelet.shape[-1]
+    src, rec = data.sources, data.receivers
+    if float(truth.max()) > scenario.vmax or float(truth.min()) < scenario.vmin:
+        say(f"note: the true model spans {truth.min():.0f}-{truth.max():.0f} m/s, outside the "
+            f"bounds [{scenario.vmin:g}, {scenario.vmax:g}]")
     observed_path = out / "observed.npy"
     given = None
     if scenario.observed_file and not (options.resume and observed_path.is_file()):

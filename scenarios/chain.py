@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pathlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -71,6 +71,16 @@ class ChainScenario(Scenario):
         return run_chain_demo(self, checkpoint=parse_schedule(options.checkpoint or "binomial:8"),
                               iterations=iterations, out=pathlib.Path(options.out),
                               echo=options.echo)
+
+    def diagnosis(self, data: object = None) -> tuple[Any, Any, tuple[str, ...]]:
+        """The chain at the starting stiffness, the misfit to the observed positions."""
+        from diffsim.chain import Simulation
+        from diffsim.losses import L2
+
+        sim = Simulation(stiffness=self.initial_stiffness(), mass=self.mass, beta=self.beta,
+                         forcing=self.forcing(), dt=self.dt, observed=self.observed_indices())
+        observed = self.synthesize(sim.chain)
+        return sim, L2(observed, output="positions"), ("stiffness",)
 
     def true_stiffness(self) -> np.ndarray:
         """The true stiffness, ``[N + 1]`` in N/m."""

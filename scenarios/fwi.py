@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 
@@ -227,6 +227,18 @@ class FwiScenario(Scenario):
             m = m.resample(self.spacing)
         return m.velocity, m.spacing
 
+    def diagnosis(self, data: os.PathLike[str] | str | None = None
+                  ) -> tuple[Any, Any, tuple[str, ...]]:
+        """All shots at the starting model (array engine), L2 misfit to the true model's data."""
+        from diffsim.fwi.evaluators import acoustic_simulation
+        from diffsim.losses import L2
+        from diffsim.scenarios._fwi_job import fwi_problem
+
+        truth, initial, experiment, _ = fwi_problem(self, data)
+        with acoustic_simulation(truth, experiment, engine="arrays") as sim:
+            observed = sim.simulate()["traces"]
+        return acoustic_simulation(initial, experiment, engine="arrays"), L2(observed), ("velocity",)
+
     def run(self, options: RunOptions) -> dict[str, object]:
         """Synthesise (or read) the data, invert, write models, history, summary, figures."""
         from diffsim.scenarios._fwi_job import run_scenario
@@ -298,6 +310,13 @@ class DensityFwiScenario(FwiScenario):
             m = m.crop(_range(self.crop_z), _range(self.crop_x))
         m = m.resample(self.spacing)
         return m.velocity, m.spacing
+
+    def diagnosis(self, data: os.PathLike[str] | str | None = None
+                  ) -> tuple[Any, Any, tuple[str, ...]]:
+        """Not yet: the diagnosis of the joint velocity-density problem is open work."""
+        raise ValueError(
+            "fwi-density-marmousi2 cannot be diagnosed yet (its two-parameter problem has no "
+            "diagnosis); diagnose the velocity problem with `diffsim diagnose marmousi2`")
 
     def run(self, options: RunOptions) -> dict[str, object]:
         """Synthesise the data, invert both parameters, write models, history, figures."""

@@ -79,6 +79,16 @@ def _run(scenario: BridgeDesign | SpringIdentification | SoftRobotWalk, options:
     return summary
 
 
+def design_diagnosis(problem: DesignProblem) -> tuple[Any, Any, tuple[str, ...]]:
+    """``(simulation, loss, wrt)`` of a design problem at its starting design."""
+    from diffsim.springs.api import SpringSimulation
+
+    sim = SpringSimulation(problem.system, problem.steps, problem.dt,
+                           velocities=problem.velocities, actuation=problem.actuation)
+    sim.update(**problem.apply(problem.x0))
+    return sim, problem.loss, tuple(problem.wrt)
+
+
 @dataclass(frozen=True)
 class BridgeDesign(Scenario):
     """Choose per-member stiffness of a loaded truss bridge so its deck settles flat.
@@ -189,6 +199,10 @@ class BridgeDesign(Scenario):
             apply=lambda z: {"stiffness": self.k_min + z * span_k},
             pullback=lambda z, g: g["stiffness"] * span_k,
             lr=self.lr, penalty=penalty, metrics=metrics)
+
+    def diagnosis(self, data: object = None) -> tuple[Any, Any, tuple[str, ...]]:
+        """The starting design's simulation and objective (see :meth:`problem`)."""
+        return design_diagnosis(self.problem())
 
     def run(self, options: RunOptions) -> dict[str, object]:
         """Optimise the member stiffness (default 40 iterations)."""
@@ -314,6 +328,10 @@ class SpringIdentification(Scenario):
             apply=apply, pullback=pullback, lr=self.lr, velocities=self.velocities(),
             metrics=metrics, extra={"damping_true": c_true})
 
+    def diagnosis(self, data: object = None) -> tuple[Any, Any, tuple[str, ...]]:
+        """The starting design's simulation and objective (see :meth:`problem`)."""
+        return design_diagnosis(self.problem())
+
     def run(self, options: RunOptions) -> dict[str, object]:
         """Fit stiffness and damping (default 60 iterations)."""
         return _run(self, options, 60)
@@ -426,6 +444,10 @@ class SoftRobotWalk(Scenario):
             lower=np.full(size, -3.0), upper=np.full(size, 3.0),
             apply=lambda x: {"actuation": self.actuation(x)[0]}, pullback=pullback, lr=self.lr,
             metrics=metrics)
+
+    def diagnosis(self, data: object = None) -> tuple[Any, Any, tuple[str, ...]]:
+        """The starting design's simulation and objective (see :meth:`problem`)."""
+        return design_diagnosis(self.problem())
 
     def run(self, options: RunOptions) -> dict[str, object]:
         """Learn the gait (default 40 iterations); the summary's ``final_loss`` is ``-distance``."""

@@ -221,3 +221,57 @@ def test_declared_stages_are_checked() -> None:
                    Stage("a", ("x", "c"), ("x",)), Stage("b", ("x", "c"), ("x",))))
     assert g.fan_out() == {"k": 20}
     assert StoreAll().cost(3).forward_steps == 3
+
+
+def test_precision_advice_flags_a_long_chaotic_chain() -> None:
+    import functools
+
+    from diagnostics_cases import chaotic_chain, rotation
+
+    from diffsim.diagnostics import precision_advice
+
+    chaos = precision_advice(functools.partial(chaotic_chain, 3000))
+    assert chaos.use_float64 and chaos.lost_at is not None and chaos.lost_at > 100
+    assert chaos.gradient_error["stiffness"] > 1e-3
+    assert "use float64" in chaos.recommendation
+    calm = precision_advice(functools.partial(rotation, 60))
+    assert not calm.use_float64 and calm.lost_at is None, calm.summary()
+    assert np.nanmin(calm.digits) > 5.0 and calm.gradient_error["controls"] < 1e-4
+    with pytest.raises(ValueError, match="digits=20"):
+        precision_advice(functools.partial(rotation, 60), digits=20)
+
+
+def test_diagnose_writes_a_self_contained_report(tmp_path) -> None:
+    import diffsim
+
+    res = None
+    with linear.Simulation(a=linear.rotation(4, 0.9), b=np.ones((4, 1)),
+                           controls=np.zeros((N, 1)), x0=np.ones(4)) as sim:
+        res = diffsim.diagnose(sim, final_state_loss, wrt=("controls",), out=tmp_path,
+                               checkpoint=Binomial(slots=5), title="rotation 0.9")
+    assert res.health.verdict == "vanishing" and res.precision is None
+    assert res.report.schedule == Binomial(slots=5)
+    assert res.vcurve is not None and res.vcurve.best_error < 1e-6
+    html = res.html.read_text()
+    assert html.count("data:image/png;base64,") >= 6 and "vanishing" in html
+    assert "Binomial(slots=5)" in html and "digraph step" in html
+    assert "vanishing" in res.summary()
+
+
+def test_diffsim_diagnose_cli_on_the_spring_robot_and_marmousi2(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    for name, extra in (("spring-robot", []), ("marmousi2", ["--no-precision"])):
+        out = tmp_path / name
+        proc = subprocess.run([sys.executable, "-m", "diffsim.cli", "diagnose", name, "--smoke",
+                               "--out", str(out), *extra], capture_output=True, text=True,
+                              timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "gradient health:" in proc.stdout and (out / "report.html").is_file()
+        assert (out / "costate.png").stat().st_size > 1000
+    assert "precision:" in (tmp_path / "spring-robot" / "report.html").read_text()
+    proc = subprocess.run([sys.executable, "-m", "diffsim.cli", "diagnose", "rtm-marmousi2",
+                           "--smoke", "--out", str(tmp_path / "rtm")], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and "cannot be diagnosed yet" in proc.stderr
