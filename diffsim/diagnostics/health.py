@@ -348,6 +348,6 @@ def fd_vcurve(fun: Callable[[np.ndarray], float], x: np.ndarray, direction: np.n
         ratio = hs[i] / hs[i + 1]
         if gap[i] > 1e-6 * scale and shrink < ratio ** 0.5:
             kink.append(hs[i])
+    truncation = np.asarray([h for h in truncation if h not in kink])   # a kink is no truncation
     return VCurve(hs, central, forward, backward, directional, errors, float(hs[best]),
-                  float(errors[best]), np.asarray(truncation), np.asarray(round_off),
-                  np.asarray(kink))
+                  float(errors[best]), truncation, np.asarray(round_off), np.asarray(kink))
