@@ -22,13 +22,13 @@ from diffsim._simulation import LossFunction
 from diffsim._simulation import Simulation as _Simulation
 from diffsim._tape import Launch, TaichiStepper
 from diffsim._validate import as_array
-from diffsim.kernels.linear import linear_record, linear_step
+from diffsim.kernels.linear import linear_adjoint, linear_record, linear_step
 
 __all__ = ["LinearSystem", "Simulation", "rotation"]
 
 
 class LinearSystem(TaichiStepper):
-    """``x[t+1] = A x[t] + B u[t]`` for ``t = 0 … steps-1`` (Taichi autodiff adjoint).
+    """``x[t+1] = A x[t] + B u[t]`` for ``t = 0 … steps-1`` (hand-written gather adjoint).
 
     Args:
         a: ``[n, n]`` state matrix.
@@ -77,6 +77,11 @@ class LinearSystem(TaichiStepper):
     def record(self, t: int) -> tuple[Launch, ...]:
         """The whole state at time ``t``."""
         return ((linear_record, (self.x, self.y, self.level(t), t)),)
+
+    def reverse_step(self, step: int) -> None:
+        """``λ[t] = Aᵀ λ[t+1]`` and the parameters' gradients (gathers, deterministic)."""
+        linear_adjoint(self.x, self.a, self.b, self.u, self.level(step), self.level(step + 1),
+                       step)
 
 
 class Simulation(_Simulation):
