@@ -319,3 +319,34 @@ class Simulation(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class KeptStepperSimulation(Simulation):
+    """A :class:`Simulation` over one stepper built once and kept (a ``TaichiStepper``).
+
+    The subclass sets ``self.stepper`` in ``__init__`` and declares
+    :attr:`parameter_names`; :meth:`update` checks the names and sets the values in place
+    (nothing recompiles), :meth:`close` frees the stepper's fields.
+    """
+
+    stepper: Any
+
+    def _stepper(self, loss: LossFunction | None = None) -> Stepper:
+        return self.stepper
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Current values by name."""
+        return dict(self.stepper.parameters())
+
+    def update(self, **params: ArrayLike) -> None:
+        """New parameter values (a scalar fills the array); nothing recompiles."""
+        unknown = set(params) - set(self.parameter_names)
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}; allowed: "
+                             f"{list(self.parameter_names)}")
+        for name, value in params.items():
+            self.stepper.set_param(name, value)
+
+    def close(self) -> None:
+        """Free the stepper's fields."""
+        self.stepper.destroy()

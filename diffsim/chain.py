@@ -19,8 +19,7 @@ import taichi as ti
 from numpy.typing import ArrayLike
 
 from diffsim._runtime import np_real
-from diffsim._simulation import LossFunction
-from diffsim._simulation import Simulation as _Simulation
+from diffsim._simulation import KeptStepperSimulation
 from diffsim._tape import Launch, TaichiStepper
 from diffsim._validate import as_array
 from diffsim.kernels.chain import chain_adjoint, chain_forces, chain_integrate, chain_record
@@ -157,7 +156,7 @@ class OscillatorChain(TaichiStepper):
                           self.level(step), self.level(step + 1), step, self.dt)
 
 
-class Simulation(_Simulation):
+class Simulation(KeptStepperSimulation):
     """The chain behind diffsim's one front-end shape (see :class:`OscillatorChain`).
 
     Built from the same keyword arguments as :class:`OscillatorChain` (and
@@ -178,32 +177,12 @@ class Simulation(_Simulation):
     default_wrt = ("stiffness",)
 
     def __init__(self, **chain: Any) -> None:
-        self.chain = OscillatorChain(**chain)
-
-    def _stepper(self, loss: LossFunction | None = None) -> OscillatorChain:
-        return self.chain
-
-    def parameters(self) -> dict[str, np.ndarray]:
-        """Current values by name."""
-        return self.chain.parameters()
+        self.chain = self.stepper = OscillatorChain(**chain)
 
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
         """``"positions"`` and ``"velocities"``: ``(steps + 1, R)``."""
         shape = (self.chain.steps + 1, int(self.chain.obs.shape[0]))
         return {"positions": shape, "velocities": shape}
-
-    def update(self, **params: ArrayLike) -> None:
-        """New parameter values (a scalar fills the array); nothing recompiles."""
-        unknown = set(params) - set(self.parameter_names)
-        if unknown:
-            raise ValueError(f"cannot update {sorted(unknown)}; allowed: "
-                             f"{list(self.parameter_names)}")
-        for name, value in params.items():
-            self.chain.set_param(name, value)
-
-    def close(self) -> None:
-        """Free the stepper's fields."""
-        self.chain.destroy()
 
 
 def simulate(**chain: Any) -> dict[str, np.ndarray]:

@@ -18,8 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from diffsim._runtime import np_real
-from diffsim._simulation import LossFunction
-from diffsim._simulation import Simulation as _Simulation
+from diffsim._simulation import KeptStepperSimulation
 from diffsim._tape import Launch, TaichiStepper
 from diffsim._validate import as_array
 from diffsim.kernels.linear import linear_adjoint, linear_record, linear_step
@@ -84,7 +83,7 @@ class LinearSystem(TaichiStepper):
                        step)
 
 
-class Simulation(_Simulation):
+class Simulation(KeptStepperSimulation):
     """A :class:`LinearSystem` behind the one front-end shape (same keyword arguments).
 
     Output ``"states"`` ``[steps + 1, n]``; parameters ``"a"``, ``"b"``, ``"controls"``.
@@ -94,31 +93,11 @@ class Simulation(_Simulation):
     default_wrt = ("controls",)
 
     def __init__(self, **system: Any) -> None:
-        self.system = LinearSystem(**system)
-
-    def _stepper(self, loss: LossFunction | None = None) -> LinearSystem:
-        return self.system
-
-    def parameters(self) -> dict[str, np.ndarray]:
-        """Current values by name."""
-        return self.system.parameters()
+        self.system = self.stepper = LinearSystem(**system)
 
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
         """``"states"``: ``(steps + 1, n)``."""
         return {"states": (self.system.steps + 1, self.system.n)}
-
-    def update(self, **params: ArrayLike) -> None:
-        """New parameter values; nothing recompiles."""
-        unknown = set(params) - set(self.parameter_names)
-        if unknown:
-            raise ValueError(f"cannot update {sorted(unknown)}; allowed: "
-                             f"{list(self.parameter_names)}")
-        for name, value in params.items():
-            self.system.set_param(name, value)
-
-    def close(self) -> None:
-        """Free the stepper's fields."""
-        self.system.destroy()
 
 
 def rotation(n: int, radius: float, angle: float = 0.3) -> np.ndarray:

@@ -35,6 +35,14 @@ def _save(fig, out: pathlib.Path, name: str) -> pathlib.Path:
     return path
 
 
+def _final_state_loss(o):
+    """``0.5 |x[n]|^2`` of a linear system's states, and its cotangent (the last row only)."""
+    x = o["states"]
+    cot = np.zeros_like(x)
+    cot[-1] = x[-1]
+    return 0.5 * float(np.sum(x[-1] ** 2)), {"states": cot}
+
+
 def lesson_fan_out(out: pathlib.Path, steps: int) -> None:
     """u[t] = theta at every step: dL/dtheta = sum_t dL/du[t] (the adjoint's accumulation)."""
     print("1. fan-out: one parameter, many uses")
@@ -78,11 +86,8 @@ def lesson_memory(out: pathlib.Path, lengths: Sequence[int]) -> None:
         with linear.Simulation(a=linear.rotation(64, 0.999), b=np.ones((64, 1)),
                                controls=np.zeros((n, 1)), x0=np.ones(64)) as sim:
             for sched in (StoreAll(), Uniform(every=max(2, int(np.sqrt(n)))), Binomial(slots=8)):
-                rep = sim.value_and_grad(lambda o: (0.5 * float(np.sum(o["states"][-1] ** 2)),
-                                                    {"states": np.concatenate(
-                                                        [np.zeros_like(o["states"][:-1]),
-                                                         o["states"][-1:]])}),
-                                         wrt=("controls",), checkpoint=sched).report
+                rep = sim.value_and_grad(_final_state_loss, wrt=("controls",),
+                                         checkpoint=sched).report
                 rows.append((n, type(sched).__name__, rep.peak_checkpoint_bytes, rep.forward_steps))
                 print(f"  n {n:5d} {type(sched).__name__:9s} {rep.peak_checkpoint_bytes:9d} B held, "
                       f"{rep.forward_steps:6d} forward steps")
@@ -313,10 +318,7 @@ def lesson_vanishing(out: pathlib.Path, steps: int) -> None:
     for radius, colour in ((0.92, "C2"), (1.0, "C0"), (1.08, "C3")):
         with linear.Simulation(a=linear.rotation(4, radius), b=np.ones((4, 1)),
                                controls=np.zeros((steps, 1)), x0=np.ones(4)) as sim:
-            res = sim.value_and_grad(
-                lambda o: (0.5 * float(np.sum(o["states"][-1] ** 2)),
-                           {"states": np.concatenate([np.zeros_like(o["states"][:-1]),
-                                                      o["states"][-1:]])}), wrt=("controls",))
+            res = sim.value_and_grad(_final_state_loss, wrt=("controls",))
         h = gradient_health(res.report.costate, injection=res.report.injection)
         print(f"  spectral radius {radius}: {h.verdict}, backward growth {h.exponent:+.4f} "
               f"per step (ln radius = {np.log(radius):+.4f})")

@@ -18,8 +18,9 @@ LAYERS: dict[str, int] = {}
 for rank, names in enumerate([
     ["kernels"],
     ["_runtime", "_fields", "_validate", "_tape", "_simulation", "checkpoint", "stores",
-     "losses", "gradcheck", "io", "units", "segy", "models", "downloads", "__init__"],
-    ["acoustic", "wave", "springs", "chain"],
+     "losses", "gradcheck", "diagnostics", "_plot", "io", "units", "segy", "models",
+     "downloads", "__init__"],
+    ["acoustic", "wave", "springs", "chain", "linear"],
     ["optim", "fwi", "spring_design", "viz", "render", "_interop", "torch", "jax"],
     ["scenarios", "cli", "__main__"],
 ]):

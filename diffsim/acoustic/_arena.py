@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -185,6 +186,40 @@ class ArenaArrays:
         for name in names:
             self._kernels["fill"](self._arena.field, self._offset[name],
                                   int(np.prod(self._shapes[name])))
+
+    serial: bool
+
+    def _launch_range(self, start: int, stop: int, marks: np.ndarray) -> None:
+        """Forward steps ``start … stop-1`` in one launch (the host defines it).
+
+        ``x[t]`` goes to checkpoint slot ``marks[t - start]`` (``-1``: none) when
+        checkpoints exist.
+        """
+        raise NotImplementedError
+
+    def save(self, step: int, slot: int) -> None:
+        """Store the live ``x[step]`` in checkpoint ``slot`` (the host defines it)."""
+        raise NotImplementedError
+
+    def advance_range(self, start: int, stop: int, saves: Mapping[int, int]) -> None:
+        """Steps ``start … stop-1``, storing ``x[t]`` in slot ``saves[t]``.
+
+        Serial loops: one launch for the whole range, saves inside it; parallel loops:
+        one launch per step, saves as arena copies between them.
+        """
+        if self.serial:
+            marks = np.full(stop - start + 1, -1, dtype=np.int32)
+            for t, slot in saves.items():
+                marks[t - start] = slot
+            self._launch_range(start, stop, marks)
+            return
+        none = np.full(1, -1, dtype=np.int32)
+        for t in range(start, stop):
+            if t in saves:
+                self.save(t, saves[t])
+            self._launch_range(t, t + 1, none)
+        if stop in saves:
+            self.save(stop, saves[stop])
 
     def _copy_level(self, name: str, level: int, slot: int, j: int, save: bool) -> None:
         """Copy level ``level`` of ``name`` to or from level ``j`` of checkpoint ``slot``."""

@@ -282,25 +282,9 @@ class DensityStepper(_CellEngine, Stepper):
         """Run step ``step`` and record the receivers at ``step + 1``."""
         self.advance_range(step, step + 1, {})
 
-    def advance_range(self, start: int, stop: int, saves: Mapping[int, int]) -> None:
-        """Steps ``start … stop-1``, storing ``x[t]`` in slot ``saves[t]``.
-
-        Serial loops: one launch for the whole range, saves inside it; parallel loops:
-        one launch per step, saves as arena copies.
-        """
-        if self.serial:
-            marks = np.full(stop - start + 1, -1, dtype=np.int32)
-            for t, slot in saves.items():
-                marks[t - start] = slot
-            self._launch_forward(start, stop, marks, staggered=True,
-                                 save=self._pool_region is not None)
-            return
-        for t in range(start, stop):
-            if t in saves:
-                self.save(t, saves[t])
-            self._launch_forward(t, t + 1, self._no_saves, staggered=True)
-        if stop in saves:
-            self.save(stop, saves[stop])
+    def _launch_range(self, start: int, stop: int, marks: np.ndarray) -> None:
+        self._launch_forward(start, stop, marks, staggered=True,
+                             save=self._pool_region is not None)
 
     def _levels(self, step: int) -> list[tuple[str, int, int]]:
         """``(array, ring level, checkpoint level)`` of every part of ``x[step]``."""

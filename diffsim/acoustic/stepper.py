@@ -216,7 +216,7 @@ class AcousticStepper(_AcousticSetup, ArenaArrays, Stepper):
         return self._crop(self._unpack(self._read("u", t % 3)))
 
     # -- the kernels' arguments ---------------------------------------------------------
-    def _launch_forward(self, start: int, stop: int, saves: np.ndarray) -> None:
+    def _launch_range(self, start: int, stop: int, saves: np.ndarray) -> None:
         p = self.prof
         g = self._geom
         self._kernels["forward"](
@@ -264,26 +264,6 @@ class AcousticStepper(_AcousticSetup, ArenaArrays, Stepper):
     def advance(self, step: int) -> None:
         """Run step ``step`` and record the receivers at ``step + 1``."""
         self.advance_range(step, step + 1, {})
-
-    def advance_range(self, start: int, stop: int, saves: Mapping[int, int]) -> None:
-        """Steps ``start … stop-1``, storing ``x[t]`` in slot ``saves[t]``.
-
-        Serial loops: one launch for the whole range, saves inside it; parallel loops:
-        one launch per step, saves as NumPy copies.
-        """
-        if self.serial:
-            marks = np.full(stop - start + 1, -1, dtype=np.int32)
-            for t, slot in saves.items():
-                marks[t - start] = slot
-            self._launch_forward(start, stop, marks)
-            return
-        none = np.full(1, -1, dtype=np.int32)
-        for t in range(start, stop):
-            if t in saves:
-                self.save(t, saves[t])
-            self._launch_forward(t, t + 1, none)
-        if stop in saves:
-            self.save(stop, saves[stop])
 
     def _state_levels(self, step: int) -> list[tuple[str, int, int]]:
         """``(array, ring level, checkpoint level)`` of every part of ``x[step]``."""

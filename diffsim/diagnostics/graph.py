@@ -302,7 +302,7 @@ def _dot_expanded(g: StepGraph, k: int) -> str:
 
 def _draw(g: StepGraph, path: pathlib.Path, expand: int) -> None:
     """A layered drawing with matplotlib (no Graphviz binary needed)."""
-    from diffsim.viz.figures import pyplot, save_figure
+    from diffsim._plot import pyplot, save_figure
 
     plt = pyplot()
     if expand > 0:

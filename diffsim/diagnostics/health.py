@@ -110,7 +110,7 @@ class GradientHealth:
         """The trace and the windowed growth rate, with the flagged range shaded (PNG)."""
         import pathlib
 
-        from diffsim.viz.figures import pyplot, save_figure
+        from diffsim._plot import pyplot, save_figure
 
         plt = pyplot()
         fig, (ax, bx) = plt.subplots(2, 1, figsize=(6.5, 5), sharex=True)
@@ -275,7 +275,7 @@ class VCurve:
         """Relative error against step size (log-log), kinks marked (PNG)."""
         import pathlib
 
-        from diffsim.viz.figures import pyplot, save_figure
+        from diffsim._plot import pyplot, save_figure
 
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 3.8))

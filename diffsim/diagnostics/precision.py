@@ -100,7 +100,7 @@ class PrecisionAdvice:
         """Correct digits of the float32 outputs against time (PNG)."""
         import pathlib
 
-        from diffsim.viz.figures import pyplot, save_figure
+        from diffsim._plot import pyplot, save_figure
 
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 3.4))

@@ -36,7 +36,7 @@ def plot_schedule(schedule: Schedule, n: int, path: str | pathlib.Path, *,
     a dashed jump back to the checkpoint, and each stored state a grey bar from its save
     to its release, its save marked with a square.
     """
-    from diffsim.viz.figures import pyplot, save_figure
+    from diffsim._plot import pyplot, save_figure
 
     actions = schedule.actions(n, state_nbytes=state_nbytes)
     cost = schedule.cost(n, state_nbytes=state_nbytes)
@@ -184,7 +184,7 @@ def tradeoff(state_nbytes: int, n: int, path: str | pathlib.Path | None = None, 
 
 
 def _draw_tradeoff(t: Tradeoff, path: pathlib.Path) -> None:
-    from diffsim.viz.figures import pyplot, save_figure
+    from diffsim._plot import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import io
 import pathlib
-import types
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diffsim._plot import pyplot, save_figure
 from diffsim.io import atomic_write
 
 if TYPE_CHECKING:
@@ -20,24 +20,6 @@ if TYPE_CHECKING:
 
 __all__ = ["costate_figure", "gradient_figure", "image_figure", "loss_figure", "model_figure",
            "pyplot", "save_figure", "shot_figure", "wavefield_gif"]
-
-
-def pyplot() -> types.ModuleType:
-    """``matplotlib.pyplot`` on the non-interactive Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Figure, path: pathlib.Path, *, dpi: int = 110) -> None:
-    """Write ``fig`` atomically (SVG for a ``.svg`` path, else PNG) and close it."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="svg" if pathlib.Path(path).suffix == ".svg" else "png", dpi=dpi)
-    pyplot().close(fig)
-    atomic_write(path, lambda h: h.write(buffer.getvalue()), binary=True)
 
 
 def _extent_km(shape: tuple[int, int], spacing: float) -> list[float]:

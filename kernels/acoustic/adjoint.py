@@ -203,6 +203,21 @@ def _receiver_adjoint(f: ti.template(), lvl: ti.i32, t: ti.i32):
 
 
 @ti.func
+def _sources_adjoint(f: ti.template(), nxt: ti.i32, step: ti.i32):
+    """Reverse of the source injection: ``ampg[shot, source, step] += scale sum w ug[nxt]`` (serial)."""
+    W, weight = ti.static((f.W, f.src_w))
+    ti.loop_config(serialize=True)
+    for P in ti.grouped(ti.ndrange(f.shots, f.src_pos.shape[1],
+                                   *([weight.shape[3]] * f.ndim))):
+        w = ti.cast(f.scale, f.dtype)
+        cell = _cell(f.src_pos, P)
+        for d in ti.static(range(f.ndim)):
+            w *= weight[P[0], P[1], d, P[d + 2]]
+        f.ampg[P[0], P[1], step] += w * f.ug[(nxt, *_lane_elem(cell, W))][
+            (cell[cell.n - 1] + W) % W]
+
+
+@ti.func
 def _adjoint(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
              dst: ti.i32, step: ti.i32, rec_t: ti.i32):
     """Reverse of :func:`_fused_step`: ``lambda[step+1]`` to ``lambda[step]``.
@@ -238,16 +253,7 @@ def _adjoint(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i3
             for xb in range(f.xs_near[0], f.xs_near[1]):
                 row_sq += _adj_b_block(f, prv, cur, nxt, src, dst, J, xb, False)
         sq += ti.cast(row_sq.sum(), ti.f64)
-    weight = ti.static(f.src_w)
-    ti.loop_config(serialize=True)
-    for P in ti.grouped(ti.ndrange(f.shots, f.src_pos.shape[1],
-                                   *([weight.shape[3]] * f.ndim))):
-        w = ti.cast(f.scale, f.dtype)
-        cell = _cell(f.src_pos, P)
-        for d in ti.static(range(f.ndim)):
-            w *= weight[P[0], P[1], d, P[d + 2]]
-        f.ampg[P[0], P[1], step] += w * f.ug[(nxt, *_lane_elem(cell, W))][
-            (cell[cell.n - 1] + W) % W]
+    _sources_adjoint(f, nxt, step)
     return sq
 
 

@@ -55,9 +55,9 @@ import taichi as ti
 from taichi.lang import impl
 
 from diffsim.kernels.acoustic._blocks import Arrays, _at, _moved, _shift, _sp
-from diffsim.kernels.acoustic.adjoint import _receiver_adjoint
+from diffsim.kernels.acoustic.adjoint import _receiver_adjoint, _sources_adjoint
 from diffsim.kernels.acoustic.arena import View, _scalars
-from diffsim.kernels.acoustic.forward import _cell, _inject, _lane_elem, _record
+from diffsim.kernels.acoustic.forward import _inject, _record
 
 
 def cell_arrays(ndim: int) -> tuple[tuple[str, int], ...]:
@@ -433,15 +433,7 @@ def _reverse_step(f: ti.template(), t: ti.i32):
     for J in ti.grouped(ti.ndrange(f.shots, *f.in_rows)):
         for xb in range(1, f.nb - 1):
             _adjoint_gather_block(f, cur, J, xb)
-    W = ti.static(f.W)
-    ti.loop_config(serialize=True)
-    for P in ti.grouped(ti.ndrange(f.shots, f.src_pos.shape[1],
-                                   *([f.src_w.shape[3]] * f.ndim))):
-        w = ti.cast(f.scale, f.dtype)
-        cell = _cell(f.src_pos, P)
-        for d in ti.static(range(f.ndim)):
-            w *= f.src_w[P[0], P[1], d, P[d + 2]]
-        f.ampg[P[0], P[1], t] += w * f.pg[(nxt, *_lane_elem(cell, W))][(cell[cell.n - 1] + W) % W]
+    _sources_adjoint(f, nxt, t)
     return sq
 
 
