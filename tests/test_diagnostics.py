@@ -262,16 +262,44 @@ def test_diffsim_diagnose_cli_on_the_spring_robot_and_marmousi2(tmp_path) -> Non
     import subprocess
     import sys
 
-    for name, extra in (("spring-robot", []), ("marmousi2", ["--no-precision"])):
+    for name in ("spring-robot", "marmousi2"):
         out = tmp_path / name
         proc = subprocess.run([sys.executable, "-m", "diffsim.cli", "diagnose", name, "--smoke",
-                               "--out", str(out), *extra], capture_output=True, text=True,
-                              timeout=900)
+                               "--out", str(out), "--no-precision"], capture_output=True,
+                              text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "gradient health:" in proc.stdout and (out / "report.html").is_file()
         assert (out / "costate.png").stat().st_size > 1000
-    assert "precision:" in (tmp_path / "spring-robot" / "report.html").read_text()
     proc = subprocess.run([sys.executable, "-m", "diffsim.cli", "diagnose", "rtm-marmousi2",
                            "--smoke", "--out", str(tmp_path / "rtm")], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 2 and "cannot be diagnosed yet" in proc.stderr
+
+
+def test_a_scenario_problem_factory_rebuilds_the_scenario() -> None:
+    # what the CLI hands to the precision advice: a picklable factory from the TOML text
+    import functools
+    import pickle
+
+    from diffsim import scenarios
+
+    scenario = scenarios.get("chain").smoke()
+    factory = functools.partial(scenarios.diagnosis_problem, scenario.to_toml(), None)
+    sim, loss, wrt = pickle.loads(pickle.dumps(factory))()
+    with sim:
+        assert wrt == ("stiffness",) and sim.loss_value(loss) > 0
+    with pytest.raises(ValueError, match="names class 'Nope'"):
+        scenarios.diagnosis_problem('class = "Nope"\n')
+
+
+@pytest.mark.slow   # four more processes: the float32 and float64 runs of the robot
+def test_diffsim_diagnose_cli_with_precision_advice(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "robot"
+    proc = subprocess.run([sys.executable, "-m", "diffsim.cli", "diagnose", "spring-robot",
+                           "--smoke", "--out", str(out)], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "precision:" in proc.stdout and "precision" in (out / "report.html").read_text()

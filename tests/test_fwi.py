@@ -397,6 +397,7 @@ def test_cli_kill_minus_9_then_resume_matches_an_uninterrupted_run(tmp_path: pat
     assert res.returncode == 2 and "differs from the one in" in res.stderr and "shots" in res.stderr
 
 
+@pytest.mark.slow   # 30 s cold: compiles a second engine's kernels for the factory
 def test_evaluators_take_any_simulation_factory() -> None:
     """The evaluators speak only the Simulation front-end: a factory chooses the physics."""
     from diffsim.acoustic import Simulation

@@ -154,6 +154,7 @@ def test_lsrtm_scenario_kill_minus_9_then_resume(tmp_path: pathlib.Path) -> None
         assert (cut / name).stat().st_size > 0
 
 
+@pytest.mark.slow   # 30 s cold; resume bit for bit is covered by the FWI kill -9 test
 def test_density_fwi_scenario_smoke_and_resume(tmp_path: pathlib.Path) -> None:
     # One iteration, then --resume to two, ends with the bits of two in one go.
     args = ["run", "fwi-density-marmousi2", "--smoke", "--quiet"]

@@ -20,7 +20,7 @@ for rank, names in enumerate([
     ["_runtime", "_fields", "_validate", "_tape", "_simulation", "checkpoint", "stores",
      "losses", "gradcheck", "diagnostics", "_plot", "io", "units", "segy", "models",
      "downloads", "__init__"],
-    ["acoustic", "wave", "springs", "chain", "linear"],
+    ["acoustic", "wave", "springs", "chain", "linear", "elastic"],
     ["optim", "fwi", "spring_design", "viz", "render", "_interop", "torch", "jax"],
     ["scenarios", "cli", "__main__"],
 ]):

@@ -106,6 +106,7 @@ def test_bad_engine_and_unknown_option() -> None:
         wave.simulate(**kwargs, colour="red")
 
 
+@pytest.mark.slow   # 28 s cold; shots in one stepper are also checked by the many-shot tests
 def test_batched_gradient_is_the_sum_of_single_shot_gradients() -> None:
     """Shots run one after another inside a launch, each with its own kc gradient."""
     opts = dict(order=4, pml_width=5)
