@@ -116,9 +116,11 @@ def elastic_stress(vx: ti.template(), vz: ti.template(), sxx: ti.template(),
         m01 = rho[i, j + 1] * vs[i, j + 1] * vs[i, j + 1]
         m10 = rho[i + 1, j] * vs[i + 1, j] * vs[i + 1, j]
         m11 = rho[i + 1, j + 1] * vs[i + 1, j + 1] * vs[i + 1, j + 1]
-        prod = m * m01 * m10 * m11
-        den = m01 * m10 * m11 + m * m10 * m11 + m * m01 * m11 + m * m01 * m10
-        mxz = ti.select(prod > 0.0, 4.0 * prod / ti.select(den > 0.0, den, 1.0), 0.0)
+        # (as reciprocals: a product of four moduli overflows float32)
+        low = ti.min(ti.min(m, m01), ti.min(m10, m11))
+        inv = (1.0 / ti.select(m > 0.0, m, 1.0) + 1.0 / ti.select(m01 > 0.0, m01, 1.0)
+               + 1.0 / ti.select(m10 > 0.0, m10, 1.0) + 1.0 / ti.select(m11 > 0.0, m11, 1.0))
+        mxz = ti.select(low > 0.0, 4.0 / inv, 0.0)
         sxz[dst, s, i, j] = sxz[src, s, i, j] + h * mxz * (ezx + exz)
 
 
