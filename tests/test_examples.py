@@ -13,9 +13,15 @@ from conftest import data_folder
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+#: Examples whose smoke run compiles most (30-40 s with a cold Taichi cache) and whose
+#: paths other default tests cover: the wave gradient, the Marmousi2 scenario, the torch
+#: interop. They run with ``-m slow``.
+SLOW_EXAMPLES = {"wave_gradient.py", "invert_marmousi.py", "fwi_deep_prior.py"}
 
 
-@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", [
+    pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_EXAMPLES else p for p in EXAMPLES],
+    ids=lambda p: p.name)
 def test_example_runs(script: pathlib.Path, tmp_path: pathlib.Path) -> None:
     data = data_folder()
     res = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(tmp_path)],

@@ -81,6 +81,7 @@ def test_boundary_objects_say_what_is_wrong() -> None:
         run(boundary=20)
 
 
+@pytest.mark.slow   # 20-30 s cold: two boundary kinds, two gradients each
 def test_boundary_objects_equal_the_named_boundaries_bit_for_bit() -> None:
     obs = np.zeros((1, 2, NT))
     for name, obj, options in (("pml", CPML(width=[0, 7, 9, 11], velocity=2500.0, frequency=12.0),
