@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import os
 import pathlib
@@ -65,3 +66,41 @@ def report(title: str, body: str, *, write: bool) -> None:
                               "the machine and the date. Ratios are measured in the same run.\n")
         with REPORT.open("a", encoding="utf-8") as handle:
             handle.write(text)
+
+
+def peer_comparison(description: str, case: Callable[[int, int], dict],
+                    ours: Callable[[dict, int, int], dict[str, float]],
+                    peer: Callable[[dict, int, int, int], dict[str, float] | None], *,
+                    sizes: str = "200,400") -> tuple[argparse.Namespace, str]:
+    """The common ``main`` of a diffsim-against-a-peer benchmark.
+
+    Parses ``--threads --sizes --order --nt --repeats --write``, initialises diffsim
+    (CPU, f32), runs ``ours(case, order, repeats)`` and ``peer(case, order, repeats,
+    threads)`` (``None``: the peer is not installed) for every size, and returns the
+    arguments and the report body: ``description`` then the table of seconds and ratios.
+    """
+    import diffsim
+
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sizes", default=sizes)
+    parser.add_argument("--order", type=int, default=4)
+    parser.add_argument("--nt", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--write", action="store_true", help="append to BENCHMARKS.md")
+    args = parser.parse_args()
+    info = diffsim.init("cpu", "f32", threads=args.threads)
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        c = case(n, args.nt)
+        mine = ours(c, args.order, args.repeats)
+        theirs_all = peer(c, args.order, args.repeats, args.threads)
+        for what, sec in mine.items():
+            theirs = theirs_all[what] if theirs_all else None
+            rows.append([f"{n} x {n}, {what}", f"{sec:.3f}",
+                         "-" if theirs is None else f"{theirs:.3f}",
+                         "-" if theirs is None else f"{sec / theirs:.2f}"])
+    body = (description.format(nt=args.nt, order=args.order, arch=info.arch,
+                               threads=args.threads, repeats=args.repeats)
+            + "\n\n" + table(["case", "diffsim (s)", "Deepwave (s)", "diffsim / Deepwave"], rows))
+    return args, body

@@ -15,12 +15,9 @@ Deepwave is optional (`pip install torch==2.13.0 deepwave`); without it only dif
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
-from _harness import median_time, report, table
+from _harness import median_time, peer_comparison, report
 
-import diffsim
 from diffsim import acoustic
 
 
@@ -99,32 +96,14 @@ def run_deepwave(c: dict, order: int, repeats: int, threads: int) -> dict[str, f
             "Born adjoint (migration)": median_time(migrate, repeats=repeats)}
 
 
+DESCRIPTION = ("nt {nt}, order {order}, PML 20, f32, 1 shot, 100 nearest-cell receivers, arch {arch}, "
+     "{threads} thread(s); medians of {repeats} after a warm-up; seconds on the path users "
+     "call. Deepwave's `acoustic` is the velocity-pressure form (with density); its Born "
+     "adjoint is `scalar_born` backward with respect to the scatter.")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--sizes", default="200,400")
-    parser.add_argument("--order", type=int, default=4)
-    parser.add_argument("--nt", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--write", action="store_true", help="append to BENCHMARKS.md")
-    args = parser.parse_args()
-    info = diffsim.init("cpu", "f32", threads=args.threads)
-    rows = []
-    for n in (int(s) for s in args.sizes.split(",")):
-        c = case(n, args.nt)
-        ours = run_diffsim(c, args.order, args.repeats)
-        peer = run_deepwave(c, args.order, args.repeats, args.threads)
-        for what, sec in ours.items():
-            theirs = peer[what] if peer else None
-            rows.append([f"{n} x {n}, {what}", f"{sec:.3f}",
-                         "-" if theirs is None else f"{theirs:.3f}",
-                         "-" if theirs is None else f"{sec / theirs:.2f}"])
-    body = (f"nt {args.nt}, order {args.order}, PML 20, f32, 1 shot, 100 nearest-cell receivers, "
-            f"arch {info.arch}, {args.threads} thread(s); medians of {args.repeats} after a "
-            "warm-up; seconds on the path users call. Deepwave's `acoustic` is the "
-            "velocity-pressure form (with density); its Born adjoint is `scalar_born` "
-            "backward with respect to the scatter.\n\n"
-            + table(["case", "diffsim (s)", "Deepwave (s)", "diffsim / Deepwave"], rows))
+    args, body = peer_comparison(DESCRIPTION, case, run_diffsim, run_deepwave, sizes="200,400")
     report("Variable density and Born modelling against Deepwave", body, write=args.write)
 
 

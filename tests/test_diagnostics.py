@@ -223,6 +223,7 @@ def test_declared_stages_are_checked() -> None:
     assert StoreAll().cost(3).forward_steps == 3
 
 
+@pytest.mark.slow   # four fresh processes (float32 and float64 runs of two problems)
 def test_precision_advice_flags_a_long_chaotic_chain() -> None:
     import functools
 
@@ -306,3 +307,22 @@ def test_diffsim_diagnose_cli_with_precision_advice(tmp_path) -> None:
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "precision:" in proc.stdout and "precision" in (out / "report.html").read_text()
+
+
+def test_precision_comparison_of_two_runs() -> None:
+    # compare() on run results: digits per level, the first level below the wanted digits,
+    # gradient errors and the recommendation (the slow test runs real processes)
+    from diffsim.diagnostics.precision import compare
+
+    levels = np.outer(np.linspace(1.0, 2.0, 11), np.ones(3))
+    drift = levels.copy()
+    drift[6:] *= 1.0 + 10.0 ** -np.arange(7, 2, -1)[:, None]     # 7 digits down to 3
+    drift[9:] *= 1.01                                              # then 2 digits
+    r64 = {"loss": 1.0, "levels": levels, "grads": {"k": np.ones(4)}}
+    r32 = {"loss": 1.0 + 1e-7, "levels": drift, "grads": {"k": np.ones(4) * (1 + 1e-6)}}
+    advice = compare(r32, r64, digits=3.0)
+    assert advice.use_float64 and advice.lost_at == 9
+    assert abs(advice.gradient_error["k"] - 1e-6) < 1e-12
+    assert advice.digits[0] == 16.0 and advice.digits[9] < 3.0 <= advice.digits[8]
+    calm = compare({**r32, "levels": levels * (1 + 1e-7)}, r64, digits=3.0)
+    assert not calm.use_float64 and calm.lost_at is None and "float32 is enough" in calm.recommendation

@@ -173,6 +173,7 @@ def test_sponge_velocity_gradient_fd_and_checkpoints() -> None:
     stepper.destroy()
 
 
+@pytest.mark.slow   # 15-20 s cold: a second (parallel) compilation of the step
 def test_serial_loops_equal_parallel_loops(wave2d, monkeypatch) -> None:
     """Serial loops (whole ranges per launch) against Taichi's parallel loops.
 
