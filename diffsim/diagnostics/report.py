@@ -22,7 +22,7 @@ import numpy as np
 from diffsim.diagnostics.graph import StepGraph
 from diffsim.diagnostics.health import GradientHealth, VCurve, fd_vcurve, gradient_health
 from diffsim.diagnostics.precision import PrecisionAdvice, ProblemFactory, precision_advice
-from diffsim.diagnostics.schedules import Tradeoff, plot_schedule, tradeoff
+from diffsim.diagnostics.schedules import Tradeoff, draw_tradeoff, plot_schedule, tradeoff
 
 __all__ = ["Diagnosis", "diagnose"]
 
@@ -153,8 +153,7 @@ def diagnose(simulation: Any, loss: Any, *, wrt: Sequence[str] | None = None,
                           f" (the run: {rep.schedule!r} on {rep.steps})" if n_plot < rep.steps
                           else ""))
         files["tradeoff"] = folder / "tradeoff.png"
-        tradeoff(int(rep.state_nbytes), int(rep.steps), files["tradeoff"], measured=[rep],
-                 budgets=[_default_budget()])
+        draw_tradeoff(trade, files["tradeoff"])
         if advice is not None:
             files["precision"] = folder / "precision.png"
             advice.plot(files["precision"], dt=dt)

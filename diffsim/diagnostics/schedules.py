@@ -24,7 +24,7 @@ from diffsim.checkpoint import (
     binomial_forward_steps,
 )
 
-__all__ = ["Tradeoff", "plot_schedule", "tradeoff"]
+__all__ = ["Tradeoff", "draw_tradeoff", "plot_schedule", "tradeoff"]
 
 
 def plot_schedule(schedule: Schedule, n: int, path: str | pathlib.Path, *,
@@ -179,11 +179,12 @@ def tradeoff(state_nbytes: int, n: int, path: str | pathlib.Path | None = None, 
             points.append((str(label), int(nbytes), int(forward)))
     result = Tradeoff(n, state_nbytes, tuple(rows), tuple(marks), tuple(points))
     if path is not None:
-        _draw_tradeoff(result, pathlib.Path(path))
+        draw_tradeoff(result, pathlib.Path(path))
     return result
 
 
-def _draw_tradeoff(t: Tradeoff, path: pathlib.Path) -> None:
+def draw_tradeoff(t: Tradeoff, path: pathlib.Path) -> None:
+    """Draw a :class:`Tradeoff` (PNG or SVG by ``path``'s suffix)."""
     from diffsim._plot import pyplot, save_figure
 
     plt = pyplot()

@@ -145,6 +145,7 @@ class ElasticStepper(_AcousticSetup, TaichiStepper):
             prof[2 * i, :, :a.shape[1]], prof[2 * i + 1, :, :b.shape[1]] = a, b
         self.prof.from_numpy(prof.astype(np_real()))
         self._s = STAGGERED[order]
+        self._models: dict[str, np.ndarray] = {}
         self._ih = tuple(1.0 / h for h in g.spacing)
         self.set_param("vp", self.pad(vp_a))
         self.set_param("vs", self.pad(vs_a))
@@ -155,14 +156,15 @@ class ElasticStepper(_AcousticSetup, TaichiStepper):
         """Nothing: the constants go into this stepper's fields in ``__init__``."""
 
     def _check_param(self, name: str, value: np.ndarray) -> None:
-        if name in ("vp", "vs", "rho"):
-            cur = {k: getattr(self, k).to_numpy().astype(np.float64) for k in ("vp", "vs", "rho")
-                   if not (k == name)}
-            cur[name] = value
-            if float(cur["vp"].max()) > 0 and float(cur["rho"].max()) > 0:
-                check_elastic_model(cur["vp"], cur["vs"], cur["rho"])
-            if name == "vp":
-                self._check_padded_velocity(value)
+        """The models together in range (once all three are set), vp within the CFL limit."""
+        if name not in ("vp", "vs", "rho"):
+            return
+        models = {**self._models, name: np.asarray(value, dtype=np.float64)}
+        if len(models) == 3:
+            check_elastic_model(models["vp"], models["vs"], models["rho"])
+        if name == "vp":
+            self._check_padded_velocity(value)
+        self._models = models      # host copies: no field read back on every update
 
     # -- the step --------------------------------------------------------------------
     def substeps(self, step: int) -> Sequence[Launch]:
