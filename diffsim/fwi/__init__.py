@@ -26,6 +26,7 @@ from diffsim.fwi.evaluators import SerialShots as SerialShots
 from diffsim.fwi.evaluators import SimulationFactory as SimulationFactory
 from diffsim.fwi.evaluators import acoustic_simulation as acoustic_simulation
 from diffsim.fwi.evaluators import dask_evaluator as dask_evaluator
+from diffsim.fwi.evaluators import elastic_simulation as elastic_simulation
 from diffsim.fwi.evaluators import illumination as illumination
 from diffsim.fwi.evaluators import serial_evaluator as serial_evaluator
 from diffsim.fwi.imaging import BornShots as BornShots
@@ -35,5 +36,5 @@ from diffsim.fwi.joint import Parameter as Parameter
 
 __all__ = ["BornShots", "Inversion", "InversionResult", "JointInversion", "LeastSquaresMigration",
            "Parameter", "SerialShots", "ShotData", "SimulationFactory", "Stage",
-           "acoustic_simulation", "dask_evaluator", "illumination", "lowpass", "serial_evaluator",
-           "surface_acquisition"]
+           "acoustic_simulation", "dask_evaluator", "elastic_simulation", "illumination",
+           "lowpass", "serial_evaluator", "surface_acquisition"]

@@ -50,20 +50,48 @@ def acoustic_simulation(velocity: np.ndarray, data: ShotData, *, engine: str = "
                               data.receivers, engine=engine, **data.stepper_options())
 
 
+def elastic_simulation(vp: np.ndarray, data: ShotData, *, vs: np.ndarray, rho: np.ndarray,
+                       source: str = "explosive") -> Simulation:
+    """A factory of 2D elastic simulations (:class:`diffsim.elastic.Simulation`) for FWI.
+
+    Bind the other two models with ``functools.partial(elastic_simulation, vs=vs,
+    rho=rho)``; the evaluators then update ``vp``, ``vs`` and ``rho`` together, and
+    compare the data with one recorded component (``SerialShots(output="vz")``). Every
+    shot has one ``source`` (``"explosive"``, ``"vertical"`` or ``"horizontal"``) and
+    records at every receiver of ``data``.
+
+    Args:
+        vp: P velocity ``[z, x]`` in m/s.
+        data: the experiment (sources ``[shot, 2]``, receivers ``[receiver, 2]``, in m).
+        vs: S velocity ``[z, x]`` in m/s (0 in water).
+        rho: density ``[z, x]`` in kg/m^3.
+        source: the source kind.
+    """
+    from diffsim import elastic
+
+    return elastic.Simulation(vp, vs, rho, data.spacing, data.dt, data.wavelet,
+                              data.sources[:, None, :], data.receivers[None], source=source,
+                              **data.stepper_options())
+
+
 class _ShotGroup:
-    """One kept simulation for a fixed set of shots, reused across velocities and stages."""
+    """One kept simulation for a fixed set of shots, reused across models and stages."""
 
     def __init__(self, velocity: np.ndarray, data: ShotData, checkpoint: str | None,
-                 factory: SimulationFactory | None = None) -> None:
+                 factory: SimulationFactory | None = None, output: str = "traces") -> None:
         from diffsim.checkpoint import parse_schedule
 
         self.checkpoint = parse_schedule(checkpoint) if checkpoint else None
         self.simulation = (factory or acoustic_simulation)(velocity, data)
+        self.output = output
+        # the shape the simulation keeps its wavelet in ([nt] acoustic, [shot, source, nt]
+        # elastic): each stage's [nt] wavelet is broadcast to it
+        self._wavelet_shape = np.shape(self.simulation.parameters()["wavelet"])
 
-    def prepare(self, velocity: np.ndarray, data: ShotData,
-                others: Mapping[str, np.ndarray] | None = None) -> Simulation:
-        """The simulation, set to ``velocity`` (and ``others``) and ``data``'s wavelet."""
-        self.simulation.update(velocity=velocity, wavelet=data.wavelet, **(others or {}))
+    def prepare(self, models: Mapping[str, np.ndarray], data: ShotData) -> Simulation:
+        """The simulation, set to ``models`` (parameter name -> model) and ``data``'s wavelet."""
+        self.simulation.update(wavelet=np.broadcast_to(data.wavelet, self._wavelet_shape),
+                               **models)
         return self.simulation
 
     def __call__(self, velocity: np.ndarray, data: ShotData) -> tuple[float, np.ndarray]:
@@ -73,9 +101,8 @@ class _ShotGroup:
     def evaluate(self, models: Mapping[str, np.ndarray], data: ShotData
                  ) -> tuple[float, dict[str, np.ndarray]]:
         """Misfit and its gradients with respect to every parameter in ``models``."""
-        others = {k: v for k, v in models.items() if k != "velocity"}
-        result = self.prepare(models["velocity"], data, others).value_and_grad(
-            L2(data.observed), wrt=tuple(models), checkpoint=self.checkpoint)
+        result = self.prepare(models, data).value_and_grad(
+            L2(data.observed, output=self.output), wrt=tuple(models), checkpoint=self.checkpoint)
         self.report = result.report
         return result.loss, result.grads
 
@@ -92,15 +119,19 @@ class SerialShots:
     Args:
         batch: shots per simulation; smaller bounds memory, larger amortises launches.
         checkpoint: schedule text for every gradient (``None``: the default memory budget).
-        simulation: ``factory(velocity, data) -> Simulation`` for a group of shots
-            (default :func:`acoustic_simulation`).
+        simulation: ``factory(model, data) -> Simulation`` for a group of shots
+            (default :func:`acoustic_simulation`); ``model`` is the first parameter's
+            (the velocity, or ``vp`` of :func:`elastic_simulation`).
+        output: the simulation output the data are compared with (``"traces"`` for
+            acoustics; ``"vz"``, ``"vx"`` or ``"pressure"`` for elastic waves).
     """
 
     def __init__(self, *, batch: int = 0, checkpoint: str | None = None,
-                 simulation: SimulationFactory | None = None) -> None:
+                 simulation: SimulationFactory | None = None, output: str = "traces") -> None:
         self.batch = batch
         self.checkpoint = checkpoint
         self.factory = simulation
+        self.output = output
         self._groups: dict[str, _ShotGroup] = {}
 
     def _parts(self, velocity: np.ndarray, data: ShotData
@@ -111,7 +142,8 @@ class SerialShots:
             part = data.subset(range(lo, min(lo + size, data.shots)))
             key = part.geometry_key(velocity.shape)
             if key not in self._groups:
-                self._groups[key] = _ShotGroup(velocity, part, self.checkpoint, self.factory)
+                self._groups[key] = _ShotGroup(velocity, part, self.checkpoint, self.factory,
+                                                self.output)
             parts.append((self._groups[key], part))
         return parts
 
@@ -133,41 +165,46 @@ class SerialShots:
                  ) -> tuple[float, dict[str, np.ndarray]]:
         """Misfit and its gradients with respect to each of ``models``, summed over the shots.
 
-        ``models`` holds ``"velocity"`` and, with a variable-density factory, ``"density"``.
+        ``models`` maps the simulation's parameter names to models ``[z, x]``, the first
+        one the factory's (``"velocity"`` and, with a variable-density factory,
+        ``"density"``; ``"vp"``, ``"vs"``, ``"rho"`` with :func:`elastic_simulation`).
         """
-        velocity = models["velocity"]
+        first = next(iter(models.values()))
         loss = 0.0
-        grads = {name: np.zeros(velocity.shape) for name in models}
-        for group, part in self._parts(velocity, data):
+        grads = {name: np.zeros(first.shape) for name in models}
+        for group, part in self._parts(first, data):
             value, g = group.evaluate(models, part)
             loss += value
             for name in models:
                 grads[name] += g[name]
         return loss, grads
 
-    def forward(self, velocity: np.ndarray, data: ShotData, *,
+    def forward(self, models: np.ndarray | Mapping[str, np.ndarray], data: ShotData, *,
                 every: int | None = None,
-                snapshot: Callable[[int, int, np.ndarray], None] | None = None,
-                others: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-        """Traces ``[shot, receiver, nt]`` at ``velocity`` (and ``others``, e.g. a density).
+                snapshot: Callable[[int, int, np.ndarray], None] | None = None) -> np.ndarray:
+        """Traces ``[shot, receiver, nt]`` (the ``output``) at ``models``.
 
-        With ``snapshot``, ``snapshot(t, first, u)`` receives every ``every`` steps the
+        ``models``: the velocity ``[z, x]``, or a mapping of parameter names to models as
+        :meth:`evaluate` takes (e.g. ``{"velocity": v, "density": rho}``). With
+        ``snapshot``, ``snapshot(t, first, u)`` receives every ``every`` steps the
         wavefield ``u [shot, z, x]`` of each batch, whose first shot is number ``first``
         (through :meth:`Simulation.snapshots`; the simulation must show a ``"wavefield"``,
         as the acoustic one does).
         """
+        named = {"velocity": models} if isinstance(models, np.ndarray) else dict(models)
+        first = next(iter(named.values()))
         traces = []
         size = self.batch if self.batch > 0 else data.shots
-        for k, (group, part) in enumerate(self._parts(velocity, data)):
+        for k, (group, part) in enumerate(self._parts(first, data)):
             part_first = k * size
-            sim = group.prepare(velocity, part, others)
+            sim = group.prepare(named, part)
             if snapshot is None:
-                traces.append(sim.simulate()["traces"].astype(np.float64))
+                traces.append(sim.simulate()[self.output].astype(np.float64))
             else:
                 def show(t: int, state: dict[str, np.ndarray], first: int = part_first) -> None:
                     snapshot(t, first, state["wavefield"])
 
-                traces.append(sim.snapshots(every or 1, show)["traces"].astype(np.float64))
+                traces.append(sim.snapshots(every or 1, show)[self.output].astype(np.float64))
         return np.concatenate(traces, axis=0)
 
     def close(self) -> None:

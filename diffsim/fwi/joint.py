@@ -27,11 +27,40 @@ from diffsim.fwi.driver import Stage, update_weights
 from diffsim.io import write_npy
 from diffsim.optim import LBFGSB, EvaluationStore, History, minimize
 
-__all__ = ["JointInversion", "JointResult", "Parameter"]
+__all__ = ["JointInversion", "JointResult", "Parameter", "cap_vs", "cap_vs_evaluator"]
 
 #: ``models -> (loss, {name: dL/d model})`` over every shot (e.g. ``SerialShots.evaluate``).
 JointEvaluator = Callable[[Mapping[str, np.ndarray], ShotData],
                           tuple[float, dict[str, np.ndarray]]]
+
+
+def cap_vs(models: Mapping[str, np.ndarray], ratio: float) -> dict[str, np.ndarray]:
+    """``models`` with ``vs`` capped at ``ratio * vp`` (elastic models stay physical).
+
+    A positive bulk modulus needs ``vs / vp < sqrt(3/4)``; box bounds on ``vp`` and ``vs``
+    alone cannot say so, so the elastic evaluations see ``min(vs, ratio * vp)``.
+    """
+    return {**models, "vs": np.minimum(models["vs"], ratio * models["vp"])}
+
+
+def cap_vs_evaluator(evaluate: JointEvaluator, ratio: float) -> JointEvaluator:
+    """``evaluate`` at :func:`cap_vs` of the models, with the gradient through the cap.
+
+    Where ``vs > ratio * vp`` the simulation sees ``vs = ratio * vp``: there ``dL/dvs``
+    is 0 and ``dL/dvp`` gains ``ratio`` times the simulation's ``dL/dvs`` (the exact
+    gradient of the capped objective, so the line search sees a consistent function).
+    """
+    def capped(models: Mapping[str, np.ndarray], data: ShotData
+               ) -> tuple[float, dict[str, np.ndarray]]:
+        over = models["vs"] > ratio * models["vp"]
+        loss, grads = evaluate(cap_vs(models, ratio), data)
+        if not over.any():
+            return loss, grads
+        g_vs = grads["vs"]
+        return loss, {**grads, "vp": grads["vp"] + np.where(over, ratio * g_vs, 0.0),
+                      "vs": np.where(over, 0.0, g_vs)}
+
+    return capped
 
 
 @dataclass(frozen=True)

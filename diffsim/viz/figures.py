@@ -19,12 +19,29 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["costate_figure", "gradient_figure", "image_figure", "loss_figure", "model_figure",
-           "pyplot", "save_figure", "shot_figure", "wavefield_gif"]
+           "model_grid_figure", "pyplot", "save_figure", "shot_figure", "wavefield_gif"]
 
 
 def _extent_km(shape: tuple[int, int], spacing: float) -> list[float]:
     nz, nx = shape
     return [0.0, (nx - 1) * spacing / 1e3, (nz - 1) * spacing / 1e3, 0.0]
+
+
+def _model_panel(fig: Figure, ax: Any, title: str, m: np.ndarray, spacing: float,
+                 scale: tuple[float, float], unit: tuple[str, float], *,
+                 sources: np.ndarray | None = None, receivers: np.ndarray | None = None
+                 ) -> None:
+    """One model ``[z, x]`` on the colour range ``scale`` (SI units), km axes, a colour bar."""
+    label, div = unit
+    im = ax.imshow(m / div, extent=_extent_km(m.shape, spacing), vmin=scale[0] / div,
+                   vmax=scale[1] / div, cmap="viridis", aspect="equal")
+    ax.set_title(title)
+    ax.set_ylabel("depth (km)")
+    if sources is not None:
+        ax.plot(sources[:, 1] / 1e3, sources[:, 0] / 1e3, "r*", ms=6, label="sources")
+    if receivers is not None:
+        ax.plot(receivers[:, 1] / 1e3, receivers[:, 0] / 1e3, "wv", ms=2, label="receivers")
+    fig.colorbar(im, ax=ax, label=label, shrink=0.9)
 
 
 def model_figure(path: pathlib.Path, models: Sequence[tuple[str, np.ndarray]], spacing: float,
@@ -35,26 +52,56 @@ def model_figure(path: pathlib.Path, models: Sequence[tuple[str, np.ndarray]], s
     ``unit``: the colour bar's label and the divisor from SI units (velocity in km/s by
     default; ``("g/cm^3", 1e3)`` for a density in kg/m^3).
     """
-    label, div = unit
     plt = pyplot()
-    lo = min(float(m.min()) for _, m in models)
-    hi = max(float(m.max()) for _, m in models)
+    scale = (min(float(m.min()) for _, m in models), max(float(m.max()) for _, m in models))
     nz, nx = models[0][1].shape
     aspect = nz / nx
     fig, axes = plt.subplots(len(models), 1, figsize=(8, 0.6 + len(models) * (8 * aspect + 0.6)),
                              squeeze=False)
     for k, (title, m) in enumerate(models):
-        ax = axes[k, 0]
-        im = ax.imshow(m / div, extent=_extent_km(m.shape, spacing), vmin=lo / div, vmax=hi / div,
-                       cmap="viridis", aspect="equal")
-        ax.set_title(title)
-        ax.set_ylabel("depth (km)")
-        if k == 0 and sources is not None:
-            ax.plot(sources[:, 1] / 1e3, sources[:, 0] / 1e3, "r*", ms=6, label="sources")
-        if k == 0 and receivers is not None:
-            ax.plot(receivers[:, 1] / 1e3, receivers[:, 0] / 1e3, "wv", ms=2, label="receivers")
-        fig.colorbar(im, ax=ax, label=label, shrink=0.9)
+        _model_panel(fig, axes[k, 0], title, m, spacing, scale, unit,
+                     sources=sources if k == 0 else None, receivers=receivers if k == 0 else None)
     axes[-1, 0].set_xlabel("distance (km)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def model_grid_figure(path: pathlib.Path,
+                      rows: Sequence[tuple[tuple[str, float], Sequence[tuple[str, np.ndarray]]]],
+                      spacing: float, *, sources: np.ndarray | None = None,
+                      receivers: np.ndarray | None = None, title: str = "") -> None:
+    """Several parameters, one row each (e.g. true / initial / inverted), axes in km.
+
+    Every row shares one colour scale (its models' range), so its panels compare
+    directly; the acquisition is drawn on the first panel.
+
+    Args:
+        path: the PNG to write.
+        rows: ``(unit, panels)`` per parameter: ``unit`` is the colour bar's label and
+            the divisor from SI units (``("km/s", 1e3)``, ``("g/cm^3", 1e3)``), ``panels``
+            ``[(title, model [z, x])]``, the same count in every row.
+        spacing: grid spacing in m.
+        sources: ``[shot, 2]`` ``(z, x)`` in m, or ``None``.
+        receivers: ``[receiver, 2]`` in m, or ``None``.
+        title: the figure's title.
+    """
+    plt = pyplot()
+    nz, nx = rows[0][1][0][1].shape
+    ncol = max(len(panels) for _, panels in rows)
+    width = 4.6 * ncol
+    fig, axes = plt.subplots(len(rows), ncol, squeeze=False,
+                             figsize=(width, 0.8 + len(rows) * (width / ncol * nz / nx + 0.8)))
+    for r, (unit, panels) in enumerate(rows):
+        scale = (min(float(m.min()) for _, m in panels), max(float(m.max()) for _, m in panels))
+        for c, (name, m) in enumerate(panels):
+            first = r == 0 and c == 0
+            _model_panel(fig, axes[r, c], name, m, spacing, scale, unit,
+                         sources=sources if first else None,
+                         receivers=receivers if first else None)
+            if r == len(rows) - 1:
+                axes[r, c].set_xlabel("distance (km)")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -136,8 +183,8 @@ def image_figure(path: pathlib.Path, panels: Sequence[tuple[str, np.ndarray, str
 
 
 def loss_figure(path: pathlib.Path, history: Sequence[dict[str, Any]], *, title: str = "",
-                error: str | None = "model_error", error_label: str = "relative model error"
-                ) -> None:
+                error: str | Sequence[str] | None = "model_error",
+                error_label: str = "relative model error") -> None:
     """The loss of every iteration of an optimisation history, for every driver.
 
     Args:
@@ -146,7 +193,7 @@ def loss_figure(path: pathlib.Path, history: Sequence[dict[str, Any]], *, title:
             ``stage`` for staged runs: stage boundaries are marked and labelled).
         title: the figure's title (default: "optimisation progress").
         error: an entry key plotted on a second axis when every entry has it (e.g.
-            ``model_error``), or ``None``.
+            ``model_error``), several keys (one curve each, with a legend), or ``None``.
         error_label: that axis's label.
     """
     plt = pyplot()
@@ -169,11 +216,17 @@ def loss_figure(path: pathlib.Path, history: Sequence[dict[str, Any]], *, title:
             ax.annotate(f"stage {stage + 1}" + (f"\n{cutoff:g} Hz" if cutoff else "\nfull band"),
                         (first["iteration"], 1.0), xycoords=("data", "axes fraction"),
                         xytext=(2, -2), textcoords="offset points", va="top", fontsize=7)
-    errors = [h.get(error) for h in history] if error else []
-    if errors and all(e is not None for e in errors):
+    keys = [error] if isinstance(error, str) else list(error or ())
+    curves = [(k, [h.get(k) for h in history]) for k in keys]
+    curves = [(k, e) for k, e in curves if all(v is not None for v in e)]
+    if curves:
         ax2 = ax.twinx()
-        ax2.plot(it, errors, "r.-")
-        ax2.set_ylabel(error_label, color="r")
+        styles = ("r.-", "b.--", "g.:", "m.-.")
+        for k, (key, errors) in enumerate(curves):
+            ax2.plot(it, errors, styles[k % len(styles)], label=key)
+        ax2.set_ylabel(error_label, color="r" if len(curves) == 1 else "k")
+        if len(curves) > 1:
+            ax2.legend(loc="upper right", fontsize=7)
     ax.set_title(title or "optimisation progress")
     ax.grid(alpha=0.3)
     fig.tight_layout()
