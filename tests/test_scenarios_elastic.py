@@ -46,7 +46,6 @@ def test_elastic_settings_are_checked(changes: dict[str, object], message: str) 
 def test_elastic_scenario_registered_and_round_trips(tmp_path: pathlib.Path) -> None:
     scenario = scenarios.get(NAME)
     assert type(scenario).__name__ == "ElasticFwiScenario"
-    assert scenario.free_surface is False
     assert "S velocity" in scenario.describe()
     scenario.save(tmp_path / "s.toml")
     assert scenarios.load(tmp_path / "s.toml") == scenario
