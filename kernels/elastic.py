@@ -1,171 +1,623 @@
-"""Kernels of 2D isotropic elastic waves (P-SV), velocity-stress on a staggered grid.
+"""Kernels of isotropic elastic waves (2D P-SV and 3D), velocity-stress on a staggered grid.
 
-Virieux (1986) staggering, indices ``(z, x)``: ``sxx, szz`` at cells ``(i, j)``, ``vx`` at
-``(i, j + 1/2)``, ``vz`` at ``(i + 1/2, j)``, ``sxz`` at ``(i + 1/2, j + 1/2)``, each
-stored at ``[shot, i, j]``. Staggered differences of the order's coefficients ``s``::
+Virieux (1986) staggering on axes ``d = 0 … D-1`` (``z[, y], x``; x last, in lanes):
+normal stresses ``s_kk`` at cells, velocity ``v_i`` half a cell along axis ``i``, shear
+``s_ij`` (``i < j``) half a cell along ``i`` and ``j``; each stored at the index of the
+cell below it. Staggered differences with the order's coefficients ``s``
+(:data:`diffsim.acoustic.STAGGERED`), ``D+ a[j] = sum_k s_k (a[j+k+1] - a[j-k])`` (to the
+half points) and ``D- a[j] = sum_k s_k (a[j+k] - a[j-k-1])`` (to the cells). One time
+level per step (two in a ring: ``x[t]`` at level ``t % 2``; velocities at half steps)::
 
-    D+ a[j] = sum_k s_k (a[j + k + 1] - a[j - k]) / h     (cells -> half points)
-    D- a[j] = sum_k s_k (a[j + k] - a[j - k - 1]) / h     (half points -> cells)
+    v_i  += B_i sum_j T_ij,   T_ii = D+_i s_ii,  T_ij = D-_j s_ij          (velocity stage)
+    s_kk += L tr + M E_k,     E_k = D-_k v_k,    tr = sum_k E_k             (stress stage)
+    s_ij += MU_ij (G_ij + G_ji),  G_ij = D+_j v_i
 
-Leapfrog in time, velocities at half steps::
+with ``B_i = dt / rho`` averaged onto the velocity points, ``L = dt lambda``, ``M = 2 dt
+mu`` at cells and ``MU = dt mu`` averaged harmonically onto the shear points (zero where
+a cell is fluid); all are zero on the frame of ``halo`` cells, so the frame stays zero.
+Every derivative ``X`` along an axis in a C-PML layer gets ``X + m`` with the memory
+``m' = b m + a X`` (``a, b`` the profile at the derivative's position: half points along
+``i`` for ``T_ii``, ``G_ij`` along ``j``; cells otherwise): ``psi [D*D]`` (``T_ij`` at
+``i*D + j``), ``zeta [D]`` (``E_k``), ``eta [2 P]`` (``G_ij`` then ``G_ji`` of shear ``p``).
 
-    vx += dt b_x (D+x sxx + D-z sxz)        vz += dt b_z (D-x sxz + D+z szz)
-    sxx += dt ((l + 2m) D-x vx + l D-z vz)  szz += dt (l D-x vx + (l + 2m) D-z vz)
-    sxz += dt m_xz (D+z vx + D+x vz)
+Free surface (image, on the top row of cells ``i0``): ``s_zz = 0`` there and the other
+normal stresses use ``lambda' = 2 mu lambda / (lambda + 2 mu)`` without ``E_z`` (the host
+writes ``lambda'`` into ``L``); the rows above are ghosts filled before they are read:
+stresses ``s_zz``, ``s_zj`` odd about the surface, velocities even. Velocity ghosts are
+filled after the velocity stage, stress ghosts after the sources. This pairing keeps the
+discrete energy of the half space (the surface row at half weight), so the scheme is as
+stable as the interior one.
 
-with ``l = rho (vp^2 - 2 vs^2)``, ``m = rho vs^2`` at cells, the buoyancies ``b = 1/rho``
-averaged onto the velocity points and ``m`` harmonically onto the ``sxz`` points; all
-computed inside the kernels from ``vp, vs, rho``, so Taichi autodiff gives their
-gradients. C-PML (convolutional, ``kappa = 1``): every derivative ``D`` along an axis
-gets ``D + psi'`` with ``psi' = b psi + a D`` (``a, b`` the profile at the derivative's
-position, zero outside the layer). The update runs on every cell but a frame of
-``halo`` cells, which stays zero.
+The reverse step is the hand-written adjoint in gather form (no atomics): a stage's
+adjoint first writes, at the points the stage updated, the adjoints of its derivatives
+(scratch ``ev``, ``gv``, ``dv``), its memories' adjoints and the parameter gradients
+(per shot), then gathers each array's adjoint from the scratch with ``D-^T = -D+`` and
+``D+^T = -D-`` (over every row: the ghosts get their share, folded back by the image's
+transpose). Every checkpoint schedule gives the same bits.
 """
 
+import functools
+from typing import Any, TypeAlias
+
 import taichi as ti
+from taichi.lang import impl
+
+from diffsim.kernels.acoustic._blocks import Arrays, _at, _sp
+from diffsim.kernels.acoustic.arena import View, _scalars
+from diffsim.kernels.acoustic.cells import _dminus, _dplus, _layer, _prof
+from diffsim.kernels.acoustic.forward import _lane_elem
+
+
+def shear_pairs(ndim: int) -> tuple[tuple[int, int], ...]:
+    """The shear components ``(i, j)``, ``i < j``, in storage order."""
+    return tuple((i, j) for i in range(ndim) for j in range(i + 1, ndim))
+
+
+#: The arrays forming one state, in layout order (contiguous in the arena).
+STATE = ("v", "s", "psi", "zeta", "eta")
+
+
+def elastic_arrays(ndim: int) -> tuple[tuple[str, int], ...]:
+    """``(name, axes)`` of every array of the elastic engine, in layout order.
+
+    The state arrays (:data:`STATE`) have two levels (``[level, component, ...]``);
+    ``pool`` is ``[slot, state]`` in the checkpoint arena, one level of each state
+    array after the other.
+    """
+    r, g = ndim + 1, ndim      # axes of a per-shot array (shot, rows, xb) and of a grid
+    comp = r + 1
+    return (("v", comp + 1), ("s", comp + 1), ("psi", comp + 1), ("zeta", comp + 1),
+            ("eta", comp + 1),
+            ("vg", comp), ("sg", comp), ("psig", comp), ("zetag", comp), ("etag", comp),
+            ("ev", comp), ("gv", comp), ("dv", comp), ("acc", comp),
+            ("gB", comp), ("gL", r), ("gM", r), ("gMU", comp),
+            ("B", g + 1), ("L", g), ("M", g), ("MU", g + 1), ("xp", 2), ("pool", 2))
+
+
+def elastic_layout_size(ndim: int) -> int:
+    """Entries of the layout vector."""
+    return sum(1 + axes for _, axes in elastic_arrays(ndim))
+
+
+def _views(arena: Any, pools: Any, layout: Any, ndim: int) -> dict[str, View]:
+    out: dict[str, View] = {}
+    k = 0
+    for name, axes in elastic_arrays(ndim):
+        out[name] = View(pools if name == "pool" else arena, layout[k],
+                         layout[k + 1:k + 1 + axes])
+        k += 1 + axes
+    return out
+
+
+def _bundle(arena: Any, pools: Any, lay: Any, ndim: int, real: Any, lanes: int,
+            **items: Any) -> Arrays:
+    """The :class:`Arrays` of an elastic kernel (plain Python, run while it compiles)."""
+    views = _views(arena, pools, _scalars(lay, elastic_layout_size(ndim)), ndim)
+    v = views["vg"]       # [component, shot, rows, xb]
+    halo = len(items["s1"])
+    rows = tuple(v.shape[2 + d] for d in range(ndim - 1))
+    if "xl" in items:
+        items["xl"] = _scalars(items["xl"], 4)
+    if "scale" in items:
+        items["scale"] = impl.expr_init(items["scale"])
+    flat, base = [], 0
+    for name in STATE:     # each state array as [level, flat], and where it goes in a slot
+        a = views[name]
+        per = a.shape[1]
+        for n in a.shape[2:]:
+            per = per * n
+        flat.append((View(a.field, a.offset, (2, per)), base))
+        base = base + per
+    return Arrays(**views, ndim=ndim, dtype=real, W=lanes, halo=halo, flat=tuple(flat),
+                  pairs=shear_pairs(ndim), shots=v.shape[1], nb=v.shape[ndim + 1],
+                  all_rows=tuple((0, n) for n in rows),
+                  in_rows=tuple((halo, n - halo) for n in rows),
+                  top_rows=((0, 1), *((0, n) for n in rows[1:])), **items)
+
+
+# -- the velocity stage ----------------------------------------------------------------------
+@ti.func
+def _pair(f: ti.template(), i: ti.template(), j: ti.template()):
+    """Index of shear ``(min, max)`` of axes ``i != j`` (compile time)."""
+    return ti.static(f.pairs.index((min(i, j), max(i, j))))
 
 
 @ti.func
-def _dp(a: ti.template(), lvl: ti.i32, s: ti.i32, i: ti.i32, j: ti.i32, axis: ti.template(),
-        c: ti.template()):
-    """``D+`` (no 1/h) of ``a[lvl, s]`` at ``(i, j)`` along ``axis`` (0: z, 1: x)."""
-    acc = ti.cast(0.0, a.dtype)
-    for k in ti.static(range(len(c))):
-        if ti.static(axis == 0):
-            acc += c[k] * (a[lvl, s, i + k + 1, j] - a[lvl, s, i - k, j])
-        else:
-            acc += c[k] * (a[lvl, s, i, j + k + 1] - a[lvl, s, i, j - k])
-    return acc
-
-
-@ti.func
-def _dm(a: ti.template(), lvl: ti.i32, s: ti.i32, i: ti.i32, j: ti.i32, axis: ti.template(),
-        c: ti.template()):
-    """``D-`` (no 1/h) of ``a[lvl, s]`` at ``(i, j)`` along ``axis`` (0: z, 1: x)."""
-    acc = ti.cast(0.0, a.dtype)
-    for k in ti.static(range(len(c))):
-        if ti.static(axis == 0):
-            acc += c[k] * (a[lvl, s, i + k, j] - a[lvl, s, i - k - 1, j])
-        else:
-            acc += c[k] * (a[lvl, s, i, j + k] - a[lvl, s, i, j - k - 1])
-    return acc
-
-
-@ti.func
-def _pml(psi: ti.template(), src: ti.i32, dst: ti.i32, s: ti.i32, i: ti.i32, j: ti.i32,
-         prof: ti.template(), row: ti.template(), axis: ti.template(), d):
-    """``d + psi'`` with ``psi' = b psi + a d`` stored in ``psi[dst]`` (branch-free)."""
-    a = ti.cast(0.0, psi.dtype)
-    b = ti.cast(0.0, psi.dtype)
-    if ti.static(axis == 0):
-        a, b = prof[row, axis, i], prof[row + 1, axis, i]
+def _t(f: ti.template(), lvl: ti.i32, i: ti.template(), j: ti.template(), J: ti.template(),
+       xb: ti.i32):
+    """``T_ij`` at a block of ``v_i`` points from the stresses at level ``lvl`` (no memory)."""
+    out = ti.Vector.zero(f.dtype, f.W)
+    if ti.static(i == j):
+        out = _dplus(f.s, lvl, i, J, xb, j, f.s1, False) * f.ih[j]
     else:
-        a, b = prof[row, axis, j], prof[row + 1, axis, j]
-    m = b * psi[src, s, i, j] + a * d
-    psi[dst, s, i, j] = m
-    return d + m
+        out = _dminus(f.s, lvl, f.ndim + _pair(f, i, j), J, xb, j, f.s1, False) * f.ih[j]
+    return out
 
 
-@ti.kernel
-def elastic_velocity(vx: ti.template(), vz: ti.template(), sxx: ti.template(),
-                     szz: ti.template(), sxz: ti.template(), px: ti.template(),
-                     pz: ti.template(), qx: ti.template(), qz: ti.template(),
-                     rho: ti.template(), prof: ti.template(), src: ti.i32, dst: ti.i32,
-                     dt: ti.f64, ihz: ti.f64, ihx: ti.f64, halo: ti.i32, c: ti.template()):
-    """``vx, vz`` at ``dst`` from ``src`` and the stresses at ``src``.
-
-    PML memory: ``px`` (D+x sxx), ``pz`` (D-z sxz) of ``vx``; ``qx`` (D-x sxz), ``qz``
-    (D+z szz) of ``vz``. ``prof [4, 2, n]``: cell ``a, b`` then half-point ``a, b``, per
-    axis (0: z, 1: x).
-    """
-    for s, i, j in ti.ndrange(vx.shape[1], (halo, vx.shape[2] - halo), (halo, vx.shape[3] - halo)):
-        h = ti.cast(dt, vx.dtype)
-        dxx = _pml(px, src, dst, s, i, j, prof, 2, 1, _dp(sxx, src, s, i, j, 1, c) * ihx)
-        dxz = _pml(pz, src, dst, s, i, j, prof, 0, 0, _dm(sxz, src, s, i, j, 0, c) * ihz)
-        bx = 0.5 * (1.0 / rho[i, j] + 1.0 / rho[i, j + 1])
-        vx[dst, s, i, j] = vx[src, s, i, j] + h * bx * (dxx + dxz)
-        dzx = _pml(qx, src, dst, s, i, j, prof, 0, 1, _dm(sxz, src, s, i, j, 1, c) * ihx)
-        dzz = _pml(qz, src, dst, s, i, j, prof, 2, 0, _dp(szz, src, s, i, j, 0, c) * ihz)
-        bz = 0.5 * (1.0 / rho[i, j] + 1.0 / rho[i + 1, j])
-        vz[dst, s, i, j] = vz[src, s, i, j] + h * bz * (dzx + dzz)
+@ti.func
+def _velocity_block(f: ti.template(), J: ti.template(), xb: ti.i32, src: ti.i32, dst: ti.i32,
+                    keep: ti.template()):
+    """The velocity stage at one block (``keep``: also store ``sum_j T_ij`` in ``acc``)."""
+    for i in ti.static(range(f.ndim)):
+        acc = ti.Vector.zero(f.dtype, f.W)
+        for j in ti.static(range(f.ndim)):
+            x = _t(f, src, i, j, J, xb)
+            h = ti.static(2 if i == j else 0)
+            if _layer(f, h, J, xb, j):
+                m = (_prof(f, h + 1, J, xb, j) * f.psi[(src, i * f.ndim + j, *_at(J, xb))]
+                     + _prof(f, h, J, xb, j) * x)
+                f.psi[(dst, i * f.ndim + j, *_at(J, xb))] = m
+                x += m
+            acc += x
+        if ti.static(keep):
+            f.acc[(i, *_at(J, xb))] = acc
+        f.v[(dst, i, *_at(J, xb))] = f.v[(src, i, *_at(J, xb))] + f.B[(i, *_sp(J, xb))] * acc
 
 
-@ti.kernel
-def elastic_stress(vx: ti.template(), vz: ti.template(), sxx: ti.template(),
-                   szz: ti.template(), sxz: ti.template(), rx: ti.template(),
-                   rz: ti.template(), tx: ti.template(), tz: ti.template(), vp: ti.template(),
-                   vs: ti.template(), rho: ti.template(), prof: ti.template(), src: ti.i32,
-                   dst: ti.i32, dt: ti.f64, ihz: ti.f64, ihx: ti.f64, halo: ti.i32,
-                   c: ti.template()):
-    """Stresses at ``dst`` from ``src`` and the velocities at ``dst``.
-
-    PML memory: ``rx`` (D-x vx), ``rz`` (D-z vz) of the normal stresses; ``tx`` (D+x vz),
-    ``tz`` (D+z vx) of ``sxz``.
-    """
-    for s, i, j in ti.ndrange(vx.shape[1], (halo, vx.shape[2] - halo), (halo, vx.shape[3] - halo)):
-        h = ti.cast(dt, vx.dtype)
-        m = rho[i, j] * vs[i, j] * vs[i, j]
-        lam = rho[i, j] * vp[i, j] * vp[i, j] - 2.0 * m
-        exx = _pml(rx, src, dst, s, i, j, prof, 0, 1, _dm(vx, dst, s, i, j, 1, c) * ihx)
-        ezz = _pml(rz, src, dst, s, i, j, prof, 0, 0, _dm(vz, dst, s, i, j, 0, c) * ihz)
-        sxx[dst, s, i, j] = sxx[src, s, i, j] + h * ((lam + 2.0 * m) * exx + lam * ezz)
-        szz[dst, s, i, j] = szz[src, s, i, j] + h * (lam * exx + (lam + 2.0 * m) * ezz)
-        ezx = _pml(tz, src, dst, s, i, j, prof, 2, 0, _dp(vx, dst, s, i, j, 0, c) * ihz)
-        exz = _pml(tx, src, dst, s, i, j, prof, 2, 1, _dp(vz, dst, s, i, j, 1, c) * ihx)
-        # harmonic mean of the four cells' shear moduli (zero where any is fluid)
-        m01 = rho[i, j + 1] * vs[i, j + 1] * vs[i, j + 1]
-        m10 = rho[i + 1, j] * vs[i + 1, j] * vs[i + 1, j]
-        m11 = rho[i + 1, j + 1] * vs[i + 1, j + 1] * vs[i + 1, j + 1]
-        # (as reciprocals: a product of four moduli overflows float32)
-        low = ti.min(ti.min(m, m01), ti.min(m10, m11))
-        inv = (1.0 / ti.select(m > 0.0, m, 1.0) + 1.0 / ti.select(m01 > 0.0, m01, 1.0)
-               + 1.0 / ti.select(m10 > 0.0, m10, 1.0) + 1.0 / ti.select(m11 > 0.0, m11, 1.0))
-        mxz = ti.select(low > 0.0, 4.0 / inv, 0.0)
-        sxz[dst, s, i, j] = sxz[src, s, i, j] + h * mxz * (ezx + exz)
+# -- the stress stage ------------------------------------------------------------------------
+@ti.func
+def _strain(f: ti.template(), k: ti.template(), J: ti.template(), xb: ti.i32, src: ti.i32,
+            dst: ti.i32, write: ti.template()):
+    """``E_k`` at a block of cells from ``v[dst]`` with its memory (stored when ``write``)."""
+    e = _dminus(f.v, dst, k, J, xb, k, f.s1, False) * f.ih[k]
+    if _layer(f, 0, J, xb, k):
+        m = _prof(f, 1, J, xb, k) * f.zeta[(src, k, *_at(J, xb))] + _prof(f, 0, J, xb, k) * e
+        if ti.static(write):
+            f.zeta[(dst, k, *_at(J, xb))] = m
+        e += m
+    return e
 
 
-@ti.kernel
-def elastic_inject(sxx: ti.template(), szz: ti.template(), vx: ti.template(),
-                   vz: ti.template(), rho: ti.template(), amp: ti.template(),
-                   pos: ti.template(), w: ti.template(), kind: ti.template(),
-                   scale: ti.f64, dst: ti.i32, step: ti.i32):
-    """Add the sources of ``step`` (``scale = dt / cell``; forces also divided by rho).
+@ti.func
+def _shear_strain(f: ti.template(), p: ti.template(), J: ti.template(), xb: ti.i32,
+                  src: ti.i32, dst: ti.i32, write: ti.template()):
+    """``G_ij + G_ji`` of shear ``p`` at a block, with memories (stored when ``write``)."""
+    i, j = ti.static(f.pairs[p])
+    total = ti.Vector.zero(f.dtype, f.W)
+    for q in ti.static(range(2)):
+        a, d = ti.static((i, j) if q == 0 else (j, i))   # G = D+_d v_a
+        g = _dplus(f.v, dst, a, J, xb, d, f.s1, False) * f.ih[d]
+        if _layer(f, 2, J, xb, d):
+            m = (_prof(f, 3, J, xb, d) * f.eta[(src, 2 * p + q, *_at(J, xb))]
+                 + _prof(f, 2, J, xb, d) * g)
+            if ti.static(write):
+                f.eta[(dst, 2 * p + q, *_at(J, xb))] = m
+            g += m
+        total += g
+    return total
 
-    ``kind`` 0: explosive (``sxx``, ``szz``); 1: vertical force (``vz``); 2: horizontal
-    force (``vx``).
-    """
-    for s, n, a, b in ti.ndrange(pos.shape[0], pos.shape[1], w.shape[3], w.shape[3]):
-        i, j = pos[s, n][0] + a, pos[s, n][1] + b
-        v = ti.cast(scale, sxx.dtype) * amp[s, n, step] * w[s, n, 0, a] * w[s, n, 1, b]
-        if ti.static(kind == 0):
-            sxx[dst, s, i, j] += v
-            szz[dst, s, i, j] += v
-        elif ti.static(kind == 1):
-            vz[dst, s, i, j] += v / rho[i, j]
+
+@ti.func
+def _stress_block(f: ti.template(), J: ti.template(), xb: ti.i32, src: ti.i32, dst: ti.i32,
+                  top: ti.i32):
+    """The stress stage at one block (row ``top``: the free surface, ``-1``: none)."""
+    surface = J[1] == top
+    tr = ti.Vector.zero(f.dtype, f.W)
+    M = f.M[_sp(J, xb)]
+    for k in ti.static(range(f.ndim)):
+        e = _strain(f, k, J, xb, src, dst, True)
+        new = f.s[(src, k, *_at(J, xb))]
+        if ti.static(k == 0):
+            if not surface:
+                tr += e
+                new += M * e
         else:
-            vx[dst, s, i, j] += v / rho[i, j]
+            tr += e
+            new += M * e
+        f.s[(dst, k, *_at(J, xb))] = new
+    L = f.L[_sp(J, xb)]
+    for k in ti.static(range(f.ndim)):
+        if ti.static(k == 0):
+            if not surface:
+                f.s[(dst, k, *_at(J, xb))] += L * tr
+        else:
+            f.s[(dst, k, *_at(J, xb))] += L * tr
+    for p in ti.static(range(len(f.pairs))):
+        f.s[(dst, f.ndim + p, *_at(J, xb))] = (
+            f.s[(src, f.ndim + p, *_at(J, xb))]
+            + f.MU[(p, *_sp(J, xb))] * _shear_strain(f, p, J, xb, src, dst, True))
 
 
-@ti.kernel
-def elastic_record(sxx: ti.template(), szz: ti.template(), vx: ti.template(),
-                   vz: ti.template(), p_out: ti.template(), vx_out: ti.template(),
-                   vz_out: ti.template(), pos_p: ti.template(), w_p: ti.template(),
-                   pos_x: ti.template(), w_x: ti.template(), pos_z: ti.template(),
-                   w_z: ti.template(), lvl: ti.i32, t: ti.i32):
-    """Receivers at time ``t``: pressure ``-(sxx + szz) / 2``, ``vx`` and ``vz``.
+# -- the free surface's ghosts ---------------------------------------------------------------
+@ti.func
+def _ghost_rows(f: ti.template(), a: ti.template(), lvl: ti.i32, c: ti.template(),
+                J: ti.template(), xb: ti.i32, top: ti.i32, half: ti.template(),
+                sign: ti.template(), transpose: ti.template()):
+    """Image of component ``c`` of ``a[lvl]`` about row ``top`` (rows above from below).
 
-    Each at its own points (cells, or the staggered velocity points) with its own
-    interpolation stencil.
+    ``half``: the component sits half a cell down (row ``top - 1 - k`` mirrors
+    ``top + k``), else on the cells (``top - 1 - k`` mirrors ``top + 1 + k``).
+    ``transpose``: the adjoint (add each ghost onto its mirror times ``sign``, zero the
+    ghost). ``lvl < 0``: an array without levels (the adjoints).
     """
-    for s, n in ti.ndrange(pos_p.shape[0], pos_p.shape[1]):
-        p_out[t, s, n] = 0.0
-        vx_out[t, s, n] = 0.0
-        vz_out[t, s, n] = 0.0
-    for s, n, a, b in ti.ndrange(pos_p.shape[0], pos_p.shape[1], w_p.shape[3], w_p.shape[3]):
-        i, j = pos_p[s, n][0] + a, pos_p[s, n][1] + b
-        p_out[t, s, n] += -0.5 * w_p[s, n, 0, a] * w_p[s, n, 1, b] * (sxx[lvl, s, i, j]
-                                                                       + szz[lvl, s, i, j])
-        i, j = pos_x[s, n][0] + a, pos_x[s, n][1] + b
-        vx_out[t, s, n] += w_x[s, n, 0, a] * w_x[s, n, 1, b] * vx[lvl, s, i, j]
-        i, j = pos_z[s, n][0] + a, pos_z[s, n][1] + b
-        vz_out[t, s, n] += w_z[s, n, 0, a] * w_z[s, n, 1, b] * vz[lvl, s, i, j]
+    for k in ti.static(range(f.halo)):
+        G = J + (top - 1 - k - J[1]) * ti.Vector.unit(J.n, 1, ti.i32)
+        S = J + (top + k + (0 if half else 1) - J[1]) * ti.Vector.unit(J.n, 1, ti.i32)
+        if ti.static(transpose):
+            a[(c, *_at(S, xb))] += sign * a[(c, *_at(G, xb))]
+            a[(c, *_at(G, xb))] = ti.Vector.zero(f.dtype, f.W)
+        else:
+            a[(lvl, c, *_at(G, xb))] = sign * a[(lvl, c, *_at(S, xb))]
+
+
+@ti.func
+def _image_velocity(f: ti.template(), a: ti.template(), lvl: ti.i32, top: ti.i32,
+                    transpose: ti.template()):
+    """Velocity ghosts (even): ``v_z`` half a cell down, the others on the cells."""
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(f.shots, *f.top_rows)):
+        for xb in range(1, f.nb - 1):
+            for c in ti.static(range(f.ndim)):
+                _ghost_rows(f, a, lvl, c, J, xb, top, c == 0, 1.0, transpose)
+
+
+@ti.func
+def _image_stress(f: ti.template(), a: ti.template(), lvl: ti.i32, top: ti.i32,
+                  transpose: ti.template()):
+    """Stress ghosts (odd): ``s_zz`` (zero on the surface) and the shears ``s_zj``."""
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(f.shots, *f.top_rows)):
+        for xb in range(1, f.nb - 1):
+            S = J + (top - J[1]) * ti.Vector.unit(J.n, 1, ti.i32)
+            if ti.static(transpose):
+                _ghost_rows(f, a, lvl, 0, J, xb, top, False, -1.0, True)
+                a[(0, *_at(S, xb))] = ti.Vector.zero(f.dtype, f.W)
+            else:
+                a[(lvl, 0, *_at(S, xb))] = ti.Vector.zero(f.dtype, f.W)
+                _ghost_rows(f, a, lvl, 0, J, xb, top, False, -1.0, False)
+            for p in ti.static(range(len(f.pairs))):
+                if ti.static(f.pairs[p][0] == 0):
+                    _ghost_rows(f, a, lvl, f.ndim + p, J, xb, top, True, -1.0, transpose)
+
+
+# -- sources and receivers (serial loops over a few cells) ----------------------------------
+@ti.func
+def _stencil_weight(f: ti.template(), w: ti.template(), c: ti.template(), P: ti.template()):
+    out = ti.cast(1.0, f.dtype)
+    for d in ti.static(range(f.ndim)):
+        out *= w[c, P[0], P[1], d, P[d + 2]]
+    return out
+
+
+@ti.func
+def _sources(f: ti.template(), step: ti.i32, dst: ti.i32, adjoint: ti.template()):
+    """Inject the sources of ``step`` into level ``dst`` (``adjoint``: the transpose).
+
+    The transpose adds into ``ampg`` (and ``gB`` for forces).
+    ``kind`` 0: explosive, into every normal stress (``s_zz`` with the second stencil);
+    ``kind`` 1 + a: a force along axis ``a`` into ``v_a`` times ``B_a`` (``dt / rho``).
+    """
+    W = ti.static(f.W)
+    ti.loop_config(serialize=True)
+    for P in ti.grouped(ti.ndrange(f.shots, f.src_pos.shape[2], *([f.src_w.shape[4]] * f.ndim))):
+        if ti.static(f.kind == 0):
+            for k in ti.static(range(f.ndim)):
+                c = ti.static(1 if k == 0 else 0)
+                w = ti.cast(f.scale, f.dtype) * _stencil_weight(f, f.src_w, c, P)
+                cell = _cell_of(f.src_pos, c, P)
+                e, lane = _lane_elem(cell, W), (cell[cell.n - 1] + W) % W
+                if ti.static(adjoint):
+                    f.ampg[P[0], P[1], step] += w * f.sg[(k, *e)][lane]
+                else:
+                    f.s[(dst, k, *e)][lane] += w * f.amp[P[0], P[1], step]
+        else:
+            a = ti.static(f.kind - 1)
+            w = ti.cast(f.scale, f.dtype) * _stencil_weight(f, f.src_w, 0, P)
+            cell = _cell_of(f.src_pos, 0, P)
+            e, lane = _lane_elem(cell, W), (cell[cell.n - 1] + W) % W
+            sp = ti.Vector([e[k] for k in ti.static(range(1, e.n))])
+            b = f.B[(a, *sp)][lane]
+            if ti.static(adjoint):
+                lv = f.vg[(a, *e)][lane]
+                f.ampg[P[0], P[1], step] += w * b * lv
+                f.gB[(a, *e)][lane] += w * f.amp[P[0], P[1], step] * lv
+            else:
+                f.v[(dst, a, *e)][lane] += w * b * f.amp[P[0], P[1], step]
+
+
+@ti.func
+def _cell_of(pos: ti.template(), c: ti.template(), P: ti.template()):
+    """Cell ``(shot, z[, y], x)`` of stencil point ``P`` of point set ``c``."""
+    base = pos[c, P[0], P[1]]
+    return ti.Vector([P[0]] + [base[d] + P[d + 2] for d in ti.static(range(P.n - 2))])
+
+
+@ti.func
+def _receiver_cell(f: ti.template(), a: ti.template(), k: ti.template(), c: ti.template(),
+                   pset: ti.template(), sign: ti.template(), t: ti.i32, lvl: ti.i32,
+                   P: ti.template(), adjoint: ti.template()):
+    """Stencil point ``P`` of component ``k`` of ``a[lvl]`` into trace ``c`` (or back)."""
+    W = ti.static(f.W)
+    w = sign * _stencil_weight(f, f.rec_w, pset, P)
+    cell = _cell_of(f.rec_pos, pset, P)
+    e, lane = _lane_elem(cell, W), (cell[cell.n - 1] + W) % W
+    if ti.static(adjoint):
+        a[(k, *e)][lane] += w * f.tracesg[t, c, P[0], P[1]]
+    else:
+        f.traces[t, c, P[0], P[1]] += w * a[(lvl, k, *e)][lane]
+
+
+@ti.func
+def _receivers(f: ti.template(), t: ti.i32, adjoint: ti.template()):
+    """Record (or, ``adjoint``, add the adjoint of) the receivers at time ``t`` (level ``t % 2``).
+
+    Components ``c``: 0 pressure ``-sum_k s_kk / D`` (point sets 0, and 1 for ``s_zz``),
+    ``1 + i`` the velocity ``v_i`` (point set ``2 + i``).
+    """
+    if ti.static(not adjoint):
+        ti.loop_config(serialize=True)
+        for c, s, r in ti.ndrange(f.ndim + 1, f.shots, f.rec_pos.shape[2]):
+            f.traces[t, c, s, r] = 0.0
+    s, v = ti.static((f.sg, f.vg) if adjoint else (f.s, f.v))
+    ti.loop_config(serialize=True)
+    for P in ti.grouped(ti.ndrange(f.shots, f.rec_pos.shape[2], *([f.rec_w.shape[4]] * f.ndim))):
+        for k in ti.static(range(f.ndim)):
+            _receiver_cell(f, s, k, 0, 1 if k == 0 else 0, -1.0 / f.ndim, t, t % 2, P,
+                           adjoint)
+            _receiver_cell(f, v, k, 1 + k, 2 + k, 1.0, t, t % 2, P, adjoint)
+
+
+# -- steps -----------------------------------------------------------------------------------
+@ti.func
+def _velocity(f: ti.template(), src: ti.i32, dst: ti.i32, keep: ti.template()):
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(f.shots, *f.in_rows)):
+        for xb in range(1, f.nb - 1):
+            _velocity_block(f, J, xb, src, dst, keep)
+
+
+@ti.func
+def _step(f: ti.template(), t: ti.i32, top: ti.i32):
+    """Step ``t`` (level ``t % 2`` to the other) and the receivers at ``t + 1``."""
+    src, dst = t % 2, (t + 1) % 2
+    _velocity(f, src, dst, False)
+    if ti.static(f.free):
+        _image_velocity(f, f.v, dst, top, False)
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(f.shots, *f.in_rows)):
+        for xb in range(1, f.nb - 1):
+            _stress_block(f, J, xb, src, dst, top)
+    _sources(f, t, dst, False)
+    if ti.static(f.free):
+        _image_stress(f, f.s, dst, top, False)
+    _receivers(f, t + 1, False)
+
+
+@ti.func
+def _copy_state(f: ti.template(), slot: ti.i32, lvl: ti.i32, save: ti.template()):
+    """Save (``save=True``) or restore level ``lvl`` of every state array."""
+    for n in ti.static(range(len(STATE))):
+        flat, base = ti.static(f.flat[n])
+        ti.loop_config(serialize=f.serial)
+        for k in range(flat.shape[1]):
+            if ti.static(save):
+                f.pool[slot, base + k] = flat[lvl, k]
+            else:
+                flat[lvl, k] = f.pool[slot, base + k]
+
+
+# -- the adjoint -----------------------------------------------------------------------------
+@ti.func
+def _stress_adjoint_block(f: ti.template(), J: ti.template(), xb: ti.i32, src: ti.i32,
+                          dst: ti.i32, top: ti.i32):
+    """Stress stage's adjoint at a block: ``ev``, ``gv``, memories' adjoints, gradients.
+
+    Needs the velocity stage recomputed (its output ``v[dst]`` is the stage's input) and
+    the stresses' adjoint complete. Returns the squared norm of the costate there.
+    """
+    surface = J[1] == top
+    lsum = ti.Vector.zero(f.dtype, f.W)
+    sq = ti.Vector.zero(f.dtype, f.W)
+    for k in ti.static(range(f.ndim)):
+        ls = f.sg[(k, *_at(J, xb))]
+        lv = f.vg[(k, *_at(J, xb))]
+        sq += ls * ls + lv * lv
+        if ti.static(k == 0):
+            if not surface:
+                lsum += ls
+        else:
+            lsum += ls
+    L, M = f.L[_sp(J, xb)], f.M[_sp(J, xb)]
+    tr = ti.Vector.zero(f.dtype, f.W)
+    gm = ti.Vector.zero(f.dtype, f.W)
+    for k in ti.static(range(f.ndim)):
+        e = _strain(f, k, J, xb, src, dst, False)
+        le = ti.Vector.zero(f.dtype, f.W)
+        ls = f.sg[(k, *_at(J, xb))]
+        active = True
+        if ti.static(k == 0):
+            active = not surface
+        if active:
+            tr += e
+            gm += e * ls
+            le = L * lsum + M * ls
+        if _layer(f, 0, J, xb, k):
+            Z = f.zetag[(k, *_at(J, xb))] + le
+            le += _prof(f, 0, J, xb, k) * Z
+            f.zetag[(k, *_at(J, xb))] = _prof(f, 1, J, xb, k) * Z
+        f.ev[(k, *_at(J, xb))] = le * f.ih[k]
+    f.gL[_at(J, xb)] += tr * lsum
+    f.gM[_at(J, xb)] += gm
+    for p in ti.static(range(len(f.pairs))):
+        i, j = ti.static(f.pairs[p])
+        ls = f.sg[(f.ndim + p, *_at(J, xb))]
+        sq += ls * ls
+        f.gMU[(p, *_at(J, xb))] += _shear_strain(f, p, J, xb, src, dst, False) * ls
+        lg = f.MU[(p, *_sp(J, xb))] * ls
+        for q in ti.static(range(2)):
+            d = ti.static(j if q == 0 else i)
+            grad = lg
+            if _layer(f, 2, J, xb, d):
+                Y = f.etag[(2 * p + q, *_at(J, xb))] + lg
+                grad += _prof(f, 2, J, xb, d) * Y
+                f.etag[(2 * p + q, *_at(J, xb))] = _prof(f, 3, J, xb, d) * Y
+            f.gv[(2 * p + q, *_at(J, xb))] = grad * f.ih[d]
+    return sq.sum()
+
+
+@ti.func
+def _velocity_gather_block(f: ti.template(), J: ti.template(), xb: ti.i32):
+    """``vg_k += -D+_k ev_k - sum D-_d gv`` (the strains' transposes) at a block."""
+    for k in ti.static(range(f.ndim)):
+        acc = -_dplus(f.ev, k, -1, J, xb, k, f.s1, True)
+        for p in ti.static(range(len(f.pairs))):
+            i, j = ti.static(f.pairs[p])
+            if ti.static(i == k):      # G_ij = D+_j v_i
+                acc -= _dminus(f.gv, 2 * p, -1, J, xb, j, f.s1, True)
+            if ti.static(j == k):      # G_ji = D+_i v_j
+                acc -= _dminus(f.gv, 2 * p + 1, -1, J, xb, i, f.s1, True)
+        f.vg[(k, *_at(J, xb))] += acc
+
+
+@ti.func
+def _velocity_adjoint_block(f: ti.template(), J: ti.template(), xb: ti.i32):
+    """Velocity stage's adjoint at a block: ``dv``, ``psig`` and ``gB``."""
+    for i in ti.static(range(f.ndim)):
+        lv = f.vg[(i, *_at(J, xb))]
+        f.gB[(i, *_at(J, xb))] += f.acc[(i, *_at(J, xb))] * lv
+        la = f.B[(i, *_sp(J, xb))] * lv
+        for j in ti.static(range(f.ndim)):
+            h = ti.static(2 if i == j else 0)
+            grad = la
+            if _layer(f, h, J, xb, j):
+                Y = f.psig[(i * f.ndim + j, *_at(J, xb))] + la
+                grad += _prof(f, h, J, xb, j) * Y
+                f.psig[(i * f.ndim + j, *_at(J, xb))] = _prof(f, h + 1, J, xb, j) * Y
+            f.dv[(i * f.ndim + j, *_at(J, xb))] = grad * f.ih[j]
+
+
+@ti.func
+def _stress_gather_block(f: ti.template(), J: ti.template(), xb: ti.i32):
+    """``sg += -D-_k dv_kk`` (normal) and ``-D+_j dv_ij - D+_i dv_ji`` (shear) at a block."""
+    nd = ti.static(f.ndim)
+    for k in ti.static(range(nd)):
+        f.sg[(k, *_at(J, xb))] -= _dminus(f.dv, k * nd + k, -1, J, xb, k, f.s1, True)
+    for p in ti.static(range(len(f.pairs))):
+        i, j = ti.static(f.pairs[p])
+        f.sg[(nd + p, *_at(J, xb))] -= (_dplus(f.dv, i * nd + j, -1, J, xb, j, f.s1, True)
+                                        + _dplus(f.dv, j * nd + i, -1, J, xb, i, f.s1, True))
+
+
+@ti.func
+def _reverse_step(f: ti.template(), t: ti.i32, top: ti.i32):
+    """Reverse of step ``t`` (receivers at ``t + 1`` included); ``x[t]`` at level ``t % 2``.
+
+    Returns ``|lambda[t+1]|^2`` of the velocities and stresses (f64).
+    """
+    src, dst = t % 2, (t + 1) % 2
+    _receivers(f, t + 1, True)
+    if ti.static(f.free):
+        _image_stress(f, f.sg, -1, top, True)
+    _sources(f, t, dst, True)
+    _velocity(f, src, dst, True)      # recompute: the stress stage reads the new velocities
+    if ti.static(f.free):
+        _image_velocity(f, f.v, dst, top, False)
+    sq = ti.cast(0.0, ti.f64)
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(f.shots, *f.in_rows)):
+        for xb in range(1, f.nb - 1):
+            sq += ti.cast(_stress_adjoint_block(f, J, xb, src, dst, top), ti.f64)
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(f.shots, *f.all_rows)):
+        for xb in range(1, f.nb - 1):
+            _velocity_gather_block(f, J, xb)
+    if ti.static(f.free):
+        _image_velocity(f, f.vg, -1, top, True)
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(f.shots, *f.in_rows)):
+        for xb in range(1, f.nb - 1):
+            _velocity_adjoint_block(f, J, xb)
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(f.shots, *f.all_rows)):
+        for xb in range(1, f.nb - 1):
+            _stress_gather_block(f, J, xb)
+    return sq
+
+
+# -- kernels ---------------------------------------------------------------------------------
+@functools.cache
+def elastic_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
+    """The elastic engine's kernels for one dimension and precision.
+
+    * ``forward``: with ``serial`` steps ``start … stop-1`` in one launch, saving ``x[t]``
+      (with ``save``) in checkpoint slot ``saves[t - start]`` (``-1``: no save) for ``t``
+      in ``start … stop``; without, one step ``start`` with parallel loops.
+    * ``reverse``: with ``serial`` the reverse of steps ``top, top-1, …`` (``count`` of
+      them), restoring ``x[t]`` from pool slot ``slots[i]`` first (``-1``: live), the
+      squared costate norms into ``norms[i]``; without, one step ``top``.
+    * ``receivers_adjoint``: the receivers' adjoint at time ``t``.
+
+    Compile-time arguments: ``ih`` (ratios of the spacings to the first one), the
+    staggered coefficients ``s1``, the source ``kind``, ``free`` (free surface), the loop
+    kind ``serial`` and ``save``; ``surface`` is the free surface's row (run time).
+    """
+    real = ti.f64 if precision == "f64" else ti.f32
+    lay_t: TypeAlias = ti.types.ndarray(dtype=ti.i32, ndim=1)
+    r3: TypeAlias = ti.types.ndarray(dtype=real, ndim=3)
+    r4: TypeAlias = ti.types.ndarray(dtype=real, ndim=4)
+    r5: TypeAlias = ti.types.ndarray(dtype=real, ndim=5)
+    pos: TypeAlias = ti.types.ndarray(dtype=ti.types.vector(ndim, ti.i32), ndim=3)
+    i1: TypeAlias = ti.types.ndarray(dtype=ti.i32, ndim=1)
+    f1: TypeAlias = ti.types.ndarray(dtype=ti.f64, ndim=1)
+    iv4: TypeAlias = ti.types.vector(4, ti.i32)
+
+    def bundle(arena: Any, pools: Any, lay: Any, **items: Any) -> Arrays:
+        return _bundle(arena, pools, lay, ndim, real, lanes, **items)
+
+    @ti.kernel
+    def forward(arena: ti.template(), pools: ti.template(), lay: lay_t, rp: r3, amp: r3,
+                traces: r4, src_pos: pos, src_w: r5, rec_pos: pos, rec_w: r5, saves: i1,
+                xl: iv4, scale: real, surface: ti.i32, start: ti.i32, stop: ti.i32,
+                ih: ti.template(), s1: ti.template(), kind: ti.template(),
+                free: ti.template(), serial: ti.template(), save: ti.template()):
+        f = ti.static(bundle(arena, pools, lay, rp=rp, amp=amp, traces=traces,
+                             src_pos=src_pos, src_w=src_w, rec_pos=rec_pos, rec_w=rec_w,
+                             xl=xl, scale=scale, ih=ih, s1=s1, kind=kind, free=free,
+                             serial=serial))
+        if ti.static(serial):
+            ti.loop_config(serialize=True)
+            for t in range(start, stop + 1):
+                if ti.static(save):
+                    slot = saves[t - start]
+                    if slot >= 0:
+                        _copy_state(f, slot, t % 2, True)
+                if t < stop:
+                    _step(f, t, surface)
+        else:
+            _step(f, start, surface)
+
+    @ti.kernel
+    def reverse(arena: ti.template(), pools: ti.template(), lay: lay_t, rp: r3, amp: r3,
+                ampg: r3, tracesg: r4, src_pos: pos, src_w: r5, rec_pos: pos, rec_w: r5,
+                slots: i1, norms: f1, xl: iv4, scale: real, surface: ti.i32, top: ti.i32,
+                count: ti.i32, ih: ti.template(), s1: ti.template(), kind: ti.template(),
+                free: ti.template(), serial: ti.template()):
+        f = ti.static(bundle(arena, pools, lay, rp=rp, amp=amp, ampg=ampg, tracesg=tracesg,
+                             src_pos=src_pos, src_w=src_w, rec_pos=rec_pos, rec_w=rec_w,
+                             xl=xl, scale=scale, ih=ih, s1=s1, kind=kind, free=free,
+                             serial=serial))
+        if ti.static(serial):
+            ti.loop_config(serialize=True)
+            for n in range(count):
+                slot = slots[n]
+                if slot >= 0:
+                    _copy_state(f, slot, (top - n) % 2, False)
+                norms[n] = _reverse_step(f, top - n, surface)
+        else:
+            norms[0] = _reverse_step(f, top, surface)
+
+    @ti.kernel
+    def receivers_adjoint(arena: ti.template(), lay: lay_t, tracesg: r4, rec_pos: pos,
+                          rec_w: r5, t: ti.i32, s1: ti.template()):
+        f = ti.static(bundle(arena, arena, lay, tracesg=tracesg, rec_pos=rec_pos, rec_w=rec_w,
+                             s1=s1, serial=True))
+        _receivers(f, t, True)
+
+    @ti.kernel
+    def copy_state(arena: ti.template(), pools: ti.template(), lay: lay_t, slot: ti.i32,
+                   lvl: ti.i32, s1: ti.template(), save: ti.template()):
+        f = ti.static(bundle(arena, pools, lay, s1=s1, serial=False))
+        _copy_state(f, slot, lvl, save)
+
+    return dict(forward=forward, reverse=reverse, receivers_adjoint=receivers_adjoint,
+                copy_state=copy_state)

@@ -428,7 +428,15 @@ class _AcousticSetup:
         flat = np.asarray(lanes, dtype=np.float64).reshape(*lanes.shape[:-2], -1)
         return flat[..., w:w + self.geometry.padded[-1]]
 
-    def _point_weights(self, pts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _point_weights(self, pts: np.ndarray, k: int, mirror: tuple[int, float] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Stencil start and weights ``[shot, point, axis, k]`` of points (padded cells).
+
+        ``mirror = (c2, sign)``: a free surface's image along axis 0: the weight of a
+        cell ``i`` above the top row moves to cell ``c2 - i`` times ``sign`` (``c2`` twice
+        the surface's row for values on the cells, one less for values half a cell down).
+        Without it such cells get no weight.
+        """
         g = self.geometry
         pos = np.zeros((*pts.shape[:2], g.ndim), dtype=np.int32)
         w = np.zeros((*pts.shape[:2], g.ndim, k))
@@ -442,9 +450,19 @@ class _AcousticSetup:
                         continue
                     first, weights = _hicks_weights(frac, k // 2)
                     cells = first + np.arange(k)
+                    if mirror is not None and d == 0:
+                        c2, sign = mirror
+                        for m in np.flatnonzero(cells < g.halo):
+                            weights[c2 - cells[m] - first] += sign * weights[m]
+                            weights[m] = 0.0
                     # Cells the stencil never updates (the frame; above a free surface) get
                     # no weight.
                     weights[(cells < g.halo) | (cells >= g.padded[d] - g.halo)] = 0.0
+                    # Keep the stencil inside the array (its cells out there weigh 0).
+                    shift = min(max(-first, 0), k) - min(max(first + k - g.padded[d], 0), k)
+                    if shift:
+                        weights = np.roll(weights, -shift)
+                        first += shift
                     pos[s, n, d] = first
                     w[s, n, d] = weights
         return pos, w
