@@ -79,8 +79,8 @@ def run_deepwave(c: dict, order: int, repeats: int, threads: int) -> dict[str, f
 
 DESCRIPTION = ("nt {nt}, order {order}, PML 20, f32, 1 shot (vertical force), 100 nearest-cell vz "
      "receivers, arch {arch}, {threads} thread(s); medians of {repeats} after a warm-up; "
-     "seconds on the path users call (a new simulation per call). diffsim's first elastic "
-     "version: per-simulation fields, Taichi autodiff reverse.")
+     "seconds on the path users call (a new simulation per call). diffsim: the arena "
+     "engine (kernels compiled once per process), hand-written adjoint.")
 
 
 def main() -> None:

