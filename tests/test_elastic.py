@@ -11,6 +11,9 @@ from diffsim.acoustic import max_stable_dt
 from diffsim.gradcheck import fd_sweep, taylor_test
 from diffsim.losses import L2
 
+# the gradient checks' grids are tiny on purpose: 4 cells per S wavelength
+pytestmark = pytest.mark.filterwarnings("ignore:only .* cells per S wavelength")
+
 
 def _peak_time(x: np.ndarray, dt: float) -> float:
     """Time of the largest |x|, refined by a parabola through its neighbours."""
@@ -136,6 +139,35 @@ def test_gradients_fd_taylor_and_every_schedule_bitwise(source, component, free_
         _check_gradients(sim, loss, wrt[:3], models, res.grads)
 
 
+@pytest.mark.parametrize("component", ["vz", "pressure"])
+def test_hand_adjoint_equals_taichi_autodiff_of_the_same_scheme(component) -> None:
+    # The engine's first version (tests/elastic_autodiff.py: per-stepper fields, Taichi
+    # autodiff of its kernels) computes the same scheme without a free surface.
+    from elastic_autodiff import AutodiffElasticStepper
+
+    class Reference(elastic.Simulation):
+        def __init__(self, *args, **options) -> None:
+            self.stepper = AutodiffElasticStepper(*args, **options)
+            self.default_wrt = ("vp", "vs", "rho")
+            self.parameter_names = (*self.default_wrt, "wavelet")
+
+    models, args, opts, observed = problem("explosive", free_surface=False)
+    loss = L2(observed[component], output=component)
+    wrt = ("vp", "vs", "rho", "wavelet")
+    with elastic.Simulation(*models, *args, **opts) as sim, \
+            Reference(*models, *args, order=4, pml_width=4) as ref:
+        out, expected = sim.simulate(), ref.simulate()
+        for name in ("pressure", "vz", "vx"):
+            scale = np.abs(expected[name]).max()
+            np.testing.assert_allclose(out[name], expected[name], rtol=0, atol=1e-12 * scale)
+        hand = sim.value_and_grad(loss, wrt=wrt, checkpoint=StoreAll())
+        auto = ref.value_and_grad(loss, wrt=wrt, checkpoint=StoreAll())
+        for name in wrt:
+            scale = np.abs(auto.grads[name]).max()
+            assert scale > 0, name
+            assert np.abs(hand.grads[name] - auto.grads[name]).max() < 1e-10 * scale, name
+
+
 def test_lame_parametrization_gradients() -> None:
     (vp, vs, rho), args, opts, _ = problem()
     mu = rho * vs * vs
@@ -192,7 +224,10 @@ def test_elastic_errors_name_the_value_and_the_fix() -> None:
         elastic.simulate(-rho * vp * vp, rho * vs * vs, rho, *args, parametrization="lame")
     with pytest.raises(ValueError, match="C-PML only"):
         elastic.simulate(vp, vs, rho, *args, boundary="sponge")
+    with pytest.warns(UserWarning, match=r"0\.4\d cells per S wavelength .* use a finer grid"):
+        elastic.simulate(vp, vs * 0.1, rho, *args, **opts)
     with elastic.Simulation(vp, vs, rho, *args, **opts) as sim:
+        assert [s.name for s in sim.graph().stages][1:3] == ["velocity", "stress"]
         with pytest.raises(ValueError, match="vs/vp reaches"):
             sim.update(vs=vp * 0.9)
         sim.update(vp=vp * 1.5, vs=vs * 1.5)      # checked together: a valid pair

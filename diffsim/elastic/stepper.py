@@ -8,6 +8,7 @@ arrays live in the process arena, as the acoustic cell engine's).
 from __future__ import annotations
 
 import math
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ from diffsim.acoustic._setup import (
     _check_cfl,
     _serial_loops,
     check_positive_model,
+    dominant_frequency,
 )
 from diffsim.acoustic.boundaries import CPML
 from diffsim.acoustic.density import _CellEngine, _shift_up, _shift_up_adjoint
@@ -170,6 +172,7 @@ class ElasticStepper(_CellEngine, Stepper):
                     pml_velocity=pml_velocity, pml_frequency=pml_frequency, boundary=boundary)
         if not isinstance(self.boundary, CPML):
             raise ValueError("the elastic engine absorbs with a C-PML only; use boundary='pml'")
+        self._check_shear_resolution(np.sqrt(models[1] / models[2]))
         self.source = source
         self.free_surface = bool(free_surface)
         self._kind = _kind_index(source, a_arr.ndim)
@@ -192,6 +195,22 @@ class ElasticStepper(_CellEngine, Stepper):
             return rho * a * a - 2.0 * mu, mu, rho
         check_lame_model(a, b, rho)
         return a, b, rho
+
+    #: Fewer cells than this per S wavelength at the dominant frequency draw a warning.
+    MIN_CELLS_PER_S_WAVELENGTH = 5.0
+
+    def _check_shear_resolution(self, vs: np.ndarray) -> None:
+        solid = vs[vs > 0]
+        f_dom = dominant_frequency(self._amp, self.dt)
+        if solid.size == 0 or f_dom <= 0:
+            return
+        cells = float(solid.min()) / (f_dom * max(self.geometry.spacing))
+        if cells < self.MIN_CELLS_PER_S_WAVELENGTH:
+            warnings.warn(
+                f"only {cells:.2f} cells per S wavelength at the wavelet's dominant frequency "
+                f"{f_dom:.3g} Hz (min vs {float(solid.min()):.6g} m/s, spacing "
+                f"{max(self.geometry.spacing):.6g} m): the slowest S waves will be dispersed; "
+                "use a finer grid, a lower frequency or a higher order", stacklevel=4)
 
     def _layout_arrays(self) -> tuple[tuple[str, int], ...]:
         return elastic_arrays(self.geometry.ndim)
