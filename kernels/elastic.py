@@ -46,6 +46,7 @@ from diffsim.kernels.acoustic._blocks import Arrays, _at, _sp
 from diffsim.kernels.acoustic.arena import View, _scalars
 from diffsim.kernels.acoustic.cells import _dminus, _dplus, _layer, _prof
 from diffsim.kernels.acoustic.forward import _lane_elem
+from diffsim.kernels.common import lean
 
 
 def shear_pairs(ndim: int) -> tuple[tuple[int, int], ...]:
@@ -535,26 +536,6 @@ def _reverse_step(f: ti.template(), t: ti.i32, top: ti.i32):
 
 
 # -- kernels ---------------------------------------------------------------------------------
-def _lean(kernel: Any) -> Any:
-    """``kernel`` compiled without Taichi's advanced IR optimisation (LLVM still optimises).
-
-    Measured (order 4, f32, cold cache): 15.6 s instead of 77 s for the first forward and
-    gradient; the same speed after (forward 0.092 / 0.094 s, reverse 0.47 / 0.49 s at
-    200^2 x 500 steps). The setting is read when a kernel compiles, so it is switched off
-    around each call and restored.
-    """
-    @functools.wraps(kernel)
-    def call(*args: Any) -> Any:
-        cfg = impl.current_cfg()
-        before = cfg.advanced_optimization
-        cfg.advanced_optimization = False
-        try:
-            return kernel(*args)
-        finally:
-            cfg.advanced_optimization = before
-    return call
-
-
 @functools.cache
 def elastic_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
     """The elastic engine's kernels for one dimension and precision.
@@ -639,6 +620,6 @@ def elastic_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
         f = ti.static(bundle(arena, pools, lay, s1=s1, serial=False))
         _copy_state(f, slot, lvl, save)
 
-    return {name: _lean(k) for name, k in (("forward", forward), ("reverse", reverse),
+    return {name: lean(k) for name, k in (("forward", forward), ("reverse", reverse),
                                             ("receivers_adjoint", receivers_adjoint),
                                             ("copy_state", copy_state))}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -220,6 +221,43 @@ class ArenaArrays:
             self._launch_range(t, t + 1, none)
         if stop in saves:
             self.save(stop, saves[stop])
+
+    norms: np.ndarray
+    _no_saves: np.ndarray
+
+    def _launch_reverse(self, top: int, count: int, slots: np.ndarray) -> None:
+        """Reverse steps ``top, top-1, …`` (``count`` of them) in one launch (the host defines it).
+
+        ``x[t]`` comes from checkpoint ``slots[i]`` first (``-1``: live); the squared
+        costate norms go into :attr:`norms`.
+        """
+        raise NotImplementedError
+
+    def restore(self, step: int, slot: int) -> None:
+        """Make ``x[step]`` from checkpoint ``slot`` live (the host defines it)."""
+        raise NotImplementedError
+
+    def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
+        """Reverse step ``step`` (the receivers at ``step + 1`` included)."""
+        return self.reverse_range([step], [slot], measure=measure)[0]
+
+    def reverse_range(self, steps: Sequence[int], slots: Sequence[int | None], *,
+                      measure: bool) -> list[float]:
+        """Reverse ``steps`` (descending); with serial loops one launch for all of them."""
+        marks = np.array([-1 if s is None else s for s in slots], dtype=np.int32)
+        if self.serial:
+            self._launch_reverse(steps[0], len(steps), marks)
+            sq = self.norms[:len(steps)].copy()
+        else:
+            sq = np.empty(len(steps))
+            for i, (t, slot) in enumerate(zip(steps, slots, strict=True)):
+                if slot is not None:
+                    self.restore(t, slot)
+                self._launch_reverse(t, 1, self._no_saves)
+                sq[i] = self.norms[0]
+        if not measure:
+            return [math.nan] * len(steps)
+        return [math.sqrt(v) for v in sq]
 
     def _copy_level(self, name: str, level: int, slot: int, j: int, save: bool) -> None:
         """Copy level ``level`` of ``name`` to or from level ``j`` of checkpoint ``slot``."""

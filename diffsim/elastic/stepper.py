@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -466,28 +466,6 @@ class ElasticStepper(_CellEngine, Stepper):
             if name in cotangents:
                 self.tracesg[:, c] = as_array(f"cotangent for output {name!r}",
                                               cotangents[name], shape)
-
-    def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
-        """Reverse step ``step`` (the receivers at ``step + 1`` included)."""
-        return self.reverse_range([step], [slot], measure=measure)[0]
-
-    def reverse_range(self, steps: Sequence[int], slots: Sequence[int | None], *,
-                      measure: bool) -> list[float]:
-        """Reverse ``steps`` (descending); with serial loops one launch for all of them."""
-        marks = np.array([-1 if s is None else s for s in slots], dtype=np.int32)
-        if self.serial:
-            self._launch_reverse(steps[0], len(steps), marks)
-            sq = self.norms[:len(steps)].copy()
-        else:
-            sq = np.empty(len(steps))
-            for i, (t, slot) in enumerate(zip(steps, slots, strict=True)):
-                if slot is not None:
-                    self.restore(t, slot)
-                self._launch_reverse(t, 1, self._no_saves)
-                sq[i] = self.norms[0]
-        if not measure:
-            return [math.nan] * len(steps)
-        return [math.sqrt(v) for v in sq]
 
     def _launch_reverse(self, top: int, count: int, slots: np.ndarray) -> None:
         self._kernels["reverse"](

@@ -58,6 +58,7 @@ from diffsim.kernels.acoustic._blocks import Arrays, _at, _moved, _shift, _sp
 from diffsim.kernels.acoustic.adjoint import _receiver_adjoint, _sources_adjoint
 from diffsim.kernels.acoustic.arena import View, _scalars
 from diffsim.kernels.acoustic.forward import _inject, _record
+from diffsim.kernels.common import lean
 
 
 def cell_arrays(ndim: int) -> tuple[tuple[str, int], ...]:
@@ -519,4 +520,5 @@ def cell_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
                              dtype=real, W=lanes, shots=(0, rec_pos.shape[0])))
         _receiver_adjoint(f, lvl, t)
 
-    return dict(forward=forward, reverse=reverse, receiver_adjoint=receiver_adjoint)
+    return dict(forward=lean(forward), reverse=lean(reverse),
+                receiver_adjoint=lean(receiver_adjoint))
