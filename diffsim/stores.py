@@ -6,24 +6,39 @@ The tape owns its store; a stepper never holds one. A stepper declares a complet
 arrays itself (:class:`HostStore`: NumPy arrays in host RAM, any stepper, no stepper
 code of its own), or addresses the stepper's device pool, which its fused kernels read
 and write in place during runs of steps (:class:`DeviceStore`, the default and the
-fastest). Further tiers (disk, a mix of tiers) are new stores, not stepper changes.
+fastest), or writes them to files (:class:`DiskStore`: a background thread writes
+while the stepper computes, optionally compressed). Further tiers are new stores, not
+stepper changes.
 
 Example::
 
     tape = Tape(stepper, checkpoint=Binomial(slots=64), store=HostStore())
+    tape = Tape(stepper, checkpoint=Binomial(slots=400), store=DiskStore("/scratch"))
 """
 
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+import weakref
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from diffsim._tape import Stepper
 
-__all__ = ["CheckpointStore", "DeviceStore", "HostStore"]
+__all__ = ["COMPRESSIONS", "CheckpointStore", "DeviceStore", "DiskStore", "HostStore",
+           "TieredStore"]
 
 
 class CheckpointStore(abc.ABC):
@@ -129,3 +144,303 @@ class HostStore(CheckpointStore):
     def nbytes(self) -> int:
         """Bytes of every slot's arrays."""
         return sum(a.nbytes for s in self._slots for a in s.values())
+
+
+#: Compression of a :class:`DiskStore`: none, lossless (byte shuffle, then zstd, or zlib
+#: without the ``zstandard`` package), or lossy float16 (then lossless).
+COMPRESSIONS = (None, "lossless", "float16")
+
+_MAGIC = b"DSCK1\n"
+
+
+def _codec() -> tuple[str, Any, Any]:
+    """``(name, compress, decompress)`` of the lossless codec: zstd where installed, else zlib."""
+    try:
+        zstandard = importlib.import_module("zstandard")
+    except ImportError:
+        return "zlib", (lambda b: zlib.compress(b, 1)), zlib.decompress
+    return ("zstd", zstandard.ZstdCompressor(level=1).compress,
+            zstandard.ZstdDecompressor().decompress)
+
+
+def _shuffle(raw: bytes, itemsize: int) -> bytes:
+    """Byte shuffle: the k-th bytes of every value together (they compress far better)."""
+    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, itemsize).T.tobytes()
+
+
+def _unshuffle(raw: bytes, itemsize: int) -> bytes:
+    return np.frombuffer(raw, dtype=np.uint8).reshape(itemsize, -1).T.tobytes()
+
+
+class DiskStore(CheckpointStore):
+    """States as files in a directory, written by a background thread.
+
+    A save copies the live state to host arrays and hands them to a writer thread, so the
+    stepper computes while the file is written; a load waits for that slot's write, reads
+    the file back and checks it. Each file is written under a temporary name and renamed
+    when complete, and carries the run's token, the step and a CRC32 of its payload, so a
+    killed run leaves nothing a later load could take for a valid state: a load of a
+    missing, partial, foreign or corrupted file raises an error naming it.
+
+    Args:
+        directory: where to write (a fresh subdirectory per store, removed by
+            :meth:`close` or when the store is garbage-collected); default the system's
+            temporary directory.
+        compression: ``None``; ``"lossless"`` (byte shuffle + zstd where the ``zstandard``
+            package is installed, else zlib: the same bits back); ``"float16"`` (lossy:
+            each array divided by its largest magnitude and rounded to float16 before the
+            lossless step; the gradient changes, so measure it on your problem).
+        max_pending: writes in flight before a save waits (each holds one state in RAM).
+
+    Attributes:
+        stats: ``bytes_written`` (file bytes), ``state_bytes`` (the states' raw bytes),
+            ``bytes_read``, ``files``, ``write_seconds`` (in the writer thread),
+            ``read_seconds``, ``wait_seconds`` (saves and loads waiting for the writer).
+    """
+
+    name = "disk"
+    in_place = False
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None, *,
+                 compression: str | None = None, max_pending: int = 2) -> None:
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression={compression!r}; choose one of {COMPRESSIONS} "
+                             "(float16 is lossy)")
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+            raise ValueError(f"max_pending={max_pending!r} must be a positive int")
+        self.directory = os.fspath(directory) if directory is not None else None
+        if self.directory is not None and not os.path.isdir(self.directory):
+            raise ValueError(f"directory={self.directory!r} does not exist; create it or pass "
+                             "another (default: the system's temporary directory)")
+        self.compression = compression
+        self.max_pending = max_pending
+        self._stepper: Stepper | None = None
+        self._spec: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        self._pending: dict[int, Future[None]] = {}
+        self._order: list[int] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._path: str | None = None
+        self._token = uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self.stats: dict[str, float] = dict(bytes_written=0, state_bytes=0, bytes_read=0,
+                                            files=0, write_seconds=0.0, read_seconds=0.0,
+                                            wait_seconds=0.0)
+        self._codec = _codec()
+
+    def bind(self, stepper: Stepper, slots: int) -> None:
+        """Make the directory and the writer thread for ``slots`` states of ``stepper``."""
+        self.close()
+        self._stepper = stepper
+        self._spec = stepper.state_spec()
+        stepper.allocate_checkpoints(0)  # scratch for reverses from live buffers only
+        self._path = tempfile.mkdtemp(prefix="diffsim-checkpoints-", dir=self.directory)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffsim-disk")
+        self._finalizer = weakref.finalize(self, _remove, self._pool, self._path)
+
+    @property
+    def path(self) -> str:
+        """The directory holding this store's files."""
+        if self._path is None:
+            raise RuntimeError("the store is not bound to a stepper: a Tape binds it")
+        return self._path
+
+    def _file(self, slot: int) -> str:
+        return os.path.join(self.path, f"slot{slot:06d}.ckpt")
+
+    def _bound(self) -> Stepper:
+        if self._stepper is None or self._pool is None:
+            raise RuntimeError("the store is not bound to a stepper: a Tape binds it")
+        return self._stepper
+
+    def _wait(self, slot: int) -> None:
+        future = self._pending.pop(slot, None)
+        if future is not None:
+            t0 = time.perf_counter()
+            future.result()
+            self.stats["wait_seconds"] += time.perf_counter() - t0
+            self._order.remove(slot)
+
+    def save(self, step: int, slot: int) -> None:
+        """Copy the live ``x[step]`` to host arrays and queue their file for ``slot``."""
+        stepper = self._bound()
+        arrays = {name: np.empty(shape, dtype=dtype) for name, (shape, dtype) in self._spec.items()}
+        stepper.export_state(step, arrays)
+        self._wait(slot)                     # an earlier write of this slot finishes first
+        while len(self._order) >= self.max_pending:
+            self._wait(self._order[0])
+        assert self._pool is not None
+        self._pending[slot] = self._pool.submit(self._write, step, slot, arrays)
+        self._order.append(slot)
+
+    def flush(self) -> None:
+        """Wait until every queued file is written (errors of the writer raise here)."""
+        while self._order:
+            self._wait(self._order[0])
+
+    def _encode(self, arr: np.ndarray) -> tuple[bytes, str, float]:
+        """Bytes, stored dtype and scale (float16 holds ``arr / scale``: no underflow)."""
+        scale = 1.0
+        if self.compression == "float16":
+            peak = float(np.abs(arr).max()) if arr.size else 0.0
+            scale = peak if peak > 0 and np.isfinite(peak) else 1.0
+            arr = (arr / scale).astype(np.float16)
+        raw = arr.tobytes()
+        if self.compression is None:
+            return raw, str(arr.dtype), scale
+        return self._codec[1](_shuffle(raw, arr.dtype.itemsize)), str(arr.dtype), scale
+
+    def _write(self, step: int, slot: int, arrays: dict[str, np.ndarray]) -> None:
+        t0 = time.perf_counter()
+        parts, meta = [], []
+        for name, arr in arrays.items():
+            data, stored, scale = self._encode(arr)
+            parts.append(data)
+            meta.append([name, list(arr.shape), str(arr.dtype), stored, len(data), scale])
+        payload = b"".join(parts)
+        header = json.dumps({"token": self._token, "step": step, "slot": slot,
+                             "codec": self._codec[0] if self.compression else None,
+                             "arrays": meta, "crc32": zlib.crc32(payload)}).encode()
+        final = self._file(slot)
+        tmp = final + ".tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(_MAGIC + len(header).to_bytes(8, "little") + header + payload)
+        os.replace(tmp, final)      # complete files only ever carry the final name
+        with self._lock:
+            self.stats["bytes_written"] += len(payload) + len(header) + 14
+            self.stats["state_bytes"] += sum(a.nbytes for a in arrays.values())
+            self.stats["files"] += 1
+            self.stats["write_seconds"] += time.perf_counter() - t0
+
+    def load(self, step: int, slot: int) -> None:
+        """Make ``x[step]`` from the file of ``slot`` live (checked: run, step, CRC)."""
+        stepper = self._bound()
+        self._wait(slot)
+        t0 = time.perf_counter()
+        arrays = self._read(step, slot)
+        self.stats["read_seconds"] += time.perf_counter() - t0
+        stepper.import_state(step, arrays)
+
+    def _read(self, step: int, slot: int) -> dict[str, np.ndarray]:
+        path = self._file(slot)
+        try:
+            with open(path, "rb") as fh:
+                blob = fh.read()
+        except FileNotFoundError:
+            raise RuntimeError(f"checkpoint file {path} is missing: x[{step}] was never "
+                               "saved to this store, or the file was removed") from None
+        self.stats["bytes_read"] += len(blob)
+
+        def bad(why: str) -> RuntimeError:
+            return RuntimeError(f"checkpoint file {path} does not hold x[{step}] of this run "
+                                f"({why}); rerun the gradient (checkpoints are not reused "
+                                "across runs)")
+
+        if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + 8:
+            raise bad("not a diffsim checkpoint file")
+        n = int.from_bytes(blob[len(_MAGIC):len(_MAGIC) + 8], "little")
+        try:
+            head = json.loads(blob[len(_MAGIC) + 8:len(_MAGIC) + 8 + n])
+        except ValueError:
+            raise bad("unreadable header") from None
+        payload = blob[len(_MAGIC) + 8 + n:]
+        if head.get("token") != self._token:
+            raise bad("written by another run")
+        if head.get("step") != step:
+            raise bad(f"it holds x[{head.get('step')}]")
+        if zlib.crc32(payload) != head.get("crc32"):
+            raise bad("its data is truncated or corrupted: CRC32 mismatch")
+        out, at = {}, 0
+        for name, shape, dtype, stored, size, scale in head["arrays"]:
+            data = payload[at:at + size]
+            at += size
+            if head["codec"] is not None:
+                decompress = self._codec[2] if head["codec"] == self._codec[0] else zlib.decompress
+                data = _unshuffle(decompress(data), np.dtype(stored).itemsize)
+            values = np.frombuffer(data, dtype=stored).reshape(shape)
+            out[name] = values.astype(dtype) * np.asarray(scale, dtype=dtype)
+        return out
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes of this store's files now on disk."""
+        if self._path is None or not os.path.isdir(self._path):
+            return 0
+        return sum(e.stat().st_size for e in os.scandir(self._path))
+
+    def close(self) -> None:
+        """Finish the pending writes, stop the writer, remove the directory."""
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer()
+        self._pending.clear()
+        self._order.clear()
+        self._pool = None
+        self._path = None
+
+
+def _remove(pool: ThreadPoolExecutor, path: str) -> None:
+    pool.shutdown(wait=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class TieredStore(CheckpointStore):
+    """Host RAM up to a byte budget, the rest of the slots on disk (:class:`DiskStore`).
+
+    Slots ``0 … k-1`` live in host RAM, where ``k`` states fit in ``host_bytes``; the
+    others are files. A schedule's low slots are its longest-held checkpoints (binomial
+    schedules fill them first), so the disk serves the short-lived ones.
+
+    Args:
+        host_bytes: RAM for states (at least 0).
+        directory, compression, max_pending: of the disk tier (see :class:`DiskStore`).
+
+    Attributes:
+        host_slots, disk_slots: how the slots were split when a tape bound the store.
+    """
+
+    name = "host+disk"
+    in_place = False
+
+    def __init__(self, host_bytes: int, directory: str | os.PathLike[str] | None = None, *,
+                 compression: str | None = None, max_pending: int = 2) -> None:
+        if isinstance(host_bytes, bool) or not isinstance(host_bytes, int) or host_bytes < 0:
+            raise ValueError(f"host_bytes={host_bytes!r} must be an int >= 0 (bytes of RAM for "
+                             "checkpoints)")
+        self.host_bytes = host_bytes
+        self.host = HostStore()
+        self.disk = DiskStore(directory, compression=compression, max_pending=max_pending)
+        self.host_slots = self.disk_slots = 0
+
+    def bind(self, stepper: Stepper, slots: int) -> None:
+        """Split ``slots`` between host RAM and disk and bind both tiers."""
+        spec = stepper.state_spec()
+        state = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize
+                    for shape, dtype in spec.values())
+        self.host_slots = min(slots, self.host_bytes // max(state, 1))
+        self.disk_slots = slots - self.host_slots
+        self.host.bind(stepper, self.host_slots)
+        self.disk.bind(stepper, self.disk_slots)
+
+    def _tier(self, slot: int) -> tuple[CheckpointStore, int]:
+        if slot < self.host_slots:
+            return self.host, slot
+        return self.disk, slot - self.host_slots
+
+    def save(self, step: int, slot: int) -> None:
+        """Into host RAM or a file, by slot."""
+        store, k = self._tier(slot)
+        store.save(step, k)
+
+    def load(self, step: int, slot: int) -> None:
+        """From host RAM or a file, by slot."""
+        store, k = self._tier(slot)
+        store.load(step, k)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the host tier's states."""
+        return self.host.nbytes
+
+    def close(self) -> None:
+        """Remove the disk tier's files."""
+        self.disk.close()

@@ -7,6 +7,9 @@ give identical losses, gradients and costate traces through both, for every step
 
 from __future__ import annotations
 
+import os
+import zlib
+
 import numpy as np
 import pytest
 from conftest import chain_problem, l2_loss
@@ -112,4 +115,111 @@ def test_bad_store() -> None:
     stepper, _ = chain("hand")
     with pytest.raises(TypeError, match="store must be a diffsim.stores store"):
         Tape(stepper, store="host")  # type: ignore[arg-type]
+    stepper.destroy()
+
+
+def test_disk_store_equals_device_store(tmp_path) -> None:
+    # Files written by the background thread, raw or losslessly compressed (zstd, and zlib
+    # without zstandard), give the device store's bits.
+    import diffsim.stores as stores
+
+    for name, stepper, cot in steppers():
+        if name not in ("acoustic arrays", "chain hand", "springs fused"):
+            stepper.destroy()
+            continue
+        schedule = Binomial(slots=3)
+        _, g_d, rep_d = run(stepper, cot, schedule, DeviceStore())
+        for compression in (None, "lossless"):
+            store = stores.DiskStore(tmp_path, compression=compression)
+            _, g_f, rep_f = run(stepper, cot, schedule, store)
+            assert rep_f.store == "disk" and store.stats["files"] > 0
+            for key in g_d:
+                np.testing.assert_array_equal(g_f[key], g_d[key], err_msg=f"{name} {compression}")
+            np.testing.assert_array_equal(rep_f.costate, rep_d.costate)
+            if compression and name == "acoustic arrays":   # (headers outweigh tiny states)
+                assert store.stats["bytes_written"] < store.stats["state_bytes"], store.stats
+            path = store.path
+            store.close()
+            assert not (tmp_path / path).exists()
+        stepper.destroy()
+
+
+def test_disk_store_zlib_fallback_and_float16(tmp_path, monkeypatch) -> None:
+    import diffsim.stores as stores
+
+    stepper, cot = acoustic("arrays")
+    schedule = Binomial(slots=3)
+    _, g_d, _ = run(stepper, cot, schedule, DeviceStore())
+    monkeypatch.setattr(stores, "_codec",
+                        lambda: ("zlib", lambda b: zlib.compress(b, 1), zlib.decompress))
+    _, g_z, _ = run(stepper, cot, schedule, stores.DiskStore(tmp_path, compression="lossless"))
+    np.testing.assert_array_equal(g_z["velocity"], g_d["velocity"])
+    monkeypatch.undo()
+    # float16 is lossy: the gradient moves, by a measured small amount
+    _, g_h, _ = run(stepper, cot, schedule, stores.DiskStore(tmp_path, compression="float16"))
+    err = np.abs(g_h["velocity"] - g_d["velocity"]).max() / np.abs(g_d["velocity"]).max()
+    assert 0 < err < 1e-3, err      # measured 1.2e-4
+    stepper.destroy()
+
+
+def test_disk_store_refuses_files_it_cannot_trust(tmp_path) -> None:
+    import diffsim.stores as stores
+
+    stepper, cot = chain("hand")
+    with pytest.raises(ValueError, match="compression='zfp'"):
+        stores.DiskStore(tmp_path, compression="zfp")
+    with pytest.raises(ValueError, match="does not exist"):
+        stores.DiskStore(tmp_path / "nowhere")
+
+    def damaged(edit) -> None:
+        store = stores.DiskStore(tmp_path)
+        tape = Tape(stepper, checkpoint=StoreAll(), store=store)
+        tape.forward()
+        store.flush()
+        edit(store)
+        with pytest.raises(RuntimeError, match="checkpoint file .*slot0000"):
+            tape.backward(cot)
+        store.close()
+
+    def truncate(store) -> None:
+        path = store._file(3)
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[:-10])
+
+    def foreign(store) -> None:
+        other = stores.DiskStore(tmp_path)
+        Tape(stepper, checkpoint=StoreAll(), store=other).forward()
+        other.flush()
+        os.replace(other._file(3), store._file(3))
+        other.close()
+
+    def killed_mid_write(store) -> None:     # only the temporary file of a write remains
+        os.replace(store._file(3), store._file(3) + ".tmp")
+
+    def wrong_step(store) -> None:
+        os.replace(store._file(2), store._file(3))
+
+    damaged(truncate)
+    damaged(foreign)
+    damaged(killed_mid_write)
+    damaged(wrong_step)
+    stepper.destroy()
+
+
+def test_tiered_store_splits_slots_between_ram_and_disk(tmp_path) -> None:
+    import diffsim.stores as stores
+
+    stepper, cot = acoustic("arrays")
+    schedule = Binomial(slots=5)
+    _, g_d, _ = run(stepper, cot, schedule, DeviceStore())
+    spec = stepper.state_spec()
+    state = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in spec.values())
+    store = stores.TieredStore(2 * state + 1, tmp_path, compression="lossless")
+    _, g_t, rep = run(stepper, cot, schedule, store)
+    assert (store.host_slots, store.disk_slots) == (2, 3) and rep.store == "host+disk"
+    assert store.disk.stats["files"] > 0 and store.nbytes == 2 * state
+    np.testing.assert_array_equal(g_t["velocity"], g_d["velocity"])
+    store.close()
+    with pytest.raises(ValueError, match="host_bytes=-1"):
+        stores.TieredStore(-1)
     stepper.destroy()
