@@ -401,6 +401,10 @@ class ElasticFwiScenario(DensityFwiScenario):
         """The model, the grid and the acquisition in one line."""
         return "P velocity, S velocity and density (elastic) " + FwiScenario.describe(self)
 
+    def smoke(self) -> Self:
+        """The FWI smoke version at order 4 (half the first compile of order 8)."""
+        return super().smoke().with_(order=4)
+
     def true_vs(self, data: os.PathLike[str] | str | None = None) -> tuple[np.ndarray, float]:
         """The true S velocity ``[z, x]`` in m/s on the P velocity's grid (0 in water)."""
         return self._companion(VS_MODELS[self.model], data)

@@ -139,7 +139,7 @@ def test_gradients_fd_taylor_and_every_schedule_bitwise(source, component, free_
         _check_gradients(sim, loss, wrt[:3], models, res.grads)
 
 
-@pytest.mark.parametrize("component", ["vz", "pressure"])
+@pytest.mark.parametrize("component", ["vz", pytest.param("pressure", marks=pytest.mark.slow)])
 def test_hand_adjoint_equals_taichi_autodiff_of_the_same_scheme(component) -> None:
     # The engine's first version (tests/elastic_autodiff.py: per-stepper fields, Taichi
     # autodiff of its kernels) computes the same scheme without a free surface.
