@@ -15,7 +15,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 #: Examples whose smoke run compiles most (30-40 s with a cold Taichi cache) and whose
 #: paths other default tests cover: the wave gradient, the Marmousi2 and layered FWI
-#: scenarios, the torch interop. They run with ``-m slow``.
+#: scenarios, the torch interop, the diagnostics of the seed lessons. They run with
+#: ``-m slow``.
 SLOW_EXAMPLES = {"wave_gradient.py", "invert_marmousi.py", "fwi_deep_prior.py", "invert_layered.py",
                  "seed_lessons.py"}
 
