@@ -31,5 +31,6 @@ from diffsim._tape import rollout as rollout  # noqa: E402
 from diffsim.checkpoint import Binomial as Binomial  # noqa: E402
 from diffsim.checkpoint import Budget as Budget  # noqa: E402
 from diffsim.checkpoint import StoreAll as StoreAll  # noqa: E402
+from diffsim.checkpoint import TwoLevel as TwoLevel  # noqa: E402
 from diffsim.checkpoint import Uniform as Uniform  # noqa: E402
 from diffsim.diagnostics import diagnose as diagnose  # noqa: E402

@@ -34,6 +34,7 @@ from diffsim.checkpoint import (
     Reverse,
     Save,
     Schedule,
+    TierCost,
     simulate,
 )
 from diffsim.kernels.common import (
@@ -43,7 +44,13 @@ from diffsim.kernels.common import (
     sumsq_slot_vec,
     zero_slot,
 )
-from diffsim.stores import CheckpointStore, DeviceStore
+from diffsim.stores import (
+    CheckpointStore,
+    DeviceStore,
+    DiskStore,
+    HostStore,
+    TieredStore,
+)
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -589,7 +596,13 @@ class TapeReport:
             ``[n+1]``, over every output recorded at time ``t``; NaN where the outputs are
             not indexed by time): what :func:`diffsim.diagnostics.gradient_health`
             measures the trace against.
-        store: the checkpoint store's name (``"device"``, ``"host"``).
+        store: the checkpoint store's name (``"device"``, ``"host"``, ``"device+disk"``).
+        tiers: the schedule's per-tier counts (:class:`~diffsim.checkpoint.TierCost`:
+            slots, peak, saves, loads), fastest first.
+        io: the disk tier's traffic when there is one: ``bytes_written`` (file bytes),
+            ``state_bytes``, ``bytes_read``, ``write_seconds`` (the writer thread, which
+            overlaps the steps), ``read_seconds`` and ``wait_seconds`` (steps waiting
+            for the disk); empty without a disk tier.
     """
 
     schedule: Schedule
@@ -609,17 +622,30 @@ class TapeReport:
     costate: np.ndarray = field(default_factory=lambda: np.zeros(0))
     injection: np.ndarray = field(default_factory=lambda: np.zeros(0))
     store: str = "device"
+    tiers: tuple[TierCost, ...] = ()
+    io: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         """A few human-readable lines."""
         mib = self.peak_checkpoint_bytes / 2**20
-        return (
+        text = (
             f"schedule {self.schedule!r}: {self.steps} steps, {self.forward_steps} forward "
             f"({self.forward_steps / self.steps:.2f}x), {self.reverse_steps} reverse; "
             f"peak {self.peak_checkpoints} checkpoints = {mib:.2f} MiB\n"
             f"time: forward {self.forward_seconds:.3f} s, recompute {self.recompute_seconds:.3f} s, "
             f"reverse {self.reverse_seconds:.3f} s, checkpoint copies {self.checkpoint_seconds:.3f} s"
         )
+        if len(self.tiers) > 1:
+            text += "\ntiers: " + ", ".join(
+                f"{t.name} {t.peak_states} states ({t.peak_states * self.state_nbytes / 2**20:.0f} "
+                f"MiB), {t.saves} saves, {t.loads} loads" for t in self.tiers)
+        if self.io:
+            text += (f"\ndisk: {self.io['bytes_written'] / 2**20:.0f} MiB written "
+                     f"({self.io['write_seconds']:.2f} s in the writer), "
+                     f"{self.io['bytes_read'] / 2**20:.0f} MiB read "
+                     f"({self.io['read_seconds']:.2f} s), steps waited "
+                     f"{self.io['wait_seconds']:.2f} s")
+        return text
 
 
 @dataclass(frozen=True)
@@ -651,6 +677,42 @@ class ValueAndGrad:
 
     def __len__(self) -> int:
         return 2
+
+
+#: Seconds per forward step each stepper took in its last forward sweep (by ``id``), for
+#: the checkpoint planner of the next tape on that stepper.
+_STEP_SECONDS: dict[int, float] = {}
+
+
+def _tiered(store: CheckpointStore | None, layout: dict[str, int] | None,
+            directory: str | None) -> CheckpointStore:
+    """The store a schedule's tier layout needs, built around ``store`` where given.
+
+    One memory tier: ``store`` itself (default :class:`DeviceStore`). More tiers: a
+    :class:`TieredStore` whose memory tier is ``store`` (default the device pool) with a
+    :class:`HostStore` and a :class:`DiskStore` (in ``directory``) as the layout asks;
+    a :class:`TieredStore` passed in is used as it is.
+    """
+    if layout is None or set(layout) <= {"memory"} or isinstance(store, TieredStore):
+        return DeviceStore() if store is None else store
+    tiers: list[tuple[str, CheckpointStore, int | None]] = [
+        ("memory", DeviceStore() if store is None else store, None)]
+    if "host" in layout:
+        tiers.append(("host", HostStore(), None))
+    if "disk" in layout:
+        tiers.append(("disk", DiskStore(directory), None))
+    return TieredStore(*tiers)
+
+
+def _disk_stats(store: CheckpointStore) -> dict[str, float]:
+    """The disk tier's counters now (empty without one)."""
+    disk = store.store("disk") if isinstance(store, TieredStore) and any(
+        name == "disk" for name, _, _ in store.tiers) else store
+    if not isinstance(disk, DiskStore):
+        return {}
+    keys = ("bytes_written", "state_bytes", "bytes_read", "write_seconds", "read_seconds",
+            "wait_seconds")
+    return {k: float(disk.stats[k]) for k in keys}
 
 
 class Tape:
@@ -704,9 +766,12 @@ class Tape:
             raise ValueError(f"check_finite_every={check_finite_every!r} must be >= 1 or None")
         self.stepper = stepper
         self.steps = steps
-        self.schedule = checkpoint.resolve(steps, state_nbytes=stepper.state_nbytes)
-        self._actions = self.schedule.actions(steps, state_nbytes=stepper.state_nbytes)
-        self.predicted = simulate(self._actions, steps)
+        nbytes = stepper.state_nbytes
+        self.schedule = checkpoint.resolve(steps, state_nbytes=nbytes,
+                                           step_seconds=_STEP_SECONDS.get(id(stepper)))
+        self._actions = self.schedule.actions(steps, state_nbytes=nbytes)
+        self._layout = self.schedule.tier_slots(steps, state_nbytes=nbytes)
+        self.predicted = simulate(self._actions, steps, tiers=self._layout)
         self._split = next(i for i, a in enumerate(self._actions) if type(a) is Reverse)
         self._costate = costate
         self._check_every = check_finite_every
@@ -714,16 +779,21 @@ class Tape:
             stepper.enable_validation()
         elif validate:
             raise ValueError(f"{type(stepper).__name__} does not support validate=True")
-        if store is None:
-            store = DeviceStore()
-        if not isinstance(store, CheckpointStore):
+        if store is not None and not isinstance(store, CheckpointStore):
             raise TypeError(f"store must be a diffsim.stores store such as DeviceStore() or "
                             f"HostStore(); got {store!r}")
-        self.store = store
-        store.bind(stepper, self.predicted.slots)
+        self.store = _tiered(store, self._layout, getattr(checkpoint, "directory", None))
+        if isinstance(self.store, TieredStore):
+            self.store.bind(stepper, self.predicted.slots, tiers=self._layout)
+        else:
+            self.store.bind(stepper, self.predicted.slots)
         self._state = "new"
-        self.report = TapeReport(schedule=self.schedule, steps=steps,
-                                 state_nbytes=stepper.state_nbytes, store=store.name)
+        self.report = self._new_report()
+
+    def _new_report(self) -> TapeReport:
+        return TapeReport(schedule=self.schedule, steps=self.steps,
+                          state_nbytes=self.stepper.state_nbytes, store=self.store.name,
+                          costate=np.full(self.steps + 1, np.nan), tiers=self.predicted.tiers)
 
     def graph(self) -> Any:
         """The stepper's step-level computational graph (see :meth:`Simulation.graph`)."""
@@ -740,13 +810,15 @@ class Tape:
         Raises:
             FloatingPointError: when the state becomes NaN or Inf, naming the steps.
         """
-        self.report = TapeReport(schedule=self.schedule, steps=self.steps,
-                                 state_nbytes=self.stepper.state_nbytes,
-                                 costate=np.full(self.steps + 1, np.nan), store=self.store.name)
+        self.report = self._new_report()
+        self._disk_before = _disk_stats(self.store)
         self._held: set[int] = set()
         self.stepper.reset()
         self._last_finite = 0
         self._execute(self._actions[: self._split], recompute=False)
+        if self.report.forward_steps:
+            _STEP_SECONDS[id(self.stepper)] = (self.report.forward_seconds
+                                               / self.report.forward_steps)
         self._state = "forward"
         return self.stepper.outputs()
 
@@ -771,6 +843,9 @@ class Tape:
         self.report.costate[0] = self.stepper.finish_reverse(measure=self._costate)
         self.report.reverse_seconds += time.perf_counter() - t0
         self.report.peak_checkpoint_bytes = self.report.peak_checkpoints * self.report.state_nbytes
+        after = _disk_stats(self.store)
+        if after:
+            self.report.io = {k: v - self._disk_before.get(k, 0) for k, v in after.items()}
         self._state = "done"
         return self.stepper.gradients()
 
@@ -850,13 +925,16 @@ class Tape:
         # a store that is not in place also splits where it saves, between the runs
         cuts = [stop] if check is None else [
             *range((start // check + 1) * check, stop, check), stop]
-        in_place = self.store.in_place
-        points = cuts if in_place else sorted({*cuts, *(t for t in saves if t > start)})
+        store = self.store
+        fused = {t: k for t, k in saves.items() if store.in_place_slot(k)}
+        moved = {t: k for t, k in saves.items() if t not in fused}
+        # a save the store makes (not in place) splits the run where it saves
+        points = sorted({*cuts, *(t for t in moved if t > start)})
         stored = 0.0   # seconds in the store: checkpoint time, not step time
-        if not in_place and start in saves:
-            stored += self._store_save(start, saves[start])
+        if start in moved:
+            stored += self._store_save(start, moved[start])
         lo = start
-        pending = iter(saves.items() if in_place else ())  # in step order
+        pending = iter(fused.items())  # in step order
         ahead = next(pending, None)
         for hi in points:
             part: dict[int, int] = {}
@@ -864,8 +942,8 @@ class Tape:
                 part[ahead[0]] = ahead[1]
                 ahead = next(pending, None)
             stepper.advance_range(lo, hi, part)
-            if not in_place and hi in saves:
-                stored += self._store_save(hi, saves[hi])
+            if hi in moved:
+                stored += self._store_save(hi, moved[hi])
             if check is not None and hi > lo and (hi % check == 0 or hi == self.steps):
                 self._check_finite(hi)
             lo = hi
@@ -888,24 +966,27 @@ class Tape:
 
     def _reverse_loading(self, steps: list[int], slots: list[int | None]
                          ) -> tuple[list[float], float]:
-        """Reverse ``steps``, the store loading each checkpointed ``x[t]`` first.
+        """Reverse ``steps``, the store loading each checkpointed ``x[t]`` it keeps first.
 
-        Returns the norms and the seconds spent in the store.
+        Slots the stepper reads in place stay in the runs; each other slot starts a run
+        after its load. Returns the norms and the seconds spent in the store.
         """
         norms: list[float] = []
         stored = 0.0
+        moved = [slot is not None and not self.store.in_place_slot(slot) for slot in slots]
         i, n = 0, len(steps)
         while i < n:
             slot = slots[i]
-            if slot is not None:
+            if moved[i]:
+                assert slot is not None
                 t0 = time.perf_counter()
                 self.store.load(steps[i], slot)
                 stored += time.perf_counter() - t0
             j = i + 1
-            while j < n and slots[j] is None:
+            while j < n and not moved[j]:
                 j += 1
-            norms += self.stepper.reverse_range(steps[i:j], [None] * (j - i),
-                                                measure=self._costate)
+            run = [None if moved[k] else slots[k] for k in range(i, j)]
+            norms += self.stepper.reverse_range(steps[i:j], run, measure=self._costate)
             i = j
         self.report.checkpoint_seconds += stored
         return norms, stored
@@ -928,7 +1009,7 @@ class Tape:
             i += 1
         t0 = time.perf_counter()
         stored = 0.0
-        if self.store.in_place:
+        if all(slot is None or self.store.in_place_slot(slot) for slot in slots):
             norms = self.stepper.reverse_range(steps, slots, measure=self._costate)
         else:
             norms, stored = self._reverse_loading(steps, slots)

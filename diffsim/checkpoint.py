@@ -26,8 +26,16 @@ schedule                forward_steps                       peak_states
 ``StoreAll()``          ``n``                               ``n - 1``
 ``Uniform(every=k)``    ``n + (m - 1)(k - 1)``, m segments  about ``n/k + k``
 ``Binomial(slots=s)``   ``p(n, s) + 1`` (optimal)           ``s``
+``TwoLevel(slots=s,     segments' sweeps + binomial within   ``s`` in memory, ``d`` on disk
+disk_slots=d)``         each segment (optimal segmentation)
 ``Budget(bytes=b)``     that of the schedule it picks       that of the schedule it picks
 ======================  ==================================  ===================================
+
+Tiers: a schedule's slots are numbered through its tiers, fastest first (``memory``:
+the tape's store, by default the stepper's device pool; ``host``: host RAM; ``disk``:
+files). :meth:`Schedule.tier_slots` gives the layout and :class:`ScheduleCost` counts
+each tier's peak, saves and loads. Only :class:`TwoLevel` (and :class:`Budget` when it
+picks one) uses more than the memory tier.
 
 ``p(n, s) = r n - C(s + r, r - 1)`` with ``r`` the smallest integer such that
 ``C(s + r, s) >= n`` (Griewank and Walther, ACM TOMS 26(1), 2000). For example
@@ -37,9 +45,12 @@ schedule                forward_steps                       peak_states
 from __future__ import annotations
 
 import abc
+import functools
 import math
 import os
 import pathlib
+import shutil
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, final
 
@@ -55,8 +66,11 @@ __all__ = [
     "Schedule",
     "ScheduleCost",
     "StoreAll",
+    "TierCost",
+    "TwoLevel",
     "Uniform",
     "binomial_forward_steps",
+    "brute_force_two_level_forward_steps",
     "parse_schedule",
     "simulate",
     "tradeoff",
@@ -110,6 +124,27 @@ class Free(NamedTuple):
 
 Action = Advance | Save | Restore | Reverse | Free
 
+#: Tier names, fastest first: the tape's store (``memory``), host RAM, files.
+TIERS = ("memory", "host", "disk")
+
+
+class TierCost(NamedTuple):
+    """One tier's share of a schedule's checkpoint traffic.
+
+    Attributes:
+        name: ``"memory"``, ``"host"`` or ``"disk"``.
+        slots: slots of this tier the executor allocates.
+        peak_states: most of them in use at once.
+        saves: states written to the tier.
+        loads: states read back (restores and reverse steps reading a slot).
+    """
+
+    name: str
+    slots: int
+    peak_states: int
+    saves: int
+    loads: int
+
 
 class ScheduleCost(NamedTuple):
     """What a schedule costs for ``n`` steps, counted on a stub (see :func:`simulate`).
@@ -123,6 +158,8 @@ class ScheduleCost(NamedTuple):
         slots: checkpoint slots the executor must allocate (largest slot index + 1).
         saves: number of :class:`Save` actions.
         restores: number of :class:`Restore` actions plus reverse steps read from a slot.
+        tiers: each tier's slots, peak, saves and loads (see :class:`TierCost`), fastest
+            first; one ``memory`` tier for single-level schedules.
     """
 
     steps: int
@@ -133,6 +170,14 @@ class ScheduleCost(NamedTuple):
     slots: int
     saves: int
     restores: int
+    tiers: tuple[TierCost, ...] = ()
+
+    def tier(self, name: str) -> TierCost:
+        """The :class:`TierCost` of tier ``name`` (zeros when the schedule does not use it)."""
+        for t in self.tiers:
+            if t.name == name:
+                return t
+        return TierCost(name, 0, 0, 0, 0)
 
     @property
     def recompute_factor(self) -> float:
@@ -175,9 +220,19 @@ class Schedule(abc.ABC):
             The actions, in execution order.
         """
 
-    def resolve(self, n: int, *, state_nbytes: int | None = None) -> Schedule:  # noqa: ARG002
+    def resolve(self, n: int, *, state_nbytes: int | None = None,  # noqa: ARG002
+                step_seconds: float | None = None) -> Schedule:  # noqa: ARG002
         """The concrete schedule used for ``n`` steps (itself, except for :class:`Budget`)."""
         return self
+
+    def tier_slots(self, n: int, *, state_nbytes: int | None = None  # noqa: ARG002
+                   ) -> dict[str, int] | None:
+        """Slots per tier for ``n`` steps, fastest first, or ``None`` for one memory tier.
+
+        Slot numbers run through the tiers in this order: with ``{"memory": 4, "disk":
+        10}`` slots 0-3 are in memory and 4-13 on disk.
+        """
+        return None
 
     def cost(self, n: int, *, state_nbytes: int | None = None) -> ScheduleCost:
         """Count forward steps and stored states by running the actions on a stub.
@@ -189,7 +244,8 @@ class Schedule(abc.ABC):
         Returns:
             The counts, see :class:`ScheduleCost`.
         """
-        return simulate(self.actions(n, state_nbytes=state_nbytes), n)
+        return simulate(self.actions(n, state_nbytes=state_nbytes), n,
+                        tiers=self.tier_slots(n, state_nbytes=state_nbytes))
 
     def plot(self, n: int, path: str | os.PathLike[str], *, state_nbytes: int | None = None,
              title: str | None = None) -> None:
@@ -385,6 +441,68 @@ def _binomial_split(n: int, s: int) -> int:
     return max(1, min(lo, hi, n - 1))
 
 
+def _binomial_actions(out: list[Action], start: int, stop: int, slots: int, pool: _SlotPool,
+                      *, last: bool) -> None:
+    """Emit a binomial reversal of steps ``start … stop-1`` into ``out``.
+
+    On entry the live state is ``x[start]``; it is saved into a slot from ``pool`` first
+    (so ``slots`` counts it). ``last``: the segment ends the rollout, so its first
+    reverse step also computes ``x[stop]`` (the outputs); otherwise ``x[stop]`` exists
+    already and the segment costs ``p(stop - start, slots)`` forward steps.
+    """
+    s = min(slots, max(stop - start - 1, 1))
+    live = [start]  # the live state, -1 when unknown
+    first = [last]
+
+    def goto(a: int, slot_a: int, t: int) -> None:
+        """Make x[t] live, starting from the checkpoint x[a]."""
+        if live[0] != a or t < a:
+            out.append(Restore(a, slot_a))
+            live[0] = a
+        if t > a:
+            out.append(Advance(a, t))
+            live[0] = t
+
+    def leaf(t: int, slot_t: int | None) -> None:
+        if first[0]:
+            first[0] = False
+            out.append(Advance(t, t + 1))
+            out.append(Reverse(t, None))
+        elif slot_t is None:
+            out.append(Reverse(t, None))
+        else:
+            out.append(Reverse(t, slot_t))
+        live[0] = -1
+
+    def rev(a: int, b: int, s: int, slot_a: int) -> None:
+        # Precondition: x[a] is stored in slot_a; s slots are available, slot_a's included.
+        while True:
+            n_ab = b - a
+            if n_ab == 1:
+                leaf(a, slot_a)
+                return
+            if s == 1:
+                for t in range(b - 1, a, -1):
+                    goto(a, slot_a, t)
+                    leaf(t, None)
+                leaf(a, slot_a)
+                return
+            m = a + _binomial_split(n_ab, s)
+            goto(a, slot_a, m)
+            slot_m = pool.take()
+            out.append(Save(m, slot_m))
+            rev(m, b, s - 1, slot_m)
+            out.append(Free(m, slot_m))
+            pool.give(slot_m)
+            b = m  # tail call: reverse [a, m) with the same s slots
+
+    slot0 = pool.take()
+    out.append(Save(start, slot0))
+    rev(start, stop, s, slot0)
+    out.append(Free(start, slot0))
+    pool.give(slot0)
+
+
 class Binomial(Schedule):
     """Griewank-Walther binomial checkpointing (revolve), optimal for ``slots``.
 
@@ -405,58 +523,8 @@ class Binomial(Schedule):
     def actions(self, n: int, *, state_nbytes: int | None = None) -> list[Action]:
         """See :meth:`Schedule.actions`."""
         n = _check_steps(n)
-        s = min(self.slots, max(n - 1, 1))
         out: list[Action] = []
-        pool = _SlotPool()
-        live = [0]  # index of the live state, -1 when unknown
-        first = [True]  # the first reverse step also computes x[n] (the outputs)
-
-        def goto(a: int, slot_a: int, t: int) -> None:
-            """Make x[t] live, starting from the checkpoint x[a]."""
-            if live[0] != a or t < a:
-                out.append(Restore(a, slot_a))
-                live[0] = a
-            if t > a:
-                out.append(Advance(a, t))
-                live[0] = t
-
-        def leaf(t: int, slot_t: int | None) -> None:
-            if first[0]:
-                first[0] = False
-                out.append(Advance(t, t + 1))
-                out.append(Reverse(t, None))
-            elif slot_t is None:
-                out.append(Reverse(t, None))
-            else:
-                out.append(Reverse(t, slot_t))
-            live[0] = -1
-
-        def rev(a: int, b: int, s: int, slot_a: int) -> None:
-            # Precondition: x[a] is stored in slot_a; s slots are available, slot_a's included.
-            while True:
-                n_ab = b - a
-                if n_ab == 1:
-                    leaf(a, slot_a)
-                    return
-                if s == 1:
-                    for t in range(b - 1, a, -1):
-                        goto(a, slot_a, t)
-                        leaf(t, None)
-                    leaf(a, slot_a)
-                    return
-                m = a + _binomial_split(n_ab, s)
-                goto(a, slot_a, m)
-                slot_m = pool.take()
-                out.append(Save(m, slot_m))
-                rev(m, b, s - 1, slot_m)
-                out.append(Free(m, slot_m))
-                pool.give(slot_m)
-                b = m  # tail call: reverse [a, m) with the same s slots
-
-        slot0 = pool.take()
-        out.append(Save(0, slot0))
-        rev(0, n, s, slot0)
-        out.append(Free(0, slot0))
+        _binomial_actions(out, 0, n, self.slots, _SlotPool(), last=True)
         return out
 
     def __repr__(self) -> str:
@@ -469,11 +537,199 @@ class Binomial(Schedule):
         return hash(("Binomial", self.slots))
 
 
-def _parse_bytes(value: int | str) -> int:
+@functools.lru_cache(maxsize=64)
+def _binomial_costs(n: int, s: int) -> tuple[int, ...]:
+    """``p(L, s)`` for ``L = 0 … n`` (``p(0, s) = 0``): recomputation of a segment of ``L``."""
+    return (0, *(binomial_forward_steps(length, s) - 1 for length in range(1, n + 1)))
+
+
+def _two_level_lengths(n: int, s: int, d: int) -> list[int]:
+    """Segment lengths minimising the forward count with ``d`` disk states and ``s`` slots.
+
+    A segment that is not the last costs its sweep plus its binomial reversal,
+    ``L + p(L, s)``; the last one ``p(L, s) + 1``. Both are convex in ``L``, so some
+    optimum has the earlier segments within one step of each other: ``q`` of length
+    ``k + 1`` and ``d - q`` of length ``k``, then the last. Every ``(k, q)`` is tried.
+    """
+    d = min(d, n - 1)
+    if d <= 0:
+        return [n]
+    p = _binomial_costs(n, s)
+    best: tuple[int, int, int] | None = None
+    for k in range(1, (n - 1) // d + 1):
+        g0, g1 = k + p[k], k + 1 + p[min(k + 1, n)]
+        for q in range(0, min(d - 1, n - d * k - 1) + 1):
+            rest = n - d * k - q
+            total = (d - q) * g0 + q * g1 + p[rest] + 1
+            if best is None or total < best[0]:
+                best = (total, k, q)
+    assert best is not None
+    _, k, q = best
+    return [k + 1] * q + [k] * (d - q) + [n - d * k - q]
+
+
+@functools.lru_cache(maxsize=256)
+def _segment_use(length: int, slots: int, last: bool) -> tuple[int, tuple[int, ...]]:
+    """A segment's binomial reversal: forward steps and the uses of each memory slot.
+
+    Uses are saves, restores and reverse steps reading the slot. Every segment starts
+    from the same pool state (the one before returns all its slots), so the counts of
+    a plan are sums over its segments' lengths.
+    """
+    out: list[Action] = []
+    _binomial_actions(out, 0, length, slots, _SlotPool(), last=last)
+    use = [0] * slots
+    forward = 0
+    for act in out:
+        if type(act) is Advance:
+            forward += act.stop - act.start
+        elif type(act) is not Free and act.slot is not None:
+            use[act.slot] += 1
+    return forward, tuple(use)
+
+
+class TwoLevel(Schedule):
+    """Disk checkpoints between segments, binomial checkpointing in memory within each.
+
+    The forward sweep writes the state at the start of every segment but the last to the
+    disk tier (each disk state is written once and read once, the access pattern files
+    serve well); the last segment is reversed with :class:`Binomial` in memory while the
+    forward sweep ends, then each earlier segment is read back from disk, re-run and
+    reversed the same way. ``disk_slots=d`` places the ``d`` disk states where they make
+    the fewest forward steps (the optimum over all placements, tested against a dynamic
+    programme); ``every=K`` writes one every ``K`` steps instead (the periodic two-level
+    scheme, which needs no plan of the whole rollout). ``host_slots`` of the memory slots
+    go to host RAM: the ones the binomial reversal touches least.
+
+    Example: ``TwoLevel(slots=8, disk_slots=40).cost(2000).forward_steps == 4161``;
+    ``Binomial(slots=8)`` alone needs 9,289 and ``Binomial(slots=48)`` 3,817.
+
+    Args:
+        slots: memory slots (the segment start's copy included), >= 1.
+        disk_slots: disk states, >= 0 (0: plain binomial in memory).
+        every: segment length instead of ``disk_slots``.
+        host_slots: how many of ``slots`` are in host RAM, 0 … ``slots - 1``.
+    """
+
+    def __init__(self, *, slots: int, disk_slots: int | None = None, every: int | None = None,
+                 host_slots: int = 0) -> None:
+        self.slots = _check_positive_int(
+            "TwoLevel(slots=...)", slots, "at least one memory slot holds each segment's start")
+        if (disk_slots is None) == (every is None):
+            raise ValueError("TwoLevel needs exactly one of disk_slots=D (disk states, placed "
+                             "optimally) or every=K (a disk state every K steps)")
+        if disk_slots is not None and (isinstance(disk_slots, bool)
+                                       or not isinstance(disk_slots, int) or disk_slots < 0):
+            raise ValueError(f"TwoLevel(disk_slots={disk_slots!r}) must be an int >= 0")
+        if every is not None:
+            _check_positive_int("TwoLevel(every=...)", every,
+                                "pass the number of steps between disk checkpoints")
+        if (isinstance(host_slots, bool) or not isinstance(host_slots, int)
+                or not 0 <= host_slots < self.slots):
+            raise ValueError(f"TwoLevel(host_slots={host_slots!r}) must be an int in 0 … "
+                             f"{self.slots - 1} (slots={self.slots} includes them, and one "
+                             "stays in the memory tier)")
+        self.disk_slots = disk_slots
+        self.every = every
+        self.host_slots = host_slots
+
+    def segments(self, n: int) -> list[int]:
+        """Segment lengths for ``n`` steps, the last segment's included."""
+        n = _check_steps(n)
+        if self.every is not None:
+            cuts = list(range(0, n, self.every)) + [n]
+            return [b - a for a, b in zip(cuts, cuts[1:], strict=False)]
+        assert self.disk_slots is not None
+        return _two_level_lengths(n, self.slots, self.disk_slots)
+
+    def traffic(self, n: int) -> tuple[int, dict[str, int]]:
+        """``(forward_steps, {tier: saves + loads})`` for ``n`` steps, without the actions.
+
+        Counted per distinct segment length (a plan has two or three), so a planner can
+        compare many plans quickly; equal to what :meth:`cost` counts on the stub.
+        """
+        lengths = self.segments(n)
+        forward = sum(lengths[:-1])
+        use = [0] * self.slots
+        for k, length in enumerate(lengths):
+            steps, seg = _segment_use(length, self.slots, k == len(lengths) - 1)
+            forward += steps
+            use = [a + b for a, b in zip(use, seg, strict=True)]
+        use.sort(reverse=True)
+        memory = self.slots - self.host_slots
+        out = {"memory": sum(use[:memory]), "host": sum(use[memory:]),
+               "disk": 2 * (len(lengths) - 1)}
+        return forward, {name: k for name, k in out.items() if k}
+
+    def tier_slots(self, n: int, *, state_nbytes: int | None = None) -> dict[str, int] | None:
+        """``{"memory": …, "host": …, "disk": …}`` (tiers without slots left out)."""
+        layout = {"memory": self.slots - self.host_slots, "host": self.host_slots,
+                  "disk": len(self.segments(n)) - 1}
+        return {name: k for name, k in layout.items() if k}
+
+    def actions(self, n: int, *, state_nbytes: int | None = None) -> list[Action]:
+        """See :meth:`Schedule.actions`: memory slots first, then the disk's."""
+        lengths = self.segments(n)
+        starts = [sum(lengths[:j]) for j in range(len(lengths))]
+        s = self.slots
+        out: list[Action] = []
+        for j, (c, length) in enumerate(zip(starts[:-1], lengths[:-1], strict=True)):
+            out.append(Save(c, s + j))
+            out.append(Advance(c, c + length))
+        pool = _SlotPool()
+        _binomial_actions(out, starts[-1], n, s, pool, last=True)
+        for j in range(len(lengths) - 2, -1, -1):
+            c = starts[j]
+            out.append(Restore(c, s + j))
+            out.append(Free(c, s + j))
+            _binomial_actions(out, c, c + lengths[j], s, pool, last=False)
+        if self.host_slots:
+            out = _busiest_first(out, s)
+        return out
+
+    def __repr__(self) -> str:
+        level = (f"disk_slots={self.disk_slots}" if self.every is None
+                 else f"every={self.every}")
+        host = f", host_slots={self.host_slots}" if self.host_slots else ""
+        return f"TwoLevel(slots={self.slots}, {level}{host})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, TwoLevel) and other.slots == self.slots
+                and other.disk_slots == self.disk_slots and other.every == self.every
+                and other.host_slots == self.host_slots)
+
+    def __hash__(self) -> int:
+        return hash(("TwoLevel", self.slots, self.disk_slots, self.every, self.host_slots))
+
+
+def _busiest_first(actions: list[Action], memory: int) -> list[Action]:
+    """Renumber slots ``0 … memory-1`` so the most-used have the lowest numbers.
+
+    A permutation of slot numbers keeps a stream legal and its counts; with the fastest
+    tier first in the layout, the slots read and written most land there (the placement
+    rule of multistage checkpointing, Stumm and Walther 2009).
+    """
+    use = [0] * memory
+    for act in actions:
+        slot = getattr(act, "slot", None)
+        if type(act) is not Free and slot is not None and slot < memory:
+            use[slot] += 1
+    order = sorted(range(memory), key=lambda k: (-use[k], k))
+    rank = {old: new for new, old in enumerate(order)}
+    out: list[Action] = []
+    for act in actions:
+        if type(act) is not Advance and act.slot is not None and act.slot < memory:
+            act = type(act)(act.step, rank[act.slot])
+        out.append(act)
+    return out
+
+
+def _parse_bytes(value: int | str, name: str = "bytes") -> int:
     units = {"": 1, "B": 1, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
              "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
     if isinstance(value, bool):
-        raise TypeError(f"Budget(bytes=...) must be an int or a string like '2GiB', got {value!r}")
+        raise TypeError(f"Budget({name}=...) must be an int or a string like '2GiB', "
+                        f"got {value!r}")
     if isinstance(value, int):
         return value
     if isinstance(value, str):
@@ -486,34 +742,106 @@ def _parse_bytes(value: int | str) -> int:
         except (KeyError, ValueError):
             pass
     raise ValueError(
-        f"Budget(bytes={value!r}) is not a size; pass an int number of bytes or a string "
+        f"Budget({name}={value!r}) is not a size; pass an int number of bytes or a string "
         "such as '512MiB' or '2GiB'"
     )
 
 
-class Budget(Schedule):
-    """Pick a schedule from a memory budget for checkpoints, in bytes.
+#: Bytes per second the planner assumes for a tier when none is measured or given: the
+#: memory tier is the stepper's device pool (in-place copies), host RAM is a NumPy copy
+#: through the stepper's export and import. The disk's is measured (see
+#: :func:`diffsim.stores.disk_bandwidth`).
+TIER_BANDWIDTH = {"memory": 20e9, "host": 2e9, "disk": 0.3e9}
+#: Bytes of state one forward step advances per second, for the planner's first estimate
+#: of a step's time before the tape has timed the stepper (measured: 3D acoustic order 8
+#: on this project's 2-core reference machine, about 1.3 GB/s).
+STEP_STATE_RATE = 1.3e9
 
-    With ``slots = bytes // state_nbytes`` stored states affordable: store-all when
-    ``n - 1`` states fit; else :class:`Uniform` with the segment length that needs the
-    fewest forward steps among those that fit (about ``2 sqrt(n)`` states are needed);
-    else :class:`Binomial` with ``slots``. The budget covers checkpoints only; the
-    stepper's live buffers (two states) come on top.
+
+def _size(name: str, value: int | str | None) -> int | None:
+    if value is None:
+        return None
+    size = _parse_bytes(value, name)
+    if size < 0:
+        raise ValueError(f"Budget({name}={value!r}) must be >= 0 bytes")
+    return size
+
+
+def _disk_candidates(limit: int) -> list[int]:
+    """Disk-state counts the planner compares: all up to 64, then about 10 % apart."""
+    if limit <= 64:
+        return list(range(limit + 1))
+    out = set(range(65))
+    d = 64.0
+    while d < limit:
+        d *= 1.1
+        out.add(min(limit, round(d)))
+    return sorted(out)
+
+
+class Budget(Schedule):
+    """Pick a schedule from byte budgets per tier: the one expected to run fastest.
+
+    With only ``bytes`` (the memory tier: the stepper's device pool): ``slots = bytes //
+    state_nbytes``; store-all when ``n - 1`` states fit; else :class:`Uniform` with the
+    segment length that needs the fewest forward steps among those that fit (about ``2
+    sqrt(n)`` states are needed); else :class:`Binomial` with ``slots``.
+
+    With ``host`` and/or ``disk`` too: store-all in memory when it fits; else every
+    :class:`TwoLevel` split (memory and host slots for the binomial level, 0 … the disk's
+    capacity of disk states) and the memory-only pick are costed as ``forward_steps x
+    step time + sum over tiers of (saves + loads) x state bytes / bandwidth`` and the
+    cheapest wins. The step time is ``step_seconds`` when given, else the tape's measure
+    of the stepper from an earlier run, else ``state_nbytes / STEP_STATE_RATE``; the
+    disk's bandwidth is measured once per process in ``directory`` (see
+    :func:`diffsim.stores.disk_bandwidth`) unless ``bandwidth`` gives it. The disk
+    budget is capped by the free space there (with a warning).
+
+    The budgets cover checkpoints only; the stepper's live buffers come on top.
 
     Args:
-        bytes: the budget, an int or a string such as ``"2GiB"`` or ``"512MiB"``.
+        bytes: the memory tier's budget, an int or a string such as ``"2GiB"``.
+        host: host RAM for checkpoints (a :class:`~diffsim.stores.HostStore` tier).
+        disk: disk space for checkpoints (a :class:`~diffsim.stores.DiskStore` tier).
+        directory: where disk checkpoints go (default ``$DIFFSIM_CHECKPOINT_DIR`` or the
+            system's temporary directory).
+        bandwidth: bytes per second per tier name, overriding the planner's figures.
+        step_seconds: seconds one forward step takes, overriding the estimate.
     """
 
-    def __init__(self, *, bytes: int | str) -> None:  # noqa: A002
-        self.bytes = _parse_bytes(bytes)
+    def __init__(self, *, bytes: int | str, host: int | str | None = None,  # noqa: A002
+                 disk: int | str | None = None,
+                 directory: str | os.PathLike[str] | None = None,
+                 bandwidth: dict[str, float] | None = None,
+                 step_seconds: float | None = None) -> None:
+        self.bytes = _parse_bytes(bytes, "bytes")
         if self.bytes < 1:
             raise ValueError(f"Budget(bytes={bytes!r}) must be positive")
+        self.host = _size("host", host)
+        self.disk = _size("disk", disk)
+        self.directory = None if directory is None else os.fspath(directory)
+        self.bandwidth = dict(bandwidth or {})
+        for name, value in self.bandwidth.items():
+            if name not in TIERS or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"Budget(bandwidth={bandwidth!r}): keys are {TIERS}, values "
+                                 "positive bytes per second")
+        if step_seconds is not None and not (isinstance(step_seconds, int | float)
+                                             and step_seconds > 0):
+            raise ValueError(f"Budget(step_seconds={step_seconds!r}) must be a positive number")
+        self.step_seconds = step_seconds
 
-    def resolve(self, n: int, *, state_nbytes: int | None = None) -> Schedule:
+    def resolve(self, n: int, *, state_nbytes: int | None = None,
+                step_seconds: float | None = None) -> Schedule:
         """The concrete schedule for ``n`` steps of states of ``state_nbytes`` bytes each.
 
+        Args:
+            n: number of steps.
+            state_nbytes: bytes of one stored state (the tape passes it).
+            step_seconds: a measured step time (the tape passes one when it has it);
+                ``Budget(step_seconds=...)`` takes precedence.
+
         Raises:
-            ValueError: when the budget cannot hold one state.
+            ValueError: when the memory budget cannot hold one state.
         """
         n = _check_steps(n)
         if state_nbytes is None:
@@ -530,6 +858,38 @@ class Budget(Schedule):
             )
         if slots >= n - 1:
             return StoreAll()
+        memory_only = self._memory_pick(n, slots)
+        if not self.host and not self.disk:
+            return memory_only
+        host_slots = (self.host or 0) // state_nbytes
+        disk_slots = min(self._disk_capacity(state_nbytes), n - 1)
+        seconds = self.step_seconds or step_seconds or state_nbytes / STEP_STATE_RATE
+        rate = dict(TIER_BANDWIDTH)
+        if disk_slots and "disk" not in self.bandwidth:
+            from diffsim.stores import disk_bandwidth
+
+            rate["disk"] = disk_bandwidth(self.directory)
+        rate.update(self.bandwidth)
+
+        def expected(schedule: Schedule) -> float:
+            if isinstance(schedule, TwoLevel):
+                forward, use = schedule.traffic(n)
+            else:
+                cost = schedule.cost(n)
+                forward, use = cost.forward_steps, {t.name: t.saves + t.loads for t in cost.tiers}
+            return forward * seconds + sum(k * state_nbytes / rate[t] for t, k in use.items())
+
+        best, best_time = memory_only, expected(memory_only)
+        for d in _disk_candidates(disk_slots):
+            if d == 0 and not host_slots:
+                continue  # the memory-only pick covers it
+            plan = TwoLevel(slots=slots + host_slots, disk_slots=d, host_slots=host_slots)
+            t = expected(plan)
+            if t < best_time:
+                best, best_time = plan, t
+        return best
+
+    def _memory_pick(self, n: int, slots: int) -> Schedule:
         best: tuple[int, int] | None = None
         k0 = max(1, math.isqrt(n))
         for k in range(max(1, k0 // 4), min(n, 4 * k0 + 2) + 1):
@@ -540,15 +900,39 @@ class Budget(Schedule):
             return Uniform(every=best[1])
         return Binomial(slots=slots)
 
+    def _disk_capacity(self, state_nbytes: int) -> int:
+        """Disk states the budget allows, capped by the free space (warning when it is)."""
+        if not self.disk:
+            return 0
+        want = self.disk // state_nbytes
+        from diffsim.stores import checkpoint_directory
+
+        where = checkpoint_directory(self.directory)
+        free = shutil.disk_usage(where).free - 2**30  # leave 1 GiB to the file system
+        fits = max(0, free // state_nbytes)
+        if fits < want:
+            warnings.warn(f"checkpoint disk budget {self.disk} bytes exceeds the free space in "
+                          f"{where} ({max(free, 0)} bytes above a 1 GiB reserve); using "
+                          f"{fits} disk states of {state_nbytes} bytes instead of {want}",
+                          stacklevel=3)
+        return int(min(want, fits))
+
     def actions(self, n: int, *, state_nbytes: int | None = None) -> list[Action]:
         """See :meth:`Schedule.actions`; needs ``state_nbytes``."""
         return self.resolve(n, state_nbytes=state_nbytes).actions(n)
 
+    def tier_slots(self, n: int, *, state_nbytes: int | None = None) -> dict[str, int] | None:
+        """The layout of the schedule it picks."""
+        return self.resolve(n, state_nbytes=state_nbytes).tier_slots(n)
+
     def __repr__(self) -> str:
-        return f"Budget(bytes={self.bytes})"
+        extra = "".join(f", {k}={v}" for k, v in (("host", self.host), ("disk", self.disk))
+                        if v is not None)
+        return f"Budget(bytes={self.bytes}{extra})"
 
 
-def simulate(actions: Iterable[Action], n: int) -> ScheduleCost:
+def simulate(actions: Iterable[Action], n: int, *,
+             tiers: dict[str, int] | None = None) -> ScheduleCost:
     """Run an action stream against a counting stub and check that it is legal.
 
     Legal means: each :class:`Advance` starts from the live state and never passes a
@@ -559,6 +943,8 @@ def simulate(actions: Iterable[Action], n: int) -> ScheduleCost:
     Args:
         actions: the stream, e.g. ``Binomial(slots=4).actions(100)``.
         n: number of steps.
+        tiers: slots per tier, fastest first (:meth:`Schedule.tier_slots`); ``None``: one
+            memory tier. A slot beyond the layout is illegal.
 
     Returns:
         The counts; see :class:`ScheduleCost`.
@@ -572,6 +958,20 @@ def simulate(actions: Iterable[Action], n: int) -> ScheduleCost:
     pending = n - 1  # next step to reverse
     reached_end = False
     forward = recompute = saves = restores = peak = max_slot = 0
+    bounds: list[tuple[str, int, int]] = []  # (tier, first slot, end)
+    for name, count in (tiers or {}).items():
+        start = bounds[-1][2] if bounds else 0
+        bounds.append((name, start, start + count))
+    per = {name: [0, 0, 0, 0, 0] for name, _, _ in bounds}  # slots, in use, peak, saves, loads
+
+    def tier_of(index: int, act: Action, slot: int) -> list[int] | None:
+        if not bounds:
+            return None
+        for name, lo, hi in bounds:
+            if lo <= slot < hi:
+                return per[name]
+        raise ValueError(f"action {index} {act}: slot {slot} is outside the tiers {tiers}")
+
     for index, act in enumerate(actions):
         if type(act) is Advance:
             if live != act.start or act.stop <= act.start or act.stop > pending + 1:
@@ -590,15 +990,25 @@ def simulate(actions: Iterable[Action], n: int) -> ScheduleCost:
             saves += 1
             peak = max(peak, len(held))
             max_slot = max(max_slot, act.slot + 1)
+            if (tc := tier_of(index, act, act.slot)) is not None:
+                tc[1] += 1
+                tc[2] = max(tc[2], tc[1])
+                tc[3] += 1
+                tc[0] = max(tc[0], act.slot + 1 - next(lo for nm, lo, hi in bounds
+                                                       if lo <= act.slot < hi))
         elif type(act) is Restore:
             if held.get(act.slot) != act.step:
                 raise ValueError(f"action {index} {act}: slot holds {held.get(act.slot)}")
             live, last = act.step, None
             restores += 1
+            if (tc := tier_of(index, act, act.slot)) is not None:
+                tc[4] += 1
         elif type(act) is Free:
             if held.get(act.slot) != act.step:
                 raise ValueError(f"action {index} {act}: slot holds {held.get(act.slot)}")
             del held[act.slot]
+            if (tc := tier_of(index, act, act.slot)) is not None:
+                tc[1] -= 1
         elif type(act) is Reverse:
             if act.step != pending or not reached_end:
                 raise ValueError(f"action {index} {act}: expected reverse of step {pending}"
@@ -611,15 +1021,19 @@ def simulate(actions: Iterable[Action], n: int) -> ScheduleCost:
                 raise ValueError(f"action {index} {act}: slot holds {held.get(act.slot)}")
             else:
                 restores += 1
+                if (tc := tier_of(index, act, act.slot)) is not None:
+                    tc[4] += 1
             live = last = None
             pending -= 1
         else:
             raise TypeError(f"action {index} is not a checkpoint action: {act!r}")
     if pending != -1:
         raise ValueError(f"the stream ended with step {pending} not reversed")
+    layout = (tuple(TierCost(name, c[0], c[2], c[3], c[4]) for name, c in per.items())
+              if bounds else (TierCost("memory", max_slot, peak, saves, restores),))
     return ScheduleCost(steps=n, forward_steps=forward, recompute_steps=recompute,
                         reverse_steps=n, peak_states=peak, slots=max_slot, saves=saves,
-                        restores=restores)
+                        restores=restores, tiers=layout)
 
 
 def brute_force_forward_steps(n: int, s: int) -> int:
@@ -645,17 +1059,49 @@ def brute_force_forward_steps(n: int, s: int) -> int:
     return p(n, s) + 1
 
 
+def brute_force_two_level_forward_steps(n: int, s: int, d: int) -> int:
+    """Fewest forward steps with ``d`` write-once disk states and ``s`` memory slots.
+
+    Dynamic programme over every placement of at most ``d`` disk states (small n only):
+    ``f(m, 0) = p(m, s) + 1`` and ``f(m, d) = min(f(m, d-1), min_k k + p(k, s) + f(m-k,
+    d-1))``, the first segment ``[0, k)`` starting from a disk state, with ``p`` from the
+    Griewank-Walther recursion (:func:`brute_force_forward_steps`). Used by the tests
+    as an independent oracle for :class:`TwoLevel`.
+    """
+    table: dict[tuple[int, int], int] = {}
+    inner: dict[int, int] = {}
+
+    def p(m: int) -> int:
+        if m not in inner:
+            inner[m] = brute_force_forward_steps(m, s) - 1
+        return inner[m]
+
+    def f(m: int, disks: int) -> int:
+        if disks == 0 or m == 1:
+            return p(m) + 1
+        key = (m, disks)
+        if key not in table:
+            table[key] = min(f(m, disks - 1),
+                             min(k + p(k) + f(m - k, disks - 1) for k in range(1, m)))
+        return table[key]
+
+    return f(n, d)
+
+
 def parse_schedule(spec: str) -> Schedule:
     """A schedule from a short text form, as the CLI takes it.
 
-    Forms: ``all`` (:class:`StoreAll`), ``uniform:K``, ``binomial:S``, ``budget:SIZE``
-    (e.g. ``budget:2GiB``).
+    Forms: ``all`` (:class:`StoreAll`), ``uniform:K``, ``binomial:S``, ``twolevel:S,D``
+    (:class:`TwoLevel` with ``S`` memory slots and ``D`` disk states), ``budget:SIZE``
+    with optional ``,host:SIZE``, ``,disk:SIZE`` and ``,dir:PATH`` (e.g.
+    ``budget:4GiB,disk:50GiB``).
 
     Raises:
         ValueError: an unknown form, naming the allowed ones.
     """
-    text = spec.strip().lower()
+    text = spec.strip()
     kind, _, arg = text.partition(":")
+    kind = kind.lower()
     try:
         if kind == "all" and not arg:
             return StoreAll()
@@ -663,11 +1109,24 @@ def parse_schedule(spec: str) -> Schedule:
             return Uniform(every=int(arg))
         if kind == "binomial" and arg:
             return Binomial(slots=int(arg))
+        if kind == "twolevel" and arg:
+            slots, _, disk = arg.partition(",")
+            return TwoLevel(slots=int(slots), disk_slots=int(disk))
         if kind == "budget" and arg:
-            return Budget(bytes=spec.strip().partition(":")[2])
+            size, *extras = arg.split(",")
+            options: dict[str, str] = {}
+            for item in extras:
+                key, sep, value = item.partition(":")
+                key = key.strip().lower()
+                if not sep or key not in ("host", "disk", "dir") or key in options:
+                    raise ValueError(f"{item!r} is not host:SIZE, disk:SIZE or dir:PATH")
+                options[key] = value.strip()
+            return Budget(bytes=size.strip(), host=options.get("host"),
+                          disk=options.get("disk"), directory=options.get("dir"))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"checkpoint {spec!r}: {exc}") from exc
     raise ValueError(
-        f"checkpoint {spec!r} is not a schedule; use all, uniform:K, binomial:S or budget:SIZE "
-        "(for example binomial:16 or budget:2GiB)"
+        f"checkpoint {spec!r} is not a schedule; use all, uniform:K, binomial:S, twolevel:S,D "
+        "or budget:SIZE[,host:SIZE][,disk:SIZE][,dir:PATH] (for example binomial:16 or "
+        "budget:4GiB,disk:50GiB)"
     )

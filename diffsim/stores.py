@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from diffsim._tape import Stepper
 
 __all__ = ["COMPRESSIONS", "CheckpointStore", "DeviceStore", "DiskStore", "HostStore",
-           "TieredStore"]
+           "TieredStore", "checkpoint_directory", "disk_bandwidth"]
 
 
 class CheckpointStore(abc.ABC):
@@ -57,6 +57,10 @@ class CheckpointStore(abc.ABC):
     @abc.abstractmethod
     def bind(self, stepper: Stepper, slots: int) -> None:
         """Make room for ``slots`` states of ``stepper`` (a tape calls this once)."""
+
+    def in_place_slot(self, slot: int) -> bool:  # noqa: ARG002
+        """Whether the stepper's kernels read and write ``slot`` themselves."""
+        return self.in_place
 
     @abc.abstractmethod
     def save(self, step: int, slot: int) -> None:
@@ -184,8 +188,8 @@ class DiskStore(CheckpointStore):
 
     Args:
         directory: where to write (a fresh subdirectory per store, removed by
-            :meth:`close` or when the store is garbage-collected); default the system's
-            temporary directory.
+            :meth:`close` or when the store is garbage-collected); default
+            ``$DIFFSIM_CHECKPOINT_DIR`` or the system's temporary directory.
         compression: ``None``; ``"lossless"`` (byte shuffle + zstd where the ``zstandard``
             package is installed, else zlib: the same bits back); ``"float16"`` (lossy:
             each array divided by its largest magnitude and rounded to float16 before the
@@ -208,10 +212,7 @@ class DiskStore(CheckpointStore):
                              "(float16 is lossy)")
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
             raise ValueError(f"max_pending={max_pending!r} must be a positive int")
-        self.directory = os.fspath(directory) if directory is not None else None
-        if self.directory is not None and not os.path.isdir(self.directory):
-            raise ValueError(f"directory={self.directory!r} does not exist; create it or pass "
-                             "another (default: the system's temporary directory)")
+        self.directory = checkpoint_directory(directory)
         self.compression = compression
         self.max_pending = max_pending
         self._stepper: Stepper | None = None
@@ -384,63 +385,159 @@ def _remove(pool: ThreadPoolExecutor, path: str) -> None:
 
 
 class TieredStore(CheckpointStore):
-    """Host RAM up to a byte budget, the rest of the slots on disk (:class:`DiskStore`).
+    """Slots spread over tiers, each tier a store: memory, host RAM, disk.
 
-    Slots ``0 … k-1`` live in host RAM, where ``k`` states fit in ``host_bytes``; the
-    others are files. A schedule's low slots are its longest-held checkpoints (binomial
-    schedules fill them first), so the disk serves the short-lived ones.
+    Slot numbers run through the tiers in the order given (fastest first): with tiers of
+    4 and 10 slots, slots 0-3 are the first store's and 4-13 the second's. A tape binds
+    a tiered store with the layout of its schedule (:meth:`Schedule.tier_slots`, e.g.
+    :class:`~diffsim.checkpoint.TwoLevel`'s memory and disk slots) and builds one itself
+    when the schedule needs more than its memory tier. For a single-tier schedule the
+    ``slots`` given here decide the split (``None``: all remaining slots).
+
+    Only the first tier may be read and written in place by the stepper's kernels
+    (a :class:`DeviceStore`); the tape moves the other tiers' states through save and
+    load around its runs of steps.
+
+    Example::
+
+        store = TieredStore(("memory", DeviceStore(), None), ("disk", DiskStore("/scratch"), None))
+        store = TieredStore(("host", HostStore(), 8), ("disk", DiskStore(), None))
 
     Args:
-        host_bytes: RAM for states (at least 0).
-        directory, compression, max_pending: of the disk tier (see :class:`DiskStore`).
-
-    Attributes:
-        host_slots, disk_slots: how the slots were split when a tape bound the store.
+        tiers: ``(name, store, slots)`` triples, fastest first; ``name`` one of
+            ``memory``, ``host``, ``disk``; ``slots`` only for single-tier schedules.
     """
 
-    name = "host+disk"
+    name = "tiered"
     in_place = False
 
-    def __init__(self, host_bytes: int, directory: str | os.PathLike[str] | None = None, *,
-                 compression: str | None = None, max_pending: int = 2) -> None:
-        if isinstance(host_bytes, bool) or not isinstance(host_bytes, int) or host_bytes < 0:
-            raise ValueError(f"host_bytes={host_bytes!r} must be an int >= 0 (bytes of RAM for "
-                             "checkpoints)")
-        self.host_bytes = host_bytes
-        self.host = HostStore()
-        self.disk = DiskStore(directory, compression=compression, max_pending=max_pending)
-        self.host_slots = self.disk_slots = 0
+    def __init__(self, *tiers: tuple[str, CheckpointStore, int | None]) -> None:
+        if not tiers:
+            raise ValueError("TieredStore needs at least one (name, store, slots) tier")
+        names = [t[0] for t in tiers]
+        for k, (name, store, slots) in enumerate(tiers):
+            if name not in ("memory", "host", "disk") or names.count(name) > 1:
+                raise ValueError(f"tier name {name!r}: use each of 'memory', 'host', 'disk' "
+                                 "at most once")
+            if not isinstance(store, CheckpointStore) or isinstance(store, TieredStore):
+                raise TypeError(f"tier {name!r}: {store!r} is not a single checkpoint store")
+            if store.in_place and k:
+                raise ValueError(f"tier {name!r}: an in-place store ({store.name}) can only be "
+                                 "the first tier")
+            if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int)
+                                      or slots < 0):
+                raise ValueError(f"tier {name!r}: slots={slots!r} must be an int >= 0 or None")
+        self.tiers = list(tiers)
+        self.name = "+".join(store.name for _, store, _ in tiers)
+        self._bounds: list[tuple[int, int, CheckpointStore]] = []
+        self.layout: dict[str, int] = {}
 
-    def bind(self, stepper: Stepper, slots: int) -> None:
-        """Split ``slots`` between host RAM and disk and bind both tiers."""
-        spec = stepper.state_spec()
-        state = sum(int(np.prod(shape)) * np.dtype(dtype).itemsize
-                    for shape, dtype in spec.values())
-        self.host_slots = min(slots, self.host_bytes // max(state, 1))
-        self.disk_slots = slots - self.host_slots
-        self.host.bind(stepper, self.host_slots)
-        self.disk.bind(stepper, self.disk_slots)
+    def store(self, name: str) -> CheckpointStore:
+        """The store of tier ``name``."""
+        for tier, store, _ in self.tiers:
+            if tier == name:
+                return store
+        raise KeyError(f"no tier {name!r}; tiers are {[t[0] for t in self.tiers]}")
 
-    def _tier(self, slot: int) -> tuple[CheckpointStore, int]:
-        if slot < self.host_slots:
-            return self.host, slot
-        return self.disk, slot - self.host_slots
+    def bind(self, stepper: Stepper, slots: int, tiers: dict[str, int] | None = None) -> None:
+        """Bind every tier: ``tiers`` (slots per tier name) or the split given at creation."""
+        if tiers is None:
+            left, tiers = slots, {}
+            for name, _, count in self.tiers:
+                take = left if count is None else min(count, left)
+                tiers[name] = take
+                left -= take
+            if left:
+                raise ValueError(f"the tiers hold {slots - left} of the {slots} slots the "
+                                 "schedule needs; give the last tier slots=None")
+        unknown = set(tiers) - {t[0] for t in self.tiers}
+        if unknown:
+            raise ValueError(f"the schedule puts slots in tiers {sorted(unknown)} this store "
+                             f"lacks (it has {[t[0] for t in self.tiers]})")
+        self.layout = {name: tiers.get(name, 0) for name, _, _ in self.tiers}
+        self._bounds = []
+        start = 0
+        for name, store, _ in self.tiers:
+            self._bounds.append((start, start + self.layout[name], store))
+            start += self.layout[name]
+        # in-place tiers last: the others reset the stepper's own pool
+        for name, store, _ in sorted(self.tiers, key=lambda t: t[1].in_place):
+            store.bind(stepper, self.layout[name])
+
+    def place(self, slot: int) -> tuple[CheckpointStore, int]:
+        """The store holding ``slot`` and the slot's number in it."""
+        for lo, hi, store in self._bounds:
+            if lo <= slot < hi:
+                return store, slot - lo
+        raise IndexError(f"slot {slot} is outside the bound tiers {self.layout}")
+
+    def in_place_slot(self, slot: int) -> bool:
+        """Whether the stepper's kernels read and write ``slot`` themselves."""
+        return self.place(slot)[0].in_place
 
     def save(self, step: int, slot: int) -> None:
-        """Into host RAM or a file, by slot."""
-        store, k = self._tier(slot)
+        """Into the slot's tier."""
+        store, k = self.place(slot)
         store.save(step, k)
 
     def load(self, step: int, slot: int) -> None:
-        """From host RAM or a file, by slot."""
-        store, k = self._tier(slot)
+        """From the slot's tier."""
+        store, k = self.place(slot)
         store.load(step, k)
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the host tier's states."""
-        return self.host.nbytes
+        """Bytes the tiers hold in RAM for states."""
+        return sum(store.nbytes for _, store, _ in self.tiers)
 
     def close(self) -> None:
-        """Remove the disk tier's files."""
-        self.disk.close()
+        """Close every tier that can be closed (the disk's files are removed)."""
+        for _, store, _ in self.tiers:
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
+
+
+def checkpoint_directory(directory: str | os.PathLike[str] | None = None) -> str:
+    """Where disk checkpoints go.
+
+    ``directory``, else ``$DIFFSIM_CHECKPOINT_DIR``, else the system's temporary
+    directory; it must exist.
+    """
+    where = os.fspath(directory) if directory is not None else (
+        os.environ.get("DIFFSIM_CHECKPOINT_DIR") or tempfile.gettempdir())
+    if not os.path.isdir(where):
+        raise ValueError(f"checkpoint directory {where!r} does not exist; create it or pass "
+                         "another (directory=..., dir:PATH on the command line, or "
+                         "$DIFFSIM_CHECKPOINT_DIR)")
+    return where
+
+
+_BANDWIDTH: dict[str, float] = {}
+
+
+def disk_bandwidth(directory: str | os.PathLike[str] | None = None, *,
+                   nbytes: int = 64 * 2**20) -> float:
+    """Sustained write bandwidth of ``directory``'s disk in bytes per second.
+
+    Writes ``nbytes`` in 8 MiB blocks and waits for them to reach the disk (``fsync``),
+    once per directory and process (later calls return the first figure); the planner of
+    :class:`~diffsim.checkpoint.Budget` uses it for both writes and reads (reads of
+    recent checkpoints often come from the page cache, so this errs slow).
+    """
+    where = checkpoint_directory(directory)
+    key = os.path.realpath(where)
+    if key not in _BANDWIDTH:
+        block = np.random.default_rng(0).integers(0, 255, 8 * 2**20, dtype=np.uint8).tobytes()
+        fd, path = tempfile.mkstemp(prefix="diffsim-bandwidth-", dir=where)
+        try:
+            t0 = time.perf_counter()
+            written = 0
+            while written < nbytes:
+                written += os.write(fd, block)
+            os.fsync(fd)
+            _BANDWIDTH[key] = written / max(time.perf_counter() - t0, 1e-6)
+        finally:
+            os.close(fd)
+            os.remove(path)
+    return _BANDWIDTH[key]

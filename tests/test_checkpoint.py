@@ -16,9 +16,12 @@ from diffsim.checkpoint import (
     Reverse,
     Save,
     StoreAll,
+    TwoLevel,
     Uniform,
     binomial_forward_steps,
     brute_force_forward_steps,
+    brute_force_two_level_forward_steps,
+    parse_schedule,
     simulate,
 )
 
@@ -141,3 +144,131 @@ def test_simulate_rejects_illegal_streams() -> None:
         simulate([Advance(0, 1), Reverse(0, None), Restore(0, 0)], 1)
     with pytest.raises(ValueError, match="not reversed"):
         simulate([Advance(0, 2), Reverse(1, None)], 2)
+
+
+# --- two levels: disk states between segments, binomial in memory within them ---------
+
+
+@pytest.mark.parametrize("s", [1, 2, 3, 4])
+def test_two_level_is_optimal_against_brute_force(s: int) -> None:
+    # Every placement of at most d write-once disk states, by a dynamic programme over the
+    # Griewank-Walther recursion: the planned segmentation reaches its optimum.
+    for n in range(1, 61):
+        for d in (0, 1, 2, 3, 5, 8):
+            cost = TwoLevel(slots=s, disk_slots=d).cost(n)
+            assert cost.forward_steps == brute_force_two_level_forward_steps(n, s, d), (n, s, d)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 400), s=st.integers(1, 12), d=st.integers(0, 60),
+       host=st.integers(0, 11))
+def test_two_level_tiers_hold_their_limits(n: int, s: int, d: int, host: int) -> None:
+    host = min(host, s - 1)
+    plan = TwoLevel(slots=s, disk_slots=d, host_slots=host)
+    cost = plan.cost(n)   # simulate checks legality and that every slot is inside a tier
+    disk = cost.tier("disk")
+    used = min(d, n - 1)
+    assert disk.peak_states == disk.saves == disk.loads == used     # written once, read once
+    memory, on_host = cost.tier("memory"), cost.tier("host")
+    assert memory.peak_states <= s - host and on_host.peak_states <= host
+    assert plan.tier_slots(n) == {k: v for k, v in
+                                  {"memory": s - host, "host": host, "disk": used}.items() if v}
+    # host slots only renumber: the counts are the memory-only plan's
+    plain = TwoLevel(slots=s, disk_slots=d).cost(n)
+    assert cost.forward_steps == plain.forward_steps
+    assert memory.saves + on_host.saves == plain.tier("memory").saves
+    assert plan.traffic(n) == (cost.forward_steps, {t.name: t.saves + t.loads
+                                                    for t in cost.tiers if t.saves + t.loads})
+    if host:   # the busiest slots stay in the memory tier
+        use = [0] * s
+        for act in plan.actions(n):
+            if type(act) in (Save, Restore, Reverse) and act.slot is not None and act.slot < s:
+                use[act.slot] += 1
+        assert min(use[: s - host]) >= max(use[s - host:])
+
+
+def test_two_level_examples_and_periodic_form() -> None:
+    assert TwoLevel(slots=8, disk_slots=40).cost(2000).forward_steps == 5581
+    assert Binomial(slots=8).cost(2000).forward_steps == 9999
+    # d = 0 is plain binomial; d = n - 1 is store-all on disk
+    assert TwoLevel(slots=5, disk_slots=0).cost(300).forward_steps == binomial_forward_steps(300, 5)
+    assert TwoLevel(slots=1, disk_slots=99).cost(100).forward_steps == 100
+    periodic = TwoLevel(slots=4, every=25)
+    assert periodic.segments(110) == [25, 25, 25, 25, 10]
+    cost = periodic.cost(110)
+    p = [binomial_forward_steps(k, 4) - 1 for k in (25, 10)]
+    assert cost.forward_steps == 4 * (25 + p[0]) + p[1] + 1
+    assert cost.tier("disk").saves == 4
+    with pytest.raises(ValueError, match="exactly one of disk_slots"):
+        TwoLevel(slots=4)
+    with pytest.raises(ValueError, match="host_slots=4"):
+        TwoLevel(slots=4, disk_slots=2, host_slots=4)
+    with pytest.raises(ValueError, match="outside the tiers"):
+        simulate(TwoLevel(slots=2, disk_slots=3).actions(20), 20, tiers={"memory": 2, "disk": 2})
+
+
+def _expected(plan, n: int, nbytes: int, step: float, rate: dict[str, float]) -> float:
+    if isinstance(plan, TwoLevel) and plan.disk_slots and plan.disk_slots > 50:
+        forward, use = plan.traffic(n)   # (equal to the stub's counts: tested above)
+        return forward * step + sum(k * nbytes / rate[t] for t, k in use.items())
+    cost = plan.cost(n)
+    return cost.forward_steps * step + sum((t.saves + t.loads) * nbytes / rate[t.name]
+                                           for t in cost.tiers)
+
+
+def test_budget_picks_the_fastest_two_level_plan(tmp_path) -> None:
+    n, nbytes, step = 600, 1000, 1e-3
+    for disk_rate in (1e3, 1e5, 1e8):
+        rate = {"memory": 20e9, "host": 2e9, "disk": disk_rate}
+        budget = Budget(bytes=4 * nbytes, disk=50 * nbytes, directory=tmp_path,
+                        bandwidth={"disk": disk_rate}, step_seconds=step)
+        pick = budget.resolve(n, state_nbytes=nbytes)
+        options = [Binomial(slots=4)] + [TwoLevel(slots=4, disk_slots=d) for d in range(51)]
+        best = min(_expected(p, n, nbytes, step, rate) for p in options)
+        assert _expected(pick, n, nbytes, step, rate) == pytest.approx(best, rel=1e-12)
+        if disk_rate == 1e3:    # a slow disk is not worth its writes
+            assert pick == Binomial(slots=4)
+        if disk_rate == 1e8:    # a fast one is used to its budget
+            assert pick == TwoLevel(slots=4, disk_slots=50)
+    # many disk states: the planner tries a grid, within 1 % of the best over every count
+    budget = Budget(bytes=4 * nbytes, disk=400 * nbytes, directory=tmp_path,
+                    bandwidth={"disk": 2e6}, step_seconds=step)
+    rate = {"memory": 20e9, "host": 2e9, "disk": 2e6}
+    n = 3000
+    pick = budget.resolve(n, state_nbytes=nbytes)
+    best = min(_expected(TwoLevel(slots=4, disk_slots=d), n, nbytes, step, rate)
+               for d in range(0, 401))
+    assert _expected(pick, n, nbytes, step, rate) <= 1.01 * best
+    # store-all when memory holds everything, whatever the other tiers
+    assert Budget(bytes=n * nbytes, disk="1GB", directory=tmp_path).resolve(
+        n, state_nbytes=nbytes) == StoreAll()
+    # host RAM joins the binomial level, busiest slots in memory
+    hosted = Budget(bytes=2 * nbytes, host=6 * nbytes, bandwidth={"disk": 1.0},
+                    disk=10 * nbytes, directory=tmp_path, step_seconds=step)
+    assert hosted.resolve(n, state_nbytes=nbytes) == TwoLevel(slots=8, disk_slots=0,
+                                                             host_slots=6)
+    assert hosted.tier_slots(n, state_nbytes=nbytes) == {"memory": 2, "host": 6}
+
+
+def test_budget_caps_the_disk_at_its_free_space(tmp_path) -> None:
+    import shutil
+
+    free = shutil.disk_usage(tmp_path).free
+    budget = Budget(bytes=2**30, disk=10 * free, directory=tmp_path,
+                    bandwidth={"disk": 1e12}, step_seconds=1.0)
+    with pytest.warns(UserWarning, match="exceeds the free space"):
+        pick = budget.resolve(20000, state_nbytes=2**30)
+    assert isinstance(pick, TwoLevel) and pick.disk_slots is not None
+    assert pick.disk_slots * 2**30 <= free
+
+
+def test_parse_schedule_forms() -> None:
+    assert parse_schedule("twolevel:8,40") == TwoLevel(slots=8, disk_slots=40)
+    budget = parse_schedule("budget:4GiB,disk:50GiB,host:1GiB,dir:/tmp")
+    assert isinstance(budget, Budget)
+    assert (budget.bytes, budget.disk, budget.host, budget.directory) == (
+        4 * 2**30, 50 * 2**30, 2**30, "/tmp")
+    assert parse_schedule("Binomial:4") == Binomial(slots=4)
+    for bad in ("budget:4GiB,tape:1GB", "budget:4GiB,disk:lots", "twolevel:8", "revolve:3"):
+        with pytest.raises(ValueError, match="checkpoint"):
+            parse_schedule(bad)

@@ -15,10 +15,10 @@ import pytest
 from conftest import chain_problem, l2_loss
 from springs_cases import contact_inputs, contact_system
 
-from diffsim import Binomial, StoreAll, Tape, Uniform, springs
+from diffsim import Binomial, Budget, StoreAll, Tape, TwoLevel, Uniform, springs
 from diffsim.acoustic import AcousticStepper, ricker
 from diffsim.chain import OscillatorChain
-from diffsim.stores import DeviceStore, HostStore
+from diffsim.stores import DeviceStore, DiskStore, HostStore
 
 
 def acoustic(engine: str) -> tuple[AcousticStepper, dict]:
@@ -212,14 +212,56 @@ def test_tiered_store_splits_slots_between_ram_and_disk(tmp_path) -> None:
     stepper, cot = acoustic("arrays")
     schedule = Binomial(slots=5)
     _, g_d, _ = run(stepper, cot, schedule, DeviceStore())
-    spec = stepper.state_spec()
-    state = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in spec.values())
-    store = stores.TieredStore(2 * state + 1, tmp_path, compression="lossless")
+    state = stepper.state_nbytes
+    disk = stores.DiskStore(tmp_path, compression="lossless")
+    store = stores.TieredStore(("host", HostStore(), 2), ("disk", disk, None))
     _, g_t, rep = run(stepper, cot, schedule, store)
-    assert (store.host_slots, store.disk_slots) == (2, 3) and rep.store == "host+disk"
-    assert store.disk.stats["files"] > 0 and store.nbytes == 2 * state
+    assert store.layout == {"host": 2, "disk": 3} and rep.store == "host+disk"
+    assert disk.stats["files"] > 0 and store.nbytes == 2 * state
     np.testing.assert_array_equal(g_t["velocity"], g_d["velocity"])
     store.close()
-    with pytest.raises(ValueError, match="host_bytes=-1"):
-        stores.TieredStore(-1)
+    with pytest.raises(ValueError, match="can only be the first tier"):
+        stores.TieredStore(("host", HostStore(), 2), ("memory", DeviceStore(), None))
+    with pytest.raises(ValueError, match="at most once"):
+        stores.TieredStore(("disk", HostStore(), 2), ("disk", DiskStore(tmp_path), None))
+    with pytest.raises(ValueError, match="tiers .'disk'. this store lacks"):
+        Tape(stepper, checkpoint=TwoLevel(slots=2, disk_slots=3),
+             store=stores.TieredStore(("memory", DeviceStore(), None)))
+    stepper.destroy()
+
+
+def test_two_level_through_device_host_and_disk_is_bitwise(tmp_path) -> None:
+    # The tape builds the tiered store the schedule's layout asks for; the device tier's
+    # slots stay in the fused kernels, the host's and disk's move around the runs. Every
+    # stepper's gradients and costate traces equal store-all's bit for bit.
+    for name, stepper, cot in steppers():
+        _, g0, r0 = run(stepper, cot, StoreAll(), DeviceStore())
+        plans = (TwoLevel(slots=2, disk_slots=3), TwoLevel(slots=3, every=4, host_slots=1),
+                 TwoLevel(slots=1, disk_slots=40))
+        for plan in plans:
+            _, g1, r1 = run(stepper, cot, plan, None)
+            for key in g0:
+                np.testing.assert_array_equal(g1[key], g0[key], err_msg=f"{name} {plan}")
+            np.testing.assert_array_equal(r1.costate, r0.costate)
+            disk = r1.tiers[-1]
+            assert disk.name == "disk" and disk.saves == disk.loads > 0
+            assert r1.io["state_bytes"] == disk.saves * stepper.state_nbytes
+            assert r1.io["bytes_read"] == r1.io["bytes_written"] > 0
+            assert r1.store == ("device+host+disk" if plan.host_slots else "device+disk")
+            assert r1.forward_steps == plan.cost(stepper.steps).forward_steps
+        stepper.destroy()
+
+
+def test_budget_spills_to_disk_by_itself(tmp_path) -> None:
+    stepper, cot = acoustic("arrays")
+    _, g0, _ = run(stepper, cot, StoreAll(), DeviceStore())
+    state = stepper.state_nbytes
+    budget = Budget(bytes=2 * state, disk=20 * state, directory=tmp_path,
+                    bandwidth={"disk": 1e12})
+    _, g1, rep = run(stepper, cot, budget, None)
+    assert isinstance(rep.schedule, TwoLevel) and rep.store == "device+disk"
+    assert [t.name for t in rep.tiers] == ["memory", "disk"] and rep.tiers[1].saves > 0
+    assert rep.io["bytes_written"] >= rep.tiers[1].saves * state
+    np.testing.assert_array_equal(g1["velocity"], g0["velocity"])
+    assert "disk:" in rep.summary() and "tiers: memory" in rep.summary()
     stepper.destroy()
