@@ -685,7 +685,7 @@ _STEP_SECONDS: dict[int, float] = {}
 
 
 def _tiered(store: CheckpointStore | None, layout: dict[str, int] | None,
-            directory: str | None) -> CheckpointStore:
+            directory: str | None, state_nbytes: int) -> CheckpointStore:
     """The store a schedule's tier layout needs, built around ``store`` where given.
 
     One memory tier: ``store`` itself (default :class:`DeviceStore`). More tiers: a
@@ -700,7 +700,9 @@ def _tiered(store: CheckpointStore | None, layout: dict[str, int] | None,
     if "host" in layout:
         tiers.append(("host", HostStore(), None))
     if "disk" in layout:
-        tiers.append(("disk", DiskStore(directory), None))
+        # one write in flight for large states: each holds a state's copy in RAM
+        pending = 1 if state_nbytes > 64 * 2**20 else 2
+        tiers.append(("disk", DiskStore(directory, max_pending=pending), None))
     return TieredStore(*tiers)
 
 
@@ -782,7 +784,8 @@ class Tape:
         if store is not None and not isinstance(store, CheckpointStore):
             raise TypeError(f"store must be a diffsim.stores store such as DeviceStore() or "
                             f"HostStore(); got {store!r}")
-        self.store = _tiered(store, self._layout, getattr(checkpoint, "directory", None))
+        self.store = _tiered(store, self._layout, getattr(checkpoint, "directory", None),
+                             nbytes)
         if isinstance(self.store, TieredStore):
             self.store.bind(stepper, self.predicted.slots, tiers=self._layout)
         else:

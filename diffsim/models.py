@@ -256,3 +256,44 @@ def builtin_model(name: str, shape: tuple[int, int], spacing: float) -> Velocity
     else:
         raise ValueError(f"built-in model {name!r} is unknown; choose 'layered' or 'camembert'")
     return VelocityModel(v.astype(np.float64), float(spacing), name)
+
+
+def marmousi2_3d(shape: tuple[int, int, int], spacing: float,
+                 data: os.PathLike | str | None = None) -> np.ndarray:
+    """A 3D velocity model ``[z, y, x]`` (m/s) built from the packaged Marmousi2 section.
+
+    Each ``y`` slice is the Marmousi2 P velocity sampled on the ``spacing`` grid
+    (linear interpolation) from a window that slides along ``x`` as ``y`` grows (an
+    oblique strike: 0.4 m of ``x`` per m of ``y``) and whose depth axis is stretched by
+    up to 6 % along ``y``, so the structure varies laterally in both directions. The
+    section is 3.5 km deep and 17 km wide: ``shape`` times ``spacing`` must fit (depth
+    at most 3.5 km, ``x`` extent plus the slide at most 17 km).
+
+    Args:
+        shape: ``(nz, ny, nx)`` cells.
+        spacing: cell size in m.
+        data: a data folder holding ``marmousi2_vp_20m`` (default: the package's copy).
+    """
+    from scipy.ndimage import map_coordinates
+
+    nz, ny, nx = (int(k) for k in shape)
+    section = load_model("marmousi2", data).velocity.astype(np.float64)
+    h0 = 20.0
+    depth = (section.shape[0] - 1) * h0
+    width = (section.shape[1] - 1) * h0
+    z = np.arange(nz) * spacing
+    y = np.arange(ny) * spacing
+    x = np.arange(nx) * spacing
+    slide = 0.4 * y
+    if z[-1] * 1.06 > depth or x[-1] + slide[-1] > width:
+        raise ValueError(f"shape={shape} at spacing={spacing} m does not fit in Marmousi2 "
+                         f"({depth:.0f} m deep, {width:.0f} m wide; with the slide along y "
+                         "the x extent grows by 0.4 x the y extent); use fewer cells or a "
+                         "smaller spacing")
+    x0 = 0.5 * (width - x[-1] - slide[-1])
+    out = np.empty((nz, ny, nx))
+    for j in range(ny):
+        stretch = 1.0 + 0.06 * np.sin(np.pi * j / max(ny - 1, 1))
+        zz, xx = np.meshgrid(z * stretch / h0, (x0 + slide[j] + x) / h0, indexing="ij")
+        out[:, j, :] = map_coordinates(section, [zz, xx], order=1, mode="nearest")
+    return out

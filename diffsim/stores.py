@@ -278,36 +278,43 @@ class DiskStore(CheckpointStore):
         while self._order:
             self._wait(self._order[0])
 
-    def _encode(self, arr: np.ndarray) -> tuple[bytes, str, float]:
-        """Bytes, stored dtype and scale (float16 holds ``arr / scale``: no underflow)."""
+    def _encode(self, arr: np.ndarray) -> tuple[memoryview, str, float]:
+        """Bytes, stored dtype and scale (float16 holds ``arr / scale``: no underflow).
+
+        Uncompressed, the bytes are a view of the array: no copy of a large state.
+        """
         scale = 1.0
         if self.compression == "float16":
             peak = float(np.abs(arr).max()) if arr.size else 0.0
             scale = peak if peak > 0 and np.isfinite(peak) else 1.0
             arr = (arr / scale).astype(np.float16)
-        raw = arr.tobytes()
+        arr = np.ascontiguousarray(arr)
         if self.compression is None:
-            return raw, str(arr.dtype), scale
-        return self._codec[1](_shuffle(raw, arr.dtype.itemsize)), str(arr.dtype), scale
+            return arr.data.cast("B"), str(arr.dtype), scale
+        packed = self._codec[1](_shuffle(arr.tobytes(), arr.dtype.itemsize))
+        return memoryview(packed), str(arr.dtype), scale
 
     def _write(self, step: int, slot: int, arrays: dict[str, np.ndarray]) -> None:
         t0 = time.perf_counter()
         parts, meta = [], []
+        crc = 0
         for name, arr in arrays.items():
             data, stored, scale = self._encode(arr)
             parts.append(data)
+            crc = zlib.crc32(data, crc)
             meta.append([name, list(arr.shape), str(arr.dtype), stored, len(data), scale])
-        payload = b"".join(parts)
         header = json.dumps({"token": self._token, "step": step, "slot": slot,
                              "codec": self._codec[0] if self.compression else None,
-                             "arrays": meta, "crc32": zlib.crc32(payload)}).encode()
+                             "arrays": meta, "crc32": crc}).encode()
         final = self._file(slot)
         tmp = final + ".tmp"
         with open(tmp, "wb") as fh:
-            fh.write(_MAGIC + len(header).to_bytes(8, "little") + header + payload)
+            fh.write(_MAGIC + len(header).to_bytes(8, "little") + header)
+            for data in parts:
+                fh.write(data)
         os.replace(tmp, final)      # complete files only ever carry the final name
         with self._lock:
-            self.stats["bytes_written"] += len(payload) + len(header) + 14
+            self.stats["bytes_written"] += sum(len(d) for d in parts) + len(header) + 14
             self.stats["state_bytes"] += sum(a.nbytes for a in arrays.values())
             self.stats["files"] += 1
             self.stats["write_seconds"] += time.perf_counter() - t0
@@ -325,25 +332,27 @@ class DiskStore(CheckpointStore):
         path = self._file(slot)
         try:
             with open(path, "rb") as fh:
-                blob = fh.read()
+                blob = memoryview(bytearray(os.fstat(fh.fileno()).st_size))
+                got = fh.readinto(blob)
         except FileNotFoundError:
             raise RuntimeError(f"checkpoint file {path} is missing: x[{step}] was never "
                                "saved to this store, or the file was removed") from None
-        self.stats["bytes_read"] += len(blob)
+        blob = blob[:got]
+        self.stats["bytes_read"] += got
 
         def bad(why: str) -> RuntimeError:
             return RuntimeError(f"checkpoint file {path} does not hold x[{step}] of this run "
                                 f"({why}); rerun the gradient (checkpoints are not reused "
                                 "across runs)")
 
-        if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + 8:
+        if got < len(_MAGIC) + 8 or bytes(blob[:len(_MAGIC)]) != _MAGIC:
             raise bad("not a diffsim checkpoint file")
         n = int.from_bytes(blob[len(_MAGIC):len(_MAGIC) + 8], "little")
         try:
-            head = json.loads(blob[len(_MAGIC) + 8:len(_MAGIC) + 8 + n])
+            head = json.loads(bytes(blob[len(_MAGIC) + 8:len(_MAGIC) + 8 + n]))
         except ValueError:
             raise bad("unreadable header") from None
-        payload = blob[len(_MAGIC) + 8 + n:]
+        payload = blob[len(_MAGIC) + 8 + n:]    # views of one buffer: no copies
         if head.get("token") != self._token:
             raise bad("written by another run")
         if head.get("step") != step:
@@ -352,13 +361,15 @@ class DiskStore(CheckpointStore):
             raise bad("its data is truncated or corrupted: CRC32 mismatch")
         out, at = {}, 0
         for name, shape, dtype, stored, size, scale in head["arrays"]:
-            data = payload[at:at + size]
+            data: Any = payload[at:at + size]
             at += size
             if head["codec"] is not None:
                 decompress = self._codec[2] if head["codec"] == self._codec[0] else zlib.decompress
                 data = _unshuffle(decompress(data), np.dtype(stored).itemsize)
             values = np.frombuffer(data, dtype=stored).reshape(shape)
-            out[name] = values.astype(dtype) * np.asarray(scale, dtype=dtype)
+            if stored != dtype or scale != 1.0:
+                values = values.astype(dtype) * np.asarray(scale, dtype=dtype)
+            out[name] = values
         return out
 
     @property
