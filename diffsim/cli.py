@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffsim", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"diffsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="print the runtime (arch, precision, threads, versions)")
+    info = sub.add_parser("info", help="print the runtime (arch, precision, threads, versions) "
+                          "and the checkpoint tiers (memory, host RAM, disk)")
     _runtime_args(info)
     sub.add_parser("list", help="list the registered scenarios")
     show = sub.add_parser("show", help="print a scenario as TOML (edit it, then run the file)")
@@ -145,8 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             downloads.get(args.name, args.to, url=args.url, echo=print)
             return 0
         if args.command == "info":
+            from diffsim.stores import checkpoint_tiers
+
             diffsim.init(args.arch, args.precision, threads=args.threads)
-            print(json.dumps(diffsim.info().as_dict(), indent=2))
+            print(json.dumps({**diffsim.info().as_dict(),
+                              "checkpoint_tiers": checkpoint_tiers()}, indent=2))
             return 0
         from diffsim.scenarios._chain_job import run_chain_demo
         from diffsim.scenarios.chain import ChainScenario

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from diffsim._tape import Stepper
 
 __all__ = ["COMPRESSIONS", "CheckpointStore", "DeviceStore", "DiskStore", "HostStore",
-           "TieredStore", "checkpoint_directory", "disk_bandwidth"]
+           "TieredStore", "checkpoint_directory", "checkpoint_tiers", "disk_bandwidth"]
 
 
 class CheckpointStore(abc.ABC):
@@ -552,3 +552,42 @@ def disk_bandwidth(directory: str | os.PathLike[str] | None = None, *,
             os.close(fd)
             os.remove(path)
     return _BANDWIDTH[key]
+
+
+def _meminfo(key: str) -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def checkpoint_tiers(directory: str | os.PathLike[str] | None = None, *,
+                     measure: bool = True) -> dict[str, dict[str, Any]]:
+    """The checkpoint tiers this machine offers, as ``diffsim info`` reports them.
+
+    ``memory``: the stepper's device pool (on the CPU backend it is host RAM too);
+    ``host``: RAM (total and available); ``disk``: the checkpoint directory, its free
+    space and, with ``measure``, its write bandwidth (:func:`disk_bandwidth`); plus the
+    lossless codec a :class:`DiskStore` would use.
+    """
+    from diffsim._runtime import info
+
+    runtime = info()
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = None
+    host = {"total_bytes": total, "available_bytes": _meminfo("MemAvailable")}
+    where = checkpoint_directory(directory)
+    disk: dict[str, Any] = {"directory": where, "free_bytes": shutil.disk_usage(where).free,
+                            "lossless_codec": _codec()[0]}
+    if measure:
+        disk["write_bytes_per_second"] = round(disk_bandwidth(where))
+    memory = {"store": "device", "arch": runtime.arch,
+              "note": "the stepper's own pool, read in place by its kernels"
+                      + ("; on the CPU backend this is host RAM" if runtime.arch == "cpu" else "")}
+    return {"memory": memory, "host": host, "disk": disk}

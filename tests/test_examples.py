@@ -61,6 +61,10 @@ def test_cli_info_and_list() -> None:
     # the defaults of diffsim.init(): "auto" (the CPU on a host without a GPU) and f32
     assert info["requested_arch"] == "auto" and info["precision"] == "f32"
     assert info["arch"] in ("cpu", "cuda", "vulkan")
+    tiers = info["checkpoint_tiers"]
+    assert set(tiers) == {"memory", "host", "disk"}
+    assert tiers["disk"]["free_bytes"] > 0 and tiers["disk"]["write_bytes_per_second"] > 0
+    assert tiers["host"]["total_bytes"] > 0 and os.path.isdir(tiers["disk"]["directory"])
     res = cli("list")
     assert "chain" in res.stdout.split()
     lines = {line.split()[0]: line for line in res.stdout.splitlines()}

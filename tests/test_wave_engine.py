@@ -120,3 +120,17 @@ def test_batched_gradient_is_the_sum_of_single_shot_gradients() -> None:
         total += res.gradient
         np.testing.assert_array_equal(res.wavelet_gradient[0], got.wavelet_gradient[s])
     assert np.max(np.abs(got.gradient - total)) <= 1e-13 * np.abs(total).max()
+
+
+def test_arena_growth_policy() -> None:
+    # Doubling (powers of two) up to 1 GiB; beyond, the smallest quarter-octave size that
+    # holds the need, so a large arena leaves at most a fifth of itself unused.
+    from diffsim.acoustic._arena import _Arena
+
+    arena = _Arena("f32", 16)
+    assert arena._capacity(10) == _Arena.MIN_ELEMENTS
+    assert arena._capacity(_Arena.MIN_ELEMENTS + 1) == 2 * _Arena.MIN_ELEMENTS
+    assert arena._capacity(_Arena.FINE_ELEMENTS) == _Arena.FINE_ELEMENTS
+    for need in (_Arena.FINE_ELEMENTS + 1, 21_500_000, 3 * 2**25 + 1, 2**27 - 1):
+        cap = arena._capacity(need)
+        assert need <= cap and (cap - need) / cap < 0.2, (need, cap)

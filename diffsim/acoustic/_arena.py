@@ -22,7 +22,8 @@ class _Arena:
     arrays (wavefields, PML memory, their adjoints, coefficients). The kernels take the
     field as a template argument and each array's offset and extents as run-time values,
     so they compile once per arena, whatever the problem. When a new stepper does not
-    fit, the arena grows (to a power of two, at least double), the regions are copied
+    fit, the arena grows (to a power of two, at least double; in quarter-octave steps
+    above 1 GiB), the regions are copied
     over at the same offsets, and the kernels compile once more for the new field.
 
     Args:
@@ -32,6 +33,8 @@ class _Arena:
 
     #: Smallest arena, in vector elements (64 MiB: 64-byte vectors in both precisions).
     MIN_ELEMENTS = 1 << 20
+    #: Above this many vector elements (1 GiB) the arena grows in quarter-octave steps.
+    FINE_ELEMENTS = 1 << 24
 
     def __init__(self, precision: str, lanes: int) -> None:
         self.precision, self.lanes = precision, lanes
@@ -63,10 +66,25 @@ class _Arena:
             at = s + self._used[s]
         return at if self.capacity - at >= size else None
 
-    def _grow(self, need: int) -> None:
+    def _capacity(self, need: int) -> int:
+        """The size to grow to: doubling, or quarter-octave steps for large arenas.
+
+        Up to :attr:`FINE_ELEMENTS` the arena doubles (powers of two: few distinct sizes,
+        so the kernels' compiled forms are reused across problems). Beyond, it takes the
+        smallest of ``2^k x (1, 1.25, 1.5, 1.75)`` that holds ``need``, so at most a fifth
+        of a large arena is unused (every page of a field counts in resident memory).
+        """
+        if need > self.FINE_ELEMENTS:
+            octave = 1 << (need.bit_length() - 1)
+            return next(c for c in (octave, octave * 5 // 4, octave * 3 // 2, octave * 7 // 4,
+                                    2 * octave) if c >= need)
         capacity = max(self.MIN_ELEMENTS, 2 * self.capacity)
         while capacity < need:
             capacity *= 2
+        return capacity
+
+    def _grow(self, need: int) -> None:
+        capacity = self._capacity(need)
         tree = FieldTree()
         field = tree.field((capacity,), vector=self.lanes)
         tree.finalize()
