@@ -24,7 +24,15 @@ from typing import Any, Self
 import numpy as np
 from numpy.typing import ArrayLike
 
-from diffsim._tape import DEFAULT_BUDGET, Stepper, Tape, TapeReport, ValueAndGrad, rollout
+from diffsim._tape import (
+    _STEP_SECONDS,
+    DEFAULT_BUDGET,
+    Stepper,
+    Tape,
+    TapeReport,
+    ValueAndGrad,
+    rollout,
+)
 from diffsim.checkpoint import Budget, Schedule
 from diffsim.stores import CheckpointStore
 
@@ -203,7 +211,8 @@ class Simulation(abc.ABC):
         if not isinstance(plan, Schedule):
             raise TypeError(f"checkpoint must be a schedule such as StoreAll(), Uniform(every=10), "
                             f"Binomial(slots=16) or Budget(bytes='1GiB'); got {checkpoint!r}")
-        return plan.resolve(stepper.steps, state_nbytes=stepper.state_nbytes)
+        return plan.resolve(stepper.steps, state_nbytes=stepper.state_nbytes,
+                            step_seconds=_STEP_SECONDS.get(id(stepper)))
 
     def snapshots(self, every: int, callback: Callable[[int, dict[str, np.ndarray]], None]
                   ) -> dict[str, np.ndarray]:

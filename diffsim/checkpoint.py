@@ -20,16 +20,16 @@ Model and counting convention (stated once, used everywhere):
 
 Schedules (``Budget`` picks one of the others from the bytes one state costs):
 
-======================  ==================================  ===================================
-schedule                forward_steps                       peak_states
-======================  ==================================  ===================================
-``StoreAll()``          ``n``                               ``n - 1``
-``Uniform(every=k)``    ``n + (m - 1)(k - 1)``, m segments  about ``n/k + k``
-``Binomial(slots=s)``   ``p(n, s) + 1`` (optimal)           ``s``
-``TwoLevel(slots=s,     segments' sweeps + binomial within   ``s`` in memory, ``d`` on disk
-disk_slots=d)``         each segment (optimal segmentation)
-``Budget(bytes=b)``     that of the schedule it picks       that of the schedule it picks
-======================  ==================================  ===================================
+===================================  ======================================  =============================
+schedule                             forward_steps                           peak_states
+===================================  ======================================  =============================
+``StoreAll()``                       ``n``                                   ``n - 1``
+``Uniform(every=k)``                 ``n + (m - 1)(k - 1)``, m segments      about ``n/k + k``
+``Binomial(slots=s)``                ``p(n, s) + 1`` (optimal)               ``s``
+``TwoLevel(slots=s, disk_slots=d)``  per segment ``L + p(L, s)``, the last   ``s`` in memory, ``d`` on disk
+                                     ``p(L, s) + 1`` (placed optimally)
+``Budget(bytes=b)``                  that of the schedule it picks           that of the schedule it picks
+===================================  ======================================  =============================
 
 Tiers: a schedule's slots are numbered through its tiers, fastest first (``memory``:
 the tape's store, by default the stepper's device pool; ``host``: host RAM; ``disk``:
@@ -601,8 +601,10 @@ class TwoLevel(Schedule):
     scheme, which needs no plan of the whole rollout). ``host_slots`` of the memory slots
     go to host RAM: the ones the binomial reversal touches least.
 
-    Example: ``TwoLevel(slots=8, disk_slots=40).cost(2000).forward_steps == 4161``;
-    ``Binomial(slots=8)`` alone needs 9,289 and ``Binomial(slots=48)`` 3,817.
+    Example: ``TwoLevel(slots=8, disk_slots=40).cost(2000).forward_steps == 5581``, with
+    40 disk writes; ``Binomial(slots=8)`` alone needs 9,999 forward steps, and
+    ``Binomial(slots=48)`` with the same 48 states 4,726 but 1,615 saves spread over all
+    its slots (a disk would take most of them).
 
     Args:
         slots: memory slots (the segment start's copy included), >= 1.

@@ -219,6 +219,9 @@ class DiskStore(CheckpointStore):
         self._spec: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         self._pending: dict[int, Future[None]] = {}
         self._order: list[int] = []
+        self._inflight: dict[int, dict[str, np.ndarray]] = {}   # host arrays being written
+        self._spare: list[dict[str, np.ndarray]] = []           # host arrays to reuse
+        self._buffer = bytearray()                               # the read buffer, reused
         self._pool: ThreadPoolExecutor | None = None
         self._path: str | None = None
         self._token = uuid.uuid4().hex
@@ -257,19 +260,29 @@ class DiskStore(CheckpointStore):
         future = self._pending.pop(slot, None)
         if future is not None:
             t0 = time.perf_counter()
-            future.result()
-            self.stats["wait_seconds"] += time.perf_counter() - t0
-            self._order.remove(slot)
+            try:
+                future.result()
+            finally:
+                self.stats["wait_seconds"] += time.perf_counter() - t0
+                self._order.remove(slot)
+                self._spare.append(self._inflight.pop(slot))
 
     def save(self, step: int, slot: int) -> None:
-        """Copy the live ``x[step]`` to host arrays and queue their file for ``slot``."""
+        """Copy the live ``x[step]`` to host arrays and queue their file for ``slot``.
+
+        The host arrays are reused from write to write (at most ``max_pending`` sets
+        exist): allocating a large state per save fragments the C heap, and the
+        process's resident memory would grow with every file.
+        """
         stepper = self._bound()
-        arrays = {name: np.empty(shape, dtype=dtype) for name, (shape, dtype) in self._spec.items()}
-        stepper.export_state(step, arrays)
         self._wait(slot)                     # an earlier write of this slot finishes first
         while len(self._order) >= self.max_pending:
             self._wait(self._order[0])
+        arrays = self._spare.pop() if self._spare else {
+            name: np.empty(shape, dtype=dtype) for name, (shape, dtype) in self._spec.items()}
+        stepper.export_state(step, arrays)
         assert self._pool is not None
+        self._inflight[slot] = arrays
         self._pending[slot] = self._pool.submit(self._write, step, slot, arrays)
         self._order.append(slot)
 
@@ -332,8 +345,11 @@ class DiskStore(CheckpointStore):
         path = self._file(slot)
         try:
             with open(path, "rb") as fh:
-                blob = memoryview(bytearray(os.fstat(fh.fileno()).st_size))
-                got = fh.readinto(blob)
+                size = os.fstat(fh.fileno()).st_size
+                if len(self._buffer) < size:
+                    self._buffer = bytearray(size)
+                got = fh.readinto(memoryview(self._buffer)[:size])
+                blob = memoryview(self._buffer)
         except FileNotFoundError:
             raise RuntimeError(f"checkpoint file {path} is missing: x[{step}] was never "
                                "saved to this store, or the file was removed") from None
@@ -386,6 +402,9 @@ class DiskStore(CheckpointStore):
             finalizer()
         self._pending.clear()
         self._order.clear()
+        self._inflight.clear()
+        self._spare.clear()
+        self._buffer = bytearray()
         self._pool = None
         self._path = None
 

@@ -499,3 +499,19 @@ def test_your_own_model_from_npy_or_segy(tmp_path: pathlib.Path) -> None:
     res = cli("run", "layered", "--smoke", "--quiet", "--set", f"model={tmp_path / 'mine.npy'}",
               "--set", "model_spacing=20", "--out", str(tmp_path / "o"))
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_fwi_gradients_spill_to_disk_with_the_same_bits(tmp_path: pathlib.Path) -> None:
+    # The schedule text the CLI takes (--checkpoint budget:SIZE,disk:SIZE,dir:PATH) reaches
+    # every gradient; a memory tier of two states and a disk tier give store-all's bits.
+    _, initial, data = tiny_problem()
+    reference = serial_evaluator(checkpoint="all")
+    loss, grad = reference(initial, data)
+    group, _ = reference._parts(initial, data)[0]
+    state = group.simulation._stepper().state_nbytes
+    spill = serial_evaluator(checkpoint=f"budget:{2 * state},disk:{30 * state},dir:{tmp_path}")
+    plan = spill.check(initial, data)
+    assert type(plan).__name__ == "TwoLevel" and plan.tier_slots(119)["disk"] > 0, plan
+    loss2, grad2 = spill(initial, data)
+    assert loss2 == loss
+    np.testing.assert_array_equal(grad2, grad)
