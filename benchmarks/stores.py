@@ -50,7 +50,8 @@ def main() -> None:
         stores = [("device", DeviceStore()), ("host", HostStore()),
                   ("disk", DiskStore(scratch)),
                   ("disk, lossless", DiskStore(scratch, compression="lossless")),
-                  ("disk, float16", DiskStore(scratch, compression="float16"))]
+                  ("disk, float16", DiskStore(scratch, compression="float16")),
+                  ("disk, zfp 1e-5", DiskStore(scratch, compression="zfp", tolerance=1e-5))]
         for name, store in stores:
             t0 = time.perf_counter()
             res = sim.value_and_grad(loss, checkpoint=schedule, store=store)

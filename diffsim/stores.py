@@ -151,8 +151,9 @@ class HostStore(CheckpointStore):
 
 
 #: Compression of a :class:`DiskStore`: none, lossless (byte shuffle, then zstd, or zlib
-#: without the ``zstandard`` package), or lossy float16 (then lossless).
-COMPRESSIONS = (None, "lossless", "float16")
+#: without the ``zstandard`` package), lossy float16 (then lossless), or lossy zfp with an
+#: error bound (the ``zfpy`` package).
+COMPRESSIONS = (None, "lossless", "float16", "zfp")
 
 _MAGIC = b"DSCK1\n"
 
@@ -165,6 +166,28 @@ def _codec() -> tuple[str, Any, Any]:
         return "zlib", (lambda b: zlib.compress(b, 1)), zlib.decompress
     return ("zstd", zstandard.ZstdCompressor(level=1).compress,
             zstandard.ZstdDecompressor().decompress)
+
+
+def _zfpy() -> Any:
+    try:
+        return importlib.import_module("zfpy")
+    except ImportError:
+        raise ImportError("compression='zfp' needs the zfpy package: pip install zfpy (or "
+                          "pip install 'diffsim[compression]'); 'float16' is the lossy choice "
+                          "without it") from None
+
+
+def _zfp_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """An array shape zfp takes (1 to 4 axes).
+
+    The last two axes (x blocks, lanes) join into x; leading axes join until four remain.
+    """
+    if len(shape) <= 1:
+        return (max(1, int(np.prod(shape))),)
+    block = (*shape[:-2], shape[-2] * shape[-1])
+    while len(block) > 4:
+        block = (block[0] * block[1], *block[2:])
+    return block
 
 
 def _shuffle(raw: bytes, itemsize: int) -> bytes:
@@ -193,7 +216,11 @@ class DiskStore(CheckpointStore):
         compression: ``None``; ``"lossless"`` (byte shuffle + zstd where the ``zstandard``
             package is installed, else zlib: the same bits back); ``"float16"`` (lossy:
             each array divided by its largest magnitude and rounded to float16 before the
-            lossless step; the gradient changes, so measure it on your problem).
+            lossless step; the gradient changes, so measure it on your problem);
+            ``"zfp"`` (lossy with an error bound: zfp's fixed-accuracy mode, each value
+            within ``tolerance`` times its array's largest magnitude; needs the ``zfpy``
+            package, ``pip install diffsim[compression]``).
+        tolerance: the relative error bound of ``"zfp"`` (default 1e-5).
         max_pending: writes in flight before a save waits (each holds one state in RAM).
 
     Attributes:
@@ -206,10 +233,16 @@ class DiskStore(CheckpointStore):
     in_place = False
 
     def __init__(self, directory: str | os.PathLike[str] | None = None, *,
-                 compression: str | None = None, max_pending: int = 2) -> None:
+                 compression: str | None = None, tolerance: float = 1e-5,
+                 max_pending: int = 2) -> None:
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression={compression!r}; choose one of {COMPRESSIONS} "
-                             "(float16 is lossy)")
+                             "(float16 and zfp are lossy)")
+        if not (isinstance(tolerance, int | float) and 0 < tolerance < 1):
+            raise ValueError(f"tolerance={tolerance!r} must be in (0, 1): zfp's error bound "
+                             "relative to each array's largest magnitude")
+        self._zfp: Any = _zfpy() if compression == "zfp" else None
+        self.tolerance = float(tolerance)
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
             raise ValueError(f"max_pending={max_pending!r} must be a positive int")
         self.directory = checkpoint_directory(directory)
@@ -297,12 +330,21 @@ class DiskStore(CheckpointStore):
         Uncompressed, the bytes are a view of the array: no copy of a large state.
         """
         scale = 1.0
+        if self.compression == "zfp" and arr.dtype.kind == "f" and arr.size:
+            peak = float(np.abs(arr).max())
+            if peak > 0 and np.isfinite(peak):
+                bound = self.tolerance * peak
+                block = _zfp_shape(arr.shape)
+                packed = self._zfp.compress_numpy(np.ascontiguousarray(arr).reshape(block),
+                                                  tolerance=bound)
+                return memoryview(packed), "zfp", bound
+            return np.ascontiguousarray(arr).data.cast("B"), str(arr.dtype), 1.0
         if self.compression == "float16":
             peak = float(np.abs(arr).max()) if arr.size else 0.0
             scale = peak if peak > 0 and np.isfinite(peak) else 1.0
             arr = (arr / scale).astype(np.float16)
         arr = np.ascontiguousarray(arr)
-        if self.compression is None:
+        if self.compression in (None, "zfp"):
             return arr.data.cast("B"), str(arr.dtype), scale
         packed = self._codec[1](_shuffle(arr.tobytes(), arr.dtype.itemsize))
         return memoryview(packed), str(arr.dtype), scale
@@ -316,8 +358,10 @@ class DiskStore(CheckpointStore):
             parts.append(data)
             crc = zlib.crc32(data, crc)
             meta.append([name, list(arr.shape), str(arr.dtype), stored, len(data), scale])
+        codec = self._codec[0] if self.compression in ("lossless", "float16") else (
+            self.compression)
         header = json.dumps({"token": self._token, "step": step, "slot": slot,
-                             "codec": self._codec[0] if self.compression else None,
+                             "codec": codec,
                              "arrays": meta, "crc32": crc}).encode()
         final = self._file(slot)
         tmp = final + ".tmp"
@@ -379,7 +423,11 @@ class DiskStore(CheckpointStore):
         for name, shape, dtype, stored, size, scale in head["arrays"]:
             data: Any = payload[at:at + size]
             at += size
-            if head["codec"] is not None:
+            if stored == "zfp":
+                zfp = self._zfp or _zfpy()
+                out[name] = zfp.decompress_numpy(bytes(data)).reshape(shape).astype(dtype)
+                continue
+            if head["codec"] not in (None, "zfp"):
                 decompress = self._codec[2] if head["codec"] == self._codec[0] else zlib.decompress
                 data = _unshuffle(decompress(data), np.dtype(stored).itemsize)
             values = np.frombuffer(data, dtype=stored).reshape(shape)

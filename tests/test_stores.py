@@ -162,12 +162,43 @@ def test_disk_store_zlib_fallback_and_float16(tmp_path, monkeypatch) -> None:
     stepper.destroy()
 
 
+def test_disk_store_zfp_bounds_the_error(tmp_path) -> None:
+    # zfp's fixed-accuracy mode: every value within tolerance x its array's largest
+    # magnitude; the gradient moves less as the bound tightens, and never by nothing.
+    zfpy = pytest.importorskip("zfpy")
+    import diffsim.stores as stores
+
+    z, x = np.meshgrid(np.arange(40), np.arange(6 * 16), indexing="ij")   # a smooth wave
+    arr = (1e-7 * np.sin(0.3 * z + 0.2 * x)).reshape(1, 40, 6, 16).repeat(2, 0)
+    arr = arr.astype(np.float32)
+    store = stores.DiskStore(tmp_path, compression="zfp", tolerance=1e-4)
+    data, stored, bound = store._encode(arr)
+    back = zfpy.decompress_numpy(bytes(data)).reshape(arr.shape)
+    assert stored == "zfp" and bound == pytest.approx(1e-4 * np.abs(arr).max())
+    assert 0 < np.abs(back - arr).max() <= bound and len(data) < arr.nbytes
+    stepper, cot = acoustic("arrays")
+    schedule = Binomial(slots=3)
+    _, g_d, _ = run(stepper, cot, schedule, DeviceStore())
+    errors = []
+    for tol in (1e-3, 1e-6):
+        store = stores.DiskStore(tmp_path, compression="zfp", tolerance=tol)
+        _, g, _ = run(stepper, cot, schedule, store)
+        errors.append(np.abs(g["velocity"] - g_d["velocity"]).max()
+                      / np.abs(g_d["velocity"]).max())
+        assert store.stats["bytes_written"] < store.stats["state_bytes"]
+        store.close()
+    assert 0 < errors[1] < errors[0] < 1e-2, errors
+    stepper.destroy()
+
+
 def test_disk_store_refuses_files_it_cannot_trust(tmp_path) -> None:
     import diffsim.stores as stores
 
     stepper, cot = chain("hand")
-    with pytest.raises(ValueError, match="compression='zfp'"):
-        stores.DiskStore(tmp_path, compression="zfp")
+    with pytest.raises(ValueError, match="compression='lz4'"):
+        stores.DiskStore(tmp_path, compression="lz4")
+    with pytest.raises(ValueError, match="tolerance=2"):
+        stores.DiskStore(tmp_path, compression="zfp", tolerance=2)
     with pytest.raises(ValueError, match="does not exist"):
         stores.DiskStore(tmp_path / "nowhere")
 
