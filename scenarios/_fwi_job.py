@@ -136,7 +136,10 @@ def _clear_failed_start(out: pathlib.Path) -> bool:
 
 
 class SurfaceSurvey(Protocol):
-    """The scenario fields of a surface acquisition (FWI and RTM scenarios have them)."""
+    """The scenario fields of a surface acquisition (FWI and RTM scenarios have them).
+
+    ``shots`` and ``receivers`` are counts in 2D, ``(along y, along x)`` grids in 3D.
+    """
 
     @property
     def dt(self) -> float: ...
@@ -145,9 +148,9 @@ class SurfaceSurvey(Protocol):
     @property
     def order(self) -> int: ...
     @property
-    def shots(self) -> int: ...
+    def shots(self) -> int | tuple[int, int]: ...
     @property
-    def receivers(self) -> int: ...
+    def receivers(self) -> int | tuple[int, int]: ...
     @property
     def source_depth(self) -> float: ...
     @property
@@ -158,20 +161,21 @@ class SurfaceSurvey(Protocol):
     def pml_width(self) -> int: ...
 
 
-def surface_experiment(scenario: SurfaceSurvey, shape: tuple[int, int], spacing: float,
-                       vmax: float, *, density: bool = False, free_surface: bool = False
-                       ) -> ShotData:
+def surface_experiment(scenario: SurfaceSurvey, shape: tuple[int, ...], spacing: float,
+                       vmax: float, *, density: bool = False, free_surface: bool = False,
+                       source_margin: float | None = None) -> ShotData:
     """The experiment of a scenario: time step, surface shots and receivers, Ricker wavelet.
 
-    ``dt`` is the scenario's, or 80 % of the stability limit at ``vmax`` (rounded down to
-    a microsecond); a ``dt`` above the limit (of the variable-density scheme with
-    ``density``) is refused with the limit in the message. The PML is tuned to ``vmax``
-    and the peak frequency, so every simulation of the run has the same one. The
-    observed traces are zeros, to be filled.
+    ``dt`` is the scenario's, or 80 % of the stability limit at ``vmax`` on the grid of
+    ``shape`` (2D or 3D; rounded down to a microsecond); a ``dt`` above the limit (of the
+    variable-density scheme with ``density``) is refused with the limit in the message.
+    The shots and receivers are :func:`~diffsim.fwi.surface_acquisition`'s (with
+    ``source_margin``). The PML is tuned to ``vmax`` and the peak frequency, so every
+    simulation of the run has the same one. The observed traces are zeros, to be filled.
     """
     from diffsim.acoustic import max_stable_dt, ricker
 
-    limit = max_stable_dt(vmax, (spacing, spacing), scenario.order, density=density)
+    limit = max_stable_dt(vmax, (spacing,) * len(shape), scenario.order, density=density)
     dt = scenario.dt or float(np.floor(0.8 * limit * 1e6) / 1e6)
     if dt > limit:
         scheme = " of the variable-density scheme" if density else ""
@@ -182,29 +186,34 @@ def surface_experiment(scenario: SurfaceSurvey, shape: tuple[int, int], spacing:
     nt = int(round(scenario.duration / dt)) + 1
     src, rec = surface_acquisition(shape, spacing, scenario.shots, scenario.receivers,
                                    source_depth=scenario.source_depth,
-                                   receiver_depth=scenario.receiver_depth)
+                                   receiver_depth=scenario.receiver_depth,
+                                   source_margin=source_margin)
     return ShotData(spacing, dt, ricker(scenario.peak_frequency, dt, nt), src, rec,
-                    np.zeros((scenario.shots, scenario.receivers, nt)), order=scenario.order,
+                    np.zeros((len(src), len(rec), nt)), order=scenario.order,
                     pml_width=scenario.pml_width, free_surface=free_surface,
                     pml_velocity=vmax, pml_frequency=scenario.peak_frequency)
 
 
 def check_same_scenario(scenario: Scenario, saved: pathlib.Path) -> None:
-    """``--resume`` continues the run in ``saved`` only with the same settings (iterations aside)."""
+    """``--resume`` continues the run in ``saved`` only with the same settings.
+
+    ``iterations`` may differ (a longer run continues a shorter one), and so may a
+    ``checkpoint`` field: every checkpoint plan gives the same gradient bits.
+    """
     import tomllib
 
     # both sides as the current version writes them (fields that do not apply dropped)
     before = type(scenario).from_dict(tomllib.loads(saved.read_text(encoding="utf-8"))).as_dict()
     now = scenario.as_dict()
     differ = sorted(k for k in set(before) | set(now)
-                    if k != "iterations" and before.get(k) != now.get(k))
+                    if k not in ("iterations", "checkpoint") and before.get(k) != now.get(k))
     if differ:
         raise ValueError(f"--resume: the scenario differs from the one in {saved} in "
                          f"{', '.join(differ)}; resume with the same settings or choose "
                          "another --out")
 
 
-def _check_out(scenario: FwiScenario, out: pathlib.Path, resume: bool) -> None:
+def _check_out(scenario: Scenario, out: pathlib.Path, resume: bool) -> None:
     """Refuse to mix runs: a folder holding a run needs --resume, with the same scenario.
 
     A folder whose run finished no iteration (a failed start: a bad time step, an

@@ -12,36 +12,71 @@ from scipy import signal
 
 # -- acquisition and data ------------------------------------------------------------------
 
-def surface_acquisition(shape: tuple[int, int], spacing: float, shots: int, receivers: int, *,
-                        source_depth: float, receiver_depth: float
+def surface_acquisition(shape: tuple[int, ...], spacing: float, shots: int | Sequence[int],
+                        receivers: int | Sequence[int], *, source_depth: float,
+                        receiver_depth: float, source_margin: float | None = None
                         ) -> tuple[np.ndarray, np.ndarray]:
-    """Sources and receivers spread evenly along the surface of a ``[z, x]`` grid.
+    """Sources and receivers spread evenly over the surface of a ``[z, x]`` or ``[z, y, x]`` grid.
+
+    Along each lateral axis the sources run from ``source_margin`` to the side's length
+    minus it (one shot: the middle) and the receivers from one side to the other. In 3D
+    both are grids, numbered with ``x`` fastest.
 
     Args:
-        shape: the model's ``(nz, nx)``.
+        shape: the model's ``(nz, nx)`` or ``(nz, ny, nx)``.
         spacing: grid spacing in m.
-        shots: number of shots (one source each), at least 1.
-        receivers: receivers shared by every shot, at least 1.
+        shots: 2D: number of shots (one source each), at least 1; 3D: ``(along y, along
+            x)``, a grid of shots.
+        receivers: receivers shared by every shot, as ``shots`` (a count, or a grid in 3D).
         source_depth: depth of the sources in m.
         receiver_depth: depth of the receivers in m.
+        source_margin: m between each side and the outermost sources (default
+            ``min(2 spacing, 5 % of the side)``).
 
     Returns:
-        ``sources [shot, 2]`` and ``receivers [receiver, 2]`` in m as ``(z, x)``.
+        ``sources [shot, ndim]`` and ``receivers [receiver, ndim]`` in m as ``(z, x)`` or
+        ``(z, y, x)``.
     """
-    nz, nx = shape
-    width, depth = (nx - 1) * spacing, (nz - 1) * spacing
-    for name, count in (("shots", shots), ("receivers", receivers)):
-        if not isinstance(count, (int, np.integer)) or count < 1:
-            raise ValueError(f"{name}={count!r} must be a positive integer")
+    if len(shape) not in (2, 3):
+        raise ValueError(f"shape={tuple(shape)} must be (nz, nx) or (nz, ny, nx)")
+    nz, *sides = shape
+    depth = (nz - 1) * spacing
+    shot_counts = _counts("shots", shots, len(sides))
+    receiver_counts = _counts("receivers", receivers, len(sides))
     for name, z in (("source_depth", source_depth), ("receiver_depth", receiver_depth)):
         if not 0 <= z <= depth:
             raise ValueError(f"{name}={z} m must lie in [0, {depth:g}] m (the model's depth)")
-    margin = min(2 * spacing, 0.05 * width)
-    xs = np.linspace(margin, width - margin, shots) if shots > 1 else np.array([0.5 * width])
-    xr = np.linspace(0.0, width, receivers) if receivers > 1 else np.array([0.5 * width])
-    src = np.stack([np.full(shots, float(source_depth)), xs], axis=1)
-    rec = np.stack([np.full(receivers, float(receiver_depth)), xr], axis=1)
-    return src, rec
+    src_axes, rec_axes = [], []
+    for n, n_src, n_rec in zip(sides, shot_counts, receiver_counts, strict=True):
+        width = (n - 1) * spacing
+        margin = min(2 * spacing, 0.05 * width) if source_margin is None else source_margin
+        if not 0 <= margin <= 0.5 * width:
+            raise ValueError(f"source_margin={source_margin} m must lie in [0, {0.5 * width:g}] "
+                             f"m (half the model's side of {width:g} m)")
+        src_axes.append(np.linspace(margin, width - margin, n_src) if n_src > 1
+                        else np.array([0.5 * width]))
+        rec_axes.append(np.linspace(0.0, width, n_rec) if n_rec > 1 else np.array([0.5 * width]))
+    return _surface_grid(source_depth, src_axes), _surface_grid(receiver_depth, rec_axes)
+
+
+def _counts(name: str, count: int | Sequence[int], axes: int) -> tuple[int, ...]:
+    """``count`` as one positive int per lateral axis (a number in 2D, a pair in 3D)."""
+    if axes == 1:
+        if not isinstance(count, (int, np.integer)) or count < 1:
+            raise ValueError(f"{name}={count!r} must be a positive integer")
+        return (int(count),)
+    counts = tuple(count) if isinstance(count, Sequence) else ()
+    if len(counts) != axes or not all(isinstance(c, (int, np.integer)) and c >= 1
+                                      for c in counts):
+        raise ValueError(f"{name}={count!r} must be [along y, along x], two positive integers "
+                         "(a grid on the surface of a 3D model)")
+    return tuple(int(c) for c in counts)
+
+
+def _surface_grid(depth: float, axes: Sequence[np.ndarray]) -> np.ndarray:
+    """``[point, 1 + len(axes)]``: each combination of the lateral ``axes`` (last fastest) at ``depth``."""
+    lateral = [a.ravel() for a in np.meshgrid(*axes, indexing="ij")]
+    return np.stack([np.full(lateral[0].size, float(depth)), *lateral], axis=1)
 
 
 def lowpass(data: np.ndarray, dt: float, cutoff: float | None, *, order: int = 8) -> np.ndarray:
@@ -75,8 +110,8 @@ class ShotData:
         spacing: grid spacing in m.
         dt: time step and sample interval in s.
         wavelet: ``[nt]`` source time function shared by every shot.
-        sources: ``[shot, 2]`` in m.
-        receivers: ``[receiver, 2]`` in m (shared by every shot).
+        sources: ``[shot, ndim]`` in m (``(z, x)`` or ``(z, y, x)``).
+        receivers: ``[receiver, ndim]`` in m (shared by every shot).
         observed: ``[shot, receiver, nt]``.
         order: spatial order of the stencil.
         pml_width: PML cells.

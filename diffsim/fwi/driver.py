@@ -21,7 +21,7 @@ from diffsim.optim import LBFGSB, EvaluationStore, History, minimize
 def update_weights(shape: tuple[int, ...], data: ShotData, *, fixed_rows: int = 0,
                    depth_power: float = 1.0, illumination: np.ndarray | None = None
                    ) -> np.ndarray:
-    """The diagonal preconditioner of a model update ``[z, x]`` (largest entry 1).
+    """The diagonal preconditioner of a model update ``[z, x]`` or ``[z, y, x]`` (largest entry 1).
 
     A depth weight ``((z + 1) / nz) ** depth_power``, zero on ``fixed_rows``, and on the
     model's edge cells divided by one plus the padding cells they stand for (an edge
@@ -29,20 +29,22 @@ def update_weights(shape: tuple[int, ...], data: ShotData, *, fixed_rows: int = 
     edges update first); with ``illumination`` ``E``, also ``1 / sqrt(E / max E + floor)``
     (a diagonal pseudo-Hessian: well-lit cells near the sources move less).
     """
-    nz, nx = shape
+    nz, *sides = shape
     z = np.arange(nz, dtype=np.float64)
     wz = ((z + 1) / nz) ** depth_power if depth_power else np.ones(nz)
     wz[:fixed_rows] = 0.0
     wz /= max(wz.max(), 1e-30)
-    wx = np.ones(nx)
     halo = data.order // 2
     top = halo + (0 if data.free_surface else data.pml_width)
     side = halo + data.pml_width
     wz[0] /= 1 + top
     wz[-1] /= 1 + side
-    wx[0] /= 1 + side
-    wx[-1] /= 1 + side
-    w = wz[:, None] * wx[None, :]
+    w = wz.reshape(nz, *(1 for _ in sides))
+    for axis, n in enumerate(sides, start=1):   # y and x (2D: x only)
+        wa = np.ones(n)
+        wa[0] /= 1 + side
+        wa[-1] /= 1 + side
+        w = w * wa.reshape([n if k == axis else 1 for k in range(len(shape))])
     if illumination is not None:
         e = np.asarray(illumination, dtype=np.float64)
         w = w / np.sqrt(e / max(float(e.max()), 1e-300) + ILLUMINATION_FLOOR)
@@ -64,7 +66,7 @@ class Inversion:
 
     Attributes:
         data: the experiment (observed traces included).
-        initial: starting velocity ``[z, x]`` in m/s.
+        initial: starting velocity ``[z, x]`` or ``[z, y, x]`` in m/s.
         stages: frequency stages, low to high.
         bounds: ``(vmin, vmax)`` in m/s.
         evaluator: velocity -> (loss, gradient) over all shots.
@@ -74,7 +76,7 @@ class Inversion:
         depth_power: the preconditioner weights cells by ``(z / z_max) ** depth_power``
             (0 for none).
         smoothing: Gaussian smoothing of the update in cells (0 for none).
-        illumination: source illumination ``[z, x]`` (see :func:`illumination`); when given,
+        illumination: source illumination, shaped as the model (see :func:`illumination`); when given,
             the update is scaled by ``1 / sqrt(E / max E + floor)`` (a diagonal
             pseudo-Hessian: well-lit cells near the sources move less).
         step: the largest velocity change in m/s of each stage's first iteration (the
@@ -222,7 +224,7 @@ class InversionResult:
     """What :meth:`Inversion.run` returns.
 
     Attributes:
-        model: the final velocity ``[z, x]``.
+        model: the final velocity, shaped as the starting model.
         history: one entry per iteration, iteration 0 the start (stage, loss, gradient norm,
             stage misfit, model error, seconds).
         first_gradient: ``dL/dv`` at the starting model on the first stage's data.

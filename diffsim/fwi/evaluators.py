@@ -15,6 +15,7 @@ import numpy as np
 
 from diffsim._runtime import Arch, Precision
 from diffsim._simulation import Simulation
+from diffsim._tape import TapeReport
 from diffsim.checkpoint import Schedule
 from diffsim.fwi.data import ShotData
 from diffsim.losses import L2
@@ -76,6 +77,9 @@ def elastic_simulation(vp: np.ndarray, data: ShotData, *, vs: np.ndarray, rho: n
 
 class _ShotGroup:
     """One kept simulation for a fixed set of shots, reused across models and stages."""
+
+    #: The tape's report of the last gradient (set by :meth:`evaluate`).
+    report: TapeReport
 
     def __init__(self, velocity: np.ndarray, data: ShotData, checkpoint: str | None,
                  factory: SimulationFactory | None = None, output: str = "traces") -> None:
@@ -178,6 +182,14 @@ class SerialShots:
             for name in models:
                 grads[name] += g[name]
         return loss, grads
+
+    def reports(self) -> list[TapeReport]:
+        """The tape report of each group's last gradient (schedule, tiers, disk traffic).
+
+        One per group of shots that has computed a gradient; after :meth:`evaluate` (or a
+        call), those of that evaluation, in shot order.
+        """
+        return [g.report for g in self._groups.values() if hasattr(g, "report")]
 
     def forward(self, models: np.ndarray | Mapping[str, np.ndarray], data: ShotData, *,
                 every: int | None = None,

@@ -1,4 +1,4 @@
-"""Figures of an inversion: models, shot gathers, gradient, loss curve, wavefield GIF.
+"""Figures of an inversion: models (3D ones as slices), shot gathers, gradient, loss, wavefield GIF.
 
 Every figure is written atomically (a temporary file in the same folder, then a rename).
 """
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["costate_figure", "gradient_figure", "image_figure", "loss_figure", "model_figure",
-           "model_grid_figure", "pyplot", "save_figure", "shot_figure", "wavefield_gif"]
+           "model_grid_figure", "model_slices_figure", "pyplot", "save_figure", "shot_figure",
+           "wavefield_gif"]
 
 
 def _extent_km(shape: tuple[int, int], spacing: float) -> list[float]:
@@ -29,19 +30,24 @@ def _extent_km(shape: tuple[int, int], spacing: float) -> list[float]:
 
 def _model_panel(fig: Figure, ax: Any, title: str, m: np.ndarray, spacing: float,
                  scale: tuple[float, float], unit: tuple[str, float], *,
-                 sources: np.ndarray | None = None, receivers: np.ndarray | None = None
-                 ) -> None:
-    """One model ``[z, x]`` on the colour range ``scale`` (SI units), km axes, a colour bar."""
+                 sources: np.ndarray | None = None, receivers: np.ndarray | None = None,
+                 ylabel: str = "depth (km)", colorbar: bool = True) -> Any:
+    """One model ``[z, x]`` on the colour range ``scale`` (SI units), km axes, a colour bar.
+
+    ``sources`` and ``receivers`` are ``(row, column)`` positions in m; returns the image.
+    """
     label, div = unit
     im = ax.imshow(m / div, extent=_extent_km(m.shape, spacing), vmin=scale[0] / div,
                    vmax=scale[1] / div, cmap="viridis", aspect="equal")
     ax.set_title(title)
-    ax.set_ylabel("depth (km)")
+    ax.set_ylabel(ylabel)
     if sources is not None:
         ax.plot(sources[:, 1] / 1e3, sources[:, 0] / 1e3, "r*", ms=6, label="sources")
     if receivers is not None:
         ax.plot(receivers[:, 1] / 1e3, receivers[:, 0] / 1e3, "wv", ms=2, label="receivers")
-    fig.colorbar(im, ax=ax, label=label, shrink=0.9)
+    if colorbar:
+        fig.colorbar(im, ax=ax, label=label, shrink=0.9)
+    return im
 
 
 def model_figure(path: pathlib.Path, models: Sequence[tuple[str, np.ndarray]], spacing: float,
@@ -103,6 +109,56 @@ def model_grid_figure(path: pathlib.Path,
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+def model_slices_figure(path: pathlib.Path, models: Sequence[tuple[str, np.ndarray]],
+                        spacing: float, *, sources: np.ndarray | None = None,
+                        receivers: np.ndarray | None = None,
+                        unit: tuple[str, float] = ("km/s", 1e3), title: str = "") -> None:
+    """Volumes ``[z, y, x]`` as three orthogonal slices through the middle, one row each.
+
+    Columns: the ``z-x`` section at the middle ``y``, the ``z-y`` section at the middle
+    ``x`` and the ``y-x`` map at the middle depth; every panel on one colour scale, axes
+    in km. The acquisition (``[n, 3]`` positions ``(z, y, x)`` in m) is drawn on the first
+    row's map.
+
+    Args:
+        path: the PNG to write.
+        models: ``[(title, model [z, y, x])]``, all of one shape.
+        spacing: grid spacing in m.
+        sources: ``[shot, 3]`` in m, or ``None``.
+        receivers: ``[receiver, 3]`` in m, or ``None``.
+        unit: the colour bar's label and the divisor from SI units.
+        title: the figure's title.
+    """
+    plt = pyplot()
+    scale = (min(float(m.min()) for _, m in models), max(float(m.max()) for _, m in models))
+    nz, ny, nx = models[0][1].shape
+    iz, iy, ix = nz // 2, ny // 2, nx // 2
+    km = spacing / 1e3
+    height = 3.0 * max(nz, ny) / nx + 0.9
+    fig, axes = plt.subplots(len(models), 3, squeeze=False, layout="constrained",
+                             figsize=(13, 0.6 + len(models) * height),
+                             gridspec_kw={"width_ratios": [nx, ny, nx]})
+    image = None
+    for r, (name, m) in enumerate(models):
+        map_view = r == 0
+        panels = [(f"{name}: z-x at y = {iy * km:.2f} km", m[:, iy, :], "x (km)", "depth (km)",
+                   None, None),
+                  (f"{name}: z-y at x = {ix * km:.2f} km", m[:, :, ix], "y (km)", "depth (km)",
+                   None, None),
+                  (f"{name}: y-x at z = {iz * km:.2f} km", m[iz], "x (km)", "y (km)",
+                   None if sources is None or not map_view else sources[:, 1:],
+                   None if receivers is None or not map_view else receivers[:, 1:])]
+        for c, (label, cut, xlabel, ylabel, src, rec) in enumerate(panels):
+            image = _model_panel(fig, axes[r, c], label, cut, spacing, scale, unit,
+                                 sources=src, receivers=rec, ylabel=ylabel, colorbar=False)
+            axes[r, c].set_xlabel(xlabel)
+            axes[r, c].title.set_fontsize(9)
+    fig.colorbar(image, ax=axes.ravel().tolist(), label=unit[0], shrink=0.8)
+    if title:
+        fig.suptitle(title)
     save_figure(fig, path)
 
 
