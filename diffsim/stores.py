@@ -23,6 +23,7 @@ import importlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -207,7 +208,9 @@ class DiskStore(CheckpointStore):
     the file back and checks it. Each file is written under a temporary name and renamed
     when complete, and carries the run's token, the step and a CRC32 of its payload, so a
     killed run leaves nothing a later load could take for a valid state: a load of a
-    missing, partial, foreign or corrupted file raises an error naming it.
+    missing, partial, foreign or corrupted file raises an error naming it. The folder of a
+    process killed before it could remove it is removed by the next disk store bound on
+    the same host.
 
     Args:
         directory: where to write (a fresh subdirectory per store, removed by
@@ -270,7 +273,10 @@ class DiskStore(CheckpointStore):
         self._stepper = stepper
         self._spec = stepper.state_spec()
         stepper.allocate_checkpoints(0)  # scratch for reverses from live buffers only
-        self._path = tempfile.mkdtemp(prefix="diffsim-checkpoints-", dir=self.directory)
+        _sweep_orphans(self.directory)
+        self._path = tempfile.mkdtemp(prefix=_PREFIX, dir=self.directory)
+        with open(os.path.join(self._path, _OWNER), "w", encoding="ascii") as fh:
+            fh.write(f"{socket.gethostname()} {os.getpid()}\n")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffsim-disk")
         self._finalizer = weakref.finalize(self, _remove, self._pool, self._path)
 
@@ -455,6 +461,42 @@ class DiskStore(CheckpointStore):
         self._buffer = bytearray()
         self._pool = None
         self._path = None
+
+
+_PREFIX = "diffsim-checkpoints-"
+_OWNER = "owner"
+
+
+def _sweep_orphans(directory: str) -> None:
+    """Remove checkpoint folders that processes killed on this host left behind.
+
+    Each store's folder names its host and process; a folder whose process no longer
+    runs (``kill -9``, a crash: no ``close`` ran) is only disk space, never a state a new
+    run would read (files carry their run's token), so the next store on this host
+    removes it.
+    """
+    host = socket.gethostname()
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            with open(os.path.join(entry.path, _OWNER), encoding="ascii") as fh:
+                owner_host, pid_text = fh.read().split()
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue    # not ours to judge (no owner file, or one being written)
+        if owner_host != host or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except OSError:
+            continue    # alive under another user
 
 
 def _remove(pool: ThreadPoolExecutor, path: str) -> None:

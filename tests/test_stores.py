@@ -191,6 +191,34 @@ def test_disk_store_zfp_bounds_the_error(tmp_path) -> None:
     stepper.destroy()
 
 
+def test_folders_of_killed_runs_are_removed_by_the_next_store(tmp_path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    import diffsim.stores as stores
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    owners = {"killed": f"{host} {dead.pid}", "alive": f"{host} {os.getppid()}",
+              "elsewhere": f"another-host {dead.pid}", "unowned": None}
+    for name, owner in owners.items():
+        folder = tmp_path / f"diffsim-checkpoints-{name}"
+        folder.mkdir()
+        (folder / "slot000000.ckpt").write_bytes(b"x" * 100)
+        if owner is not None:
+            (folder / "owner").write_text(owner + "\n")
+    stepper, cot = chain("hand")
+    store = stores.DiskStore(tmp_path)
+    Tape(stepper, checkpoint=Binomial(slots=3), store=store)
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name != os.path.basename(store.path))
+    assert left == ["diffsim-checkpoints-alive", "diffsim-checkpoints-elsewhere",
+                    "diffsim-checkpoints-unowned"]
+    store.close()
+    stepper.destroy()
+
+
 def test_disk_store_refuses_files_it_cannot_trust(tmp_path) -> None:
     import diffsim.stores as stores
 
