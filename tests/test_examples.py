@@ -85,7 +85,7 @@ def test_python_m_diffsim_and_version() -> None:
 def test_cli_bad_options() -> None:
     res = cli("demo", "--checkpoint", "revolve:3", "--smoke")
     assert res.returncode == 2
-    assert "use all, uniform:K, binomial:S or budget:SIZE" in res.stderr
+    assert "use all, uniform:K, binomial:S, twolevel:S,D or budget:SIZE" in res.stderr
     res = cli("demo", "--scenario", "nope", "--smoke")
     assert res.returncode == 2
     assert "unknown scenario 'nope'; known scenarios: camembert, chain" in res.stderr

@@ -501,6 +501,7 @@ def test_your_own_model_from_npy_or_segy(tmp_path: pathlib.Path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
 
 
+@pytest.mark.slow   # the tape-level spill tests run by default (test_stores)
 def test_fwi_gradients_spill_to_disk_with_the_same_bits(tmp_path: pathlib.Path) -> None:
     # The schedule text the CLI takes (--checkpoint budget:SIZE,disk:SIZE,dir:PATH) reaches
     # every gradient; a memory tier of two states and a disk tier give store-all's bits.

@@ -107,6 +107,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     return out
 
 
+@pytest.mark.slow   # the 3D kernels' first compile: about a minute cold
 def test_3d_smoke_run_spills_to_disk_and_lowers_the_misfit(smoke_run: pathlib.Path) -> None:
     summary = json.loads((smoke_run / "summary.json").read_text())
     assert summary["grid"] == [16, 16, 20] and summary["shots"] == 4

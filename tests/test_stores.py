@@ -289,6 +289,7 @@ def test_tiered_store_splits_slots_between_ram_and_disk(tmp_path) -> None:
     stepper.destroy()
 
 
+@pytest.mark.slow   # every stepper x three plans; test_budget_spills_to_disk_by_itself runs by default
 def test_two_level_through_device_host_and_disk_is_bitwise(tmp_path) -> None:
     # The tape builds the tiered store the schedule's layout asks for; the device tier's
     # slots stay in the fused kernels, the host's and disk's move around the runs. Every
