@@ -964,7 +964,8 @@ def simulate(actions: Iterable[Action], n: int, *,
     for name, count in (tiers or {}).items():
         start = bounds[-1][2] if bounds else 0
         bounds.append((name, start, start + count))
-    per = {name: [0, 0, 0, 0, 0] for name, _, _ in bounds}  # slots, in use, peak, saves, loads
+    # per tier: slots (highest local slot + 1), in use, peak, saves, loads, first slot
+    per = {name: [0, 0, 0, 0, 0, lo] for name, lo, _ in bounds}
 
     def tier_of(index: int, act: Action, slot: int) -> list[int] | None:
         if not bounds:
@@ -996,8 +997,7 @@ def simulate(actions: Iterable[Action], n: int, *,
                 tc[1] += 1
                 tc[2] = max(tc[2], tc[1])
                 tc[3] += 1
-                tc[0] = max(tc[0], act.slot + 1 - next(lo for nm, lo, hi in bounds
-                                                       if lo <= act.slot < hi))
+                tc[0] = max(tc[0], act.slot + 1 - tc[5])
         elif type(act) is Restore:
             if held.get(act.slot) != act.step:
                 raise ValueError(f"action {index} {act}: slot holds {held.get(act.slot)}")
