@@ -75,3 +75,69 @@ def lean(kernel: Any) -> Any:
         finally:
             cfg.advanced_optimization = before
     return call
+
+
+@ti.func
+def barrier(bar: ti.template(), workers: ti.i32, count: ti.i32):
+    """Wait until each of ``workers`` tasks has arrived at its ``count``-th barrier (1, 2, …).
+
+    ``bar[0]`` counts arrivals since the launch zeroed it; a no-op for one worker. Only
+    for the tasks of one parallel loop that the thread pool runs at once (no more tasks
+    than threads; :mod:`diffsim._parallel`): a task waiting here keeps its thread.
+    """
+    if workers > 1:
+        ti.atomic_add(bar[0], 1)
+        while ti.atomic_add(bar[0], 0) < count * workers:
+            pass
+
+
+@ti.func
+def sync(bar: ti.template(), group: ti.i32, passed: ti.i32) -> ti.i32:
+    """The barrier of a band group (none for a group of one); returns barriers passed."""
+    n = passed
+    if group > 1:
+        n += 1
+        barrier(bar, group, n)
+    return n
+
+
+@ti.func
+def cut(n: ti.i32, part: ti.i32, parts: ti.i32) -> ti.i32:
+    """Where part ``part`` of ``parts`` nearly equal parts of ``0 … n-1`` begins."""
+    return (n * part) // parts
+
+
+@ti.func
+def units(shots: ti.i32, w: ti.i32, workers: ti.i32, alone: ti.i32) -> ti.i32:
+    """Work units of worker ``w`` of ``workers``.
+
+    Its whole shots (``s % workers == w``, ``s < alone``), then one band of each of the
+    shots from ``alone`` on.
+    """
+    return (alone + workers - 1 - w) // workers + shots - alone
+
+
+@ti.func
+def unit(k: ti.i32, w: ti.i32, workers: ti.i32, alone: ti.i32):
+    """Unit ``k`` of worker ``w`` (:func:`units`) as ``(shot, rank in its group, group size)``."""
+    mine = (alone + workers - 1 - w) // workers
+    s, rank, group = k * workers + w, 0, 1
+    if k >= mine:
+        s, rank, group = alone + k - mine, w, workers
+    return s, rank, group
+
+
+def band(f: Any, s: Any, rank: Any, group: Any, **extra: Any) -> Any:
+    """Bundle ``f`` on shot ``s`` and band ``rank`` of ``group`` of its rows (plain Python).
+
+    For the cell-style bundles (``shots``, ``all_rows``, ``in_rows``: row ranges with
+    and without the frame): the first row axis is cut into ``group`` parts, each range
+    kept inside the band, which is also set as ``band`` (rows a worker's sources inject
+    into). ``extra`` items replace others. Run while a kernel compiles.
+    """
+    n = f.all_rows[0][1]
+    lo, hi = cut(n, rank, group), cut(n, rank + 1, group)
+    i0, i1 = f.in_rows[0]
+    return type(f)(**{**f.__dict__, "shots": (s, s + 1), "band": (lo, hi),
+                      "all_rows": ((lo, hi), *f.all_rows[1:]),
+                      "in_rows": ((ti.max(lo, i0), ti.min(hi, i1)), *f.in_rows[1:]), **extra})

@@ -46,7 +46,7 @@ from diffsim.kernels.acoustic._blocks import Arrays, _at, _sp
 from diffsim.kernels.acoustic.arena import View, _scalars
 from diffsim.kernels.acoustic.cells import _dminus, _dplus, _layer, _prof
 from diffsim.kernels.acoustic.forward import _lane_elem
-from diffsim.kernels.common import lean
+from diffsim.kernels.common import band, cut, lean, sync, unit, units
 
 
 def shear_pairs(ndim: int) -> tuple[tuple[int, int], ...]:
@@ -103,14 +103,15 @@ def _bundle(arena: Any, pools: Any, lay: Any, ndim: int, real: Any, lanes: int,
         items["scale"] = impl.expr_init(items["scale"])
     flat, base = [], 0
     for name in STATE:     # each state array as [level, flat], and where it goes in a slot
-        a = views[name]
-        per = a.shape[1]
-        for n in a.shape[2:]:
+        a = views[name]    # [level, component, shot, rows, xb]
+        per = a.shape[3]   # elements of one component of one shot
+        for n in a.shape[4:]:
             per = per * n
-        flat.append((View(a.field, a.offset, (2, per)), base))
-        base = base + per
+        whole = a.shape[1] * a.shape[2] * per
+        flat.append((View(a.field, a.offset, (2, whole)), base, (a.shape[1], a.shape[2], per)))
+        base = base + whole
     return Arrays(**views, ndim=ndim, dtype=real, W=lanes, halo=halo, flat=tuple(flat),
-                  pairs=shear_pairs(ndim), shots=v.shape[1], nb=v.shape[ndim + 1],
+                  pairs=shear_pairs(ndim), shots=(0, v.shape[1]), nb=v.shape[ndim + 1],
                   all_rows=tuple((0, n) for n in rows),
                   in_rows=tuple((halo, n - halo) for n in rows),
                   top_rows=((0, 1), *((0, n) for n in rows[1:])), **items)
@@ -368,29 +369,49 @@ def _velocity(f: ti.template(), src: ti.i32, dst: ti.i32, keep: ti.template()):
 
 
 @ti.func
-def _step(f: ti.template(), t: ti.i32, top: ti.i32):
-    """Step ``t`` (level ``t % 2`` to the other) and the receivers at ``t + 1``."""
+def _step(f: ti.template(), t: ti.i32, top: ti.i32, bar: ti.template(), rank: ti.i32,
+          group: ti.i32, passed: ti.i32) -> ti.i32:
+    """Step ``t`` (level ``t % 2`` to the other) and the receivers at ``t + 1``.
+
+    On the rows of ``f`` (a worker's band of one shot, :func:`band`) with a barrier of
+    the ``group`` after each pass (none for a group of one); ``rank`` 0 runs the serial
+    parts (sources, receivers, the free surface's images) between them, in the order of
+    one worker. Returns the barriers passed, counting from ``passed``.
+    """
     src, dst = t % 2, (t + 1) % 2
+    n = passed
     _velocity(f, src, dst, False)
+    n = sync(bar, group, n)
     if ti.static(f.free):
-        _image_velocity(f, f.v, dst, top, False)
+        if rank == 0:
+            _image_velocity(f, f.v, dst, top, False)
+        n = sync(bar, group, n)
     ti.loop_config(serialize=f.serial)
     for J in ti.grouped(ti.ndrange(f.shots, *f.in_rows)):
         for xb in range(1, f.nb - 1):
             _stress_block(f, J, xb, src, dst, top)
-    _sources(f, t, dst, False)
-    if ti.static(f.free):
-        _image_stress(f, f.s, dst, top, False)
-    _receivers(f, t + 1, False)
+    n = sync(bar, group, n)
+    if rank == 0:
+        _sources(f, t, dst, False)
+        if ti.static(f.free):
+            _image_stress(f, f.s, dst, top, False)
+        _receivers(f, t + 1, False)
+    return sync(bar, group, n)
 
 
 @ti.func
-def _copy_state(f: ti.template(), slot: ti.i32, lvl: ti.i32, save: ti.template()):
-    """Save (``save=True``) or restore level ``lvl`` of every state array."""
+def _copy_state(f: ti.template(), slot: ti.i32, lvl: ti.i32, save: ti.template(), s: ti.i32,
+                part: ti.i32, parts: ti.i32):
+    """Save (``save=True``) or restore level ``lvl`` of every state array of shot ``s``.
+
+    Part ``part`` of ``parts`` of each component's elements (a worker's share).
+    """
     for n in ti.static(range(len(STATE))):
-        flat, base = ti.static(f.flat[n])
+        flat, base, dims = ti.static(f.flat[n])
+        comps, shots, per = ti.static(dims)
         ti.loop_config(serialize=f.serial)
-        for k in range(flat.shape[1]):
+        for c, r in ti.ndrange(comps, (cut(per, part, parts), cut(per, part + 1, parts))):
+            k = (c * shots + s) * per + r
             if ti.static(save):
                 f.pool[slot, base + k] = flat[lvl, k]
             else:
@@ -500,39 +521,52 @@ def _stress_gather_block(f: ti.template(), J: ti.template(), xb: ti.i32):
 
 
 @ti.func
-def _reverse_step(f: ti.template(), t: ti.i32, top: ti.i32):
+def _reverse_step(f: ti.template(), t: ti.i32, top: ti.i32, bar: ti.template(), rank: ti.i32,
+                  group: ti.i32, passed: ti.i32):
     """Reverse of step ``t`` (receivers at ``t + 1`` included); ``x[t]`` at level ``t % 2``.
 
-    Returns ``|lambda[t+1]|^2`` of the velocities and stresses (f64).
+    Barriers and ``rank`` 0's serial parts as in :func:`_step`. Returns ``|lambda[t+1]|^2``
+    of the velocities and stresses on these rows (f64) and the barriers passed.
     """
     src, dst = t % 2, (t + 1) % 2
-    _receivers(f, t + 1, True)
-    if ti.static(f.free):
-        _image_stress(f, f.sg, -1, top, True)
-    _sources(f, t, dst, True)
+    n = passed
+    if rank == 0:
+        _receivers(f, t + 1, True)
+        if ti.static(f.free):
+            _image_stress(f, f.sg, -1, top, True)
+        _sources(f, t, dst, True)
+    n = sync(bar, group, n)
     _velocity(f, src, dst, True)      # recompute: the stress stage reads the new velocities
+    n = sync(bar, group, n)
     if ti.static(f.free):
-        _image_velocity(f, f.v, dst, top, False)
+        if rank == 0:
+            _image_velocity(f, f.v, dst, top, False)
+        n = sync(bar, group, n)
     sq = ti.cast(0.0, ti.f64)
     ti.loop_config(serialize=f.serial)
     for J in ti.grouped(ti.ndrange(f.shots, *f.in_rows)):
         for xb in range(1, f.nb - 1):
             sq += ti.cast(_stress_adjoint_block(f, J, xb, src, dst, top), ti.f64)
+    n = sync(bar, group, n)
     ti.loop_config(serialize=f.serial)
     for J in ti.grouped(ti.ndrange(f.shots, *f.all_rows)):
         for xb in range(1, f.nb - 1):
             _velocity_gather_block(f, J, xb)
+    n = sync(bar, group, n)
     if ti.static(f.free):
-        _image_velocity(f, f.vg, -1, top, True)
+        if rank == 0:
+            _image_velocity(f, f.vg, -1, top, True)
+        n = sync(bar, group, n)
     ti.loop_config(serialize=f.serial)
     for J in ti.grouped(ti.ndrange(f.shots, *f.in_rows)):
         for xb in range(1, f.nb - 1):
             _velocity_adjoint_block(f, J, xb)
+    n = sync(bar, group, n)
     ti.loop_config(serialize=f.serial)
     for J in ti.grouped(ti.ndrange(f.shots, *f.all_rows)):
         for xb in range(1, f.nb - 1):
             _stress_gather_block(f, J, xb)
-    return sq
+    return sq, sync(bar, group, n)
 
 
 # -- kernels ---------------------------------------------------------------------------------
@@ -540,17 +574,22 @@ def _reverse_step(f: ti.template(), t: ti.i32, top: ti.i32):
 def elastic_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
     """The elastic engine's kernels for one dimension and precision.
 
-    * ``forward``: with ``serial`` steps ``start … stop-1`` in one launch, saving ``x[t]``
-      (with ``save``) in checkpoint slot ``saves[t - start]`` (``-1``: no save) for ``t``
-      in ``start … stop``; without, one step ``start`` with parallel loops.
-    * ``reverse``: with ``serial`` the reverse of steps ``top, top-1, …`` (``count`` of
-      them), restoring ``x[t]`` from pool slot ``slots[i]`` first (``-1``: live), the
-      squared costate norms into ``norms[i]``; without, one step ``top``.
+    ``forward`` and ``reverse`` run as ``workers`` tasks sharing the shots (the first
+    ``alone`` dealt whole, the rest in bands of rows; :mod:`diffsim._parallel`), with
+    the barrier counter ``bar``.
+
+    * ``forward``: steps ``start … stop-1`` in one launch, saving ``x[t]`` (with
+      ``save``) in checkpoint slot ``saves[t - start]`` (``-1``: no save) for ``t`` in
+      ``start … stop``.
+    * ``reverse``: the reverse of steps ``top, top-1, …`` (``count`` of them), restoring
+      ``x[t]`` from pool slot ``slots[i]`` first (``-1``: live), the squared costate norm
+      of step ``i``, shot ``s``, band ``rank`` into ``norms[(i * shots + s) * workers +
+      rank]``.
     * ``receivers_adjoint``: the receivers' adjoint at time ``t``.
 
     Compile-time arguments: ``ih`` (ratios of the spacings to the first one), the
-    staggered coefficients ``s1``, the source ``kind``, ``free`` (free surface), the loop
-    kind ``serial`` and ``save``; ``surface`` is the free surface's row (run time).
+    staggered coefficients ``s1``, the source ``kind``, ``free`` (free surface) and
+    ``save``; ``surface`` is the free surface's row (run time).
     """
     real = ti.f64 if precision == "f64" else ti.f32
     lay_t: TypeAlias = ti.types.ndarray(dtype=ti.i32, ndim=1)
@@ -566,46 +605,55 @@ def elastic_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
         return _bundle(arena, pools, lay, ndim, real, lanes, **items)
 
     @ti.kernel
-    def forward(arena: ti.template(), pools: ti.template(), lay: lay_t, rp: r3, amp: r3,
-                traces: r4, src_pos: pos, src_w: r5, rec_pos: pos, rec_w: r5, saves: i1,
-                xl: iv4, scale: real, surface: ti.i32, start: ti.i32, stop: ti.i32,
-                ih: ti.template(), s1: ti.template(), kind: ti.template(),
-                free: ti.template(), serial: ti.template(), save: ti.template()):
+    def forward(arena: ti.template(), pools: ti.template(), bar: ti.template(), lay: lay_t,
+                rp: r3, amp: r3, traces: r4, src_pos: pos, src_w: r5, rec_pos: pos, rec_w: r5,
+                saves: i1, xl: iv4, scale: real, surface: ti.i32, start: ti.i32, stop: ti.i32,
+                workers: ti.i32, alone: ti.i32, ih: ti.template(), s1: ti.template(),
+                kind: ti.template(), free: ti.template(), save: ti.template()):
         f = ti.static(bundle(arena, pools, lay, rp=rp, amp=amp, traces=traces,
                              src_pos=src_pos, src_w=src_w, rec_pos=rec_pos, rec_w=rec_w,
                              xl=xl, scale=scale, ih=ih, s1=s1, kind=kind, free=free,
-                             serial=serial))
-        if ti.static(serial):
-            ti.loop_config(serialize=True)
-            for t in range(start, stop + 1):
-                if ti.static(save):
-                    slot = saves[t - start]
-                    if slot >= 0:
-                        _copy_state(f, slot, t % 2, True)
-                if t < stop:
-                    _step(f, t, surface)
-        else:
-            _step(f, start, surface)
+                             serial=True))
+        bar[0] = 0
+        ti.loop_config(block_dim=1)
+        for w in range(workers):
+            nb = 0  # barriers passed
+            for k in range(units(f.shots[1], w, workers, alone)):
+                s, rank, group = unit(k, w, workers, alone)
+                g = ti.static(band(f, s, rank, group))
+                for t in range(start, stop + 1):
+                    if ti.static(save):
+                        slot = saves[t - start]
+                        if slot >= 0:
+                            _copy_state(g, slot, t % 2, True, s, rank, group)
+                    if t < stop:
+                        nb = _step(g, t, surface, bar, rank, group, nb)
 
     @ti.kernel
-    def reverse(arena: ti.template(), pools: ti.template(), lay: lay_t, rp: r3, amp: r3,
-                ampg: r3, tracesg: r4, src_pos: pos, src_w: r5, rec_pos: pos, rec_w: r5,
-                slots: i1, norms: f1, xl: iv4, scale: real, surface: ti.i32, top: ti.i32,
-                count: ti.i32, ih: ti.template(), s1: ti.template(), kind: ti.template(),
-                free: ti.template(), serial: ti.template()):
+    def reverse(arena: ti.template(), pools: ti.template(), bar: ti.template(), lay: lay_t,
+                rp: r3, amp: r3, ampg: r3, tracesg: r4, src_pos: pos, src_w: r5,
+                rec_pos: pos, rec_w: r5, slots: i1, norms: f1, xl: iv4, scale: real,
+                surface: ti.i32, top: ti.i32, count: ti.i32, workers: ti.i32, alone: ti.i32,
+                ih: ti.template(), s1: ti.template(), kind: ti.template(),
+                free: ti.template()):
         f = ti.static(bundle(arena, pools, lay, rp=rp, amp=amp, ampg=ampg, tracesg=tracesg,
                              src_pos=src_pos, src_w=src_w, rec_pos=rec_pos, rec_w=rec_w,
                              xl=xl, scale=scale, ih=ih, s1=s1, kind=kind, free=free,
-                             serial=serial))
-        if ti.static(serial):
-            ti.loop_config(serialize=True)
-            for n in range(count):
-                slot = slots[n]
-                if slot >= 0:
-                    _copy_state(f, slot, (top - n) % 2, False)
-                norms[n] = _reverse_step(f, top - n, surface)
-        else:
-            norms[0] = _reverse_step(f, top, surface)
+                             serial=True))
+        bar[0] = 0
+        ti.loop_config(block_dim=1)
+        for w in range(workers):
+            # norms[(i * shots + s) * workers + rank]: step i, shot s, band rank
+            nb = 0
+            for k in range(units(f.shots[1], w, workers, alone)):
+                s, rank, group = unit(k, w, workers, alone)
+                g = ti.static(band(f, s, rank, group))
+                for i in range(count):
+                    slot = slots[i]
+                    if slot >= 0:
+                        _copy_state(g, slot, (top - i) % 2, False, s, rank, group)
+                    sq, nb = _reverse_step(g, top - i, surface, bar, rank, group, nb)
+                    norms[(i * f.shots[1] + s) * workers + rank] = sq
 
     @ti.kernel
     def receivers_adjoint(arena: ti.template(), lay: lay_t, tracesg: r4, rec_pos: pos,
@@ -618,7 +666,8 @@ def elastic_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
     def copy_state(arena: ti.template(), pools: ti.template(), lay: lay_t, slot: ti.i32,
                    lvl: ti.i32, s1: ti.template(), save: ti.template()):
         f = ti.static(bundle(arena, pools, lay, s1=s1, serial=False))
-        _copy_state(f, slot, lvl, save)
+        for s in range(f.shots[1]):
+            _copy_state(f, slot, lvl, save, s, 0, 1)
 
     return {name: lean(k) for name, k in (("forward", forward), ("reverse", reverse),
                                             ("receivers_adjoint", receivers_adjoint),

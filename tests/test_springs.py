@@ -207,6 +207,29 @@ def test_per_step_kernels_equal_fused_kernels_bitwise(case: dict, schedule) -> N
         np.testing.assert_array_equal(a.grads[name], b.grads[name], err_msg=name)
 
 
+@pytest.mark.parametrize("schedule", [StoreAll(), Binomial(slots=4)], ids=repr)
+def test_worker_tasks_give_the_same_bits(case: dict, schedule, monkeypatch) -> None:
+    """Whole-range kernels as two worker tasks (ranges of springs and particles) and as one."""
+    from diffsim import _parallel
+    from diffsim.springs import steppers
+
+    if _parallel.threads() < 2:
+        pytest.skip("needs two CPU threads (a barrier waits for every worker)")
+    one = case["sim"]
+    monkeypatch.setattr(steppers, "SPRING_WORKER_SPRINGS", 0)
+    with SpringSimulation(case["system"], STEPS, DT, velocities=case["v0"],
+                          actuation=case["act"]) as two:
+        assert two._stepper()._impl._workers == 2
+        np.testing.assert_array_equal(two.simulate().positions, one.simulate().positions)
+        loss = Tracking(one.simulate().positions[:, :4] + 0.003, particles=range(4))
+        a = two.value_and_grad(loss, wrt=WRT, checkpoint=schedule)
+        b = one.value_and_grad(loss, wrt=WRT, checkpoint=schedule)
+    assert a.loss == b.loss
+    np.testing.assert_allclose(a.report.costate, b.report.costate, rtol=1e-13)
+    for name in WRT:
+        np.testing.assert_array_equal(a.grads[name], b.grads[name], err_msg=name)
+
+
 def test_results_are_deterministic(case: dict) -> None:
     system, v0, act = case["system"], case["v0"], case["act"]
     a = simulate(system, STEPS, DT, velocities=v0, actuation=act)  # fresh fields

@@ -206,8 +206,6 @@ class ArenaArrays:
             self._kernels["fill"](self._arena.field, self._offset[name],
                                   int(np.prod(self._shapes[name])))
 
-    serial: bool
-
     def _launch_range(self, start: int, stop: int, marks: np.ndarray) -> None:
         """Forward steps ``start … stop-1`` in one launch (the host defines it).
 
@@ -216,43 +214,24 @@ class ArenaArrays:
         """
         raise NotImplementedError
 
-    def save(self, step: int, slot: int) -> None:
-        """Store the live ``x[step]`` in checkpoint ``slot`` (the host defines it)."""
-        raise NotImplementedError
-
     def advance_range(self, start: int, stop: int, saves: Mapping[int, int]) -> None:
-        """Steps ``start … stop-1``, storing ``x[t]`` in slot ``saves[t]``.
-
-        Serial loops: one launch for the whole range, saves inside it; parallel loops:
-        one launch per step, saves as arena copies between them.
-        """
-        if self.serial:
-            marks = np.full(stop - start + 1, -1, dtype=np.int32)
-            for t, slot in saves.items():
-                marks[t - start] = slot
-            self._launch_range(start, stop, marks)
-            return
-        none = np.full(1, -1, dtype=np.int32)
-        for t in range(start, stop):
-            if t in saves:
-                self.save(t, saves[t])
-            self._launch_range(t, t + 1, none)
-        if stop in saves:
-            self.save(stop, saves[stop])
+        """Steps ``start … stop-1`` in one launch, storing ``x[t]`` in slot ``saves[t]``."""
+        marks = np.full(stop - start + 1, -1, dtype=np.int32)
+        for t, slot in saves.items():
+            marks[t - start] = slot
+        self._launch_range(start, stop, marks)
 
     norms: np.ndarray
     _no_saves: np.ndarray
+    #: Entries of :attr:`norms` per reversed step, summed (one per shot and band).
+    _norm_parts: int = 1
 
     def _launch_reverse(self, top: int, count: int, slots: np.ndarray) -> None:
         """Reverse steps ``top, top-1, …`` (``count`` of them) in one launch (the host defines it).
 
         ``x[t]`` comes from checkpoint ``slots[i]`` first (``-1``: live); the squared
-        costate norms go into :attr:`norms`.
+        costate norms go into :attr:`norms`, :attr:`_norm_parts` entries a step.
         """
-        raise NotImplementedError
-
-    def restore(self, step: int, slot: int) -> None:
-        """Make ``x[step]`` from checkpoint ``slot`` live (the host defines it)."""
         raise NotImplementedError
 
     def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
@@ -261,20 +240,16 @@ class ArenaArrays:
 
     def reverse_range(self, steps: Sequence[int], slots: Sequence[int | None], *,
                       measure: bool) -> list[float]:
-        """Reverse ``steps`` (descending); with serial loops one launch for all of them."""
+        """Reverse ``steps`` (descending) in one launch; their costate norms."""
         marks = np.array([-1 if s is None else s for s in slots], dtype=np.int32)
-        if self.serial:
-            self._launch_reverse(steps[0], len(steps), marks)
-            sq = self.norms[:len(steps)].copy()
-        else:
-            sq = np.empty(len(steps))
-            for i, (t, slot) in enumerate(zip(steps, slots, strict=True)):
-                if slot is not None:
-                    self.restore(t, slot)
-                self._launch_reverse(t, 1, self._no_saves)
-                sq[i] = self.norms[0]
+        n, per = len(steps), self._norm_parts
+        if self.norms.size < n * per:
+            self.norms = np.zeros(n * per, dtype=np.float64)
+        self.norms[:n * per] = 0.0
+        self._launch_reverse(steps[0], n, marks)
         if not measure:
-            return [math.nan] * len(steps)
+            return [math.nan] * n
+        sq = self.norms[:n * per].reshape(n, per).sum(axis=1)
         return [math.sqrt(v) for v in sq]
 
     def _copy_level(self, name: str, level: int, slot: int, j: int, save: bool) -> None:

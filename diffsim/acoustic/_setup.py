@@ -538,13 +538,9 @@ _SPONGE_AUTODIFF = (
 
 #: Below this many cells per step (all shots) times the CPU threads, one thread running
 #: whole ranges of steps beat Taichi's parallel loops on the 2-core test machine (400^2:
-#: 0.19 vs 0.34 s; 800^2: 0.64 vs 0.76 s; 1000^2: 1.19 vs 0.86 s;
-#: ``benchmarks/wave_loops.py``, BENCHMARKS.md).
+#: 0.19 vs 0.34 s; 800^2: 0.64 vs 0.76 s; 1000^2: 1.19 vs 0.86 s; measured with
+#: the field engine before the arena engines' worker tasks, BENCHMARKS.md).
 SERIAL_CELL_THREADS = 1_600_000
-#: The same for the arena engine (one launch a step costs it more): 1000^2 on 2 threads
-#: ran 0.92 s serial against 1.70 s parallel, 2000^2 5.1 s against 3.7 s
-#: (``benchmarks/wave_vs_deepwave.py``, BENCHMARKS.md).
-ARENA_SERIAL_CELL_THREADS = 6_000_000
 
 
 def _serial_loops(cells: int, limit: int = SERIAL_CELL_THREADS) -> bool:
@@ -554,8 +550,8 @@ def _serial_loops(cells: int, limit: int = SERIAL_CELL_THREADS) -> bool:
     costs tens of microseconds per step even with one thread, and the parallel code did
     about half again the CPU work of the serial code here; serial loops also let the
     forward run whole ranges of steps per launch. So: serial on one thread, and on more
-    threads while ``cells * threads`` is below ``limit`` (:data:`SERIAL_CELL_THREADS`
-    for the field engine, :data:`ARENA_SERIAL_CELL_THREADS` for the arena engine).
+    threads while ``cells * threads`` is below ``limit`` (:data:`SERIAL_CELL_THREADS`;
+    the field engine only: the arena engines run worker tasks, :mod:`diffsim._parallel`).
     """
     rt = ensure_init()
     if rt.arch != "cpu":

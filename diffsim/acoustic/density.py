@@ -22,16 +22,15 @@ from typing import Unpack
 import numpy as np
 from numpy.typing import ArrayLike
 
+from diffsim._parallel import barrier_field, split
 from diffsim._runtime import ensure_init, np_real
 from diffsim._tape import Stepper
 from diffsim._validate import as_array
 from diffsim.acoustic._arena import ArenaArrays, _arena
 from diffsim.acoustic._setup import (
-    ARENA_SERIAL_CELL_THREADS,
     STAGGERED,
     Options,
     _AcousticSetup,
-    _serial_loops,
     check_positive_model,
 )
 from diffsim.acoustic.boundaries import CPML
@@ -93,7 +92,10 @@ class _CellEngine(_AcousticSetup, ArenaArrays):
         self._set_layout()
         self._fill(*names)
         self._cell_shape = rows
-        self.serial = _serial_loops(int(np.prod(rows)) * w, ARENA_SERIAL_CELL_THREADS)
+        # one launch per range of steps, its shots and rows shared by worker tasks
+        self._split = split(self.shots, int(np.prod(rows[1:])) * w)
+        self._bar = barrier_field()
+        self._norm_parts = self.shots * self._split.workers
         # Units of the first spacing (see the kernels): compile-time ratios, KK / h_ref^2.
         self._h_ref = g.spacing[0]
         self._ih = tuple(self._h_ref / h for h in g.spacing)
@@ -134,18 +136,14 @@ class _CellEngine(_AcousticSetup, ArenaArrays):
     def _launch_forward(self, start: int, stop: int, saves: np.ndarray, *, staggered: bool,
                         born: bool = False, save: bool = False) -> None:
         self._kernels["forward"](
-            self._arena.field, self._pool_field(), self._layout, self._rp, self.amp,
+            self._arena.field, self._pool_field(), self._bar, self._layout, self._rp, self.amp,
             self.traces, self.src_pos, self.src_w, self.rec_pos, self.rec_w, saves, self._xl,
-            self._ih, self._scale, start, stop, self._s1, self._c1, self._c2, staggered,
-            self.sponge, self.serial, born, save)
+            self._ih, self._scale, start, stop, *self._split, self._s1, self._c1, self._c2,
+            staggered, self.sponge, born, save)
 
     def _run(self, start: int, stop: int, *, staggered: bool, born: bool = False) -> None:
-        """Steps ``start … stop-1`` without saves (one launch with serial loops)."""
-        if self.serial:
-            self._launch_forward(start, stop, self._no_saves, staggered=staggered, born=born)
-        else:
-            for t in range(start, stop):
-                self._launch_forward(t, t + 1, self._no_saves, staggered=staggered, born=born)
+        """Steps ``start … stop-1`` without saves, in one launch."""
+        self._launch_forward(start, stop, self._no_saves, staggered=staggered, born=born)
 
     def _set_coefficients(self, c: np.ndarray, rho: np.ndarray) -> None:
         """``KK = dt^2 rho c^2 / h_ref^2`` (zero on the frame) and the half-point buoyancies."""
@@ -186,8 +184,8 @@ class DensityStepper(_CellEngine, Stepper):
     sums the padding onto the model's edge) and ``"wavelet"`` ``[shot, source, nt]``.
     Output ``"receivers"`` ``[nt, shot, receiver]``. The reverse step is the hand-written
     adjoint of :mod:`diffsim.kernels.acoustic.cells` (gathers, no atomics: every schedule
-    gives the same bits). With serial loops (one thread, or small grids) a launch runs a
-    whole range of forward or reverse steps.
+    gives the same bits). A launch runs a whole range of forward or reverse steps as
+    worker tasks on every thread that has work (:mod:`diffsim._parallel`).
     """
 
     _density_scheme = True
@@ -338,10 +336,10 @@ class DensityStepper(_CellEngine, Stepper):
 
     def _launch_reverse(self, top: int, count: int, slots: np.ndarray) -> None:
         self._kernels["reverse"](
-            self._arena.field, self._pool_field(), self._layout, self._rp, self.ampg,
-            self.tracesg, self.src_pos, self.src_w, self.rec_pos, self.rec_w, slots,
-            self.norms, self._xl, self._ih, self._scale, top, count, self._s1, self._c1,
-            self._c2, self.sponge, self.serial)
+            self._arena.field, self._pool_field(), self._bar, self._layout, self._rp,
+            self.ampg, self.tracesg, self.src_pos, self.src_w, self.rec_pos, self.rec_w, slots,
+            self.norms, self._xl, self._ih, self._scale, top, count, *self._split, self._s1,
+            self._c1, self._c2, self.sponge)
 
     def finish_reverse(self, *, measure: bool) -> float:
         """Add the receivers' adjoint at time 0; return ``|lambda[0]|``."""

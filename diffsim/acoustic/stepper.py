@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from diffsim._parallel import barrier_field, split
 from diffsim._runtime import ensure_init, np_real
 from diffsim._tape import Stepper
 from diffsim.acoustic._arena import ArenaArrays, _arena
-from diffsim.acoustic._setup import ARENA_SERIAL_CELL_THREADS, _AcousticSetup, _serial_loops
+from diffsim.acoustic._setup import _AcousticSetup
 from diffsim.acoustic.boundaries import Boundary, Width
 from diffsim.acoustic.fields import FieldAcousticStepper
 from diffsim.kernels.acoustic import (
@@ -63,8 +64,7 @@ class AcousticStepper(_AcousticSetup, ArenaArrays, Stepper):
     grid), and a new grid, spacing, shot count, receiver count or record length compiles
     nothing (unless it outgrows an arena, which then doubles and
     compiles once more). Each launch runs a whole range of forward or reverse steps
-    (serial loops) or one step with Taichi's parallel loops (large grids on several
-    threads, see :func:`_serial_loops`). With ``engine="fields"``,
+    as worker tasks on every thread that has work (:mod:`diffsim._parallel`). With ``engine="fields"``,
     ``adjoint="autodiff"`` or on a GPU the constructor returns a
     :class:`FieldAcousticStepper` (Taichi fields per stepper; it compiles for each new
     stepper; the autodiff oracle of the tests).
@@ -112,8 +112,10 @@ class AcousticStepper(_AcousticSetup, ArenaArrays, Stepper):
         w = self.lanes
         self._real = real
         self._kernels = arena_kernels(g.ndim, rt.precision, w)
-        self.serial = _serial_loops(int(np.prod(self._row_shape)) * w,
-                                    ARENA_SERIAL_CELL_THREADS)
+        # one launch per range of steps, its shots and rows shared by worker tasks
+        self._split = split(self.shots, int(np.prod(self._row_shape[1:])) * w)
+        self._bar = barrier_field()
+        self._norm_parts = self.shots * self._split.workers
         # Every vector array lives in the process arena: its shape (lanes last, not
         # listed) and its place there.
         grid = (*g.padded[:-1], self.blocks)
@@ -158,7 +160,7 @@ class AcousticStepper(_AcousticSetup, ArenaArrays, Stepper):
         self._slots = 0
         self._pool_bases: list[int] = []
         weakref.finalize(self, self._release_pools, self._pools, self._pool_bases)
-        self.norms = np.zeros(max(self.steps, 1) * self.shots, dtype=np.float64)
+        self.norms = np.zeros(max(self.steps, 1) * self._norm_parts, dtype=np.float64)
         self.set_param("velocity", self._velocity)
         self.set_param("wavelet", self._amp)
 
@@ -220,19 +222,19 @@ class AcousticStepper(_AcousticSetup, ArenaArrays, Stepper):
         p = self.prof
         g = self._geom
         self._kernels["forward"](
-            self._arena.field, self._pool_field(), self._layout, p["pa"], p["pb"], self.amp,
-            self.traces, self.src_pos, self.src_w, self.rec_pos, self.rec_w, saves, g["xs"],
-            g["pm0"], g["pm1"], g["ih"], g["scale"], start, stop, self._c1, self._c2,
-            self.sponge, self.serial, self._pool_region is not None)
+            self._arena.field, self._pool_field(), self._bar, self._layout, p["pa"], p["pb"],
+            self.amp, self.traces, self.src_pos, self.src_w, self.rec_pos, self.rec_w, saves,
+            g["xs"], g["pm0"], g["pm1"], g["ih"], g["scale"], start, stop, *self._split,
+            self._c1, self._c2, self.sponge, self._pool_region is not None)
 
     def _launch_reverse(self, top: int, count: int, slots: np.ndarray) -> None:
         p = self.prof
         g = self._geom
         self._kernels["reverse"](
-            self._arena.field, self._pool_field(), self._layout, p["pa"], p["pb"], p["near"],
-            self.ampg, self.tracesg, self.src_pos, self.src_w, self.rec_pos, self.rec_w,
-            slots, self.norms, g["xs"], g["xs_near"], g["pm0"], g["pm1"], g["ih"], g["scale"],
-            top, count, self._c1, self._c2, self.sponge, self.serial)
+            self._arena.field, self._pool_field(), self._bar, self._layout, p["pa"], p["pb"],
+            p["near"], self.ampg, self.tracesg, self.src_pos, self.src_w, self.rec_pos,
+            self.rec_w, slots, self.norms, g["xs"], g["xs_near"], g["pm0"], g["pm1"], g["ih"],
+            g["scale"], top, count, *self._split, self._c1, self._c2, self.sponge)
 
     # -- Stepper protocol ---------------------------------------------------------------
     @property
@@ -326,28 +328,6 @@ class AcousticStepper(_AcousticSetup, ArenaArrays, Stepper):
     def reverse(self, step: int, slot: int | None, *, measure: bool) -> float:
         """Reverse step ``step`` (the receivers at ``step + 1`` included)."""
         return self.reverse_range([step], [slot], measure=measure)[0]
-
-    def reverse_range(self, steps: Sequence[int], slots: Sequence[int | None], *,
-                      measure: bool) -> list[float]:
-        """Reverse ``steps`` (descending); with serial loops one launch for all of them.
-
-        The hand adjoint returns the costate norm ``|lambda[t+1]|`` from the same kernel.
-        """
-        marks = np.array([-1 if s is None else s for s in slots], dtype=np.int32)
-        if self.serial:
-            self._launch_reverse(steps[0], len(steps), marks)
-            n = len(steps)
-            sq = self.norms[:n * self.shots].reshape(n, self.shots).sum(axis=1)
-        else:
-            sq = np.empty(len(steps))
-            for i, (t, slot) in enumerate(zip(steps, slots, strict=True)):
-                if slot is not None:
-                    self.restore(t, slot)
-                self._launch_reverse(t, 1, marks[i:i + 1])
-                sq[i] = self.norms[0]
-        if not measure:
-            return [math.nan] * len(steps)
-        return [math.sqrt(v) for v in sq]
 
     def finish_reverse(self, *, measure: bool) -> float:
         """Add the receivers' adjoint at time 0; return ``|lambda[0]|``."""

@@ -16,16 +16,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from diffsim._parallel import barrier_field, split
 from diffsim._runtime import ensure_init, np_real
 from diffsim._tape import Stepper
 from diffsim._validate import as_array
 from diffsim.acoustic._arena import _arena
 from diffsim.acoustic._setup import (
-    ARENA_SERIAL_CELL_THREADS,
     STAGGERED,
     _as_points,
     _check_cfl,
-    _serial_loops,
     check_positive_model,
     dominant_frequency,
 )
@@ -245,7 +244,10 @@ class ElasticStepper(_CellEngine, Stepper):
         self._set_layout()
         self._fill(*(k for k in shapes))
         self._cell_shape = rows
-        self.serial = _serial_loops(int(np.prod(rows)) * w, ARENA_SERIAL_CELL_THREADS)
+        # one launch per range of steps, its shots and rows shared by worker tasks
+        self._split = split(self.shots, int(np.prod(rows[1:])) * w)
+        self._bar = barrier_field()
+        self._norm_parts = self.shots * self._split.workers
         self._h_ref = g.spacing[0]
         self._ih = tuple(self._h_ref / h for h in g.spacing)
         self._s1 = STAGGERED[self.order]
@@ -412,11 +414,11 @@ class ElasticStepper(_CellEngine, Stepper):
         self.advance_range(step, step + 1, {})
 
     def _common(self) -> tuple[Any, ...]:
-        return (self._ih, self._s1, self._kind, self.free_surface, self.serial)
+        return (*self._split, self._ih, self._s1, self._kind, self.free_surface)
 
     def _launch_range(self, start: int, stop: int, marks: np.ndarray) -> None:
         self._kernels["forward"](
-            self._arena.field, self._pool_field(), self._layout, self._rp, self.amp,
+            self._arena.field, self._pool_field(), self._bar, self._layout, self._rp, self.amp,
             self.traces, self.src_pos, self.src_w, self.rec_pos, self.rec_w, marks, self._xl,
             self._scale, self._surface, start, stop, *self._common(),
             self._pool_region is not None)
@@ -469,7 +471,7 @@ class ElasticStepper(_CellEngine, Stepper):
 
     def _launch_reverse(self, top: int, count: int, slots: np.ndarray) -> None:
         self._kernels["reverse"](
-            self._arena.field, self._pool_field(), self._layout, self._rp, self.amp,
+            self._arena.field, self._pool_field(), self._bar, self._layout, self._rp, self.amp,
             self.ampg, self.tracesg, self.src_pos, self.src_w, self.rec_pos, self.rec_w, slots,
             self.norms, self._xl, self._scale, self._surface, top, count, *self._common())
 

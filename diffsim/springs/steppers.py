@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import taichi as ti
 
+from diffsim import _parallel
 from diffsim._fields import FieldTree
 from diffsim._runtime import ensure_init, np_real, real
 from diffsim._tape import Launch, Stepper, TaichiStepper
@@ -359,6 +360,12 @@ class _FieldBackend(TaichiStepper):
         return dict(self._initial_gradient)
 
 
+#: Springs from which a system's whole-range kernels run on every thread (worker tasks
+#: owning ranges of springs and particles, barriers between the passes; measured on 2
+#: cores with ``benchmarks/springs_threads.py``).
+SPRING_WORKER_SPRINGS = 2_000
+
+
 class _FusedBackend(Stepper):
     """Whole runs of steps per launch on NumPy buffers (the CPU). See :class:`SpringStepper`.
 
@@ -380,6 +387,9 @@ class _FusedBackend(Stepper):
         self.times = times
         self.system = system
         self._forward, self._reverse = spring_fused(d, real())
+        # every thread from SPRING_WORKER_SPRINGS springs (barriers cost more below)
+        self._workers = _parallel.threads() if m >= SPRING_WORKER_SPRINGS else 1
+        self._bar = _parallel.barrier_field()
         self.topo = _topology(system)
         self.rows = np.full(steps + 1, -1, dtype=np.int32)
         self.rows[list(times)] = np.arange(len(times), dtype=np.int32)
@@ -464,7 +474,7 @@ class _FusedBackend(Stepper):
             table[t - start] = slot
         self._forward(x, v, self.px, self.pv, self.out, *self._system_args(),
                       self.scratch["fs"], table, self.rows, start, stop, period, *self._world(),
-                      self.outv, self.record_v)
+                      self.outv, self.record_v, self._bar, self._workers)
 
     def advance_range(self, start: int, stop: int, saves: Mapping[int, int]) -> None:
         """Steps ``start … stop-1`` and the checkpoint saves among them, in one launch."""
@@ -538,7 +548,8 @@ class _FusedBackend(Stepper):
                       sc["fs"], sc["pbar"], sc["fbar"], sc["ebar"], sc["rbar"], sc["lbar"],
                       g["stiffness"], g["rest_length"], g["damping"], g["mass"], g["actuation"],
                       self.norms, table, self.rows, steps[0], len(steps), self._pool_slots,
-                      int(measure), *self._world(), self.cotv, self.record_v)
+                      int(measure), *self._world(), self.cotv, self.record_v, self._bar,
+                      self._workers)
         if not measure:
             return [math.nan] * len(steps)
         return [math.sqrt(self.norms[t + 1]) for t in steps]

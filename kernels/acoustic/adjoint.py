@@ -218,6 +218,37 @@ def _sources_adjoint(f: ti.template(), nxt: ti.i32, step: ti.i32):
 
 
 @ti.func
+def _adjoint_a(f: ti.template(), cur: ti.i32, nxt: ti.i32, src: ti.i32, dst: ti.i32):
+    """Pass A of :func:`_adjoint` on every row of ``f.rows`` (PML rows and x strips)."""
+    ti.loop_config(serialize=f.serial)
+    for J in ti.grouped(ti.ndrange(*f.rows)):
+        if _row_in(f.pa, J):
+            for xb in range(1, f.xs[2] - 1):
+                _adj_a_rows(f, cur, nxt, src, dst, J, xb)
+        for j in range(f.xs[3]):
+            _adj_a_x(f, cur, nxt, src, dst, J, j)
+
+
+@ti.func
+def _adjoint_b(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
+               dst: ti.i32):
+    """Pass B of :func:`_adjoint` on every row of ``f.space_rows``; returns its squared norm."""
+    W = ti.static(f.W)
+    sq = ti.cast(0.0, ti.f64)
+    ti.loop_config(serialize=f.serial)
+    for R in ti.grouped(ti.ndrange(*f.space_rows)):
+        row_sq = ti.Vector.zero(f.dtype, W)
+        for s in range(f.shots[0], f.shots[1]):
+            J = ti.Vector([s] + [R[k] for k in ti.static(range(R.n))])
+            for j in range(f.xs_near[3]):
+                row_sq += _adj_b_block(f, prv, cur, nxt, src, dst, J, _xblock(j, f.xs_near), True)
+            for xb in range(f.xs_near[0], f.xs_near[1]):
+                row_sq += _adj_b_block(f, prv, cur, nxt, src, dst, J, xb, False)
+        sq += ti.cast(row_sq.sum(), ti.f64)
+    return sq
+
+
+@ti.func
 def _adjoint(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
              dst: ti.i32, step: ti.i32, rec_t: ti.i32):
     """Reverse of :func:`_fused_step`: ``lambda[step+1]`` to ``lambda[step]``.
@@ -232,31 +263,12 @@ def _adjoint(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i3
     Returns:
         The squared norm of the wavefield adjoint ``lambda[step+1]`` (both levels), f64.
     """
-    W = ti.static(f.W)
-    sq = ti.cast(0.0, ti.f64)
     if rec_t >= 0:
         _receiver_adjoint(f, nxt, rec_t)
-    ti.loop_config(serialize=f.serial)
-    for J in ti.grouped(ti.ndrange(*f.rows)):
-        if _row_in(f.pa, J):
-            for xb in range(1, f.xs[2] - 1):
-                _adj_a_rows(f, cur, nxt, src, dst, J, xb)
-        for j in range(f.xs[3]):
-            _adj_a_x(f, cur, nxt, src, dst, J, j)
-    ti.loop_config(serialize=f.serial)
-    for R in ti.grouped(ti.ndrange(*f.space_rows)):
-        row_sq = ti.Vector.zero(f.dtype, W)
-        for s in range(f.shots[0], f.shots[1]):
-            J = ti.Vector([s] + [R[k] for k in ti.static(range(R.n))])
-            for j in range(f.xs_near[3]):
-                row_sq += _adj_b_block(f, prv, cur, nxt, src, dst, J, _xblock(j, f.xs_near), True)
-            for xb in range(f.xs_near[0], f.xs_near[1]):
-                row_sq += _adj_b_block(f, prv, cur, nxt, src, dst, J, xb, False)
-        sq += ti.cast(row_sq.sum(), ti.f64)
+    _adjoint_a(f, cur, nxt, src, dst)
+    sq = _adjoint_b(f, prv, cur, nxt, src, dst)
     _sources_adjoint(f, nxt, step)
     return sq
-
-
 
 
 @ti.kernel

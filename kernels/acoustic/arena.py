@@ -15,8 +15,19 @@ from taichi.lang.expr import Expr
 from taichi.lang.matrix import Matrix
 
 from diffsim.kernels.acoustic._blocks import Arrays
-from diffsim.kernels.acoustic.adjoint import _adjoint, _receiver_adjoint
-from diffsim.kernels.acoustic.forward import _copy_state, _fused_step
+from diffsim.kernels.acoustic.adjoint import (
+    _adjoint_a,
+    _adjoint_b,
+    _receiver_adjoint,
+    _sources_adjoint,
+)
+from diffsim.kernels.acoustic.forward import (
+    _copy_state,
+    _psi_pass,
+    _record,
+    _update_pass,
+)
+from diffsim.kernels.common import cut, sync, unit, units
 
 
 # -- the arena engine: every vector array a view into one field, compiled once -----------
@@ -120,10 +131,18 @@ def _arrays(arena: Any, pools: Any, layout: Sequence[Any], c1: tuple[float, ...]
                   sponge=sponge, serial=serial, **views, **items)
 
 
-def _one_shot(f: Arrays, s: Any) -> Arrays:
-    """``f`` restricted to shot ``s`` (plain Python, run while a kernel compiles)."""
+def _band(f: Arrays, s: Any, rank: Any, group: Any) -> Arrays:
+    """``f`` restricted to shot ``s`` and band ``rank`` of ``group`` (plain Python).
+
+    The band is part ``rank`` of ``group`` of the first spatial axis's rows (all of
+    them for a group of one); sources inject only into it (``band``).
+    """
     shot = (s, s + 1)
-    return Arrays(**{**f.__dict__, "rows": (shot, *f.space_rows), "shots": shot})
+    z0, z1 = f.space_rows[0]
+    lo, hi = z0 + cut(z1 - z0, rank, group), z0 + cut(z1 - z0, rank + 1, group)
+    rows = ((lo, hi), *f.space_rows[1:])
+    return Arrays(**{**f.__dict__, "rows": (shot, *rows), "space_rows": rows, "shots": shot,
+                     "band": (lo, hi)})
 
 
 @functools.cache
@@ -135,16 +154,21 @@ def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
     is an ndarray (NumPy on the CPU) or a scalar, but for the inverse grid spacings ``ih``
     (a template: as run-time values they made the update twice as slow; the caller
     passes ratios to one reference spacing, so every square grid shares them). So each
-    kernel compiles once per arena pair and (order, spacing ratios, boundary, loop kind),
-    and serves every grid, shot count, receiver count and record length that fits.
+    kernel compiles once per arena pair and (order, spacing ratios, boundary), and
+    serves every grid, shot count, receiver count, record length and thread count that
+    fits.
 
-    * ``forward``: with ``serial`` steps ``start … stop-1`` in one launch, saving ``x[t]``
-      (with ``save``) in checkpoint slot ``saves[t - start]`` (``-1``: no save) for ``t``
-      in ``start … stop``; without, one step ``start`` with parallel loops (no saves).
-      ``pools`` is the checkpoint arena (any field without ``save``).
-    * ``reverse``: with ``serial`` the reverse of steps ``top, top-1, …`` (``count`` of
-      them), restoring ``x[t]`` from pool slot ``slots[i]`` first (``-1``: live), the
-      squared costate norm of each into ``norms[i]``; without, one step ``top``.
+    ``forward`` and ``reverse`` run as ``workers`` tasks that share the shots (the first
+    ``alone`` dealt whole, the rest in bands of rows, :mod:`diffsim._parallel`), with
+    the barrier counter ``bar``:
+
+    * ``forward``: steps ``start … stop-1`` in one launch, saving ``x[t]`` (with
+      ``save``) in checkpoint slot ``saves[t - start]`` (``-1``: no save) for ``t`` in
+      ``start … stop``. ``pools`` is the checkpoint arena (any field without ``save``).
+    * ``reverse``: the reverse of steps ``top, top-1, …`` (``count`` of them), restoring
+      ``x[t]`` from pool slot ``slots[i]`` first (``-1``: live), the squared costate norm
+      of step ``i``, shot ``s`` into ``norms[(i * shots + s) * workers + w]`` (band
+      ``w``; 0 for a shot dealt whole).
     * ``receiver_adjoint``: the receivers' adjoint at time ``t`` into ``ug[lvl]``.
     * ``read`` / ``write`` / ``fill``: elements ``offset …`` of the arena to, from or
       with NumPy (vectors of ``lanes``).
@@ -165,60 +189,77 @@ def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
     const = dict(ndim=ndim, real=real, lanes=lanes)
 
     @ti.kernel
-    def forward(arena: ti.template(), pools: ti.template(), lay: lay_t, pa: prof, pb: prof,
-                amp: r3, traces: r3, src_pos: pos, src_w: r4, rec_pos: pos, rec_w: r4,
-                saves: i1, xs: iv4, pm0: iv4, pm1: iv4, ih: ti.template(), scale: real,
-                start: ti.i32, stop: ti.i32, c1: ti.template(), c2: ti.template(),
-                sponge: ti.template(), serial: ti.template(), save: ti.template()):
+    def forward(arena: ti.template(), pools: ti.template(), bar: ti.template(), lay: lay_t,
+                pa: prof, pb: prof, amp: r3, traces: r3, src_pos: pos, src_w: r4, rec_pos: pos,
+                rec_w: r4, saves: i1, xs: iv4, pm0: iv4, pm1: iv4, ih: ti.template(),
+                scale: real, start: ti.i32, stop: ti.i32, workers: ti.i32, alone: ti.i32,
+                c1: ti.template(), c2: ti.template(), sponge: ti.template(),
+                save: ti.template()):
         f = ti.static(_arrays(
-            arena, pools, _scalars(lay, nl), c1, c2, sponge=sponge, serial=serial, xs=xs,
+            arena, pools, _scalars(lay, nl), c1, c2, sponge=sponge, serial=True, xs=xs,
             pm0=pm0, pm1=pm1, ih=ih, pa=pa, pb=pb, amp=amp, traces=traces, src_pos=src_pos,
             src_w=src_w, rec_pos=rec_pos, rec_w=rec_w, scale=scale, **const))
-        if ti.static(serial):
-            # Shot by shot, each through the whole range: one shot's wavefield stays in
-            # cache (a batched step sweeping every shot fell out of it, measured).
-            ti.loop_config(serialize=True)
-            for s in range(f.u.shape[1]):
-                g = ti.static(_one_shot(f, s))
+        bar[0] = 0
+        ti.loop_config(block_dim=1)
+        for w in range(workers):
+            nb = 0  # barriers passed
+            for k in range(units(f.u.shape[1], w, workers, alone)):
+                # one shot whole (a group of one: its wavefield stays in this core's
+                # cache) or this worker's band of a shot shared by all (a barrier after
+                # each pass); either way the same code, so the same bits
+                s, rank, group = unit(k, w, workers, alone)
+                g = ti.static(_band(f, s, rank, group))
                 for t in range(start, stop + 1):
                     if ti.static(save):
                         slot = saves[t - start]
                         if slot >= 0:
-                            _copy_state(g, slot, (t + 2) % 3, t % 3, t % 2, True)
+                            _copy_state(g, slot, (t + 2) % 3, t % 3, t % 2, True, rank, group)
                     if t < stop:
-                        _fused_step(g, (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2, t)
-        else:
-            _fused_step(f, (start + 2) % 3, start % 3, (start + 1) % 3, start % 2,
-                        (start + 1) % 2, start)
+                        _psi_pass(g, t % 3, t % 2, (t + 1) % 2)
+                        nb = sync(bar, group, nb)
+                        _update_pass(g, (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2, t)
+                        nb = sync(bar, group, nb)
+                        if rank == 0:
+                            _record(g, (t + 1) % 3, t + 1)
 
     @ti.kernel
-    def reverse(arena: ti.template(), pools: ti.template(), lay: lay_t, pa: prof, pb: prof,
-                near: prof, ampg: r3, tracesg: r3, src_pos: pos, src_w: r4, rec_pos: pos,
-                rec_w: r4, slots: i1, norms: f1, xs: iv4, xs_near: iv4, pm0: iv4, pm1: iv4,
-                ih: ti.template(), scale: real, top: ti.i32, count: ti.i32, c1: ti.template(),
-                c2: ti.template(), sponge: ti.template(), serial: ti.template()):
+    def reverse(arena: ti.template(), pools: ti.template(), bar: ti.template(), lay: lay_t,
+                pa: prof, pb: prof, near: prof, ampg: r3, tracesg: r3, src_pos: pos,
+                src_w: r4, rec_pos: pos, rec_w: r4, slots: i1, norms: f1, xs: iv4,
+                xs_near: iv4, pm0: iv4, pm1: iv4, ih: ti.template(), scale: real, top: ti.i32,
+                count: ti.i32, workers: ti.i32, alone: ti.i32, c1: ti.template(),
+                c2: ti.template(), sponge: ti.template()):
         f = ti.static(_arrays(
-            arena, pools, _scalars(lay, nl), c1, c2, sponge=sponge, serial=serial, xs=xs,
+            arena, pools, _scalars(lay, nl), c1, c2, sponge=sponge, serial=True, xs=xs,
             pm0=pm0, pm1=pm1, ih=ih, pa=pa, pb=pb, near=near, ampg=ampg, tracesg=tracesg,
             src_pos=src_pos, src_w=src_w, rec_pos=rec_pos, rec_w=rec_w, scale=scale,
             xs_near=xs_near, **const))
-        if ti.static(serial):
+        bar[0] = 0
+        ti.loop_config(block_dim=1)
+        for w in range(workers):
             # Shot by shot (as the forward); every shot sums its own kc gradient over the
-            # steps in reverse order, so all schedules give the same bits.
-            ti.loop_config(serialize=True)
-            for s in range(f.u.shape[1]):
-                g = ti.static(_one_shot(f, s))
+            # steps in reverse order, so all schedules give the same bits. The squared
+            # costate norm of step i, shot s, band `rank` goes to norms[(i * shots + s) *
+            # workers + rank] (the host zeroes the others).
+            nb = 0
+            for k in range(units(f.u.shape[1], w, workers, alone)):
+                s, rank, group = unit(k, w, workers, alone)
+                g = ti.static(_band(f, s, rank, group))
                 for i in range(count):
                     t = top - i
                     slot = slots[i]
                     if slot >= 0:
-                        _copy_state(g, slot, (t + 2) % 3, t % 3, t % 2, False)
-                    norms[i * f.u.shape[1] + s] = _adjoint(g, (t + 2) % 3, t % 3, (t + 1) % 3,
-                                                          t % 2, (t + 1) % 2, t, t + 1)
-        else:
-            sq = _adjoint(f, (top + 2) % 3, top % 3, (top + 1) % 3, top % 2, (top + 1) % 2,
-                          top, top + 1)
-            norms[0] = sq
+                        _copy_state(g, slot, (t + 2) % 3, t % 3, t % 2, False, rank, group)
+                    if rank == 0:
+                        _receiver_adjoint(g, (t + 1) % 3, t + 1)
+                    nb = sync(bar, group, nb)
+                    _adjoint_a(g, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2)
+                    nb = sync(bar, group, nb)
+                    sq = _adjoint_b(g, (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2)
+                    if rank == 0:
+                        _sources_adjoint(g, (t + 1) % 3, t)
+                    norms[(i * f.u.shape[1] + s) * workers + rank] = sq
+                    nb = sync(bar, group, nb)
 
     @ti.kernel
     def receiver_adjoint(arena: ti.template(), lay: lay_t, tracesg: r3, rec_pos: pos,

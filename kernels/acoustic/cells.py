@@ -58,7 +58,7 @@ from diffsim.kernels.acoustic._blocks import Arrays, _at, _moved, _shift, _sp
 from diffsim.kernels.acoustic.adjoint import _receiver_adjoint, _sources_adjoint
 from diffsim.kernels.acoustic.arena import View, _scalars
 from diffsim.kernels.acoustic.forward import _inject, _record
-from diffsim.kernels.common import lean
+from diffsim.kernels.common import band, cut, lean, sync, unit, units
 
 
 def cell_arrays(ndim: int) -> tuple[tuple[str, int], ...]:
@@ -310,27 +310,47 @@ def _inject_all(f: ti.template(), nxt: ti.i32, step: ti.i32):
 
 
 @ti.func
-def _step(f: ti.template(), t: ti.i32, staggered: ti.template(), born: ti.template()):
-    """Step ``t``: sources, receivers at ``t + 1`` (of the tangent in a Born run)."""
+def _step(f: ti.template(), t: ti.i32, staggered: ti.template(), born: ti.template(),
+          bar: ti.template(), rank: ti.i32, group: ti.i32, passed: ti.i32) -> ti.i32:
+    """Step ``t``: sources, receivers at ``t + 1`` (of the tangent in a Born run).
+
+    On the rows of ``f`` (a worker's band of one shot, :func:`cell_band`), with a
+    barrier of the ``group`` after each pass (none for a group of one); ``rank`` 0
+    records. Returns the barriers passed, counting from ``passed``.
+    """
     prv, cur, nxt, src, dst = (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2
+    n = passed
     _memory(f, f.bg, cur, src, dst, staggered)
+    n = sync(bar, group, n)
     _update(f, f.bg, prv, cur, nxt, src, dst, staggered, born, False)
     _inject_all(f, nxt, t)
+    n = sync(bar, group, n)
     if ti.static(born):
         _memory(f, f.tg, cur, src, dst, staggered)
+        n = sync(bar, group, n)
         _update(f, f.tg, prv, cur, nxt, src, dst, staggered, False, True)
-        _record(f.tangent, nxt, t + 1)
+        n = sync(bar, group, n)
+        if rank == 0:
+            _record(f.tangent, nxt, t + 1)
     else:
-        _record(f, nxt, t + 1)
+        if rank == 0:
+            _record(f, nxt, t + 1)
+    return n
 
 
 @ti.func
-def _copy_state(f: ti.template(), slot: ti.i32, t: ti.i32, save: ti.template()):
-    """Save (``save=True``) or restore ``x[t]``: ``p`` levels ``t-1, t``, ``psi, zeta[t % 2]``."""
+def _copy_state(f: ti.template(), slot: ti.i32, t: ti.i32, save: ti.template(), part: ti.i32,
+                parts: ti.i32):
+    """Save (``save=True``) or restore ``x[t]``: ``p`` levels ``t-1, t``, ``psi, zeta[t % 2]``.
+
+    The shots of ``f.shots``, part ``part`` of ``parts`` of the rows (a worker's share).
+    """
     p, pp = ti.static((f.p, f.pool_p))
     lvl = t % 2
+    nz = p.shape[2]
     ti.loop_config(serialize=f.serial)
-    for K in ti.grouped(ti.ndrange(*[p.shape[k + 1] for k in ti.static(range(f.ndim + 1))])):
+    for K in ti.grouped(ti.ndrange(f.shots, (cut(nz, part, parts), cut(nz, part + 1, parts)),
+                                   *[p.shape[k + 1] for k in ti.static(range(2, f.ndim + 1))])):
         if ti.static(save):
             pp[(slot, 0, *K)] = p[((t + 2) % 3, *K)]
             pp[(slot, 1, *K)] = p[(t % 3, *K)]
@@ -340,7 +360,9 @@ def _copy_state(f: ti.template(), slot: ti.i32, t: ti.i32, save: ti.template()):
     for name in ti.static(("psi", "zeta")):
         a, pa = ti.static((getattr(f, name), getattr(f, "pool_" + name)))
         ti.loop_config(serialize=f.serial)
-        for K in ti.grouped(ti.ndrange(*[a.shape[k + 1] for k in ti.static(range(f.ndim + 2))])):
+        for K in ti.grouped(ti.ndrange(a.shape[1], f.shots,
+                                       (cut(nz, part, parts), cut(nz, part + 1, parts)),
+                                       *[a.shape[k + 1] for k in ti.static(range(3, f.ndim + 2))])):
             if ti.static(save):
                 pa[(slot, 0, *K)] = a[(lvl, *K)]
             else:
@@ -413,29 +435,51 @@ def _adjoint_gather_block(f: ti.template(), cur: ti.i32, J: ti.template(), xb: t
 
 
 @ti.func
-def _reverse_step(f: ti.template(), t: ti.i32):
-    """Reverse of step ``t`` (receivers at ``t + 1`` included); returns ``|lambda[t+1]|^2`` (f64).
+def _reverse_step(f: ti.template(), t: ti.i32, bar: ti.template(), rank: ti.i32,
+                  group: ti.i32, passed: ti.i32):
+    """Reverse of step ``t`` (receivers at ``t + 1`` included) on the rows of ``f``.
 
     ``x[t]`` must be live: the fluxes and ``psi'`` of the step are recomputed first.
+    Barriers as in :func:`_step`. Returns ``|lambda[t+1]|^2`` on these rows (f64) and
+    the barriers passed.
     """
     prv, cur, nxt, src, dst = (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2
-    _receiver_adjoint(f, nxt, t + 1)
+    n = passed
+    if rank == 0:
+        _receiver_adjoint(f, nxt, t + 1)
     _memory(f, f.bg, cur, src, dst, True)
+    n = sync(bar, group, n)
     sq = ti.cast(0.0, ti.f64)
     ti.loop_config(serialize=f.serial)
     for J in ti.grouped(ti.ndrange(f.shots, *f.in_rows)):
         for xb in range(1, f.nb - 1):
             sq += ti.cast(_adjoint_update_block(f, prv, cur, nxt, src, dst, J, xb), ti.f64)
+    n = sync(bar, group, n)
     ti.loop_config(serialize=f.serial)
     for J in ti.grouped(ti.ndrange(f.shots, *f.all_rows)):
         for xb in range(1, f.nb - 1):
             _adjoint_memory_block(f, cur, src, dst, J, xb)
+    n = sync(bar, group, n)
     ti.loop_config(serialize=f.serial)
     for J in ti.grouped(ti.ndrange(f.shots, *f.in_rows)):
         for xb in range(1, f.nb - 1):
             _adjoint_gather_block(f, cur, J, xb)
-    _sources_adjoint(f, nxt, t)
-    return sq
+    if rank == 0:
+        _sources_adjoint(f, nxt, t)
+    n = sync(bar, group, n)
+    return sq, n
+
+
+def cell_band(f: Arrays, s: Any, rank: Any, group: Any) -> Arrays:
+    """``f`` on shot ``s`` and band ``rank`` of ``group`` (plain Python).
+
+    See :func:`~diffsim.kernels.common.band`; the Born tangent's receivers read the same
+    shot.
+    """
+    tangent = f.__dict__.get("tangent")
+    if tangent is None:
+        return band(f, s, rank, group)
+    return band(f, s, rank, group, tangent=Arrays(**{**tangent.__dict__, "shots": (s, s + 1)}))
 
 
 # -- kernels ---------------------------------------------------------------------------------
@@ -443,13 +487,18 @@ def _reverse_step(f: ti.template(), t: ti.i32):
 def cell_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
     """The cell engine's kernels for one dimension and precision.
 
-    * ``forward``: with ``serial`` steps ``start … stop-1`` in one launch, saving ``x[t]``
-      (with ``save``) in checkpoint slot ``saves[t - start]`` (``-1``: no save) for ``t``
-      in ``start … stop``; without, one step ``start`` with parallel loops. ``born``: the
-      background and the Born tangent together (``staggered`` either way).
-    * ``reverse`` (staggered only): with ``serial`` the reverse of steps ``top, top-1, …``
-      (``count`` of them), restoring ``x[t]`` from pool slot ``slots[i]`` first (``-1``:
-      live), the squared costate norm into ``norms[i]``; without, one step ``top``.
+    ``forward`` and ``reverse`` run as ``workers`` tasks sharing the shots (the first
+    ``alone`` dealt whole, the rest in bands of rows; :mod:`diffsim._parallel`), with
+    the barrier counter ``bar``.
+
+    * ``forward``: steps ``start … stop-1`` in one launch, saving ``x[t]`` (with
+      ``save``) in checkpoint slot ``saves[t - start]`` (``-1``: no save) for ``t`` in
+      ``start … stop``. ``born``: the background and the Born tangent together
+      (``staggered`` either way).
+    * ``reverse`` (staggered only): the reverse of steps ``top, top-1, …`` (``count`` of
+      them), restoring ``x[t]`` from pool slot ``slots[i]`` first (``-1``: live), the
+      squared costate norm of step ``i``, shot ``s``, band ``rank`` into
+      ``norms[(i * shots + s) * workers + rank]``.
     * ``receiver_adjoint``: the receivers' adjoint at time ``t`` into ``pg[lvl]``.
     """
     real = ti.f64 if precision == "f64" else ti.f32
@@ -469,48 +518,57 @@ def cell_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
         return cell_bundle(views, ndim=ndim, real=real, lanes=lanes, **items)
 
     @ti.kernel
-    def forward(arena: ti.template(), pools: ti.template(), lay: lay_t, rp: r3, amp: r3,
-                traces: r3, src_pos: pos, src_w: r4, rec_pos: pos, rec_w: r4, saves: i1,
-                xl: iv4, ih: ti.template(), scale: real, start: ti.i32, stop: ti.i32,
-                s1: ti.template(), c1: ti.template(), c2: ti.template(),
-                staggered: ti.template(), sponge: ti.template(), serial: ti.template(),
-                born: ti.template(), save: ti.template()):
+    def forward(arena: ti.template(), pools: ti.template(), bar: ti.template(), lay: lay_t,
+                rp: r3, amp: r3, traces: r3, src_pos: pos, src_w: r4, rec_pos: pos, rec_w: r4,
+                saves: i1, xl: iv4, ih: ti.template(), scale: real, start: ti.i32,
+                stop: ti.i32, workers: ti.i32, alone: ti.i32, s1: ti.template(),
+                c1: ti.template(), c2: ti.template(), staggered: ti.template(),
+                sponge: ti.template(), born: ti.template(), save: ti.template()):
         f = ti.static(bundle(arena, pools, lay, rp=rp, xl=xl, ih=ih, s1=s1, c1=c1, c2=c2,
-                             sponge=sponge, serial=serial, amp=amp, traces=traces,
+                             sponge=sponge, serial=True, amp=amp, traces=traces,
                              src_pos=src_pos, src_w=src_w, rec_pos=rec_pos, rec_w=rec_w,
                              scale=scale))
-        if ti.static(serial):
-            ti.loop_config(serialize=True)
-            for t in range(start, stop + 1):
-                if ti.static(save):
-                    slot = saves[t - start]
-                    if slot >= 0:
-                        _copy_state(f, slot, t, True)
-                if t < stop:
-                    _step(f, t, staggered, born)
-        else:
-            _step(f, start, staggered, born)
+        bar[0] = 0
+        ti.loop_config(block_dim=1)
+        for w in range(workers):
+            nb = 0  # barriers passed
+            for k in range(units(f.p.shape[1], w, workers, alone)):
+                s, rank, group = unit(k, w, workers, alone)
+                g = ti.static(cell_band(f, s, rank, group))
+                for t in range(start, stop + 1):
+                    if ti.static(save):
+                        slot = saves[t - start]
+                        if slot >= 0:
+                            _copy_state(g, slot, t, True, rank, group)
+                    if t < stop:
+                        nb = _step(g, t, staggered, born, bar, rank, group, nb)
 
     @ti.kernel
-    def reverse(arena: ti.template(), pools: ti.template(), lay: lay_t, rp: r3, ampg: r3,
-                tracesg: r3, src_pos: pos, src_w: r4, rec_pos: pos, rec_w: r4, slots: i1,
-                norms: f1, xl: iv4, ih: ti.template(), scale: real, top: ti.i32,
-                count: ti.i32, s1: ti.template(), c1: ti.template(), c2: ti.template(),
-                sponge: ti.template(), serial: ti.template()):
+    def reverse(arena: ti.template(), pools: ti.template(), bar: ti.template(), lay: lay_t,
+                rp: r3, ampg: r3, tracesg: r3, src_pos: pos, src_w: r4, rec_pos: pos,
+                rec_w: r4, slots: i1, norms: f1, xl: iv4, ih: ti.template(), scale: real,
+                top: ti.i32, count: ti.i32, workers: ti.i32, alone: ti.i32,
+                s1: ti.template(), c1: ti.template(), c2: ti.template(),
+                sponge: ti.template()):
         f = ti.static(bundle(arena, pools, lay, rp=rp, xl=xl, ih=ih, s1=s1, c1=c1, c2=c2,
-                             sponge=sponge, serial=serial, ampg=ampg, tracesg=tracesg,
+                             sponge=sponge, serial=True, ampg=ampg, tracesg=tracesg,
                              src_pos=src_pos, src_w=src_w, rec_pos=rec_pos, rec_w=rec_w,
                              scale=scale))
-        if ti.static(serial):
-            ti.loop_config(serialize=True)
-            for i in range(count):
-                t = top - i
-                slot = slots[i]
-                if slot >= 0:
-                    _copy_state(f, slot, t, False)
-                norms[i] = _reverse_step(f, t)
-        else:
-            norms[0] = _reverse_step(f, top)
+        bar[0] = 0
+        ti.loop_config(block_dim=1)
+        for w in range(workers):
+            # norms[(i * shots + s) * workers + rank]: step i, shot s, band rank
+            nb = 0
+            for k in range(units(f.p.shape[1], w, workers, alone)):
+                s, rank, group = unit(k, w, workers, alone)
+                g = ti.static(cell_band(f, s, rank, group))
+                for i in range(count):
+                    t = top - i
+                    slot = slots[i]
+                    if slot >= 0:
+                        _copy_state(g, slot, t, False, rank, group)
+                    sq, nb = _reverse_step(g, t, bar, rank, group, nb)
+                    norms[(i * f.p.shape[1] + s) * workers + rank] = sq
 
     @ti.kernel
     def receiver_adjoint(arena: ti.template(), lay: lay_t, tracesg: r3, rec_pos: pos,

@@ -20,6 +20,7 @@ from diffsim.kernels.acoustic._blocks import (
     _xget,
     _xstrip,
 )
+from diffsim.kernels.common import cut
 
 
 # -- forward -------------------------------------------------------------------------------
@@ -117,7 +118,17 @@ def _inject(f: ti.template(), nxt: ti.i32, step: ti.i32, P: ti.template()):
     cell = _cell(f.src_pos, P)
     for d in ti.static(range(f.ndim)):
         w *= weight[P[0], P[1], d, P[d + 2]]
-    f.u[(nxt, *_lane_elem(cell, W))][(cell[cell.n - 1] + W) % W] += w
+    if _in_band(f, cell[1]):
+        f.u[(nxt, *_lane_elem(cell, W))][(cell[cell.n - 1] + W) % W] += w
+
+
+@ti.func
+def _in_band(f: ti.template(), z: ti.i32):
+    """Whether row ``z`` lies in ``f.band`` (a worker's rows; every row without a band)."""
+    inside = True
+    if ti.static(hasattr(f, "band")):
+        inside = (z >= f.band[0]) & (z < f.band[1])
+    return inside
 
 
 @ti.func
@@ -144,13 +155,8 @@ def _record(f: ti.template(), lvl: ti.i32, t: ti.i32):
 
 
 @ti.func
-def _fused_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
-                dst: ti.i32, step: ti.i32):
-    """One fused step: PML memory, update, sources, and the receivers at ``step + 1``.
-
-    Its loops are parallel at a kernel's top level (unless ``f.serial``) and serial
-    inside a kernel's time loop.
-    """
+def _psi_pass(f: ti.template(), cur: ti.i32, src: ti.i32, dst: ti.i32):
+    """The PML memory ``psi[dst]`` of every row of ``f.rows`` (:func:`_psi_rows`, :func:`_psi_x`)."""
     ti.loop_config(serialize=f.serial)
     for J in ti.grouped(ti.ndrange(*f.rows)):
         if _row_in(f.pa, J):
@@ -158,6 +164,12 @@ def _fused_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti
                 _psi_rows(f, cur, src, dst, J, xb)
         for j in range(f.xs[3]):
             _psi_x(f, cur, src, dst, J, j)
+
+
+@ti.func
+def _update_pass(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
+                 dst: ti.i32, step: ti.i32):
+    """:func:`_update_block` on every row of ``f.rows``, then the sources (rows of ``f.band``)."""
     ti.loop_config(serialize=f.serial)
     for J in ti.grouped(ti.ndrange(*f.rows)):
         if _row_in(f.pa, J):
@@ -174,20 +186,34 @@ def _fused_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti
     for P in ti.grouped(ti.ndrange(f.shots, f.src_pos.shape[1],
                                    *([f.src_w.shape[3]] * f.ndim))):
         _inject(f, nxt, step, P)
+
+
+@ti.func
+def _fused_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
+                dst: ti.i32, step: ti.i32):
+    """One fused step: PML memory, update, sources, and the receivers at ``step + 1``.
+
+    Its loops are parallel at a kernel's top level (unless ``f.serial``) and serial
+    inside a kernel's time loop.
+    """
+    _psi_pass(f, cur, src, dst)
+    _update_pass(f, prv, cur, nxt, src, dst, step)
     _record(f, nxt, step + 1)
 
 
 @ti.func
 def _copy_state(f: ti.template(), slot: ti.i32, u0: ti.i32, u1: ti.i32, lvl: ti.i32,
-                save: ti.template()):
+                save: ti.template(), part: ti.i32, parts: ti.i32):
     """Save (``save=True``) or restore one state: ``u`` levels ``u0, u1``, ``psi, zeta[lvl]``.
 
     The checkpoint pools ``f.pool_u [slot, 2, ...]``, ``f.pool_psi``, ``f.pool_zeta
-    [slot, 1, ...]``.
+    [slot, 1, ...]``. Only part ``part`` of ``parts`` along each array's first spatial
+    axis (a worker's share; ``0, 1`` for all of it).
     """
     u, pu = ti.static((f.u, f.pool_u))
     ti.loop_config(serialize=f.serial)
-    for K in ti.grouped(ti.ndrange(f.shots, *u.shape[2:])):
+    for K in ti.grouped(ti.ndrange(f.shots, (cut(u.shape[2], part, parts),
+                                             cut(u.shape[2], part + 1, parts)), *u.shape[3:])):
         if ti.static(save):
             pu[(slot, 0, *K)] = u[(u0, *K)]
             pu[(slot, 1, *K)] = u[(u1, *K)]
@@ -197,7 +223,9 @@ def _copy_state(f: ti.template(), slot: ti.i32, u0: ti.i32, u1: ti.i32, lvl: ti.
     for d in ti.static(range(f.ndim)):
         psi, zeta, pp, pz = ti.static((f.psi[d], f.zeta[d], f.pool_psi[d], f.pool_zeta[d]))
         ti.loop_config(serialize=f.serial)
-        for K in ti.grouped(ti.ndrange(f.shots, *psi.shape[2:])):
+        for K in ti.grouped(ti.ndrange(f.shots, (cut(psi.shape[2], part, parts),
+                                                 cut(psi.shape[2], part + 1, parts)),
+                                       *psi.shape[3:])):
             if ti.static(save):
                 pp[(slot, 0, *K)] = psi[(lvl, *K)]
                 pz[(slot, 0, *K)] = zeta[(lvl, *K)]
@@ -275,6 +303,6 @@ def record_traces(f: ti.template(), lvl: ti.i32, t: ti.i32):
 def copy_state(f: ti.template(), slot: ti.i32, u0: ti.i32, u1: ti.i32, lvl: ti.i32,
                save: ti.template()):
     """Save (``save=True``) or restore one state (see :func:`_copy_state`)."""
-    _copy_state(f, slot, u0, u1, lvl, save)
+    _copy_state(f, slot, u0, u1, lvl, save, 0, 1)
 
 
