@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 LAYERS: dict[str, int] = {}
 for rank, names in enumerate([
     ["kernels"],
-    ["_runtime", "_fields", "_validate", "_tape", "_simulation", "checkpoint", "stores",
+    ["_runtime", "_parallel", "_fields", "_validate", "_tape", "_simulation", "checkpoint", "stores",
      "losses", "gradcheck", "diagnostics", "_plot", "io", "units", "segy", "models",
      "downloads", "__init__"],
     ["acoustic", "wave", "springs", "chain", "linear", "elastic"],
