@@ -135,14 +135,18 @@ def _band(f: Arrays, s: Any, rank: Any, group: Any) -> Arrays:
     """``f`` restricted to shot ``s`` and band ``rank`` of ``group`` (plain Python).
 
     The band is part ``rank`` of ``group`` of the first spatial axis's rows (all of
-    them for a group of one); sources inject only into it (``band``).
+    them for a group of one); sources inject only into it (``band``); the worker
+    records part ``rank`` of the receivers (``recs``) and, in the adjoint, of the
+    sources' gradients (``srcs``).
     """
     shot = (s, s + 1)
     z0, z1 = f.space_rows[0]
     lo, hi = z0 + cut(z1 - z0, rank, group), z0 + cut(z1 - z0, rank + 1, group)
     rows = ((lo, hi), *f.space_rows[1:])
+    nr, ns = f.rec_pos.shape[1], f.src_pos.shape[1]
     return Arrays(**{**f.__dict__, "rows": (shot, *rows), "space_rows": rows, "shots": shot,
-                     "band": (lo, hi)})
+                     "band": (lo, hi), "recs": (cut(nr, rank, group), cut(nr, rank + 1, group)),
+                     "srcs": (cut(ns, rank, group), cut(ns, rank + 1, group))})
 
 
 @functools.cache
@@ -219,8 +223,7 @@ def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
                         nb = sync(bar, group, nb)
                         _update_pass(g, (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2, t)
                         nb = sync(bar, group, nb)
-                        if rank == 0:
-                            _record(g, (t + 1) % 3, t + 1)
+                        _record(g, (t + 1) % 3, t + 1)  # this worker's receivers
 
     @ti.kernel
     def reverse(arena: ti.template(), pools: ti.template(), bar: ti.template(), lay: lay_t,
@@ -250,14 +253,12 @@ def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
                     slot = slots[i]
                     if slot >= 0:
                         _copy_state(g, slot, (t + 2) % 3, t % 3, t % 2, False, rank, group)
-                    if rank == 0:
-                        _receiver_adjoint(g, (t + 1) % 3, t + 1)
+                    _receiver_adjoint(g, (t + 1) % 3, t + 1)  # into this band
                     nb = sync(bar, group, nb)
                     _adjoint_a(g, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2)
                     nb = sync(bar, group, nb)
                     sq = _adjoint_b(g, (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2)
-                    if rank == 0:
-                        _sources_adjoint(g, (t + 1) % 3, t)
+                    _sources_adjoint(g, (t + 1) % 3, t)  # this worker's sources
                     norms[(i * f.u.shape[1] + s) * workers + rank] = sq
                     nb = sync(bar, group, nb)
 

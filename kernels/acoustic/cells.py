@@ -314,9 +314,9 @@ def _step(f: ti.template(), t: ti.i32, staggered: ti.template(), born: ti.templa
           bar: ti.template(), rank: ti.i32, group: ti.i32, passed: ti.i32) -> ti.i32:
     """Step ``t``: sources, receivers at ``t + 1`` (of the tangent in a Born run).
 
-    On the rows of ``f`` (a worker's band of one shot, :func:`cell_band`), with a
-    barrier of the ``group`` after each pass (none for a group of one); ``rank`` 0
-    records. Returns the barriers passed, counting from ``passed``.
+    On the rows of ``f`` (a worker's band of one shot, :func:`cell_band`, its share of
+    the receivers), with a barrier of the ``group`` after each pass (none for a group of
+    one). Returns the barriers passed, counting from ``passed``.
     """
     prv, cur, nxt, src, dst = (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2
     n = passed
@@ -330,11 +330,9 @@ def _step(f: ti.template(), t: ti.i32, staggered: ti.template(), born: ti.templa
         n = sync(bar, group, n)
         _update(f, f.tg, prv, cur, nxt, src, dst, staggered, False, True)
         n = sync(bar, group, n)
-        if rank == 0:
-            _record(f.tangent, nxt, t + 1)
+        _record(f.tangent, nxt, t + 1)  # this worker's receivers
     else:
-        if rank == 0:
-            _record(f, nxt, t + 1)
+        _record(f, nxt, t + 1)
     return n
 
 
@@ -445,8 +443,7 @@ def _reverse_step(f: ti.template(), t: ti.i32, bar: ti.template(), rank: ti.i32,
     """
     prv, cur, nxt, src, dst = (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2
     n = passed
-    if rank == 0:
-        _receiver_adjoint(f, nxt, t + 1)
+    _receiver_adjoint(f, nxt, t + 1)  # into this worker's band
     _memory(f, f.bg, cur, src, dst, True)
     n = sync(bar, group, n)
     sq = ti.cast(0.0, ti.f64)
@@ -464,8 +461,7 @@ def _reverse_step(f: ti.template(), t: ti.i32, bar: ti.template(), rank: ti.i32,
     for J in ti.grouped(ti.ndrange(f.shots, *f.in_rows)):
         for xb in range(1, f.nb - 1):
             _adjoint_gather_block(f, cur, J, xb)
-    if rank == 0:
-        _sources_adjoint(f, nxt, t)
+    _sources_adjoint(f, nxt, t)  # this worker's sources
     n = sync(bar, group, n)
     return sq, n
 
@@ -473,13 +469,18 @@ def _reverse_step(f: ti.template(), t: ti.i32, bar: ti.template(), rank: ti.i32,
 def cell_band(f: Arrays, s: Any, rank: Any, group: Any) -> Arrays:
     """``f`` on shot ``s`` and band ``rank`` of ``group`` (plain Python).
 
-    See :func:`~diffsim.kernels.common.band`; the Born tangent's receivers read the same
-    shot.
+    See :func:`~diffsim.kernels.common.band`; the worker records part ``rank`` of the
+    receivers (``recs``, of the Born tangent too) and sums part ``rank`` of the sources'
+    gradients (``srcs``).
     """
+    nr, ns = f.rec_pos.shape[1], f.src_pos.shape[1]
+    recs = (cut(nr, rank, group), cut(nr, rank + 1, group))  # the receivers it records
+    srcs = (cut(ns, rank, group), cut(ns, rank + 1, group))  # the sources' gradients
     tangent = f.__dict__.get("tangent")
     if tangent is None:
-        return band(f, s, rank, group)
-    return band(f, s, rank, group, tangent=Arrays(**{**tangent.__dict__, "shots": (s, s + 1)}))
+        return band(f, s, rank, group, recs=recs, srcs=srcs)
+    return band(f, s, rank, group, recs=recs, srcs=srcs,
+                tangent=Arrays(**{**tangent.__dict__, "shots": (s, s + 1), "recs": recs}))
 
 
 # -- kernels ---------------------------------------------------------------------------------

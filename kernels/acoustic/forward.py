@@ -142,14 +142,23 @@ def _sample(f: ti.template(), lvl: ti.i32, t: ti.i32, P: ti.template()):
     f.traces[t, P[0], P[1]] += w * f.u[(lvl, *_lane_elem(cell, W))][(cell[cell.n - 1] + W) % W]
 
 
+def receiver_share(f: object) -> tuple:
+    """The receivers ``f`` records: ``f.recs`` (a worker's share) or all (plain Python)."""
+    return getattr(f, "recs", (0, f.rec_pos.shape[1]))  # type: ignore[attr-defined]
+
+
 @ti.func
 def _record(f: ti.template(), lvl: ti.i32, t: ti.i32):
-    """``traces[t] = sum_k w_k u[lvl]`` over each receiver's stencil (serial: a few cells)."""
+    """``traces[t] = sum_k w_k u[lvl]`` over each receiver's stencil (serial: a few cells).
+
+    The receivers of :func:`receiver_share`; each trace is summed by one worker in
+    stencil order, so any share gives the same bits.
+    """
     ti.loop_config(serialize=True)
-    for s, r in ti.ndrange(f.shots, f.traces.shape[2]):
+    for s, r in ti.ndrange(f.shots, receiver_share(f)):
         f.traces[t, s, r] = 0.0
     ti.loop_config(serialize=True)
-    for P in ti.grouped(ti.ndrange(f.shots, f.rec_pos.shape[1],
+    for P in ti.grouped(ti.ndrange(f.shots, receiver_share(f),
                                    *([f.rec_w.shape[3]] * f.ndim))):
         _sample(f, lvl, t, P)
 
