@@ -15,7 +15,7 @@ from diffsim.kernels.acoustic._blocks import (
     _xblock,
     _xget,
 )
-from diffsim.kernels.acoustic.forward import _cell, _in_band, _lane_elem, _psi_rows, _psi_x
+from diffsim.kernels.acoustic.forward import _cell, _lane_elem, _psi_rows, _psi_x
 
 # ---------------------------------------------------------------------------------------
 # Hand-written adjoint of the step, in gather form (two passes).
@@ -190,11 +190,7 @@ def _adj_b_block(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: t
 
 @ti.func
 def _receiver_adjoint(f: ti.template(), lvl: ti.i32, t: ti.i32):
-    """Reverse of :func:`_record` at time ``t``: ``ug[lvl] += w tracesg[t]`` (serial).
-
-    Into the rows of ``f.band`` only (a worker's; every row without one), each cell's
-    terms in stencil order, so any split into bands gives the same bits.
-    """
+    """Reverse of :func:`_record` at time ``t``: ``ug[lvl] += w tracesg[t]`` (serial)."""
     W, weight = ti.static((f.W, f.rec_w))
     ti.loop_config(serialize=True)
     for P in ti.grouped(ti.ndrange(f.shots, f.rec_pos.shape[1],
@@ -203,20 +199,15 @@ def _receiver_adjoint(f: ti.template(), lvl: ti.i32, t: ti.i32):
         cell = _cell(f.rec_pos, P)
         for d in ti.static(range(f.ndim)):
             w *= weight[P[0], P[1], d, P[d + 2]]
-        if _in_band(f, cell[1]):
-            f.ug[(lvl, *_lane_elem(cell, W))][(cell[cell.n - 1] + W) % W] += w
+        f.ug[(lvl, *_lane_elem(cell, W))][(cell[cell.n - 1] + W) % W] += w
 
 
 @ti.func
 def _sources_adjoint(f: ti.template(), nxt: ti.i32, step: ti.i32):
-    """Reverse of the source injection: ``ampg[shot, source, step] += scale sum w ug[nxt]`` (serial).
-
-    The sources of ``f.srcs`` (a worker's share; all without one), each summed in
-    stencil order.
-    """
+    """Reverse of the source injection: ``ampg[shot, source, step] += scale sum w ug[nxt]`` (serial)."""
     W, weight = ti.static((f.W, f.src_w))
     ti.loop_config(serialize=True)
-    for P in ti.grouped(ti.ndrange(f.shots, getattr(f, "srcs", (0, f.src_pos.shape[1])),
+    for P in ti.grouped(ti.ndrange(f.shots, f.src_pos.shape[1],
                                    *([weight.shape[3]] * f.ndim))):
         w = ti.cast(f.scale, f.dtype)
         cell = _cell(f.src_pos, P)

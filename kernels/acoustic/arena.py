@@ -15,17 +15,13 @@ from taichi.lang.expr import Expr
 from taichi.lang.matrix import Matrix
 
 from diffsim.kernels.acoustic._blocks import Arrays
-from diffsim.kernels.acoustic.adjoint import (
-    _adjoint_a,
-    _adjoint_b,
-    _receiver_adjoint,
-    _sources_adjoint,
-)
-from diffsim.kernels.acoustic.forward import (
-    _copy_state,
-    _psi_pass,
-    _record,
-    _update_pass,
+from diffsim.kernels.acoustic.adjoint import _adjoint_a, _adjoint_b
+from diffsim.kernels.acoustic.forward import _copy_state, _psi_pass, _update_pass
+from diffsim.kernels.acoustic.points import (
+    inject_points,
+    receiver_points_adjoint,
+    record_points,
+    source_points_adjoint,
 )
 from diffsim.kernels.common import cut, sync, unit, units
 
@@ -222,8 +218,9 @@ def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
                         _psi_pass(g, t % 3, t % 2, (t + 1) % 2)
                         nb = sync(bar, group, nb)
                         _update_pass(g, (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2, t)
+                        inject_points(g, (t + 1) % 3, t)  # into this band
                         nb = sync(bar, group, nb)
-                        _record(g, (t + 1) % 3, t + 1)  # this worker's receivers
+                        record_points(g, (t + 1) % 3, t + 1)  # this worker's receivers
 
     @ti.kernel
     def reverse(arena: ti.template(), pools: ti.template(), bar: ti.template(), lay: lay_t,
@@ -253,12 +250,12 @@ def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
                     slot = slots[i]
                     if slot >= 0:
                         _copy_state(g, slot, (t + 2) % 3, t % 3, t % 2, False, rank, group)
-                    _receiver_adjoint(g, (t + 1) % 3, t + 1)  # into this band
+                    receiver_points_adjoint(g, (t + 1) % 3, t + 1)  # into this band
                     nb = sync(bar, group, nb)
                     _adjoint_a(g, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2)
                     nb = sync(bar, group, nb)
                     sq = _adjoint_b(g, (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2)
-                    _sources_adjoint(g, (t + 1) % 3, t)  # this worker's sources
+                    source_points_adjoint(g, (t + 1) % 3, t)  # this worker's sources
                     norms[(i * f.u.shape[1] + s) * workers + rank] = sq
                     nb = sync(bar, group, nb)
 
@@ -269,7 +266,7 @@ def arena_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
                                        ndim)["ug"], tracesg=tracesg, rec_pos=rec_pos,
                              rec_w=rec_w, ndim=ndim, dtype=real, W=lanes,
                              shots=(0, rec_pos.shape[0])))
-        _receiver_adjoint(f, lvl, t)
+        receiver_points_adjoint(f, lvl, t)
 
     @ti.kernel
     def read(arena: ti.template(), offset: ti.i32, out: flat):

@@ -55,9 +55,13 @@ import taichi as ti
 from taichi.lang import impl
 
 from diffsim.kernels.acoustic._blocks import Arrays, _at, _moved, _shift, _sp
-from diffsim.kernels.acoustic.adjoint import _receiver_adjoint, _sources_adjoint
 from diffsim.kernels.acoustic.arena import View, _scalars
-from diffsim.kernels.acoustic.forward import _inject, _record
+from diffsim.kernels.acoustic.points import (
+    inject_points,
+    receiver_points_adjoint,
+    record_points,
+    source_points_adjoint,
+)
 from diffsim.kernels.common import band, cut, lean, sync, unit, units
 
 
@@ -301,15 +305,6 @@ def _update(f: ti.template(), w: ti.template(), prv: ti.i32, cur: ti.i32, nxt: t
 
 
 @ti.func
-def _inject_all(f: ti.template(), nxt: ti.i32, step: ti.i32):
-    """Sources into ``p[nxt]`` (serial: a few cells)."""
-    ti.loop_config(serialize=True)
-    for P in ti.grouped(ti.ndrange(f.shots, f.src_pos.shape[1],
-                                   *([f.src_w.shape[3]] * f.ndim))):
-        _inject(f, nxt, step, P)
-
-
-@ti.func
 def _step(f: ti.template(), t: ti.i32, staggered: ti.template(), born: ti.template(),
           bar: ti.template(), rank: ti.i32, group: ti.i32, passed: ti.i32) -> ti.i32:
     """Step ``t``: sources, receivers at ``t + 1`` (of the tangent in a Born run).
@@ -323,16 +318,16 @@ def _step(f: ti.template(), t: ti.i32, staggered: ti.template(), born: ti.templa
     _memory(f, f.bg, cur, src, dst, staggered)
     n = sync(bar, group, n)
     _update(f, f.bg, prv, cur, nxt, src, dst, staggered, born, False)
-    _inject_all(f, nxt, t)
+    inject_points(f, nxt, t)  # into this band
     n = sync(bar, group, n)
     if ti.static(born):
         _memory(f, f.tg, cur, src, dst, staggered)
         n = sync(bar, group, n)
         _update(f, f.tg, prv, cur, nxt, src, dst, staggered, False, True)
         n = sync(bar, group, n)
-        _record(f.tangent, nxt, t + 1)  # this worker's receivers
+        record_points(f.tangent, nxt, t + 1)  # this worker's receivers
     else:
-        _record(f, nxt, t + 1)
+        record_points(f, nxt, t + 1)
     return n
 
 
@@ -443,7 +438,7 @@ def _reverse_step(f: ti.template(), t: ti.i32, bar: ti.template(), rank: ti.i32,
     """
     prv, cur, nxt, src, dst = (t + 2) % 3, t % 3, (t + 1) % 3, t % 2, (t + 1) % 2
     n = passed
-    _receiver_adjoint(f, nxt, t + 1)  # into this worker's band
+    receiver_points_adjoint(f, nxt, t + 1)  # into this worker's band
     _memory(f, f.bg, cur, src, dst, True)
     n = sync(bar, group, n)
     sq = ti.cast(0.0, ti.f64)
@@ -461,7 +456,7 @@ def _reverse_step(f: ti.template(), t: ti.i32, bar: ti.template(), rank: ti.i32,
     for J in ti.grouped(ti.ndrange(f.shots, *f.in_rows)):
         for xb in range(1, f.nb - 1):
             _adjoint_gather_block(f, cur, J, xb)
-    _sources_adjoint(f, nxt, t)  # this worker's sources
+    source_points_adjoint(f, nxt, t)  # this worker's sources
     n = sync(bar, group, n)
     return sq, n
 
@@ -577,7 +572,7 @@ def cell_kernels(ndim: int, precision: str, lanes: int) -> dict[str, Any]:
         f = ti.static(Arrays(ug=cell_views(arena, arena, _scalars(lay, nl), ndim)["pg"],
                              tracesg=tracesg, rec_pos=rec_pos, rec_w=rec_w, ndim=ndim,
                              dtype=real, W=lanes, shots=(0, rec_pos.shape[0])))
-        _receiver_adjoint(f, lvl, t)
+        receiver_points_adjoint(f, lvl, t)
 
     return dict(forward=lean(forward), reverse=lean(reverse),
                 receiver_adjoint=lean(receiver_adjoint))

@@ -118,17 +118,7 @@ def _inject(f: ti.template(), nxt: ti.i32, step: ti.i32, P: ti.template()):
     cell = _cell(f.src_pos, P)
     for d in ti.static(range(f.ndim)):
         w *= weight[P[0], P[1], d, P[d + 2]]
-    if _in_band(f, cell[1]):
-        f.u[(nxt, *_lane_elem(cell, W))][(cell[cell.n - 1] + W) % W] += w
-
-
-@ti.func
-def _in_band(f: ti.template(), z: ti.i32):
-    """Whether row ``z`` lies in ``f.band`` (a worker's rows; every row without a band)."""
-    inside = True
-    if ti.static(hasattr(f, "band")):
-        inside = (z >= f.band[0]) & (z < f.band[1])
-    return inside
+    f.u[(nxt, *_lane_elem(cell, W))][(cell[cell.n - 1] + W) % W] += w
 
 
 @ti.func
@@ -142,23 +132,14 @@ def _sample(f: ti.template(), lvl: ti.i32, t: ti.i32, P: ti.template()):
     f.traces[t, P[0], P[1]] += w * f.u[(lvl, *_lane_elem(cell, W))][(cell[cell.n - 1] + W) % W]
 
 
-def receiver_share(f: object) -> tuple:
-    """The receivers ``f`` records: ``f.recs`` (a worker's share) or all (plain Python)."""
-    return getattr(f, "recs", (0, f.rec_pos.shape[1]))  # type: ignore[attr-defined]
-
-
 @ti.func
 def _record(f: ti.template(), lvl: ti.i32, t: ti.i32):
-    """``traces[t] = sum_k w_k u[lvl]`` over each receiver's stencil (serial: a few cells).
-
-    The receivers of :func:`receiver_share`; each trace is summed by one worker in
-    stencil order, so any share gives the same bits.
-    """
+    """``traces[t] = sum_k w_k u[lvl]`` over each receiver's stencil (serial: a few cells)."""
     ti.loop_config(serialize=True)
-    for s, r in ti.ndrange(f.shots, receiver_share(f)):
+    for s, r in ti.ndrange(f.shots, f.traces.shape[2]):
         f.traces[t, s, r] = 0.0
     ti.loop_config(serialize=True)
-    for P in ti.grouped(ti.ndrange(f.shots, receiver_share(f),
+    for P in ti.grouped(ti.ndrange(f.shots, f.rec_pos.shape[1],
                                    *([f.rec_w.shape[3]] * f.ndim))):
         _sample(f, lvl, t, P)
 
@@ -178,7 +159,7 @@ def _psi_pass(f: ti.template(), cur: ti.i32, src: ti.i32, dst: ti.i32):
 @ti.func
 def _update_pass(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti.i32,
                  dst: ti.i32, step: ti.i32):
-    """:func:`_update_block` on every row of ``f.rows``, then the sources (rows of ``f.band``)."""
+    """:func:`_update_block` on every row of ``f.rows`` (the sources are the caller's)."""
     ti.loop_config(serialize=f.serial)
     for J in ti.grouped(ti.ndrange(*f.rows)):
         if _row_in(f.pa, J):
@@ -191,10 +172,6 @@ def _update_pass(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: t
                 _update_block(f, prv, cur, nxt, src, dst, J, _xblock(j, f.xs), False, True)
             for xb in range(f.xs[0], f.xs[1]):
                 _update_block(f, prv, cur, nxt, src, dst, J, xb, False, False)
-    ti.loop_config(serialize=True)  # a few cells: cheaper than a parallel task
-    for P in ti.grouped(ti.ndrange(f.shots, f.src_pos.shape[1],
-                                   *([f.src_w.shape[3]] * f.ndim))):
-        _inject(f, nxt, step, P)
 
 
 @ti.func
@@ -207,6 +184,10 @@ def _fused_step(f: ti.template(), prv: ti.i32, cur: ti.i32, nxt: ti.i32, src: ti
     """
     _psi_pass(f, cur, src, dst)
     _update_pass(f, prv, cur, nxt, src, dst, step)
+    ti.loop_config(serialize=True)  # a few cells: cheaper than a parallel task
+    for P in ti.grouped(ti.ndrange(f.shots, f.src_pos.shape[1],
+                                   *([f.src_w.shape[3]] * f.ndim))):
+        _inject(f, nxt, step, P)
     _record(f, nxt, step + 1)
 
 

@@ -1,0 +1,131 @@
+"""Sources and receivers on x-lane vectors: the point stencils of the arena and cell engines.
+
+A point's stencil (Hicks: ``K`` cells per axis; nearest: one) is separable: weights
+``w_d[k]`` per axis at cells ``base_d + k``. Along x its ``K <= W`` cells lie in two
+consecutive blocks ``e0, e0 + 1`` of the lane layout (cell ``x`` is lane ``(x + W) % W``
+of block ``(x + W) // W``), so the x weights become two lane vectors ``A, B`` (zero
+outside the stencil), built once per point, and each stencil row costs two vector loads
+and two multiply-adds instead of ``K`` single-lane reads. A receiver samples
+``sum_rows w_rows sum_lanes (A u[e0] + B u[e0 + 1])``; a source adds ``w_rows amp A``
+and ``w_rows amp B`` to its rows' blocks (plain read-modify-writes, no atomics: the
+points of a launch are visited in order by one worker, and a worker touches only the
+rows of its band, ``f.band``). The adjoints are the transposes, in the same order, so
+any split of the rows between workers gives the same bits.
+
+``f`` carries ``W``, ``dtype``, ``ndim``, ``shots`` and the arrays named below; the
+receivers a worker records are ``f.recs`` and the sources whose gradients it sums
+``f.srcs`` (ranges; all of them for a worker alone).
+"""
+
+import taichi as ti
+
+
+@ti.func
+def _in_band(f: ti.template(), z: ti.i32):
+    """Whether row ``z`` lies in ``f.band`` (a worker's rows; every row without a band)."""
+    inside = True
+    if ti.static(hasattr(f, "band")):
+        inside = (z >= f.band[0]) & (z < f.band[1])
+    return inside
+
+
+@ti.func
+def _xw(f: ti.template(), w: ti.template(), pos: ti.template(), s: ti.i32, p: ti.i32,
+        second: ti.template()):
+    """The x weights of point ``p`` of shot ``s`` in the lanes of block ``e0`` (or ``e0 + 1``)."""
+    W, nd = ti.static(f.W, f.ndim)
+    k = w.shape[3]
+    off = (pos[s, p][nd - 1] + W) % W
+    out = ti.Vector.zero(f.dtype, W)
+    for i in ti.static(range(W)):
+        j = i - off + (W if ti.static(second) else 0)
+        inside = ti.cast((j >= 0) & (j < k), f.dtype)
+        out[i] = inside * w[s, p, nd - 1, ti.max(0, ti.min(j, k - 1))]
+    return out
+
+
+@ti.func
+def _block(f: ti.template(), pos: ti.template(), s: ti.i32, p: ti.i32):
+    """Block ``e0`` holding the first x cell of point ``p``'s stencil."""
+    return (pos[s, p][f.ndim - 1] + f.W) // f.W
+
+
+@ti.func
+def _row_weight(f: ti.template(), w: ti.template(), s: ti.i32, p: ti.i32, R: ti.template()):
+    """Product of the row-axis weights at row offsets ``R``."""
+    out = ti.cast(1.0, f.dtype)
+    for d in ti.static(range(f.ndim - 1)):
+        out *= w[s, p, d, R[d]]
+    return out
+
+
+@ti.func
+def _row(pos: ti.template(), s: ti.i32, p: ti.i32, R: ti.template()):
+    """Element index ``(shot, z[, y])`` of stencil row ``R`` of point ``p``."""
+    base = pos[s, p]
+    return ti.Vector([s] + [base[d] + R[d] for d in ti.static(range(R.n))])
+
+
+@ti.func
+def record_points(f: ti.template(), lvl: ti.i32, t: ti.i32):
+    """``traces[t, s, r] = sum_k w_k u[lvl]`` for the receivers of ``f.recs``."""
+    ti.loop_config(serialize=True)
+    for s, r in ti.ndrange(f.shots, f.recs):
+        a, b = _xw(f, f.rec_w, f.rec_pos, s, r, False), _xw(f, f.rec_w, f.rec_pos, s, r, True)
+        e0 = _block(f, f.rec_pos, s, r)
+        acc = ti.cast(0.0, f.dtype)
+        for R in ti.grouped(ti.ndrange(*([f.rec_w.shape[3]] * (f.ndim - 1)))):
+            J = _row(f.rec_pos, s, r, R)
+            acc += _row_weight(f, f.rec_w, s, r, R) * (a * f.u[(lvl, *J, e0)]
+                                                       + b * f.u[(lvl, *J, e0 + 1)]).sum()
+        f.traces[t, s, r] = acc
+
+
+@ti.func
+def inject_points(f: ti.template(), nxt: ti.i32, step: ti.i32):
+    """``u[nxt] += scale amp[s, p, step] w`` over every source's stencil (rows of ``f.band``)."""
+    ti.loop_config(serialize=True)
+    for s, p in ti.ndrange(f.shots, f.src_pos.shape[1]):
+        a, b = _xw(f, f.src_w, f.src_pos, s, p, False), _xw(f, f.src_w, f.src_pos, s, p, True)
+        e0 = _block(f, f.src_pos, s, p)
+        amp = ti.cast(f.scale, f.dtype) * f.amp[s, p, step]
+        for R in ti.grouped(ti.ndrange(*([f.src_w.shape[3]] * (f.ndim - 1)))):
+            J = _row(f.src_pos, s, p, R)
+            if _in_band(f, J[1]):
+                c = _row_weight(f, f.src_w, s, p, R) * amp
+                f.u[(nxt, *J, e0)] = f.u[(nxt, *J, e0)] + c * a
+                f.u[(nxt, *J, e0 + 1)] = f.u[(nxt, *J, e0 + 1)] + c * b
+
+
+@ti.func
+def receiver_points_adjoint(f: ti.template(), lvl: ti.i32, t: ti.i32):
+    """Reverse of :func:`record_points`: ``ug[lvl] += w tracesg[t]`` (rows of ``f.band``)."""
+    ti.loop_config(serialize=True)
+    for s, r in ti.ndrange(f.shots, f.rec_pos.shape[1]):
+        a, b = _xw(f, f.rec_w, f.rec_pos, s, r, False), _xw(f, f.rec_w, f.rec_pos, s, r, True)
+        e0 = _block(f, f.rec_pos, s, r)
+        g = f.tracesg[t, s, r]
+        for R in ti.grouped(ti.ndrange(*([f.rec_w.shape[3]] * (f.ndim - 1)))):
+            J = _row(f.rec_pos, s, r, R)
+            if _in_band(f, J[1]):
+                c = _row_weight(f, f.rec_w, s, r, R) * g
+                f.ug[(lvl, *J, e0)] = f.ug[(lvl, *J, e0)] + c * a
+                f.ug[(lvl, *J, e0 + 1)] = f.ug[(lvl, *J, e0 + 1)] + c * b
+
+
+@ti.func
+def source_points_adjoint(f: ti.template(), nxt: ti.i32, step: ti.i32):
+    """Reverse of :func:`inject_points`: ``ampg[s, p, step] += scale sum w ug[nxt]``.
+
+    The sources of ``f.srcs``.
+    """
+    ti.loop_config(serialize=True)
+    for s, p in ti.ndrange(f.shots, f.srcs):
+        a, b = _xw(f, f.src_w, f.src_pos, s, p, False), _xw(f, f.src_w, f.src_pos, s, p, True)
+        e0 = _block(f, f.src_pos, s, p)
+        acc = ti.cast(0.0, f.dtype)
+        for R in ti.grouped(ti.ndrange(*([f.src_w.shape[3]] * (f.ndim - 1)))):
+            J = _row(f.src_pos, s, p, R)
+            acc += _row_weight(f, f.src_w, s, p, R) * (a * f.ug[(nxt, *J, e0)]
+                                                       + b * f.ug[(nxt, *J, e0 + 1)]).sum()
+        f.ampg[s, p, step] += ti.cast(f.scale, f.dtype) * acc
