@@ -42,14 +42,40 @@ def forcing(split: tuple[int, int] | None) -> None:
     """Force every engine's worker split (``None``: the automatic one)."""
     from diffsim.acoustic import density, stepper
     from diffsim.elastic import stepper as estepper
+    from diffsim.springs import steppers
 
     for module in (stepper, density, estepper):
         module.split = (_parallel.split if split is None
                         else (lambda s, c, split=split: _parallel.Split(*split)))
+    steppers.SPRING_WORKER_SPRINGS = 2_000 if split is None else 10**12
 
 
-def build(kind: str, shape: tuple[int, ...], shots: int, nt: int, order: int) -> Callable:
+def springs(nt: int, grad: bool) -> Callable:
+    """The lattice of ``springs_vs_warp.py`` (4,000 particles, 11,741 springs)."""
+    from springs_vs_warp import DAMP, DT, MASS, MU, lattice
+
+    from diffsim.springs import FinalPosition, SpringSimulation, SpringSystem
+
+    pos, pairs, k = lattice()
+    system = SpringSystem(pos, pairs, stiffness=k, damping=DAMP, mass=MASS,
+                          gravity=(0.0, -9.8), ground=0.0, friction=MU)
+    sim = SpringSimulation(system, nt, DT, velocities=np.tile([0.5, -1.0], (len(pos), 1)))
+    if not grad:
+        sim.simulate()  # builds the stepper (its worker count) now
+        return lambda: sim.simulate()
+    loss = FinalPosition(pos + 0.01)
+    sim._stepper(loss)  # builds the loss's stepper now
+
+    def run() -> object:
+        return sim.value_and_grad(loss, wrt=("stiffness", "rest_length"), checkpoint=StoreAll())
+    return run
+
+
+def build(kind: str, shape: tuple[int, ...], shots: int, nt: int, order: int,
+          split: tuple[int, int] | None) -> Callable:
     """A function running one forward (``kind`` ends in ``fwd``) or gradient of a kept simulation."""
+    if kind.startswith("springs"):
+        return springs(nt, kind.endswith("grad"))
     h, dt = 10.0, 8e-4
     src, rec = geometry(shape, shots, h)
     wav = ac.ricker(12.0, dt, nt)
@@ -62,7 +88,11 @@ def build(kind: str, shape: tuple[int, ...], shots: int, nt: int, order: int) ->
     elif kind.startswith("born"):
         dv = np.zeros(shape)
         dv[shape[0] // 2] = 50.0
-        return lambda: ac.born(v, dv, h, dt, wav, src, rec, order=order, pml_width=20)
+
+        def born() -> object:  # a new stepper each call: its split forced here
+            forcing(split)
+            return ac.born(v, dv, h, dt, wav, src, rec, order=order, pml_width=20)
+        return born
     else:
         dens = 2000.0 * np.ones(shape) if kind.startswith("density") else None
         sim = ac.Simulation(v, h, dt, wav, src, rec, density=dens, order=order, pml_width=20)
@@ -71,7 +101,9 @@ def build(kind: str, shape: tuple[int, ...], shots: int, nt: int, order: int) ->
         return lambda: sim.simulate()
     observed = np.zeros_like(sim.simulate()[out])
     loss = L2(observed, output=out) if out != "traces" else L2(observed)
-    return lambda: sim.value_and_grad(loss, checkpoint=StoreAll())
+    # store-all in 2D; 3D states under the default budget (checkpoints)
+    schedule = StoreAll() if len(shape) == 2 else None
+    return lambda: sim.value_and_grad(loss, checkpoint=schedule)
 
 
 def measure(cases: list[tuple[str, tuple[int, ...], int, int]], nt: int, repeats: int,
@@ -81,7 +113,7 @@ def measure(cases: list[tuple[str, tuple[int, ...], int, int]], nt: int, repeats
         runs: dict[str, Callable] = {}
         for name, split in (("1", (1, shots)), ("2", None)):
             forcing(split)
-            runs[name] = build(kind, shape, shots, nt, order)
+            runs[name] = build(kind, shape, shots, nt, order, split)
         forcing(None)
         if deepwave is not None and kind.startswith("acoustic") and len(shape) == 2:
             for threads in (1, 2):
@@ -95,7 +127,7 @@ def measure(cases: list[tuple[str, tuple[int, ...], int, int]], nt: int, repeats
                 fn()
                 times[name].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
-        cells = int(np.prod(shape)) * shots * nt
+        cells = int(np.prod(shape)) * shots * nt  # springs: spring-steps
         dw = (f"{med['dw1']:.3f} / {med['dw2']:.3f} ({med['dw1'] / med['dw2']:.2f}x)"
               if "dw1" in med else "")
         rows.append([kind, " x ".join(map(str, shape)), shots, order, f"{med['1']:.3f}",
@@ -149,12 +181,15 @@ def main() -> None:
              ("acoustic fwd", (100, 100, 100), 1, 4), ("acoustic grad", (60, 60, 60), 2, 4),
              ("density fwd", (400, 400), 1, 4), ("density grad", (200, 200), 2, 4),
              ("born fwd", (400, 400), 1, 4), ("elastic fwd", (400, 400), 1, 4),
-             ("elastic grad", (200, 200), 2, 4)]
+             ("elastic grad", (200, 200), 2, 4), ("springs fwd", (11741,), 1, 0),
+             ("springs grad", (11741,), 1, 0)]
     if args.quick:
         cases = [c for c in cases if c[1] in ((400, 400), (200, 200))][:6]
     t0 = time.perf_counter()
     rows = measure(cases, args.nt, args.repeats, deepwave_runner())
-    body = (f"nt {args.nt}, PML 20, f32, 50 receivers, gradients under store-all; medians of "
+    body = (f"nt {args.nt}, PML 20, f32, 50 receivers, 2D gradients under store-all, 3D under "
+            "the default budget; springs: the 80 x 50 lattice of `springs_vs_warp.py` "
+            "(11,741 springs; 'grid' is the spring count, the rate spring-steps). Medians of "
             f"{args.repeats} rounds, seconds. '1' and '2': the same kernels as one and two "
             "worker tasks in one process (Taichi pool of 2 threads); rate: shot-cell-updates "
             "per second at 2 threads. Deepwave (constant density only): `torch.set_num_threads` "
