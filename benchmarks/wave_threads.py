@@ -7,7 +7,7 @@ with every core; "1 thread" runs the same kernels as one worker task (the split 
 round in the same process, so both see the same machine. Deepwave (optional) runs the
 constant-density cases at ``torch.set_num_threads(1)`` and ``(2)`` in the same rounds.
 
-    python benchmarks/wave_threads.py [--nt 500] [--repeats 3] [--quick] [--write]
+    python benchmarks/wave_threads.py [--nt 500] [--repeats 3] [--quick] [--only NAME] [--write]
 
 Seconds are medians over ``--repeats`` rounds after a warm-up (which compiles).
 """
@@ -170,6 +170,7 @@ def main() -> None:
     parser.add_argument("--nt", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a few cases only")
+    parser.add_argument("--only", default="", help="cases whose name contains this")
     parser.add_argument("--write", action="store_true", help="append to BENCHMARKS.md")
     args = parser.parse_args()
     diffsim.init("cpu", "f32")
@@ -185,6 +186,7 @@ def main() -> None:
              ("springs grad", (11741,), 1, 0)]
     if args.quick:
         cases = [c for c in cases if c[1] in ((400, 400), (200, 200))][:6]
+    cases = [c for c in cases if args.only in c[0]]
     t0 = time.perf_counter()
     rows = measure(cases, args.nt, args.repeats, deepwave_runner())
     body = (f"nt {args.nt}, PML 20, f32, 50 receivers, 2D gradients under store-all, 3D under "

@@ -416,7 +416,7 @@ class _FusedBackend(Stepper):
                       "damping": np.zeros(m, dtype=real_),
                       "mass": np.zeros(n, dtype=real_),
                       "actuation": np.zeros((steps, c), dtype=real_)}
-        self.norms = np.zeros(steps + 1, dtype=np.float64)
+        self.norms = np.zeros((steps + 1) * self._workers, dtype=np.float64)  # per worker
         self._pool_slots = 0
         self.px = self.pv = np.zeros((1, n, d), dtype=real_)
         self.x0 = system.positions
@@ -552,7 +552,8 @@ class _FusedBackend(Stepper):
                       self._workers)
         if not measure:
             return [math.nan] * len(steps)
-        return [math.sqrt(self.norms[t + 1]) for t in steps]
+        per = self.norms.reshape(-1, self._workers).sum(axis=1)
+        return [math.sqrt(per[t + 1]) for t in steps]
 
     def finish_reverse(self, *, measure: bool) -> float:
         """Add the time-0 cotangent into ``λ[0]``; its norm when ``measure``."""

@@ -47,7 +47,8 @@ def spring_adjoint(x: ti.template(), v: ti.template(), xg: ti.template(), vg: ti
     ti.loop_config(serialize=serial)
     for i in range(x.shape[1]):
         _adjoint_particle(x, v, xg, vg, mass, mass.grad, fixed, gravity, fs, offsets, adj, sign,
-                          pbar, fbar, norms, src, dst, step, h, gnd, use_ground, mu, measure, i)
+                          pbar, fbar, norms, step + 1, src, dst, step, h, gnd, use_ground, mu,
+                          measure, i)
     # 2. Per spring: parameter gradients and the spring Jacobian applied to its force adjoint.
     ti.loop_config(serialize=serial)
     for s in range(sa.shape[0]):
@@ -69,11 +70,15 @@ def _adjoint_particle(x: ti.template(), v: ti.template(), xg: ti.template(), vg:
                       mass: ti.template(), mass_grad: ti.template(), fixed: ti.template(),
                       gravity: ti.template(), fs: ti.template(), offsets: ti.template(),
                       adj: ti.template(), sign: ti.template(), pbar: ti.template(),
-                      fbar: ti.template(), norms: ti.template(), src: ti.i32, dst: ti.i32,
-                      step: ti.i32, h, gnd, use_ground: ti.i32, mu, measure: ti.i32, i: ti.i32):
-    """Particle ``i``: adjoint of its contact and of ``p = v + h (f / m + g)``."""
+                      fbar: ti.template(), norms: ti.template(), k: ti.i32, src: ti.i32,
+                      dst: ti.i32, step: ti.i32, h, gnd, use_ground: ti.i32, mu, measure: ti.i32,
+                      i: ti.i32):
+    """Particle ``i``: adjoint of its contact and of ``p = v + h (f / m + g)``.
+
+    With ``measure`` it adds its part of ``|λ[t+1]|^2`` to ``norms[k]``.
+    """
     if measure != 0:
-        norms[step + 1] += ti.cast(xg[dst, i].dot(xg[dst, i]) + vg[dst, i].dot(vg[dst, i]),
+        norms[k] += ti.cast(xg[dst, i].dot(xg[dst, i]) + vg[dst, i].dot(vg[dst, i]),
                                    ti.f64)
     pb = ti.zero(x[src, i])
     fb = ti.zero(x[src, i])

@@ -39,7 +39,8 @@ def spring_fused(dim: int, dtype: Any) -> tuple[Any, Any]:
     ``reverse(x, v, px, pv, xg, vg, cot, <system>, chan_offsets, chan_springs, <scratch>,
     <gradients>, norms, slots, rows, top, count, spare, measure, dt, …, cotv, seed_v, bar,
     workers)``
-    reverses steps ``top, top-1, … top-count+1``: step ``top - j`` reads its state from
+    reverses steps ``top, top-1, … top-count+1`` (the squared costate norm of step ``t``
+    summed over ``norms[(t + 1) * workers + w]``): step ``top - j`` reads its state from
     checkpoint ``slots[j]`` (``< 0``: from the ring, copied to slot ``spare`` first), adds
     the output cotangent ``cot[rows[t+1]]`` into ``λ_x[t+1]`` (and ``cotv[rows[t+1]]``
     into ``λ_v[t+1]`` when ``seed_v``), then runs the adjoint.
@@ -149,9 +150,12 @@ def _build_fused(vec: Any, dtype: Any) -> tuple[Any, Any]:
                                           sb, slot, step, s)
                 nb = sync(bar, workers, nb)
                 for i in range(i0, i1):
+                    # each worker its own norm entry: one shared entry cost a contended
+                    # atomic a particle
                     _adjoint_particle(px, pv, xg, vg, mass, mass_grad, fixed, gravity, fs,
-                                      offsets, adj, sign, pbar, fbar, norms, slot, dst, step, h,
-                                      gnd, use_ground, mu, measure, i)
+                                      offsets, adj, sign, pbar, fbar, norms,
+                                      (step + 1) * workers + w, slot, dst, step, h, gnd,
+                                      use_ground, mu, measure, i)
                 nb = sync(bar, workers, nb)
                 for s in range(s0, s1_):
                     _adjoint_spring(px, pv, stiffness, rest, damping, act, channel, sa, sb,
