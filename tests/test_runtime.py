@@ -123,3 +123,38 @@ def test_one_dtype_rule_fields_in_the_runtime_precision_gradients_in_float64() -
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["float32", "float64", "float",
                                   "float32", "float64", "float32", "float"]
+
+
+def test_worker_split_and_the_chunking_pass(monkeypatch) -> None:
+    # diffsim.init turns off Taichi's pass that runs loops of up to 512 iterations on one
+    # thread (a barrier between worker tasks would wait for ever under it)
+    import taichi as ti
+
+    from diffsim import _parallel
+
+    assert ti.lang.impl.current_cfg().make_cpu_multithreading_loop is False
+    monkeypatch.setattr(_parallel, "threads", lambda: 2)
+    big, small = _parallel.BAND_CELLS, _parallel.BAND_CELLS - 1
+    assert _parallel.split(1, big) == (2, 0)        # one large shot: bands
+    assert _parallel.split(1, small) == (1, 1)      # one small shot: one thread
+    assert _parallel.split(4, small) == (2, 4)      # shots dealt whole, no bands
+    assert _parallel.split(3, big) == (2, 2)        # two dealt whole, the third in bands
+    assert _parallel.split(3, small) == (2, 3)      # small: dealt whole, one worker gets two
+    monkeypatch.setattr(_parallel, "threads", lambda: 1)
+    assert _parallel.split(8, big) == (1, 8)
+
+
+def test_no_worker_tasks_under_the_chunking_pass() -> None:
+    # with the pass on (a runtime set up elsewhere), the engines fall back to one worker
+    import taichi as ti
+
+    from diffsim import _parallel
+
+    cfg = ti.lang.impl.current_cfg()
+    assert _parallel.threads() >= 1
+    cfg.make_cpu_multithreading_loop = True
+    try:
+        assert _parallel.threads() == 1
+        assert _parallel.split(4, 10**9) == (1, 4)
+    finally:
+        cfg.make_cpu_multithreading_loop = False
