@@ -78,26 +78,20 @@ def lean(kernel: Any) -> Any:
 
 
 @ti.func
-def barrier(bar: ti.template(), workers: ti.i32, count: ti.i32):
-    """Wait until each of ``workers`` tasks has arrived at its ``count``-th barrier (1, 2, …).
-
-    ``bar[0]`` counts arrivals since the launch zeroed it; a no-op for one worker. Only
-    for the tasks of one parallel loop that the thread pool runs at once (no more tasks
-    than threads; :mod:`diffsim._parallel`): a task waiting here keeps its thread.
-    """
-    if workers > 1:
-        ti.atomic_add(bar[0], 1)
-        while ti.atomic_add(bar[0], 0) < count * workers:
-            pass
-
-
-@ti.func
 def sync(bar: ti.template(), group: ti.i32, passed: ti.i32) -> ti.i32:
-    """The barrier of a band group (none for a group of one); returns barriers passed."""
+    """The barrier of a group of ``group`` worker tasks; returns the barriers passed.
+
+    Each task waits until all have arrived at barrier ``passed + 1`` (``bar[0]`` counts
+    arrivals since the launch zeroed it); nothing for a group of one. Only for the tasks
+    of one parallel loop that the thread pool runs at once (no more tasks than threads;
+    :mod:`diffsim._parallel`): a task waiting here keeps its thread.
+    """
     n = passed
     if group > 1:
         n += 1
-        barrier(bar, group, n)
+        ti.atomic_add(bar[0], 1)
+        while ti.atomic_add(bar[0], 0) < n * group:
+            pass
     return n
 
 
